@@ -1,0 +1,161 @@
+"""The glue under tasks.py: one exception-to-exit-code wrapper, per-host fan-out, and the
+probe/audit commands. Tasks stay thin; this module owns the exit codes (STYLE 12)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from .console import console, err_console
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, ConfigError, JobsafeError
+from .inventory import Host, inventory_dir, load_inventory, select_hosts
+
+
+def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
+    """Run a command body; map every outcome to one exit code and a one-line error."""
+    debug = bool(kwargs.pop("debug", False))
+    try:
+        code = fn(**kwargs) or EXIT_OK
+    except JobsafeError as exc:
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted; rerun the same command to converge")
+        code = EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - last resort: still one line, still an exit code
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+                          "(rerun with --debug for the traceback)", highlight=False)
+        code = 1
+    sys.exit(code)
+
+
+def hosts_for(spec: str, inventory: str | None = None) -> list[Host]:
+    return select_hosts(load_inventory(inventory_dir(inventory)), spec)
+
+
+@dataclass
+class Outcome:
+    host: str
+    result: Any = None
+    error: JobsafeError | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"host": self.host, "error": str(self.error),
+                    "exit_code": self.error.exit_code}
+        r = self.result
+        return r.to_dict() if hasattr(r, "to_dict") else r  # type: ignore[no-any-return]
+
+
+def fan_out(hosts: list[Host], fn: Callable[[Host], Any]) -> list[Outcome]:
+    """One worker per host; a host's failure never aborts another's (unlike Fabric's
+    ThreadingGroup, whose GroupException does not say which host failed)."""
+
+    def one(host: Host) -> Outcome:
+        try:
+            return Outcome(host.name, fn(host))
+        except JobsafeError as exc:
+            return Outcome(host.name, error=exc)
+
+    if len(hosts) == 1:
+        return [one(hosts[0])]
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        return list(pool.map(one, hosts))
+
+
+def finish(outcomes: list[Outcome], json_out: bool,
+           render: Callable[[Any], None], code_of: Callable[[Any], int] = lambda r: 0) -> int:
+    """Print results (JSON or rich) and compute the exit code: a single host's error keeps
+    its own code; some hosts failing among several gives 5 (partial)."""
+    if json_out:
+        if len(outcomes) == 1 and outcomes[0].error is None:
+            payload: Any = outcomes[0].to_dict()
+        else:
+            payload = {"hosts": [o.to_dict() for o in outcomes]}
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        for o in outcomes:
+            if o.error is None:
+                render(o.result)
+    errors = [o for o in outcomes if o.error is not None]
+    for o in errors:
+        if not json_out or len(outcomes) == 1:
+            err_console.print(f"[bold red]error:[/] {o.error}", highlight=False, soft_wrap=True)
+    if len(outcomes) == 1 and errors:
+        assert errors[0].error is not None
+        return errors[0].error.exit_code
+    if errors:
+        if len(errors) < len(outcomes):
+            return EXIT_PARTIAL
+        assert errors[0].error is not None
+        return errors[0].error.exit_code
+    return max((code_of(o.result) for o in outcomes), default=0)
+
+
+def require(value: Any, flag: str) -> None:
+    if value in (None, ""):
+        raise ConfigError(f"{flag} is required")
+
+
+# ---- commands ------------------------------------------------------------------------
+
+def hosts_cmd(inventory: str | None, json_out: bool) -> int:
+    from .views import hosts_table
+
+    inv = load_inventory(inventory_dir(inventory))
+    if json_out:
+        print(json.dumps({n: _host_dict(h) for n, h in inv.items()}, indent=2))
+    else:
+        console.print(hosts_table(inv))
+    return 0
+
+
+def _host_dict(h: Host) -> dict[str, Any]:
+    return {"ssh": h.ssh, "project_dir": h.project_dir, "package": h.package,
+            "branch": h.branch, "memory_cap": h.memory_cap,
+            "groups": {g.name: {"parallel": g.parallel, "min": g.min, "max": g.max,
+                                "job_memory": g.job_memory} for g in h.groups.values()}}
+
+
+def probe_cmd(host: str, inventory: str | None, json_out: bool) -> int:
+    from .probe import run_probe
+    from .remote import session
+    from .views import probe_view
+
+    def one(h: Host) -> Any:
+        with session(h) as remote:
+            return run_probe(remote)
+
+    hosts = hosts_for(host, inventory)
+    inv = {h.name: h for h in hosts}
+    return finish(fan_out(hosts, one), json_out,
+                  lambda p: console.print(probe_view(p, inv[p.host])))
+
+
+def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: bool) -> int:
+    from .audit import build_audit, read_state
+    from .remote import session
+    from .views import audit_view
+
+    def one(h: Host) -> Any:
+        with session(h) as remote:
+            return build_audit(h.name, read_state(remote, group), group)
+
+    def code(a: Any) -> int:
+        return 1 if a.failed else 0
+
+    return finish(fan_out(hosts_for(host, inventory), one), json_out,
+                  lambda a: console.print(audit_view(a)), code)
+
+
+def as_mapping(obj: Any) -> Mapping[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else obj  # type: ignore[no-any-return]

@@ -1,0 +1,247 @@
+"""Host inventory: hosts/*.toml loaded and validated into frozen dataclasses.
+
+Every mistake gives one line naming the file, the field and the fix (exit code 2), before
+anything touches a host.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULTS_FILE = "_defaults.toml"
+LOCAL_SSH = "local"
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """'5G' -> bytes (binary units, as systemd's MemoryMax reads them)."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use e.g. 512M, 5G)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    parallel: int
+    min: int
+    max: int
+    job_memory: int | None = None  # bytes; the autoscaler never adds a slot without it
+
+    @property
+    def job_memory_text(self) -> str | None:
+        return None if self.job_memory is None else f"{self.job_memory // 1024**2}M"
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    ssh: str
+    project_dir: str
+    package: str
+    python: str = ".venv/bin/python"
+    dist: str = ""
+    branch: str = "main"
+    index_url: str = "https://pypi.org/simple/"
+    memory_cap: bool = True
+    pueue: str = "pueue"
+    checkpoints: tuple[str, ...] = ()
+    state_warn_mb: float = 10.0
+    state_alarm_mb: float = 50.0
+    groups: Mapping[str, GroupSpec] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def dist_name(self) -> str:
+        return self.dist or self.package
+
+    @property
+    def is_local(self) -> bool:
+        return self.ssh == LOCAL_SSH
+
+    @property
+    def python_path(self) -> str:
+        if self.python.startswith(("/", "~")):
+            return self.python
+        return f"{self.project_dir.rstrip('/')}/{self.python}"
+
+    def group(self, name: str) -> GroupSpec:
+        try:
+            return self.groups[name]
+        except KeyError:
+            known = ", ".join(sorted(self.groups)) or "none"
+            raise ConfigError(
+                f"{self.source}: group {name!r} is not declared (known: {known}); "
+                f"add [groups.{name}] to the host file"
+            ) from None
+
+
+# field -> (type, required, default)
+_HOST_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "ssh": (str, True),
+    "project_dir": (str, True),
+    "package": (str, True),
+    "python": (str, False),
+    "dist": (str, False),
+    "branch": (str, False),
+    "index_url": (str, False),
+    "memory_cap": (bool, False),
+    "pueue": (str, False),
+    "checkpoints": (list, False),
+    "state_warn_mb": ((int, float), False),
+    "state_alarm_mb": ((int, float), False),
+    "groups": (dict, False),
+}
+_GROUP_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "parallel": (int, True),
+    "min": (int, False),
+    "max": (int, False),
+    "job_memory": (str, False),
+}
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = {str: "a string", bool: "true/false", int: "an integer", list: "a list",
+             dict: "a table", float: "a number"}
+    if isinstance(t, tuple):
+        return "a number"
+    return names.get(t, t.__name__)
+
+
+def _check_fields(
+    data: Mapping[str, Any],
+    spec: Mapping[str, tuple[type | tuple[type, ...], bool]],
+    where: str,
+) -> None:
+    for key in data:
+        if key not in spec:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(spec))} "
+                "(fix the spelling or remove it)"
+            )
+    for key, (typ, required) in spec.items():
+        if key not in data:
+            if required:
+                raise ConfigError(f"{where}: missing required field {key!r}; add {key} = ...")
+            continue
+        value = data[key]
+        # bool is an int subclass: `parallel = true` must not pass as 1
+        bad_bool = isinstance(value, bool) and typ is not bool
+        if bad_bool or not isinstance(value, typ):
+            raise ConfigError(
+                f"{where}: field {key!r} must be {_type_name(typ)}, got {value!r}"
+            )
+
+
+def _group(name: str, data: Any, where: str) -> GroupSpec:
+    gwhere = f"{where} [groups.{name}]"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{gwhere}: must be a table with parallel/min/max/job_memory")
+    _check_fields(data, _GROUP_FIELDS, gwhere)
+    parallel = data["parallel"]
+    lo = data.get("min", 1)
+    hi = data.get("max", max(parallel, lo))
+    if parallel < 1:
+        raise ConfigError(
+            f"{gwhere}: parallel = {parallel} is invalid (pueue reads 0 as unlimited); "
+            "set parallel >= 1"
+        )
+    if lo < 1:
+        raise ConfigError(f"{gwhere}: min = {lo} is invalid; set min >= 1 (0 means unlimited)")
+    if hi < lo:
+        raise ConfigError(f"{gwhere}: max = {hi} is below min = {lo}; set max >= min")
+    if not lo <= parallel <= hi:
+        raise ConfigError(
+            f"{gwhere}: parallel = {parallel} is outside min..max ({lo}..{hi}); adjust one"
+        )
+    memory = None
+    if "job_memory" in data:
+        try:
+            memory = parse_size(data["job_memory"])
+        except ValueError as exc:
+            raise ConfigError(f"{gwhere}: job_memory: {exc}") from None
+    return GroupSpec(name=name, parallel=parallel, min=lo, max=hi, job_memory=memory)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def load_host_file(path: Path, defaults: Mapping[str, Any] | None = None) -> Host:
+    data = {**(defaults or {}), **_read_toml(path)}
+    where = str(path)
+    _check_fields(data, _HOST_FIELDS, where)
+    groups = {name: _group(name, g, where) for name, g in data.get("groups", {}).items()}
+    checkpoints = data.get("checkpoints", [])
+    if not all(isinstance(c, str) for c in checkpoints):
+        raise ConfigError(f"{where}: field 'checkpoints' must be a list of path patterns")
+    if not data["project_dir"].startswith(("/", "~")):
+        raise ConfigError(
+            f"{where}: project_dir {data['project_dir']!r} must be absolute or start with ~"
+        )
+    kwargs = {k: v for k, v in data.items() if k not in ("groups", "checkpoints")}
+    return Host(
+        name=path.stem, groups=groups, checkpoints=tuple(checkpoints), source=where, **kwargs
+    )
+
+
+def inventory_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("JOBSAFE_INVENTORY")
+    return Path(env) if env else Path.cwd() / "hosts"
+
+
+def load_inventory(directory: Path) -> dict[str, Host]:
+    if not directory.is_dir():
+        raise ConfigError(
+            f"inventory {directory} is not a directory; pass --inventory DIR or set "
+            "JOBSAFE_INVENTORY"
+        )
+    defaults: dict[str, Any] = {}
+    dpath = directory / DEFAULTS_FILE
+    if dpath.exists():
+        defaults = _read_toml(dpath)
+    hosts = {}
+    for path in sorted(directory.glob("*.toml")):
+        if path.name == DEFAULTS_FILE:
+            continue
+        host = load_host_file(path, defaults)
+        hosts[host.name] = host
+    return hosts
+
+
+def select_hosts(inventory: Mapping[str, Host], spec: str) -> list[Host]:
+    """--host a,b | all -> hosts, in the order given."""
+    if not spec:
+        raise ConfigError("--host is required: a host name, a,b, or all")
+    if spec == "all":
+        if not inventory:
+            raise ConfigError("the inventory has no hosts; add hosts/<name>.toml")
+        return list(inventory.values())
+    out = []
+    for name in (n.strip() for n in spec.split(",")):
+        if name not in inventory:
+            known = ", ".join(sorted(inventory)) or "none"
+            raise ConfigError(
+                f"unknown host {name!r} (inventory has: {known}); add hosts/{name}.toml"
+            )
+        out.append(inventory[name])
+    return out

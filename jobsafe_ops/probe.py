@@ -1,0 +1,223 @@
+"""Host facts in one round trip: a shell script plus a pure parser, and health verdicts.
+
+The script is sent as one command; its sections are parsed from recorded outputs in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .inventory import Host
+from .pueue import PueueState, parse_status, parse_version
+from .remote import Remote, program
+
+MEMCAP_TEST_MAX = "64M"
+
+
+def probe_script(pueue: str, swap_interval: float = 1.0) -> str:
+    """One remote round trip. Every section is delimited so a missing tool degrades to
+    'unknown' instead of failing the probe."""
+    p = program(pueue)
+    return f"""
+echo @@nproc; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
+echo @@meminfo; grep -E '^(MemTotal|MemAvailable|SwapTotal|SwapFree):' /proc/meminfo
+echo @@loadavg; cat /proc/loadavg
+echo @@swap; grep -E '^pswp(in|out) ' /proc/vmstat; sleep {swap_interval}; grep -E '^pswp(in|out) ' /proc/vmstat
+echo @@home; printf '%s\\n' "$HOME"
+echo @@pueue_version; {p} --version 2>&1
+cfg="${{PUEUE_CONFIG_PATH:-${{XDG_CONFIG_HOME:-$HOME/.config}}/pueue/pueue.yml}}"
+dir=$(sed -n 's/^[[:space:]]*pueue_directory:[[:space:]]*//p' "$cfg" 2>/dev/null | head -n1)
+dir="${{dir:-${{XDG_DATA_HOME:-$HOME/.local/share}}/pueue}}"
+case "$dir" in "~/"*) dir="$HOME/${{dir#\\~/}}";; esac
+echo @@statefile; for f in "$dir/state.json" "$dir/state.json.gz"; do [ -f "$f" ] && stat -c '%s %n' "$f"; done; echo "dir $dir"
+echo @@cgroup; stat -fc %T /sys/fs/cgroup 2>&1
+echo @@memcap; systemd-run --user --scope -q -p MemoryMax={MEMCAP_TEST_MAX} -p MemorySwapMax=0 \
+  sh -c 'cat "/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup | tail -n1)/memory.swap.max"' 2>&1; echo "rc $?"
+echo @@status; {p} status --json 2>&1; rc=$?; echo; echo "rc $rc"
+echo @@end
+"""
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    name: str
+    status: str
+    parallel: int
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Probe:
+    host: str
+    nproc: int | None
+    mem_total: int | None  # bytes
+    mem_available: int | None
+    swap_total: int | None
+    load: tuple[float, float, float] | None
+    swap_in: int | None  # pages swapped in during the sample
+    swap_out: int | None
+    home: str
+    pueue_version: str | None
+    pueue_error: str | None
+    state_file: str | None
+    state_size: int | None
+    cgroup_fs: str | None
+    memcap: bool
+    memcap_reason: str
+    groups: tuple[GroupInfo, ...] = ()
+    state: PueueState | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("state")
+        d["groups"] = [asdict(g) for g in self.groups]
+        return d
+
+    def expand(self, path: str) -> str:
+        """'~/project' -> absolute path on the host (SFTP and -w do not expand ~)."""
+        if path == "~" or path.startswith("~/"):
+            return self.home.rstrip("/") + path[1:]
+        return path
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            current = line[2:].strip()
+            out[current] = []
+        elif current is not None:
+            out[current].append(line)
+    return out
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def parse_probe(host: str, text: str) -> Probe:
+    s = _sections(text)
+    nproc = _int((s.get("nproc") or [""])[0])
+    mem: dict[str, int] = {}
+    for line in s.get("meminfo", []):
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            mem[key] = int(parts[0]) * 1024
+    load = None
+    la = (s.get("loadavg") or [""])[0].split()
+    if len(la) >= 3:
+        load = (float(la[0]), float(la[1]), float(la[2]))
+    swap_in = swap_out = None
+    samples = [line.split() for line in s.get("swap", []) if len(line.split()) == 2]
+    if len(samples) == 4:
+        first, second = dict(samples[:2]), dict(samples[2:])
+        swap_in = int(second["pswpin"]) - int(first["pswpin"])
+        swap_out = int(second["pswpout"]) - int(first["pswpout"])
+    version_lines = s.get("pueue_version", [])
+    version = parse_version(version_lines[0]) if version_lines else None
+    state_file = state_size = None
+    for line in s.get("statefile", []):
+        if line.startswith("dir "):
+            continue
+        size, _, path = line.partition(" ")
+        if _int(size) is not None and (state_size is None or int(size) > state_size):
+            state_file, state_size = path, int(size)
+    memcap_lines = [ln for ln in s.get("memcap", []) if ln.strip()]
+    rc = memcap_lines[-1] if memcap_lines else "rc 1"
+    body = [ln for ln in memcap_lines[:-1]]
+    memcap = rc == "rc 0" and bool(body) and body[-1].strip() == "0"
+    if memcap:
+        reason = "systemd-run --user --scope works; memory.swap.max = 0 verified"
+    elif rc == "rc 0":
+        reason = f"scope created but memory.swap.max is {body[-1].strip() if body else '?'}"
+    else:
+        reason = (body[0].strip() if body else "systemd-run failed") + \
+            " (needs a user systemd manager, cgroup v2 with the memory controller delegated)"
+    status_lines = s.get("status", [])
+    status_rc = status_lines[-1] if status_lines else "rc 1"
+    status_text = "\n".join(status_lines[:-1]).strip()
+    state = None
+    pueue_error = None
+    groups: tuple[GroupInfo, ...] = ()
+    if status_rc == "rc 0" and status_text.startswith("{"):
+        state = parse_status(status_text)
+        groups = tuple(
+            GroupInfo(g.name, g.status, g.parallel, state.counts(g.name))
+            for g in state.groups.values()
+        )
+    else:
+        pueue_error = (status_text.splitlines() or ["pueue status failed"])[0].strip()
+        if "connecting to daemon" in status_text or "Did you start it" in status_text:
+            pueue_error = "pueue daemon not running (start it with `pueued -d`)"
+        elif "not found" in status_text:
+            pueue_error = f"pueue not found on the host: {pueue_error}"
+    cg = (s.get("cgroup") or [None])[0]
+    return Probe(
+        host=host, nproc=nproc, mem_total=mem.get("MemTotal"),
+        mem_available=mem.get("MemAvailable"), swap_total=mem.get("SwapTotal"), load=load,
+        swap_in=swap_in, swap_out=swap_out,
+        home=(s.get("home") or [""])[0], pueue_version=version, pueue_error=pueue_error,
+        state_file=state_file, state_size=state_size, cgroup_fs=cg, memcap=memcap,
+        memcap_reason=reason, groups=groups, state=state,
+    )
+
+
+def run_probe(remote: Remote, swap_interval: float = 1.0) -> Probe:
+    result = remote.run(probe_script(remote.host.pueue, swap_interval), check=False)
+    return parse_probe(remote.host.name, result.stdout)
+
+
+# ---- health verdicts (reused by monitor and deploy) ---------------------------------
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    ok: bool
+    level: str  # ok | warn | alarm | unknown
+    value: str
+    detail: str
+
+
+def verdicts(probe: Probe, host: Host) -> list[Verdict]:
+    out: list[Verdict] = []
+    if probe.load and probe.nproc:
+        limit = 0.9 * probe.nproc
+        ok = probe.load[0] < limit
+        out.append(Verdict("load", ok, "ok" if ok else "alarm", f"{probe.load[0]:.2f}",
+                           f"1-min load vs 0.9 x {probe.nproc} cores = {limit:.1f}"))
+    else:
+        out.append(Verdict("load", True, "unknown", "?", "load or nproc unreadable"))
+    if probe.swap_in is not None and probe.swap_out is not None:
+        ok = probe.swap_in == 0 and probe.swap_out == 0
+        out.append(Verdict("swap", ok, "ok" if ok else "alarm",
+                           f"si={probe.swap_in} so={probe.swap_out}",
+                           "pages swapped in/out during the sample; must be 0"))
+    else:
+        out.append(Verdict("swap", True, "unknown", "?", "/proc/vmstat unreadable"))
+    if probe.mem_total and probe.mem_available is not None:
+        used = 1 - probe.mem_available / probe.mem_total
+        level = "ok" if used < 0.8 else "alarm"
+        out.append(Verdict("memory", level == "ok", level, f"{used:.0%} used",
+                           f"{probe.mem_available / 1024**3:.1f} GiB available of "
+                           f"{probe.mem_total / 1024**3:.1f} GiB; alarm at 80%"))
+    if probe.state_size is not None:
+        mb = probe.state_size / 1024**2
+        level = ("alarm" if mb >= host.state_alarm_mb
+                 else "warn" if mb >= host.state_warn_mb else "ok")
+        out.append(Verdict("state file", level != "alarm", level, f"{mb:.1f} MB",
+                           f"{probe.state_file}; warn at {host.state_warn_mb:g} MB, alarm at "
+                           f"{host.state_alarm_mb:g} MB (AP-10: every add rewrites it)"))
+    out.append(Verdict("pueue", probe.pueue_error is None,
+                       "ok" if probe.pueue_error is None else "alarm",
+                       probe.pueue_version or "?", probe.pueue_error or "daemon answers"))
+    if host.memory_cap:
+        out.append(Verdict("memory cap", probe.memcap, "ok" if probe.memcap else "warn",
+                           "available" if probe.memcap else "unavailable", probe.memcap_reason))
+    return out

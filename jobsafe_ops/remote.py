@@ -1,0 +1,307 @@
+"""The one module that does remote I/O: strict-host-key Fabric connections and a local
+transport for a host that is this machine.
+
+Fabric hard-codes AutoAddPolicy and never loads known_hosts (fabric#1804, #2071): we load
+the user's known_hosts, the inventory's known_hosts and ssh_config's UserKnownHostsFile,
+and refuse unknown or changed keys with the offered fingerprint.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from .errors import HostKeyError, RemoteError
+from .inventory import Host
+
+CONNECT_TIMEOUT = float(os.environ.get("JOBSAFE_CONNECT_TIMEOUT", "10"))
+CONNECT_ATTEMPTS = int(os.environ.get("JOBSAFE_CONNECT_ATTEMPTS", "3"))
+
+
+def quote(value: str) -> str:
+    """The one quoting helper: every value that reaches a remote shell goes through it."""
+    return shlex.quote(value)
+
+
+def program(path: str) -> str:
+    """Quote a program path, keeping a leading ~/ meaningful (quoting would disable tilde
+    expansion): pueue lives in ~/.local/bin, which a non-login SSH PATH lacks."""
+    if path.startswith("~/"):
+        return '"$HOME"/' + quote(path[2:])
+    return quote(path)
+
+
+def join(argv: Sequence[str]) -> str:
+    """argv -> one shell line; argv[0] is a program path (see `program`)."""
+    if not argv:
+        return ""
+    return " ".join([program(argv[0]), *(quote(a) for a in argv[1:])])
+
+
+@dataclass(frozen=True)
+class Result:
+    command: str
+    stdout: str
+    stderr: str
+    exited: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+
+def fingerprint(key: Any) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class TransientConnectError(Exception):
+    """Refused / reset / timed out: worth a retry, unlike auth and host-key failures."""
+
+
+class Remote:
+    """A transport bound to one host; counts connections and round trips (for bench/)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.connections_opened = 0
+        self.round_trips = 0
+
+    def run(self, command: str | Sequence[str], *, check: bool = True,
+            timeout: float | None = None, stdin: str | None = None) -> Result:
+        text = command if isinstance(command, str) else join(command)
+        self.round_trips += 1
+        result = self._run(text, timeout=timeout, stdin=stdin)
+        if check and not result.ok:
+            first = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            detail = first[0] if first else f"exit {result.exited}"
+            # A remote command's own exit status never leaks out as ours (STYLE 12).
+            raise RemoteError(f"{self.host.name}: `{_short(text)}` failed: {detail}")
+        return result
+
+    def put_text(self, text: str, remote_path: str, mode: int = 0o644) -> None:
+        """Write a file on the host atomically: upload to a temp name, then rename."""
+        tmp = f"{remote_path}.tmp.{os.getpid()}"
+        self._put_text(text, tmp, mode)
+        self.run(["mv", "-f", tmp, remote_path])
+
+    def _run(self, text: str, *, timeout: float | None, stdin: str | None) -> Result:
+        raise NotImplementedError
+
+    def _put_text(self, text: str, path: str, mode: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class LocalRemote(Remote):
+    """A host that is this machine (`ssh = "local"`): same interface, no SSH."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self.connections_opened = 0
+
+    def _run(self, text: str, *, timeout: float | None, stdin: str | None) -> Result:
+        try:
+            proc = subprocess.run(
+                ["sh", "-c", text], capture_output=True, text=True, timeout=timeout,
+                input=stdin if stdin is not None else "",
+            )
+        except subprocess.TimeoutExpired:
+            raise RemoteError(f"{self.host.name}: `{_short(text)}` timed out") from None
+        return Result(text, proc.stdout, proc.stderr, proc.returncode)
+
+    def _put_text(self, text: str, path: str, mode: int) -> None:
+        p = Path(os.path.expanduser(path))
+        p.write_text(text)
+        p.chmod(mode)
+
+
+class SSHRemote(Remote):
+    def __init__(self, host: Host, connection: Any) -> None:
+        super().__init__(host)
+        self.conn = connection
+
+    def _run(self, text: str, *, timeout: float | None, stdin: str | None) -> Result:
+        import io
+
+        from invoke.exceptions import CommandTimedOut
+
+        try:
+            r = self.conn.run(
+                text, hide=True, warn=True, timeout=timeout,
+                in_stream=io.StringIO(stdin) if stdin is not None else False,
+            )
+        except CommandTimedOut:
+            raise RemoteError(f"{self.host.name}: `{_short(text)}` timed out") from None
+        except (OSError, EOFError) as exc:
+            raise RemoteError(f"{self.host.name}: connection lost ({exc})") from None
+        return Result(text, r.stdout, r.stderr, r.exited)
+
+    def _put_text(self, text: str, path: str, mode: int) -> None:
+        # SFTP does not expand ~ (fabric/transfer.py): relative paths are from $HOME.
+        rel = path[2:] if path.startswith("~/") else path
+        sftp = self.conn.sftp()
+        with sftp.open(rel, "w") as fh:
+            fh.set_pipelined(True)
+            fh.write(text.encode())
+        sftp.chmod(rel, mode)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# ---- strict host keys ------------------------------------------------------------------
+
+def _ssh_config_path() -> str | None:
+    env = os.environ.get("JOBSAFE_SSH_CONFIG")
+    if env:
+        return env
+    from .inventory import inventory_dir
+
+    candidate = inventory_dir() / "ssh_config"
+    return str(candidate) if candidate.exists() else None
+
+
+def known_hosts_files(ssh_config: dict[str, Any]) -> list[Path]:
+    from .inventory import inventory_dir
+
+    files = [Path("~/.ssh/known_hosts").expanduser(), inventory_dir() / "known_hosts"]
+    extra = ssh_config.get("userknownhostsfile")
+    for item in (extra if isinstance(extra, list) else [extra] if extra else []):
+        for part in str(item).split():
+            files.append(Path(os.path.expanduser(part)))
+    return [f for f in dict.fromkeys(files) if f.exists()]
+
+
+def _trust_hint(hostname: str, port: int) -> str:
+    target = hostname if port == 22 else f"-p {port} {hostname}"
+    return (f"verify the fingerprint out of band, then add the key with "
+            f"`ssh-keyscan {target} >> ~/.ssh/known_hosts` (or the inventory's known_hosts)")
+
+
+def _harden(conn: Any, name: str) -> None:
+    """RejectPolicy + known_hosts on a Connection and every ProxyJump gateway hop."""
+    import paramiko
+
+    class Refuse(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            raise HostKeyError(
+                f"{name}: unknown host key for {hostname} "
+                f"({key.get_name()} {fingerprint(key)}); refusing to connect. "
+                + _trust_hint(conn.host, conn.port)
+            )
+
+    client = conn.client
+    client.set_missing_host_key_policy(Refuse())
+    for path in known_hosts_files(dict(conn.ssh_config)):
+        try:
+            client.get_host_keys().load(str(path))
+        except (OSError, paramiko.SSHException) as exc:
+            raise RemoteError(f"cannot read known_hosts {path}: {exc}") from None
+    gateway = getattr(conn, "gateway", None)
+    if gateway is not None and not isinstance(gateway, str):
+        _harden(gateway, f"{name} (via ProxyJump {gateway.host})")
+
+
+def _log_attempt(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    from .console import err_console
+
+    err_console.print(f"[yellow]connect attempt {state.attempt_number} failed: {exc}; retrying")
+
+
+@retry(
+    retry=retry_if_exception_type(TransientConnectError),
+    stop=stop_after_attempt(CONNECT_ATTEMPTS),
+    wait=wait_exponential(multiplier=0.5, max=5),
+    before_sleep=_log_attempt,
+    reraise=True,
+)
+def _open(conn: Any, name: str) -> None:
+    import paramiko
+    from paramiko.ssh_exception import NoValidConnectionsError
+
+    try:
+        conn.open()
+    except HostKeyError:
+        raise
+    except paramiko.BadHostKeyException as exc:
+        raise HostKeyError(
+            f"{name}: host key for {exc.hostname} CHANGED: offered {exc.key.get_name()} "
+            f"{fingerprint(exc.key)}, known_hosts has {fingerprint(exc.expected_key)}; "
+            "refusing (possible man-in-the-middle). If the host was reinstalled, "
+            "remove the old line and " + _trust_hint(conn.host, conn.port)
+        ) from None
+    except paramiko.AuthenticationException as exc:
+        raise RemoteError(
+            f"{name}: authentication failed as {conn.user}@{conn.host}:{conn.port} ({exc}); "
+            "check IdentityFile / ssh-agent"
+        ) from None
+    except (NoValidConnectionsError, ConnectionRefusedError, ConnectionResetError,
+            socket.timeout, TimeoutError) as exc:
+        raise TransientConnectError(str(exc) or type(exc).__name__) from None
+    except paramiko.SSHException as exc:
+        if "Error reading SSH protocol banner" in str(exc):
+            raise TransientConnectError(str(exc)) from None
+        raise RemoteError(f"{name}: ssh failed: {exc}") from None
+    except socket.gaierror as exc:
+        raise RemoteError(f"{name}: cannot resolve {conn.host} ({exc})") from None
+    except OSError as exc:
+        raise TransientConnectError(str(exc)) from None
+
+
+def connect(host: Host) -> Remote:
+    """One connection per host per command; every step reuses it."""
+    if host.is_local:
+        return LocalRemote(host)
+    from fabric import Config, Connection
+
+    cfg_path = _ssh_config_path()
+    config = Config(runtime_ssh_path=cfg_path) if cfg_path else Config()
+    conn = Connection(host.ssh, config=config, connect_timeout=int(CONNECT_TIMEOUT))
+    _harden(conn, host.name)
+    started = time.monotonic()
+    try:
+        _open(conn, host.name)
+    except TransientConnectError as exc:
+        raise RemoteError(
+            f"{host.name}: unreachable ({conn.user}@{conn.host}:{conn.port}) after "
+            f"{CONNECT_ATTEMPTS} attempts in {time.monotonic() - started:.1f}s: {exc}"
+        ) from None
+    remote = SSHRemote(host, conn)
+    remote.connections_opened = 1
+    return remote
+
+
+@contextmanager
+def session(host: Host) -> Iterator[Remote]:
+    remote = connect(host)
+    try:
+        yield remote
+    finally:
+        remote.close()
