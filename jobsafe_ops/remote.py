@@ -263,7 +263,7 @@ def _open(conn: Any, name: str) -> None:
             "check IdentityFile / ssh-agent"
         ) from None
     except (NoValidConnectionsError, ConnectionRefusedError, ConnectionResetError,
-            socket.timeout, TimeoutError) as exc:
+            TimeoutError) as exc:
         raise TransientConnectError(str(exc) or type(exc).__name__) from None
     except paramiko.SSHException as exc:
         if "Error reading SSH protocol banner" in str(exc):
