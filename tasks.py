@@ -37,3 +37,12 @@ def audit(c, host="", group=None, json=False, debug=False, inventory=None):
 
     cli.main(cli.audit_cmd, host=host, group=group, inventory=inventory, json_out=json,
              debug=debug)
+
+
+@task(help={"keep": "keep the throwaway host's directory for inspection", "debug": DEBUG})
+def demo(c, keep=False, debug=False):
+    """End-to-end demo against a throwaway local host (its own pueue daemon and HOME)."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.demo import run_demo
+
+    cli.main(run_demo, keep=keep, debug=debug)

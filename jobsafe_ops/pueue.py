@@ -7,6 +7,7 @@ reused after `clean`/`remove`, so no state is keyed on them across commands (INV
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -105,16 +106,14 @@ class PueueState:
         return out
 
 
+_FRACTION = re.compile(r"\.\d+")
+
+
 def _ts(value: Any) -> datetime | None:
     if not value or not isinstance(value, str):
         return None
-    text = value.replace("Z", "+00:00")
     # Python 3.11 fromisoformat accepts at most 6 fractional digits; pueue prints 9.
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        tz = rest[len(digits):]
-        text = f"{head}.{digits[:6]}{tz}"
+    text = _FRACTION.sub(lambda m: m.group(0)[:7], value.replace("Z", "+00:00"))
     try:
         return datetime.fromisoformat(text)
     except ValueError:

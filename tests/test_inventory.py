@@ -1,0 +1,104 @@
+"""hosts/*.toml validation: one line naming the file, the field and the fix; exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobsafe_ops.errors import ConfigError
+from jobsafe_ops.inventory import load_host_file, load_inventory, parse_size, select_hosts
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = """
+ssh = "bigblack"
+project_dir = "~/project"
+package = "mypkg"
+[groups.p1]
+parallel = 4
+min = 1
+max = 8
+job_memory = "5G"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "h.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_inventory_is_valid():
+    inv = load_inventory(ROOT / "hosts")
+    big = inv["bigblack"]
+    assert sorted(big.groups) == ["p1", "p2", "p3", "p4"]
+    assert all(g.parallel >= 1 and g.min <= g.parallel <= g.max for g in big.groups.values())
+    assert inv["demo"].is_local
+
+
+def test_good_file(tmp_path):
+    host = load_host_file(write(tmp_path, GOOD))
+    assert host.name == "h" and host.dist_name == "mypkg"
+    assert host.groups["p1"].job_memory == 5 * 1024**3
+    assert host.python_path == "~/project/.venv/bin/python"
+
+
+@pytest.mark.parametrize(("mutation", "message"), [
+    (('ssh = "bigblack"', 'shh = "bigblack"'), "unknown key 'shh'"),
+    (('ssh = "bigblack"\n', ""), "missing required field 'ssh'"),
+    (("parallel = 4", 'parallel = "4"'), "'parallel' must be an integer"),
+    (("parallel = 4", "parallel = true"), "'parallel' must be an integer"),
+    (("parallel = 4", "parallel = 0"), "unlimited"),
+    (("max = 8", "max = 0"), "max = 0 is below min = 1"),
+    (('job_memory = "5G"', 'job_memory = "lots"'), "not a size"),
+    (('project_dir = "~/project"', 'project_dir = "project"'), "must be absolute"),
+    (("[groups.p1]", "[groups.p1]\ncolour = 1"), "unknown key 'colour'"),
+])
+def test_one_line_errors_name_file_and_field(tmp_path, mutation, message):
+    path = write(tmp_path, GOOD.replace(*mutation))
+    with pytest.raises(ConfigError) as err:
+        load_host_file(path)
+    text = str(err.value)
+    assert message in text and str(path) in text and "\n" not in text
+
+
+def test_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_host_file(write(tmp_path, "ssh = "))
+
+
+def test_defaults_file_applies(tmp_path):
+    write(tmp_path, 'package = "mypkg"\nbranch = "release"\n', "_defaults.toml")
+    write(tmp_path, 'ssh = "x"\nproject_dir = "/srv/p"\n', "x.toml")
+    inv = load_inventory(tmp_path)
+    assert list(inv) == ["x"] and inv["x"].branch == "release"
+
+
+def test_select_hosts(tmp_path):
+    write(tmp_path, GOOD, "a.toml")
+    write(tmp_path, GOOD, "b.toml")
+    inv = load_inventory(tmp_path)
+    assert [h.name for h in select_hosts(inv, "all")] == ["a", "b"]
+    assert [h.name for h in select_hosts(inv, "b,a")] == ["b", "a"]
+    with pytest.raises(ConfigError, match="unknown host 'c'"):
+        select_hosts(inv, "c")
+
+
+def test_sizes():
+    assert parse_size("512M") == 512 * 1024**2
+    assert parse_size("1.5G") == int(1.5 * 1024**3)
+    with pytest.raises(ValueError):
+        parse_size("5 gigs")
+
+
+def test_cli_typo_gives_exit_2_and_one_line(tmp_path):
+    write(tmp_path, GOOD.replace("parallel = 4", "paralel = 4"), "typo.toml")
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(ROOT), "hosts", "--inventory", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "typo.toml" in lines[0] and "paralel" in lines[0]
