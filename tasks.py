@@ -46,3 +46,160 @@ def demo(c, keep=False, debug=False):
     from jobsafe_ops.demo import run_demo
 
     cli.main(run_demo, keep=keep, debug=debug)
+
+
+@task(help={
+    "host": HOST, "group": "pueue group to watch (required); work is identified by label",
+    "label_glob": "only labels matching this glob, e.g. 'BTC*@250:*'",
+    "once": "poll once, print, exit (cron): 0 done+ok, 1 failed, 3 still running, 4 unreachable",
+    "until_done": "poll until nothing can run any more (or --timeout), then exit as --once",
+    "timeout": "seconds before giving up (exit 3 if work remains); default: no limit",
+    "interval": "seconds between polls (default 30)",
+    "log_lines": "last log lines shown per failed label (default 5; 0 = none)",
+    **COMMON,
+})
+def monitor(c, host="", group="", label_glob=None, once=False, until_done=False,
+            timeout=None, interval=30.0, log_lines=5, json=False, debug=False, inventory=None):
+    """Watch a group by label: counts, running, failed (+ log tail), blocked, host health."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.monitor import monitor_cmd
+
+    cli.main(monitor_cmd, host=host, group=group, label_glob=label_glob, once=once,
+             until_done=until_done, timeout=timeout, interval=interval, log_lines=log_lines,
+             inventory=inventory, json_out=json, debug=debug)
+
+
+@task(help={
+    "host": HOST,
+    "loop": "keep going: one tick every --interval seconds until Ctrl-C (or --ticks)",
+    "interval": "seconds between ticks (default 60; one step per group per tick)",
+    "ticks": "stop after this many ticks (with --loop)",
+    "dry": "read and decide, print the plan, change nothing (Invoke's own `inv --dry` "
+           "only echoes commands and skips the reads)",
+    "up_load": "scale up below this load % of cores (default 40)",
+    "up_mem": "... and below this memory-used % (default 60)",
+    "down_load": "scale down above this load % of cores (default 80)",
+    "down_mem": "... or above this memory-used % (default 80)",
+    "headroom": "free memory must be >= this x job_memory to add a slot (default 2)",
+    **COMMON,
+})
+def autoscale(c, host="", loop=False, interval=60.0, ticks=None, dry=False, up_load=40.0,
+              up_mem=60.0, down_load=80.0, down_mem=80.0, headroom=2.0, json=False,
+              debug=False, inventory=None):
+    """Tune `pueue parallel` per group within min..max from load and memory; journaled."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.autoscale import autoscale_cmd
+
+    cli.main(autoscale_cmd, host=host, loop=loop, interval=interval,
+             ticks=None if ticks is None else int(ticks), dry=dry, up_load=up_load,
+             up_mem=up_mem, down_load=down_load, down_mem=down_mem, headroom=headroom,
+             inventory=inventory, json_out=json, debug=debug)
+
+
+@task(help={
+    "host": HOST, "group": "the pueue group to clean (required; never a global clean)",
+    "successful_only": "remove only successful tasks, keep failed ones for inspection",
+    "dry": "read and check, print the command, change nothing",
+    **COMMON,
+})
+def clean(c, host="", group="", successful_only=False, dry=False, json=False, debug=False,
+          inventory=None):
+    """Scoped `pueue clean -g G`: state-file size before/after; refused mid-chain."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.clean import clean_cmd
+
+    cli.main(clean_cmd, host=host, group=group, successful_only=successful_only, dry=dry,
+             inventory=inventory, json_out=json, debug=debug)
+
+
+DEPLOY_DRY = ("run the real audit, probe and git/venv checks, print every remote command "
+              "that would change the host, change nothing (exit 3 if it would be refused). "
+              "Invoke's own `inv --dry deploy` is different: it only echoes local commands "
+              "and skips every read, so it plans from nothing")
+
+
+@task(help={
+    "host": HOST,
+    "on_running": "running tasks: abort (default without a TTY: exit 3, nothing changed) | "
+                  "wait (until their groups are idle) | keep (they finish on the old code) "
+                  "| kill (record, SIGTERM, remove declared checkpoints, re-add fresh); "
+                  "with a TTY and no flag: show the audit and ask",
+    "wait_timeout": "seconds --on-running wait waits before refusing (default 600)",
+    "ref": "deploy this commit or tag instead of origin/<branch> (rollback), same checks",
+    "version": "target version: a wheel install is upgraded to it (uv, from the host's "
+               "index, retried while the index lacks it); must match after the deploy",
+    "expect_version": "only check that the package reports this version (never installs)",
+    "expect_code": "module:function[:text]: the deployed function's source "
+                   "(inspect.getsource on the host) must match the checkout [and contain text]",
+    "discard_local_changes": "reset over local modifications of tracked files on the host "
+                             "(listed and journaled); without it they are refused",
+    "break_lock": "clear a deploy lock left by another run (stale after Ctrl-C or a dropped "
+                  "SSH); journaled",
+    "retry_all": "also re-add tasks that failed with a persistent exit code (1, 2, ...)",
+    "retry_budget": "retries per label, counted in the journal across runs (default 3)",
+    "upgrade_timeout": "seconds to keep retrying an upgrade whose version is not on the index "
+                       "yet (default 300)",
+    "watch": "post-deploy monitor window in seconds (default 300; 0 skips)",
+    "dry": DEPLOY_DRY,
+    **COMMON,
+})
+def deploy(c, host="", on_running=None, wait_timeout=600.0, ref=None, version=None,
+           expect_version=None, expect_code=None, discard_local_changes=False,
+           break_lock=False, retry_all=False, retry_budget=3, upgrade_timeout=300.0,
+           watch=300.0, dry=False, json=False, debug=False, inventory=None):
+    """Deploy: audit, lock, decide, pull, verify, upgrade, restart, monitor (journaled)."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.deploy import deploy_cmd
+
+    cli.main(deploy_cmd, host=host, inventory=inventory, json_out=json, debug=debug,
+             on_running=on_running, wait_timeout=float(wait_timeout), ref=ref,
+             version=version, expect_version=expect_version, expect_code=expect_code,
+             discard_local_changes=discard_local_changes, break_lock=break_lock,
+             retry_all=retry_all, retry_budget=int(retry_budget),
+             upgrade_timeout=float(upgrade_timeout), watch=float(watch), dry=dry)
+
+
+@task(help={
+    "host": HOST, "group": "the pueue group whose failed labels are re-added (required)",
+    "retry_all": "also re-add tasks that failed with a persistent exit code (1, 2, ...)",
+    "retry_budget": "retries per label, counted in the journal across runs (default 3)",
+    "dry": "read and plan, print the `pueue add` commands, change nothing",
+    **COMMON,
+})
+def retry_failed(c, host="", group="", retry_all=False, retry_budget=3, dry=False, json=False,
+                 debug=False, inventory=None):
+    """Re-add a group's failed labels fresh as <label>-retry-N, within the retry budget."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.deploy import retry_failed_cmd
+
+    cli.main(retry_failed_cmd, host=host, group=group, retry_all=retry_all,
+             retry_budget=int(retry_budget), dry=dry, inventory=inventory, json_out=json,
+             debug=debug)
+
+
+SUBMIT_DRY = ("plan, then the real status read (probe, receipts): print the count, groups, a "
+              "sample of rendered commands and what would be skipped; change nothing (exit 3 "
+              "if it would be refused). Invoke's own `inv --dry` only echoes local commands "
+              "and skips every read")
+
+
+@task(help={
+    "host": HOST,
+    "playbook": "playbook file, or a name in ./playbooks (or $JOBSAFE_PLAYBOOKS)",
+    "dry": SUBMIT_DRY,
+    "allow_uncapped": "run without systemd-run memory caps where the host cannot enforce "
+                      "them (otherwise refused, exit 3)",
+    "units": "units mode even at <= 10,000 jobs: one pueue task per unit of --unit-size "
+             "commands, run with bounded parallelism inside (automatic above 10,000)",
+    "unit_size": "commands per unit in units mode (default: the playbook's [units] size, 500)",
+    **COMMON,
+})
+def submit_batch(c, host="", playbook="", dry=False, allow_uncapped=False, units=False,
+                 unit_size=None, json=False, debug=False, inventory=None):
+    """Plan a playbook, check INV-1/5/9, upload once, feed pueue on the host, chain --after."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.submit import submit_batch_cmd
+
+    cli.main(submit_batch_cmd, host=host, playbook=playbook, dry=dry,
+             allow_uncapped=allow_uncapped, units=units, unit_size=unit_size,
+             inventory=inventory, json_out=json, debug=debug)

@@ -14,8 +14,9 @@ import os
 import shlex
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,26 @@ class Remote:
             raise RemoteError(f"{self.host.name}: `{_short(text)}` failed: {detail}")
         return result
 
+    def stream(self, command: str | Sequence[str], on_line: Callable[[str], None], *,
+               check: bool = True, timeout: float | None = None) -> Result:
+        """Like `run`, but hands each stdout line to `on_line` as it arrives (the feeder's
+        progress lines drive a progress bar while it runs on the host)."""
+        text = command if isinstance(command, str) else join(command)
+        self.round_trips += 1
+        result = self._stream(text, on_line, timeout=timeout)
+        if check and not result.ok:
+            first = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            detail = first[0] if first else f"exit {result.exited}"
+            raise RemoteError(f"{self.host.name}: `{_short(text)}` failed: {detail}")
+        return result
+
+    def _stream(self, text: str, on_line: Callable[[str], None], *,
+                timeout: float | None) -> Result:
+        result = self._run(text, timeout=timeout, stdin=None)
+        for line in result.stdout.splitlines():
+            on_line(line)
+        return result
+
     def put_text(self, text: str, remote_path: str, mode: int = 0o644) -> None:
         """Write a file on the host atomically: upload to a temp name, then rename."""
         tmp = f"{remote_path}.tmp.{os.getpid()}"
@@ -135,6 +156,27 @@ class LocalRemote(Remote):
             raise RemoteError(f"{self.host.name}: `{_short(text)}` timed out") from None
         return Result(text, proc.stdout, proc.stderr, proc.returncode)
 
+    def _stream(self, text: str, on_line: Callable[[str], None], *,
+                timeout: float | None) -> Result:
+        proc = subprocess.Popen(["sh", "-c", text], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stderr is not None
+        stderr = proc.stderr
+        err: list[str] = []
+        reader = threading.Thread(target=lambda: err.append(stderr.read()), daemon=True)
+        reader.start()
+        out: list[str] = []
+        for line in proc.stdout:
+            out.append(line)
+            on_line(line.rstrip("\n"))
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise RemoteError(f"{self.host.name}: `{_short(text)}` timed out") from None
+        reader.join()
+        return Result(text, "".join(out), "".join(err), proc.returncode)
+
     def _put_text(self, text: str, path: str, mode: int) -> None:
         p = Path(os.path.expanduser(path))
         p.write_text(text)
@@ -162,6 +204,21 @@ class SSHRemote(Remote):
             raise RemoteError(f"{self.host.name}: connection lost ({exc})") from None
         return Result(text, r.stdout, r.stderr, r.exited)
 
+    def _stream(self, text: str, on_line: Callable[[str], None], *,
+                timeout: float | None) -> Result:
+        from invoke.exceptions import CommandTimedOut
+
+        sink = _LineSink(on_line)
+        try:
+            r = self.conn.run(text, hide=False, warn=True, timeout=timeout, in_stream=False,
+                              out_stream=sink, err_stream=_LineSink(lambda _line: None))
+        except CommandTimedOut:
+            raise RemoteError(f"{self.host.name}: `{_short(text)}` timed out") from None
+        except (OSError, EOFError) as exc:
+            raise RemoteError(f"{self.host.name}: connection lost ({exc})") from None
+        sink.close()
+        return Result(text, r.stdout, r.stderr, r.exited)
+
     def _put_text(self, text: str, path: str, mode: int) -> None:
         # SFTP does not expand ~ (fabric/transfer.py): relative paths are from $HOME.
         rel = path[2:] if path.startswith("~/") else path
@@ -173,6 +230,30 @@ class SSHRemote(Remote):
 
     def close(self) -> None:
         self.conn.close()
+
+
+class _LineSink:
+    """A write()-able stream that calls `on_line` per complete line (Invoke mirrors remote
+    stdout into it while the command runs)."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self.on_line = on_line
+        self.buffer = ""
+
+    def write(self, data: str) -> int:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            self.on_line(line)
+        return len(data)
+
+    def flush(self) -> None:
+        """Invoke flushes after every chunk; a partial line waits for its newline."""
+
+    def close(self) -> None:
+        if self.buffer:
+            line, self.buffer = self.buffer, ""
+            self.on_line(line)
 
 
 # ---- strict host keys ------------------------------------------------------------------

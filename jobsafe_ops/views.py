@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from rich.console import Group as RGroup
 from rich.console import RenderableType
@@ -90,4 +91,30 @@ def audit_view(a: Audit) -> RenderableType:
             t.add_row(v.group, v.label or "(no label)", v.state,
                       "-" if v.exit_code is None else str(v.exit_code), v.command)
         parts.append(t)
+    return RGroup(*parts)
+
+
+# ---- deploy / retry-failed (jobsafe_ops.deploy) --------------------------------------
+
+STEP_STYLE = {"ok": "green", "changed": "bold green", "skipped": "dim", "dry": "cyan",
+              "warn": "yellow", "refused": "bold red", "failed": "bold red"}
+
+
+def deploy_view(report: Any) -> RenderableType:
+    """The step table (with timings), the --dry commands, and the verdict line."""
+    from rich.text import Text
+
+    title = f"{report.host}: {'dry run' if report.dry else 'deploy'}"
+    t = Table(title=title)
+    for col in ("step", "status", "time", "detail"):
+        t.add_column(col, overflow="fold")
+    for s in report.steps:
+        t.add_row(s.name, f"[{STEP_STYLE.get(s.status, '')}]{s.status}",
+                  f"{s.seconds:.2f}s", s.detail)
+    parts: list[RenderableType] = [t]
+    if report.planned:
+        parts.append(Text("remote commands it would run (nothing was changed):", style="bold"))
+        parts.extend(Text(f"  {cmd}") for cmd in report.planned)
+    style = "bold green" if report.exit_code == 0 else "bold red"
+    parts.append(Text(f"VERDICT {report.verdict}", style=style))
     return RGroup(*parts)

@@ -53,10 +53,27 @@ LOOPBACK = "127.0.0.1"
 # Variables copied from the local environment into every host's environment when set:
 # without the CA bundle uv cannot reach the package index behind a TLS-inspecting proxy.
 PASSTHROUGH_ENV = (
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT",
-    "GIT_SSL_CAINFO", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-    "NO_PROXY", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_NATIVE_TLS",
-    "UV_SYSTEM_CERTS", "UV_OFFLINE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "PIP_CERT",
+    "GIT_SSL_CAINFO",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_NATIVE_TLS",
+    "UV_SYSTEM_CERTS",
+    "UV_OFFLINE",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "TZ",
 )
 
 DEFAULT_GROUPS: dict[str, dict[str, Any]] = {
@@ -65,10 +82,10 @@ DEFAULT_GROUPS: dict[str, dict[str, Any]] = {
 }
 
 SFTP_SERVER_CANDIDATES = (
-    "/usr/lib/openssh/sftp-server",        # Debian, Ubuntu
-    "/usr/libexec/openssh/sftp-server",    # Fedora, RHEL
-    "/usr/lib/ssh/sftp-server",            # Arch
-    "/usr/libexec/sftp-server",            # Alpine, BSDs
+    "/usr/lib/openssh/sftp-server",  # Debian, Ubuntu
+    "/usr/libexec/openssh/sftp-server",  # Fedora, RHEL
+    "/usr/lib/ssh/sftp-server",  # Arch
+    "/usr/libexec/sftp-server",  # Alpine, BSDs
 )
 
 # Runs as sshd's ForceCommand: sshd always starts a session in the passwd home, but each
@@ -107,7 +124,7 @@ __version__ = "1.0.0"
 def compute(x):
     return x * 2
 ''',
-    "scripts/job.py": '''"""Tiny job: writes out/<name>.json atomically; --fail exits 3; --sleep S waits first."""
+    "scripts/job.py": '''"""Tiny job: writes out/<name>.json atomically; --fail exits 3."""
 
 import argparse
 import json
@@ -167,7 +184,8 @@ def find_sftp_server() -> str | None:
 def _real_pueue_dir() -> Path | None:
     """Directory holding real pueue + pueued on the local PATH (the stand-in excluded)."""
     path = os.pathsep.join(
-        p for p in os.environ.get("PATH", "").split(os.pathsep)
+        p
+        for p in os.environ.get("PATH", "").split(os.pathsep)
         if p and Path(p).resolve() != FAKE_PUEUE_DIR
     )
     pueue, pueued = shutil.which("pueue", path=path), shutil.which("pueued", path=path)
@@ -438,8 +456,7 @@ class SimHost:
                 return
             if time.monotonic() > deadline:
                 raise WorldError(
-                    f"pueued on {self.name} not answering after {timeout}s: "
-                    f"{status.stderr.strip()}"
+                    f"pueued on {self.name} not answering after {timeout}s: {status.stderr.strip()}"
                 )
             time.sleep(0.05)
 
@@ -562,8 +579,13 @@ class World:
             raise WorldError(f"host name {name!r}: use letters, digits, '-' and '_'")
         hdir = self.root / name
         host = SimHost(
-            name=name, dir=hdir, port=free_port(), env={}, sshd_bin=self.sshd_bin,
-            memory_cap=memory_cap, editable=editable,
+            name=name,
+            dir=hdir,
+            port=free_port(),
+            env={},
+            sshd_bin=self.sshd_bin,
+            memory_cap=memory_cap,
+            editable=editable,
             groups={g: dict(v) for g, v in (groups or DEFAULT_GROUPS).items()},
         )
         if len(str(host.pueue_socket)) > 100:  # sun_path holds 108 bytes
@@ -614,20 +636,22 @@ class World:
             if d not in path:
                 path.append(d)
         env = {k: os.environ[k] for k in PASSTHROUGH_ENV if os.environ.get(k)}
-        env.update({
-            "HOME": str(home),
-            "PATH": os.pathsep.join(path),
-            "PUEUE_CONFIG_PATH": str(host.pueue_config),
-            "XDG_DATA_HOME": str(home / ".local" / "share"),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_STATE_HOME": str(home / ".local" / "state"),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "LANG": "C.UTF-8",
-            # never fetch a Python build: the index is the only network a host has
-            "UV_PYTHON_DOWNLOADS": "never",
-            "JOBSAFE_WORLD": str(self.root),
-            "JOBSAFE_WORLD_HOST": host.name,
-        })
+        env.update(
+            {
+                "HOME": str(home),
+                "PATH": os.pathsep.join(path),
+                "PUEUE_CONFIG_PATH": str(host.pueue_config),
+                "XDG_DATA_HOME": str(home / ".local" / "share"),
+                "XDG_CONFIG_HOME": str(home / ".config"),
+                "XDG_STATE_HOME": str(home / ".local" / "state"),
+                "XDG_CACHE_HOME": str(home / ".cache"),
+                "LANG": "C.UTF-8",
+                # never fetch a Python build: the index is the only network a host has
+                "UV_PYTHON_DOWNLOADS": "never",
+                "JOBSAFE_WORLD": str(self.root),
+                "JOBSAFE_WORLD_HOST": host.name,
+            }
+        )
         if self.uv_cache:
             # one cache for every host: the index is fetched once per run, not once per host
             env["UV_CACHE_DIR"] = self.uv_cache
@@ -728,18 +752,21 @@ class World:
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for the toolkit's CLI: this world's inventory, a throwaway laptop HOME."""
         env = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith(("XDG_", "SSH_", "JOBSAFE_", "PUEUE_"))
         }
         laptop = self.laptop
-        env.update({
-            "HOME": str(laptop),
-            "XDG_STATE_HOME": str(laptop / ".local" / "state"),
-            "XDG_CONFIG_HOME": str(laptop / ".config"),
-            "XDG_DATA_HOME": str(laptop / ".local" / "share"),
-            "JOBSAFE_INVENTORY": str(self.inventory),
-            "JOBSAFE_SSH_CONFIG": str(self.ssh_config),
-        })
+        env.update(
+            {
+                "HOME": str(laptop),
+                "XDG_STATE_HOME": str(laptop / ".local" / "state"),
+                "XDG_CONFIG_HOME": str(laptop / ".config"),
+                "XDG_DATA_HOME": str(laptop / ".local" / "share"),
+                "JOBSAFE_INVENTORY": str(self.inventory),
+                "JOBSAFE_SSH_CONFIG": str(self.ssh_config),
+            }
+        )
         if self.uv_cache and "UV_CACHE_DIR" not in env:
             env["UV_CACHE_DIR"] = self.uv_cache
         env.update(extra)
@@ -751,12 +778,21 @@ class World:
         return ["ssh", "-F", str(self.ssh_config), name, cmd]
 
     def ssh(
-        self, name: str, cmd: str, *, timeout: float = 60, check: bool = False,
+        self,
+        name: str,
+        cmd: str,
+        *,
+        timeout: float = 60,
+        check: bool = False,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            self.ssh_argv(name, cmd), capture_output=True, text=True, timeout=timeout,
-            input=input, stdin=None if input is not None else subprocess.DEVNULL,
+            self.ssh_argv(name, cmd),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
             env=self.env(),
         )
         if check:
@@ -773,9 +809,15 @@ class World:
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
             client.connect(
-                LOOPBACK, port=host.port, username=self.user, key_filename=str(self.key),
-                look_for_keys=False, allow_agent=False, timeout=timeout,
-                banner_timeout=timeout, auth_timeout=timeout,
+                LOOPBACK,
+                port=host.port,
+                username=self.user,
+                key_filename=str(self.key),
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
             )
         except BaseException:
             client.close()
@@ -794,8 +836,13 @@ class World:
             "GIT_COMMITTER_EMAIL": "world@jobsafe.invalid",
         }
         result = subprocess.run(
-            ["git", *args], cwd=str(cwd or self.root), env=env, capture_output=True,
-            text=True, timeout=60, stdin=subprocess.DEVNULL,
+            ["git", *args],
+            cwd=str(cwd or self.root),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
         )
         return _check(result, "git " + " ".join(args)).stdout.strip()
 
@@ -825,10 +872,13 @@ class World:
         init = (self.work / "src/mypkg/__init__.py").read_text()
         old = next(line for line in pyproject.splitlines() if line.startswith("version = "))
         old_init = next(line for line in init.splitlines() if line.startswith("__version__"))
-        sha = self.commit_to_origin({
-            "pyproject.toml": pyproject.replace(old, f'version = "{version}"'),
-            "src/mypkg/__init__.py": init.replace(old_init, f'__version__ = "{version}"'),
-        }, f"mypkg {version}")
+        sha = self.commit_to_origin(
+            {
+                "pyproject.toml": pyproject.replace(old, f'version = "{version}"'),
+                "src/mypkg/__init__.py": init.replace(old_init, f'__version__ = "{version}"'),
+            },
+            f"mypkg {version}",
+        )
         if tag:
             self._git("tag", tag, cwd=self.work)
             self._git("push", "-q", "origin", tag, cwd=self.work)
@@ -841,11 +891,19 @@ class World:
         """``git clone`` the origin to ~/project, ``uv venv``, install mypkg (editable or not)."""
         if not host.project_dir.exists():
             host.run(f"git clone -q {self.origin} project", check=True)
-        host.run(f"uv venv -q .venv --python {sys.executable}", cwd=host.project_dir, check=True,
-                 timeout=300)
+        host.run(
+            f"uv venv -q .venv --python {sys.executable}",
+            cwd=host.project_dir,
+            check=True,
+            timeout=300,
+        )
         target = "-e ." if host.editable else "."
-        host.run(f"uv pip install -q --python .venv/bin/python {target}",
-                 cwd=host.project_dir, check=True, timeout=600)
+        host.run(
+            f"uv pip install -q --python .venv/bin/python {target}",
+            cwd=host.project_dir,
+            check=True,
+            timeout=600,
+        )
 
     # -- keys ----------------------------------------------------------------------------
     @staticmethod
@@ -854,7 +912,10 @@ class World:
             p.unlink(missing_ok=True)
         result = subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
         )
         _check(result, f"ssh-keygen {path}")
 

@@ -16,7 +16,9 @@ from fabric import Config, Connection
 
 from tests.world import LOOPBACK, SimHost, World
 
-SHOW_ENV = 'echo "$HOME"; pwd; cd ~; pwd; echo "$PATH"; echo "$PUEUE_CONFIG_PATH"; echo "$XDG_DATA_HOME"'
+SHOW_ENV = (
+    'echo "$HOME"; pwd; cd ~; pwd; echo "$PATH"; echo "$PUEUE_CONFIG_PATH"; echo "$XDG_DATA_HOME"'
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +37,25 @@ def require_pueue(world: World) -> None:
 
 def _expected_env_lines(world: World, host: SimHost) -> list[str]:
     return [
-        str(host.home), str(host.home), str(host.home),
-        host.env["PATH"], str(host.pueue_config), str(host.home / ".local" / "share"),
+        str(host.home),
+        str(host.home),
+        str(host.home),
+        host.env["PATH"],
+        str(host.pueue_config),
+        str(host.home / ".local" / "share"),
     ]
 
 
 def test_system_ssh_into_two_hosts_at_once(world: World, hosts: tuple[SimHost, SimHost]) -> None:
     procs = {
-        h.name: subprocess.Popen(world.ssh_argv(h.name, SHOW_ENV), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=world.env(),
-                                 stdin=subprocess.DEVNULL)
+        h.name: subprocess.Popen(
+            world.ssh_argv(h.name, SHOW_ENV),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=world.env(),
+            stdin=subprocess.DEVNULL,
+        )
         for h in hosts
     }
     for host in hosts:
@@ -55,16 +66,21 @@ def test_system_ssh_into_two_hosts_at_once(world: World, hosts: tuple[SimHost, S
         assert host.env["PATH"].split(":")[0] == str(world.pueue_bin_dir)
 
 
-def test_remote_exit_status_and_stdin_pass_through(world: World, hosts: tuple[SimHost, SimHost]) -> None:
+def test_remote_exit_status_and_stdin_pass_through(
+    world: World, hosts: tuple[SimHost, SimHost]
+) -> None:
     result = world.ssh("h1", "cat; exit 7", input="piped\n")
     assert (result.returncode, result.stdout) == (7, "piped\n")
 
 
-def test_system_ssh_refuses_an_unknown_host_key(world: World, hosts: tuple[SimHost, SimHost]) -> None:
+def test_system_ssh_refuses_an_unknown_host_key(
+    world: World, hosts: tuple[SimHost, SimHost]
+) -> None:
     argv = world.ssh_argv("h1", "true")
     argv[3:3] = ["-o", "UserKnownHostsFile=/dev/null"]
-    result = subprocess.run(argv, capture_output=True, text=True, env=world.env(), timeout=30,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        argv, capture_output=True, text=True, env=world.env(), timeout=30, stdin=subprocess.DEVNULL
+    )
     assert result.returncode == 255
     assert "Host key verification failed" in result.stderr
 
@@ -87,33 +103,53 @@ def test_paramiko_strict_host_keys_and_sftp(world: World, hosts: tuple[SimHost, 
     stranger = paramiko.SSHClient()  # no known_hosts loaded: RejectPolicy must refuse
     stranger.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
-        stranger.connect(LOOPBACK, port=hosts[0].port, username=world.user,
-                         key_filename=str(world.key), look_for_keys=False, allow_agent=False,
-                         timeout=10)
+        stranger.connect(
+            LOOPBACK,
+            port=hosts[0].port,
+            username=world.user,
+            key_filename=str(world.key),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=10,
+        )
     stranger.close()
 
 
-def test_fabric_connection_via_ssh_config(world: World, hosts: tuple[SimHost, SimHost],
-                                          tmp_path: Path) -> None:
+def test_fabric_connection_via_ssh_config(
+    world: World, hosts: tuple[SimHost, SimHost], tmp_path: Path
+) -> None:
     config = Config(runtime_ssh_path=str(world.ssh_config))
-    conn = Connection("h2", config=config,
-                      connect_kwargs={"look_for_keys": False, "allow_agent": False})
+    conn = Connection(
+        "h2", config=config, connect_kwargs={"look_for_keys": False, "allow_agent": False}
+    )
     # Fabric auto-adds unknown keys (fabric#1804): tests, like the toolkit, make it strict
     conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     conn.client.load_host_keys(str(world.known_hosts))
     local = tmp_path / "payload.txt"
     local.write_text("payload")
     try:
-        assert conn.run("echo $HOME", hide=True, in_stream=False).stdout.strip() == str(hosts[1].home)
+        assert conn.run("echo $HOME", hide=True, in_stream=False).stdout.strip() == str(
+            hosts[1].home
+        )
         conn.put(str(local), "payload.txt")
     finally:
         conn.close()
     assert (hosts[1].home / "payload.txt").read_text() == "payload"
 
 
-def test_host_run_uses_the_ssh_session_environment(world: World, hosts: tuple[SimHost, SimHost]) -> None:
-    keys = ("HOME", "PATH", "PUEUE_CONFIG_PATH", "XDG_DATA_HOME", "XDG_CONFIG_HOME",
-            "XDG_STATE_HOME", "XDG_CACHE_HOME", "USER")
+def test_host_run_uses_the_ssh_session_environment(
+    world: World, hosts: tuple[SimHost, SimHost]
+) -> None:
+    keys = (
+        "HOME",
+        "PATH",
+        "PUEUE_CONFIG_PATH",
+        "XDG_DATA_HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_STATE_HOME",
+        "XDG_CACHE_HOME",
+        "USER",
+    )
     show = "; ".join(f'echo "{k}=${k}"' for k in keys) + "; pwd"
     for host in hosts:
         local = host.run(show, check=True).stdout
@@ -121,8 +157,9 @@ def test_host_run_uses_the_ssh_session_environment(world: World, hosts: tuple[Si
         assert local == remote
 
 
-def test_each_host_has_its_own_files_and_pueue_state(world: World,
-                                                     hosts: tuple[SimHost, SimHost]) -> None:
+def test_each_host_has_its_own_files_and_pueue_state(
+    world: World, hosts: tuple[SimHost, SimHost]
+) -> None:
     h1, h2 = hosts
     world.ssh("h1", "echo mine > ~/only-on-h1", check=True)
     assert world.ssh("h2", "test -e ~/only-on-h1").returncode == 1
@@ -140,13 +177,16 @@ def test_each_host_has_its_own_files_and_pueue_state(world: World,
     assert h1.state_file.is_relative_to(h1.home) and h1.state_file.exists()
 
 
-def test_project_is_a_clone_of_origin_with_a_working_venv(world: World,
-                                                          hosts: tuple[SimHost, SimHost]) -> None:
+def test_project_is_a_clone_of_origin_with_a_working_venv(
+    world: World, hosts: tuple[SimHost, SimHost]
+) -> None:
     head = world.origin_head()
-    script = ("cd ~/project && git rev-parse HEAD && git remote get-url origin && "
-              "git rev-parse --abbrev-ref HEAD && git status --porcelain && "
-              ".venv/bin/python -c 'import mypkg; print(mypkg.__version__, mypkg.compute(21), "
-              "mypkg.__file__)'")
+    script = (
+        "cd ~/project && git rev-parse HEAD && git remote get-url origin && "
+        "git rev-parse --abbrev-ref HEAD && git status --porcelain && "
+        ".venv/bin/python -c 'import mypkg; print(mypkg.__version__, mypkg.compute(21), "
+        "mypkg.__file__)'"
+    )
     for host in hosts:
         lines = world.ssh(host.name, script, check=True).stdout.splitlines()
         assert lines[:3] == [head, str(world.origin), "main"]
@@ -159,8 +199,9 @@ def test_project_is_a_clone_of_origin_with_a_working_venv(world: World,
 
 
 def test_job_script_runs_on_the_host(world: World, hosts: tuple[SimHost, SimHost]) -> None:
-    out = world.ssh("h2", "cd ~/project && .venv/bin/python scripts/job.py --name a --value 4",
-                    check=True)
+    out = world.ssh(
+        "h2", "cd ~/project && .venv/bin/python scripts/job.py --name a --value 4", check=True
+    )
     assert json.loads(out.stdout)["result"] == 8
     assert json.loads((hosts[1].project_dir / "out" / "a.json").read_text())["result"] == 8
     failed = world.ssh("h2", "cd ~/project && .venv/bin/python scripts/job.py --name b --fail")
@@ -186,12 +227,17 @@ def test_inventory_describes_every_host(world: World, hosts: tuple[SimHost, SimH
     assert "SSH_AUTH_SOCK" not in env
 
 
-def test_commit_to_origin_reaches_the_host_on_pull(world: World,
-                                                   hosts: tuple[SimHost, SimHost]) -> None:
+def test_commit_to_origin_reaches_the_host_on_pull(
+    world: World, hosts: tuple[SimHost, SimHost]
+) -> None:
     sha = world.bump_version("1.1.0", tag="v1.1.0")
     assert world.origin_head() == sha
-    out = world.ssh("h1", "cd ~/project && git pull -q && git rev-parse HEAD && git tag && "
-                    ".venv/bin/python -c 'import mypkg; print(mypkg.__version__)'", check=True)
+    out = world.ssh(
+        "h1",
+        "cd ~/project && git pull -q && git rev-parse HEAD && git tag && "
+        ".venv/bin/python -c 'import mypkg; print(mypkg.__version__)'",
+        check=True,
+    )
     # h1 is an editable install: the pulled source is what imports
     assert out.stdout.split() == [sha, "v1.1.0", "1.1.0"]
 

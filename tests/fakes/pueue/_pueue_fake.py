@@ -10,9 +10,10 @@ Files in `pueue_directory` (the `fake_*` ones do not exist with real pueue):
 * `state.json` / `state.json.gz`  exactly the real format (see the fixtures)
 * `task_logs/<id>.log`            stdout+stderr of a task
 * `fake_state.lock`               the lock every read-modify-write takes
-* `fake_state.gen`                a token rewritten on every save, so the daemon notices
-                                  changes without re-parsing the state on every tick
-                                  (inode+mtime alone can repeat on coarse clocks)
+* `fake_state.meta`               rewritten with every state write: a token (so the
+                                  daemon notices changes without parsing; inode+mtime
+                                  alone can repeat on coarse clocks), the file layout
+                                  and a journal of appended tasks (see Store)
 * `fake_children.json`            `{"<task id>": {"pid": N, "start": T}}` of running
                                   children, so a client can signal them
 * `fake_start_requests.json`      ids a client asked to start right away (`start <id>`
@@ -51,17 +52,17 @@ def format_ts(ns=None):
     if frac == 0:
         pass
     elif frac % 1_000_000 == 0:
-        text += ".%03d" % (frac // 1_000_000)
+        text += f".{frac // 1_000_000:03d}"
     elif frac % 1000 == 0:
-        text += ".%06d" % (frac // 1000)
+        text += f".{frac // 1000:06d}"
     else:
-        text += ".%09d" % frac
+        text += f".{frac:09d}"
     offset = local.tm_gmtoff or 0
     if offset == 0:
         return text + "Z"
     sign = "+" if offset > 0 else "-"
     offset = abs(offset)
-    return text + "%s%02d:%02d" % (sign, offset // 3600, offset % 3600 // 60)
+    return f"{text}{sign}{offset // 3600:02d}:{offset % 3600 // 60:02d}"
 
 
 _TS_RE = re.compile(
@@ -73,7 +74,7 @@ def parse_ts(text):
     """RFC 3339 timestamp -> epoch seconds (float).  Naive times are local."""
     match = _TS_RE.match(text.strip())
     if not match:
-        raise ValueError("not an RFC 3339 timestamp: %r" % text)
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     fraction = float("0." + match.group(7)) if match.group(7) else 0.0
     zone = match.group(8)
@@ -114,7 +115,8 @@ def _yaml_scalar(value):
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         inner = value[1:-1]
         if value[0] == '"':
-            inner = inner.encode("utf-8").decode("unicode_escape") if "\\" in inner else inner
+            escapes = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+            inner = re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), m.group(0)), inner)
         else:
             inner = inner.replace("''", "'")
         return inner
@@ -207,7 +209,7 @@ class Settings:
     def socket_path(self):
         if self._socket_path:
             return self._socket_path
-        return os.path.join(self.runtime_directory, "pueue_%s.socket" % current_user())
+        return os.path.join(self.runtime_directory, f"pueue_{current_user()}.socket")
 
 
 def current_user():
@@ -297,7 +299,7 @@ class Store:
         self.state_path = os.path.join(self.dir, name)
         self.partial_path = self.state_path + ".partial"
         self.lock_path = os.path.join(self.dir, "fake_state.lock")
-        self.gen_path = os.path.join(self.dir, "fake_state.gen")
+        self.meta_path = os.path.join(self.dir, "fake_state.meta")
         self.children_path = os.path.join(self.dir, "fake_children.json")
         self.requests_path = os.path.join(self.dir, "fake_start_requests.json")
         self.logs_dir = os.path.join(self.dir, "task_logs")
@@ -316,9 +318,15 @@ class Store:
         os.close(fd)  # closing releases the flock
 
     # -- state -------------------------------------------------------------
+    #
+    # Every writer leaves `fake_state.meta` next to the state: a token that changes on
+    # each write, the file's layout (where `,"groups":` starts, the highest id) and a
+    # journal of tasks appended since the last full rewrite.  With it `add` can splice
+    # one task into the file without parsing it, and the daemon can pick up appended
+    # tasks without re-parsing a state of thousands of tasks after every add.
 
-    def read_raw(self):
-        """The state file's JSON text (decompressed), or None when there is none."""
+    def read_bytes(self):
+        """The state file's JSON bytes (decompressed), or None when there is none."""
         try:
             with open(self.state_path, "rb") as handle:
                 data = handle.read()
@@ -328,41 +336,119 @@ class Store:
             import gzip
 
             data = gzip.decompress(data)
-        return data.decode("utf-8", "surrogateescape")
+        return data
+
+    def read_raw(self):
+        data = self.read_bytes()
+        return None if data is None else data.decode("utf-8", "surrogateescape")
 
     def load(self):
-        raw = self.read_raw()
-        if raw is None:
+        data = self.read_bytes()
+        if data is None:
             return fresh_state()
-        return json.loads(raw)
+        return json.loads(data.decode("utf-8", "surrogateescape"))
 
     def save(self, state):
-        """Rewrite the whole state atomically: `<file>.partial`, then rename."""
-        state["groups"] = dict(sorted(state["groups"].items()))
-        data = dumps(state).encode("utf-8", "surrogateescape")
+        """Rewrite the whole state (serde's layout: tasks first, then groups)."""
+        groups = dict(sorted(state["groups"].items()))
+        tasks = state["tasks"]
+        state.clear()
+        state.update(tasks=tasks, groups=groups)
+        head = b'{"tasks":' + _encode(dumps(tasks))
+        data = head + b',"groups":' + _encode(dumps(groups)) + b"}"
+        max_id = max(map(int, tasks), default=-1)
+        self._write(data, groups_at=len(head), max_id=max_id, journal=[])
+
+    def _write(self, data, groups_at, max_id, journal):
+        """Atomically replace the state (`<file>.partial`, then rename), then the meta."""
+        payload = data
         if self.compress:
             import gzip
 
-            data = gzip.compress(data)
+            payload = gzip.compress(data)
         with open(self.partial_path, "wb") as handle:
-            handle.write(data)
+            handle.write(payload)
         os.replace(self.partial_path, self.state_path)
-        with open(self.gen_path, "w") as handle:
-            handle.write("%d:%d" % (time.time_ns(), os.getpid()))
+        st = os.stat(self.state_path)
+        token = f"{time.time_ns()}:{os.getpid()}"
+        if journal:
+            journal[-1]["token"] = token
+        meta = {
+            "token": token,
+            "stat": [st.st_ino, st.st_mtime_ns, st.st_size],
+            "size": len(data),
+            "groups_at": groups_at,
+            "max_id": max_id,
+            "journal": journal,
+        }
+        self._write_json(self.meta_path, meta)
+        return token
+
+    def read_meta(self):
+        """The meta, or None when it doesn't describe the current state file
+        (missing, or the state was written by something else)."""
+        meta = self._read_json(self.meta_path, None)
+        try:
+            st = os.stat(self.state_path)
+        except FileNotFoundError:
+            return None
+        if not meta or meta.get("stat") != [st.st_ino, st.st_mtime_ns, st.st_size]:
+            return None
+        return meta
 
     def signature(self):
-        """Changes whenever anybody saved the state (cheap: no parsing)."""
+        """Changes whenever anybody wrote the state (cheap: no parsing)."""
         try:
-            with open(self.gen_path, "rb") as handle:
-                gen = handle.read()
+            with open(self.meta_path, "rb") as handle:
+                meta = handle.read()
         except FileNotFoundError:
-            gen = b""
+            meta = b""
         try:
             st = os.stat(self.state_path)
             stat_part = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stat_part = None
-        return gen, stat_part
+        return meta, stat_part
+
+    def appender(self):
+        """What `add` needs, the fast way when the meta allows it (lock held)."""
+        meta = self.read_meta()
+        data = self.read_bytes() if meta else None
+        if data is not None and len(data) == meta["size"]:
+            at = meta["groups_at"]
+            if data[at - 1 : at + 10] == b'},"groups":' and data.endswith(b"}"):
+                try:
+                    groups = json.loads(data[at + 10 : -1])
+                except ValueError:
+                    groups = None
+                if isinstance(groups, dict):
+                    return _SplicingAppender(self, meta, data, groups)
+        return _LoadingAppender(self)
+
+    def appended_tasks_since(self, token):
+        """Tasks appended since `token` as [(key, task)], or None if anything else
+        changed (then the whole state has to be loaded)."""
+        meta = self.read_meta()
+        if meta is None:
+            return None
+        if meta["token"] == token:
+            return []
+        journal = meta["journal"]
+        first = next((i for i, entry in enumerate(journal) if entry["prev"] == token), None)
+        if first is None:
+            return None
+        data = self.read_bytes()
+        if data is None or len(data) != meta["size"]:
+            return None
+        appended = []
+        for entry in journal[first:]:
+            pair = json.loads(b"{" + data[entry["start"] : entry["end"]] + b"}")
+            appended.extend(pair.items())
+        return appended
+
+    def current_token(self):
+        meta = self.read_meta()
+        return meta["token"] if meta else None
 
     # -- side files --------------------------------------------------------
 
@@ -406,13 +492,69 @@ class Store:
     # -- logs --------------------------------------------------------------
 
     def log_path(self, task_id):
-        return os.path.join(self.logs_dir, "%d.log" % task_id)
+        return os.path.join(self.logs_dir, f"{task_id}.log")
 
     def remove_log(self, task_id):
         try:
             os.unlink(self.log_path(task_id))
         except FileNotFoundError:
             pass
+
+
+JOURNAL_LIMIT = 256  # appends remembered for the daemon; older ones mean a reload
+
+
+def _encode(text):
+    return text.encode("utf-8", "surrogateescape")
+
+
+class _SplicingAppender:
+    """`add` without parsing the state: insert the new task's JSON right before the
+    closing brace of `tasks`.  New ids are max+1, so the ids stay sorted."""
+
+    def __init__(self, store, meta, data, groups):
+        self.store = store
+        self.meta = meta
+        self.data = data
+        self.groups = groups
+        self.next_id = meta["max_id"] + 1
+
+    def has_task(self, task_id):
+        # Quotes inside JSON strings are escaped, so this only matches a task entry.
+        return f'"{task_id}":{{"id":{task_id},'.encode() in self.data
+
+    def commit(self, task):
+        data = self.data
+        end_of_tasks = self.meta["groups_at"] - 1  # the `}` closing `tasks`
+        comma = b"" if data[end_of_tasks - 1 : end_of_tasks] == b"{" else b","
+        entry = _encode(f'"{task["id"]}":' + dumps(task))
+        start = end_of_tasks + len(comma)
+        journal = self.meta["journal"][-(JOURNAL_LIMIT - 1) :] + [
+            {"prev": self.meta["token"], "start": start, "end": start + len(entry)}
+        ]
+        self.store._write(
+            data[:end_of_tasks] + comma + entry + data[end_of_tasks:],
+            groups_at=self.meta["groups_at"] + len(comma) + len(entry),
+            max_id=max(self.meta["max_id"], task["id"]),
+            journal=journal,
+        )
+
+
+class _LoadingAppender:
+    """The same interface on a fully loaded state (no usable meta)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.state = store.load()
+        self.groups = self.state["groups"]
+        self.next_id = max(map(int, self.state["tasks"]), default=-1) + 1
+
+    def has_task(self, task_id):
+        return str(task_id) in self.state["tasks"]
+
+    def commit(self, task):
+        self.state["tasks"][str(task["id"])] = task
+        self.store.save(self.state)
 
 
 # ---------------------------------------------------------------------------
@@ -451,7 +593,7 @@ def eyre_report(messages, location):
     """A color-eyre error report as the Rust binaries print it (colours stripped)."""
     lines = ["Error: "]
     for index, message in messages:
-        lines.append("   %d: %s" % (index, message))
+        lines.append(f"   {index}: {message}")
     lines += [
         "",
         "Location:",
@@ -465,7 +607,7 @@ def eyre_report(messages, location):
 
 def os_error_text(errno_value):
     """Rust's `io::Error` display: `No such file or directory (os error 2)`."""
-    return "%s (os error %d)" % (os.strerror(errno_value), errno_value)
+    return f"{os.strerror(errno_value)} (os error {errno_value})"
 
 
 def eprint(*parts):

@@ -1,0 +1,553 @@
+"""submit-batch: plan -> one status read -> decide -> upload -> on-host feeder -> chain.
+
+Pure parts (`decide`, `memcap_policy`, `hygiene`, `make_units`, `command_line`,
+`commands_file`) take data and return data; `submit` is the one function that talks to
+the host, over one connection:
+
+1. probe (one round trip: state, home, memcap, state-file size) + facts (receipts,
+   working dirs) - verify before mutate (SKILL 2);
+2. decide per label: skip queued/running/succeeded, re-add failed ones under retry.py's
+   rules as `<label>-retry-N`, hold dependants of failures;
+3. refuse uncapped memory (INV-7) unless --allow-uncapped; refuse nothing else silently;
+4. `pueue clean -g G --successful-only` when the state file is large (AP-10), never in a
+   group whose dependency chain is unfinished; create missing groups (parallel never 0);
+5. upload feeder.py + one commands file (temp name + rename), run the feeder in the same
+   session; it adds each missing label exactly once and wires `--after` by label (AP-7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import journal
+from .errors import ConfigError, RefusedError, RemoteError
+from .inventory import Host
+from .playbook import JobSpec, Plan
+from .pueue import PueueState, Task, clean_argv, group_add_argv
+from .remote import Remote, join, quote
+from .retry import (
+    DEPENDENCY,
+    RE_ADD_ACTION,
+    attempt_of,
+    base_label,
+    classify,
+    plan_retries,
+    retry_label,
+    used_from_journal,
+)
+
+ACTION = "submit-batch"
+BATCH_ROOT = "~/.local/state/jobsafe-ops/batches"
+UNITS_THRESHOLD = 10_000  # REQUIREMENTS 1.8: above 10 K jobs, pueue per unit
+FEED_JOBS = 4  # concurrent `pueue add` calls inside the feeder
+FEEDER_SOURCE = Path(__file__).with_name("feeder.py")
+EXIT_FEEDER_LOCKED = 75
+
+Progress = Callable[[int, int], None]
+
+
+# ---- decisions (pure) -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Item:
+    """What submit-batch does with one label of the plan."""
+
+    label: str  # the playbook's label (attempt 0)
+    group: str
+    action: str  # add | skip | failed | refused | held
+    reason: str
+    new_label: str | None = None  # the label added: label, or label-retry-N
+    after: tuple[str, ...] = ()  # resolved labels the new task waits for
+    kind: str = "job"  # job | after | unit
+    job: JobSpec | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "group": self.group, "action": self.action,
+                "reason": self.reason, "new_label": self.new_label, "kind": self.kind,
+                "after": len(self.after)}
+
+
+def _latest(tasks: Sequence[Task]) -> Task:
+    return max(tasks, key=lambda t: (attempt_of(t.label or ""), t.id))
+
+
+def decide(specs: Sequence[JobSpec], state: PueueState, receipts: Mapping[str, str], *,
+           budget: int, used: Mapping[tuple[str, str], int] | None = None) -> list[Item]:
+    """Per label, in plan order (upstream before dependants). Identity is (group, label)
+    and every attempt of a label shares its base (INV-8); the dedup memory is the pueue
+    state plus the host's receipts, so a label cleaned from pueue is not submitted again."""
+    retry = plan_retries(state, groups={s.group for s in specs}, budget=budget, used=used)
+    ruling = {(d.group, d.base): d for d in retry.decisions}
+    attempts: dict[tuple[str, str], list[Task]] = {}
+    for t in state.tasks:
+        if t.label is not None:
+            attempts.setdefault((t.group, base_label(t.label)), []).append(t)
+    receipted = {base_label(label) for label in receipts}
+    # base label -> ("add", new) | ("active", label) | ("done", None) | ("bad", label)
+    outcome: dict[str, Outcome] = {}
+    items: list[Item] = []
+    for spec in specs:
+        item, result = _one(spec, state, attempts.get((spec.group, spec.label), []),
+                            receipted, ruling, outcome)
+        if item.action == "add":
+            item = _wire(item, spec, outcome)
+            result = ("add", item.new_label) if item.action == "add" else (
+                "bad", f"{spec.label} held")
+        outcome[spec.label] = result
+        items.append(item)
+    return items
+
+
+Outcome = tuple[str, str | None]
+
+
+def _one(spec: JobSpec, state: PueueState, tasks: list[Task], receipted: set[str],
+         ruling: Mapping[tuple[str, str], Any],
+         outcome: Mapping[str, Outcome]) -> tuple[Item, Outcome]:
+    """-> (item, what dependants see: add/active/done/bad)."""
+    def item(action: str, reason: str, new: str | None = None) -> Item:
+        return Item(spec.label, spec.group, action, reason, new, kind=spec.kind, job=spec)
+
+    bad: Outcome = ("bad", spec.label)
+    if not tasks:
+        if spec.label in receipted:
+            return item("skip", "submitted before (receipt on the host); no longer in the "
+                        "pueue state, so it finished and was cleaned"), ("done", None)
+        return item("add", "new", spec.label), ("add", spec.label)
+    active = [t for t in tasks if t.is_active]
+    latest = _latest(tasks)
+    if active:
+        t = _latest(active)
+        if state.state_of(t) == "blocked":
+            return item("held", f"{t.label} is queued behind a failed or missing dependency "
+                        "(blocked); repair the chain first"), bad
+        return item("skip", f"already {t.state} as {t.label}"), ("active", t.label)
+    if latest.state == "success":
+        return item("skip", f"succeeded as {latest.label}"), ("done", None)
+    if classify(latest) == DEPENDENCY:
+        failed_up = [u for u in spec.after if outcome.get(u, bad)[0] == "bad"]
+        if failed_up:
+            return item("held", f"its dependency failed and {failed_up[0]} is not retried"), bad
+        spent = max(attempt_of(t.label or "") for t in tasks)
+        new = retry_label(spec.label, spent + 1)
+        return item("add", "its dependency failed; resubmitted after the retried upstream",
+                    new), ("add", new)
+    d = ruling.get((spec.group, spec.label))
+    if d is None:  # not reachable: plan_retries rules on every failed latest attempt
+        return item("failed", f"{latest.label} {latest.state}"), bad
+    if d.action == "add":
+        return item("add", d.reason, d.new_label), ("add", d.new_label)
+    if d.action == "exhausted":
+        return item("refused", d.reason), bad
+    return item("failed", d.reason), bad
+
+
+def _wire(item: Item, spec: JobSpec, outcome: Mapping[str, Outcome]) -> Item:
+    """Dependencies by label: wait for new or active upstream tasks; a finished one needs no
+    wait (and pueue rejects --after on ids that were cleaned); a failed one holds us."""
+    deps: list[str] = []
+    for up in spec.after:
+        kind, value = outcome.get(up, ("bad", f"{up} is unknown"))
+        if kind == "bad":
+            return replace(item, action="held", new_label=None,
+                           reason=f"waits for {up}, which is {value or 'not runnable'}")
+        if kind in ("add", "active") and value:
+            deps.append(value)
+    return replace(item, after=tuple(deps))
+
+
+@dataclass(frozen=True)
+class Memcap:
+    required: bool
+    wrap: bool
+    probe_ok: bool
+    reason: str
+    refusal: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"required": self.required, "wrap": self.wrap, "probe_ok": self.probe_ok,
+                "reason": self.reason, "refusal": self.refusal}
+
+
+def memcap_policy(plan: Plan, host: Host, probe_ok: bool, probe_reason: str,
+                  allow_uncapped: bool) -> Memcap:
+    """INV-7: a job the playbook caps (or any job on a host with memory_cap = true) runs
+    under systemd-run MemoryMax + MemorySwapMax=0, or not at all unless --allow-uncapped."""
+    specs = (*plan.jobs, *plan.after)
+    required = host.memory_cap or plan.wants_memory_cap
+    if not required:
+        return Memcap(False, False, probe_ok, "no memory_max in the playbook and "
+                      f"memory_cap = false for {host.name}")
+    uncapped = [s.label for s in specs if not s.memory_max]
+    problem = None
+    if not probe_ok:
+        problem = f"memory caps do not work on {host.name}: {probe_reason}"
+    elif uncapped:
+        problem = (f"{host.name} requires memory caps (memory_cap = true) but {len(uncapped)} "
+                   f"job(s) have no memory_max (e.g. {uncapped[0]!r}); set memory_max in "
+                   "the playbook")
+    if problem is None:
+        return Memcap(True, True, probe_ok, "systemd-run --user --scope MemoryMax + "
+                      "MemorySwapMax=0 on every job")
+    if allow_uncapped:
+        return Memcap(True, probe_ok, probe_ok, f"UNCAPPED (--allow-uncapped): {problem}")
+    return Memcap(True, False, probe_ok, problem,
+                  refusal=f"{problem}; refusing to run jobs without a hard memory cap "
+                  "(INV-7). Fix the host or rerun with --allow-uncapped")
+
+
+def _size_text(n: int) -> str:
+    for unit, div in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if n % div == 0:
+            return f"{n // div}{unit}"
+    return str(n)
+
+
+def command_line(spec: JobSpec, wrap: bool) -> str:
+    """The command pueue runs (via sh -c). Env overrides are scoped to this one task's
+    shell (INV-5: never a global export); the cap wraps the whole command (INV-7, G-10:
+    without MemorySwapMax=0 the cap is soft)."""
+    inner = spec.command
+    if spec.env:
+        inner = "export " + " ".join(f"{k}={quote(v)}" for k, v in spec.env) + "; " + inner
+    if wrap and spec.memory_max:
+        return join(["systemd-run", "--user", "--scope", "--quiet",
+                     "-p", f"MemoryMax={_size_text(spec.memory_max)}",
+                     "-p", "MemorySwapMax=0", "--", "sh", "-c", inner])
+    return inner
+
+
+@dataclass(frozen=True)
+class Clean:
+    group: str
+    run: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "run": self.run, "reason": self.reason}
+
+
+def unfinished_chain(state: PueueState, group: str) -> list[Task]:
+    """Unfinished tasks that wait on tasks of `group`, or sit in it with dependencies:
+    ids are reused after a clean, so such a chain must finish first (AP-7, Slurm pains)."""
+    in_group = {t.id for t in state.in_group(group)}
+    return [t for t in state.tasks if not t.is_done and t.dependencies
+            and (t.group == group or in_group.intersection(t.dependencies))]
+
+
+def hygiene(state: PueueState, groups: Sequence[str], state_size: int | None,
+            warn_mb: float) -> list[Clean]:
+    """AP-10: every add rewrites the whole state file. Past the warn size, clean the
+    batch's groups first, successful tasks only (failed ones are the retry evidence)."""
+    if state_size is None or state_size <= warn_mb * 1024**2:
+        return []
+    why = f"state file {state_size / 1024**2:.1f} MB > {warn_mb:g} MB"
+    out = []
+    for g in groups:
+        chain = unfinished_chain(state, g)
+        if chain:
+            out.append(Clean(g, False, f"{why}, but not cleaned: {chain[0].label or chain[0].id}"
+                             " waits on an unfinished dependency chain"))
+        elif any(t.state == "success" for t in state.in_group(g)):
+            out.append(Clean(g, True, why))
+    return out
+
+
+# ---- units mode (pure) ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Unit:
+    spec: JobSpec  # kind="unit": one pueue task running `feeder.py unit FILE`
+    file: str
+    commands: tuple[tuple[str, str, str], ...]  # (label, workdir, command)
+
+
+def make_units(jobs: Sequence[JobSpec], *, playbook: str, size: int, parallel: int,
+               batch_dir: str, wrap: bool) -> list[Unit]:
+    """Chunk each phase's jobs into units of `size`. A unit's label carries a digest of its
+    member labels, so a changed job list yields new units (the done receipts inside keep
+    already-finished commands from running twice)."""
+    by_phase: dict[str, list[JobSpec]] = {}
+    phase_of: dict[str, str] = {}
+    for j in jobs:
+        by_phase.setdefault(j.phase, []).append(j)
+        phase_of[j.label] = j.phase
+    units: list[Unit] = []
+    phase_units: dict[str, list[str]] = {}
+    for phase, members in by_phase.items():
+        # every job of a phase waits for the same upstream phase (after_phase)
+        upstream = members[0].after
+        after = tuple(phase_units.get(phase_of[upstream[0]], ())) if upstream else ()
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            digest = hashlib.sha1("\n".join(j.label for j in chunk).encode()).hexdigest()[:8]
+            label = f"{playbook}:{phase + ':' if phase else ''}unit-{len(units):05d}-{digest}"
+            file = f"{batch_dir}/units/{hashlib.sha1(label.encode()).hexdigest()[:16]}.jsonl"
+            command = join(["python3", f"{batch_dir}/feeder.py", "unit", file,
+                            "--done", f"{batch_dir}/done.tsv", "--parallel", str(parallel)])
+            spec = JobSpec(label=label, group=chunk[0].group, workdir=chunk[0].workdir,
+                           command=command, after=after, phase=phase, kind="unit")
+            units.append(Unit(spec, file, tuple(
+                (j.label, j.workdir, command_line(j, wrap)) for j in chunk)))
+            phase_units.setdefault(phase, []).append(label)
+    return units
+
+
+def commands_file(items: Sequence[Item], wrap: bool, units: Mapping[str, Unit]) -> str:
+    """The JSON-lines file the feeder reads: only the labels to add, upstream first."""
+    lines = []
+    for it in items:
+        if it.action != "add" or it.job is None or it.new_label is None:
+            continue
+        line: dict[str, Any] = {"label": it.new_label, "group": it.group,
+                                "workdir": it.job.workdir, "after": list(it.after)}
+        unit = units.get(it.label)
+        if unit is not None:
+            line["command"] = unit.spec.command
+            line["unit_file"] = unit.file
+            line["unit_commands"] = [{"label": lbl, "workdir": wd, "command": cmd}
+                                     for lbl, wd, cmd in unit.commands]
+        else:
+            line["command"] = command_line(it.job, wrap)
+        lines.append(json.dumps(line, ensure_ascii=False))
+    return "".join(line + "\n" for line in lines)
+
+
+def absolute(spec: JobSpec, expand: Callable[[str], str]) -> JobSpec:
+    wd = expand(spec.workdir)
+    if not wd.startswith("/"):
+        raise ConfigError(f"working directory {spec.workdir!r} of {spec.label!r} is not "
+                          "absolute on the host (AP-11)")
+    return replace(spec, workdir=wd)
+
+
+def parse_receipts(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        label, sep, value = line.rpartition("\t")
+        if sep and label:
+            out[label] = value
+    return out
+
+
+# ---- report -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BatchReport:
+    host: str
+    playbook: str
+    dry: bool
+    mode: str  # jobs | units
+    planned: int  # jobs in the plan (commands, in units mode)
+    items: tuple[Item, ...]
+    memcap: Memcap
+    cleans: tuple[Clean, ...] = ()
+    new_groups: tuple[tuple[str, int], ...] = ()
+    batch_dir: str = ""
+    pueue: str = ""  # the pueue binary, absolute when the host file says ~/...
+    sample: tuple[str, ...] = ()
+    units: int = 0
+    done_inside_units: int = 0
+    added: tuple[tuple[str, int], ...] = ()
+    existing: tuple[str, ...] = ()
+    errors: tuple[tuple[str, str], ...] = ()
+    connections: int = 0
+    round_trips: int = 0
+
+    def count(self, action: str) -> int:
+        return sum(1 for i in self.items if i.action == action)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {a: self.count(a) for a in ("add", "skip", "failed", "refused", "held")}
+        out["retries"] = sum(1 for i in self.items if i.action == "add"
+                             and i.new_label != i.label)
+        if not self.dry:
+            out["added"] = len(self.added)
+            out["errors"] = len(self.errors)
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors:
+            return RemoteError.exit_code
+        if self.memcap.refusal or self.count("refused"):
+            return RefusedError.exit_code
+        return 1 if self.count("failed") else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host, "playbook": self.playbook, "dry": self.dry, "mode": self.mode,
+            "planned": self.planned, "counts": self.counts, "memcap": self.memcap.to_dict(),
+            "clean": [c.to_dict() for c in self.cleans],
+            "new_groups": [{"group": g, "parallel": p} for g, p in self.new_groups],
+            "batch_dir": self.batch_dir, "sample": list(self.sample), "units": self.units,
+            "done_inside_units": self.done_inside_units,
+            "items": [i.to_dict() for i in self.items],
+            "added": [{"label": lbl, "id": tid} for lbl, tid in self.added],
+            "existing": list(self.existing),
+            "errors": [{"label": lbl, "error": e} for lbl, e in self.errors],
+            "ssh": {"connections": self.connections, "round_trips": self.round_trips},
+            "exit_code": self.exit_code,
+        }
+
+
+# ---- acting (the only functions that touch the host) ----------------------------------
+
+def facts_script(batch_dir: str, workdirs: Sequence[str]) -> str:
+    """One round trip: receipts, count of finished unit commands, missing working dirs."""
+    d = quote(batch_dir)
+    dirs = " ".join(quote(w) for w in workdirs)
+    return (f"echo @@receipts; cat {d}/receipts.tsv 2>/dev/null; echo; echo @@done; "
+            f"awk -F '\\t' '$2 == \"0\" {{print $1}}' {d}/done.tsv 2>/dev/null "
+            f"| sort -u | wc -l; echo @@missing; "
+            f"for w in {dirs}; do [ -d \"$w\" ] || printf '%s\\n' \"$w\"; done")
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            current = line[2:].strip()
+            out[current] = []
+        elif current is not None:
+            out[current].append(line)
+    return out
+
+
+def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | None,
+            unit_size: int | None, dry: bool) -> tuple[BatchReport, dict[str, Unit]]:
+    """Every read, no write: probe + facts, then the pure decisions."""
+    from .probe import run_probe
+
+    host = remote.host
+    probe = run_probe(remote, swap_interval=0)
+    if probe.state is None:
+        raise RemoteError(f"{host.name}: cannot read the pueue state: {probe.pueue_error}")
+    batch_dir = probe.expand(f"{BATCH_ROOT}/{plan.playbook}")
+    memcap = memcap_policy(plan, host, probe.memcap, probe.memcap_reason, allow_uncapped)
+    jobs = [absolute(j, probe.expand) for j in plan.jobs]
+    after = [absolute(j, probe.expand) for j in plan.after]
+    use_units = units if units is not None else len(jobs) > UNITS_THRESHOLD
+    unit_map: dict[str, Unit] = {}
+    specs: list[JobSpec] = jobs
+    if use_units:
+        unit_list = make_units(jobs, playbook=plan.playbook, size=unit_size or plan.unit_size,
+                               parallel=plan.unit_parallel, batch_dir=batch_dir,
+                               wrap=memcap.wrap)
+        unit_map = {u.spec.label: u for u in unit_list}
+        specs = [u.spec for u in unit_list]
+    if after:  # the chain's first step waits for every job (or unit)
+        after[0] = replace(after[0], after=tuple(s.label for s in specs))
+    specs = [*specs, *after]
+    workdirs = sorted({s.workdir for s in specs})
+    facts = _sections(remote.run(facts_script(batch_dir, workdirs), check=False).stdout)
+    missing = [w for w in facts.get("missing", []) if w.strip()]
+    if missing:
+        raise ConfigError(f"{host.name}: working directory {missing[0]} does not exist "
+                          "(pueue >= 4.0.3 rejects it; AP-11); deploy first or fix workdir")
+    receipts = parse_receipts("\n".join(facts.get("receipts", [])))
+    done_count = int((facts.get("done") or ["0"])[0].strip() or 0)
+    used = used_from_journal(journal.entries(host=host.name, action=RE_ADD_ACTION), host.name)
+    items = decide(specs, probe.state, receipts, budget=plan.retry_budget, used=used)
+    groups = [s.group for s in specs]
+    new_groups = tuple((g, host.group(g).parallel)
+                       for g in dict.fromkeys(groups) if g not in probe.state.groups)
+    cleans = hygiene(probe.state, list(dict.fromkeys(groups)), probe.state_size,
+                     host.state_warn_mb)
+    sample = tuple(
+        (unit_map[i.label].commands[0][2] if i.label in unit_map else
+         command_line(i.job, memcap.wrap)) for i in items if i.action == "add" and i.job
+    )[:3]
+    report = BatchReport(
+        host=host.name, playbook=plan.playbook, dry=dry,
+        mode="units" if use_units else "jobs", planned=len(jobs), items=tuple(items),
+        memcap=memcap, cleans=tuple(cleans), new_groups=new_groups, batch_dir=batch_dir,
+        pueue=probe.expand(host.pueue), sample=sample, units=len(unit_map),
+        done_inside_units=done_count)
+    return report, unit_map
+
+
+def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: bool = False,
+           units: bool | None = None, unit_size: int | None = None,
+           progress: Progress | None = None) -> BatchReport:
+    host = remote.host
+    report, unit_map = prepare(remote, plan, allow_uncapped=allow_uncapped, units=units,
+                               unit_size=unit_size, dry=dry)
+    if dry:
+        return _counted(report, remote)
+    if report.memcap.refusal:
+        raise RefusedError(f"{host.name}: {report.memcap.refusal}")
+    for c in report.cleans:
+        if c.run:
+            remote.run(clean_argv(host.pueue, c.group, successful_only=True))
+    for g, parallel in report.new_groups:
+        remote.run(group_add_argv(host.pueue, g, parallel))
+    text = commands_file(report.items, report.memcap.wrap, unit_map)
+    if not text:  # a rerun of a converged batch: nothing to upload, nothing to add
+        return _counted(report, remote)
+    bdir = report.batch_dir
+    remote.run(["mkdir", "-p", f"{bdir}/units"])
+    remote.put_text(FEEDER_SOURCE.read_text(), f"{bdir}/feeder.py", 0o755)
+    remote.put_text(text, f"{bdir}/commands.jsonl")
+    summary = run_feeder(remote, bdir, report.pueue, plan.pass_env, progress)
+    added = tuple((str(lbl), int(tid)) for lbl, tid in summary.get("added", []))
+    errors = tuple((str(lbl), str(e)) for lbl, e in summary.get("errors", []))
+    existing = tuple(str(lbl) for lbl, _ in summary.get("existing", []))
+    _journal(host, plan, report, added, errors)
+    return _counted(replace(report, added=added, errors=errors, existing=existing), remote)
+
+
+def run_feeder(remote: Remote, batch_dir: str, pueue: str, pass_env: Sequence[str],
+               progress: Progress | None) -> dict[str, Any]:
+    host = remote.host
+    argv = ["python3", f"{batch_dir}/feeder.py", "feed", f"{batch_dir}/commands.jsonl",
+            "--receipts", f"{batch_dir}/receipts.tsv", "--pueue", pueue,
+            "--jobs", str(FEED_JOBS), *(f"--pass-env={n}" for n in pass_env)]
+    summary: dict[str, Any] = {}
+
+    def on_line(line: str) -> None:
+        if line.startswith("@@progress ") and progress is not None:
+            done, total = line.split()[1:3]
+            progress(int(done), int(total))
+        elif line.startswith("@@summary "):
+            summary.update(json.loads(line[len("@@summary "):]))
+
+    result = remote.stream(argv, on_line, check=False)
+    if result.exited == EXIT_FEEDER_LOCKED:
+        raise RefusedError(f"{host.name}: another submit-batch is feeding {batch_dir}; wait "
+                           "for it to finish, then rerun (it converges)")
+    if "fatal" in summary:
+        raise RemoteError(f"{host.name}: feeder: {summary['fatal']}")
+    if not summary:
+        detail = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()
+        raise RemoteError(f"{host.name}: feeder failed (exit {result.exited}): "
+                          f"{detail[-1] if detail else ''}")
+    return summary
+
+
+def _journal(host: Host, plan: Plan, report: BatchReport, added: Sequence[tuple[str, int]],
+             errors: Sequence[tuple[str, str]]) -> None:
+    result = "ok" if not errors else "partial"
+    journal.append(host.name, ACTION, [lbl for lbl, _ in added], result,
+                   playbook=plan.playbook, mode=report.mode, errors=len(errors),
+                   skipped=report.count("skip"))
+    new = {lbl for lbl, _ in added}
+    retries: dict[str, list[str]] = {}
+    for it in report.items:
+        if it.action == "add" and it.new_label != it.label and it.new_label in new:
+            retries.setdefault(it.group, []).append(it.new_label)
+    for group, labels in retries.items():  # retry.py counts budgets from these lines
+        journal.append(host.name, RE_ADD_ACTION, labels, "ok", group=group,
+                       playbook=plan.playbook)
+
+
+def _counted(report: BatchReport, remote: Remote) -> BatchReport:
+    return replace(report, connections=remote.connections_opened,
+                   round_trips=remote.round_trips)

@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""jobsafe-ops feeder: uploaded whole next to a commands file and run ON the host with the
+host's python3 (standard library only; keep it that way - the host has no jobsafe_ops).
+
+Why it exists (AP-12): one `ssh host pueue add` per job costs an SSH handshake each (300 K
+jobs = days). Instead the laptop uploads one commands file and starts this script in one
+SSH session; every `pueue add` then runs locally on the host.
+
+Modes
+  feed  COMMANDS --receipts R --pueue P     add every job of the commands file to pueue
+  unit  UNIT_FILE --done D --parallel N     run a unit's commands (units mode, > 10 K jobs)
+
+Commands file: JSON lines {"label", "group", "workdir" (absolute), "command", "after":
+[labels]} and, for a unit, "unit_file" + "unit_commands" ([{label, workdir, command}]).
+
+Exactly once per label, keyed by label, never by line number (GNU parallel's --resume
+pitfall): before adding, the feeder reads `pueue status --json --group G` once per group
+and the receipts file; a label found in either is skipped. Each add appends `label<TAB>id`
+to the receipts (flock + fsync) right away, so after a kill at any point a rerun adds only
+the labels that are still missing: a kill between `pueue add` and its receipt is covered by
+the status read, a kill before the add by the missing receipt.
+
+`--after` wiring uses ids from this session's status read and adds (AP-7): a dependency
+is named by label and resolved here, never carried over from an older session (pueue
+reuses ids after `clean`).
+
+stdout protocol for the laptop: `@@progress DONE TOTAL` lines, then one `@@summary {json}`.
+Exit codes: 0 ok, 1 some lines failed (see summary), 2 bad input, 75 another feeder holds
+the batch lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_LOCKED = 75
+ADD_TIMEOUT = 120.0
+PROGRESS_EVERY = 0.2  # seconds between progress lines
+
+# pueue stores the add-time client environment in every task (state.json grows, secrets
+# land on disk - REQUIREMENTS 1.11.6): add with this allow-list only, plus --pass-env.
+LEAN_ENV = (
+    "HOME", "PATH", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+    "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME",
+    "DBUS_SESSION_BUS_ADDRESS", "PUEUE_CONFIG_PATH",
+)
+
+
+def lean_env(extra: list[str]) -> dict[str, str]:
+    keep = set(LEAN_ENV) | set(extra)
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
+class Log:
+    """Append-only `label<TAB>value` lines: flock-serialized, fsynced, one write per line.
+    Only newline-terminated lines count, so a torn last line from a kill is ignored."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.offset = 0
+        self.values: dict[str, str] = {}
+
+    def refresh(self) -> dict[str, str]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return self.values
+        end = data.rfind(b"\n")
+        if end < 0:
+            return self.values
+        self.offset += end + 1
+        for raw in data[: end + 1].decode("utf-8", "replace").splitlines():
+            label, sep, value = raw.rpartition("\t")
+            if sep and label:
+                self.values[label] = value
+        return self.values
+
+    def append(self, label: str, value: str) -> None:
+        line = (label + "\t" + value + "\n").encode()
+        with self.lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.values[label] = value
+
+
+def emit(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def read_json_lines(path: str) -> list[dict[str, Any]]:
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                item = json.loads(raw)
+            except ValueError as exc:
+                raise SystemExit(f"{path}:{n}: not JSON ({exc})") from None
+            out.append(item)
+    return out
+
+
+def validate(lines: list[dict[str, Any]]) -> None:
+    seen = set()
+    for n, line in enumerate(lines, 1):
+        for key in ("label", "group", "workdir", "command"):
+            if not isinstance(line.get(key), str) or not line[key]:
+                raise SystemExit(f"line {n}: missing {key!r}")
+        if not line["workdir"].startswith("/"):
+            raise SystemExit(f"line {n}: workdir {line['workdir']!r} is not absolute")
+        if line["label"] in seen:
+            raise SystemExit(f"line {n}: label {line['label']!r} appears twice")
+        seen.add(line["label"])
+
+
+def add_argv(pueue: str, line: dict[str, Any], after: list[int]) -> list[str]:
+    """Mirror of jobsafe_ops.pueue.add_argv (a test keeps the two identical)."""
+    argv = [pueue, "add", "--group", line["group"], "--label", line["label"],
+            "--working-directory", line["workdir"], "--print-task-id"]
+    deps = sorted(set(after))
+    if deps:
+        argv += ["--after", *map(str, deps)]
+    return [*argv, "--", line["command"]]
+
+
+def status_labels(pueue: str, group: str, env: dict[str, str]) -> dict[str, int]:
+    """label -> newest task id in the group (one `pueue status --json --group G` read)."""
+    proc = subprocess.run([pueue, "status", "--json", "--group", group], env=env,
+                          capture_output=True, text=True, timeout=ADD_TIMEOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"pueue status failed: {(proc.stderr or proc.stdout).strip()}")
+    tasks = json.loads(proc.stdout).get("tasks", {})
+    out: dict[str, int] = {}
+    for key, task in tasks.items():
+        label = task.get("label")
+        if label is not None and task.get("group", group) == group:
+            tid = int(task.get("id", key))
+            out[label] = max(out.get(label, -1), tid)
+    return out
+
+
+def write_unit(line: dict[str, Any]) -> None:
+    """Unit files are content-addressed by the unit label: write once, atomically."""
+    path = line["unit_file"]
+    if os.path.exists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for cmd in line["unit_commands"]:
+            fh.write(json.dumps(cmd) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Feeder:
+    def __init__(self, args: argparse.Namespace, lines: list[dict[str, Any]]) -> None:
+        self.args = args
+        self.lines = lines
+        self.env = lean_env(args.pass_env)
+        self.receipts = Log(args.receipts)
+        self.known: dict[str, int] = {}  # label -> id, from the status read and our adds
+        self.added: list[tuple[str, int]] = []
+        self.existing: list[tuple[str, int | None]] = []
+        self.errors: list[tuple[str, str]] = []
+        self.done = 0
+        self.last_progress = 0.0
+        self.mutex = threading.Lock()
+
+    def progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_progress >= PROGRESS_EVERY:
+            self.last_progress = now
+            emit(f"@@progress {self.done} {len(self.lines)}")
+
+    def finish_line(self) -> None:
+        with self.mutex:
+            self.done += 1
+            self.progress()
+
+    def run(self) -> int:
+        receipts = self.receipts.refresh()
+        for group in dict.fromkeys(line["group"] for line in self.lines):
+            self.known.update(status_labels(self.args.pueue, group, self.env))
+        pending: dict[str, Future[None]] = {}
+        with ThreadPoolExecutor(max_workers=max(1, self.args.jobs)) as pool:
+            for line in self.lines:
+                label = line["label"]
+                if label in self.known or label in receipts:
+                    tid = self.known.get(label)
+                    if label not in receipts:  # added by a run killed before its receipt
+                        self.receipts.append(label, str(tid))
+                    self.existing.append((label, tid))
+                    self.finish_line()
+                    continue
+                deps = line.get("after") or []
+                if any(d in pending for d in deps):
+                    for fut in pending.values():  # a dependency is in flight: let it land
+                        fut.result()
+                    pending.clear()
+                pending[label] = pool.submit(self.add_one, line, receipts)
+            for fut in pending.values():
+                fut.result()
+        self.progress(force=True)
+        emit("@@summary " + json.dumps({
+            "added": self.added, "existing": self.existing, "errors": self.errors,
+            "total": len(self.lines)}))
+        return EXIT_SOME_FAILED if self.errors else EXIT_OK
+
+    def add_one(self, line: dict[str, Any], receipts: dict[str, str]) -> None:
+        label = line["label"]
+        try:
+            after = []
+            for dep in line.get("after") or []:
+                with self.mutex:
+                    tid = self.known.get(dep)
+                if tid is not None:
+                    after.append(tid)
+                elif dep in receipts:
+                    continue  # finished and cleaned since: nothing left to wait for
+                else:
+                    raise RuntimeError(f"dependency {dep!r} was not added; not adding "
+                                       "this job, which must run after it (rerun to converge)")
+            if not os.path.isdir(line["workdir"]):
+                raise RuntimeError(f"working directory {line['workdir']} does not exist")
+            if line.get("unit_file"):
+                write_unit(line)
+            proc = subprocess.run(add_argv(self.args.pueue, line, after), env=self.env,
+                                  capture_output=True, text=True, timeout=ADD_TIMEOUT)
+            if proc.returncode != 0:
+                raise RuntimeError((proc.stderr or proc.stdout).strip() or
+                                   f"pueue add exited {proc.returncode}")
+            tid = int(proc.stdout.strip().splitlines()[-1])
+            self.receipts.append(label, str(tid))
+            with self.mutex:
+                self.known[label] = tid
+                self.added.append((label, tid))
+        except (RuntimeError, ValueError, IndexError, OSError,
+                subprocess.TimeoutExpired) as exc:
+            with self.mutex:
+                self.errors.append((label, str(exc).splitlines()[0] if str(exc) else
+                                    type(exc).__name__))
+        self.finish_line()
+
+
+def feed(args: argparse.Namespace) -> int:
+    lines = read_json_lines(args.commands)
+    try:
+        validate(lines)
+    except SystemExit as exc:
+        emit("@@summary " + json.dumps({"fatal": str(exc)}))
+        return EXIT_BAD_INPUT
+    lock_fd = os.open(args.receipts + ".lock", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        emit("@@summary " + json.dumps({"fatal": "another feeder is running for this batch"}))
+        return EXIT_LOCKED
+    try:
+        return Feeder(args, lines).run()
+    except SystemExit as exc:  # pueue status unreadable: nothing was added
+        emit("@@summary " + json.dumps({"fatal": str(exc)}))
+        return EXIT_SOME_FAILED
+    finally:
+        os.close(lock_fd)
+
+
+# ---- units mode -------------------------------------------------------------------------
+
+def _slot(label: str) -> int:
+    return int.from_bytes(hashlib.sha1(label.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def unit(args: argparse.Namespace) -> int:
+    """Run one unit's commands, at most --parallel at a time (xargs -P style, but argv
+    lists: no re-parsing of lines as shell). A command with an exit-0 receipt in the done
+    log is skipped, so a retried unit (or an overlapping one) converges; a per-label
+    record lock keeps two units from running the same label at once."""
+    commands = read_json_lines(args.unit_file)
+    done = Log(args.done)
+    done.refresh()
+    lock_fd = os.open(args.done + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    out_lock = threading.Lock()
+    failed: list[str] = []
+
+    def run_one(cmd: dict[str, Any]) -> None:
+        label = cmd["label"]
+        with done.lock:
+            if done.values.get(label) == "0":
+                return
+        slot = _slot(label)
+        fcntl.lockf(lock_fd, fcntl.LOCK_EX, 1, slot)
+        try:
+            with done.lock:
+                if done.refresh().get(label) == "0":
+                    return
+            proc = subprocess.run(["sh", "-c", cmd["command"]], cwd=cmd["workdir"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+            code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+            done.append(label, str(code))
+        except OSError as exc:
+            code = 127
+            proc = None
+            done.append(label, str(code))
+            with out_lock:
+                print(f"=== {label}: cannot start ({exc})", flush=True)
+        finally:
+            fcntl.lockf(lock_fd, fcntl.LOCK_UN, 1, slot)
+        with out_lock:
+            if proc is not None:
+                sys.stdout.write(f"=== {label} (exit {code})\n")
+                sys.stdout.write(proc.stdout.decode("utf-8", "replace"))
+                sys.stdout.flush()
+            if code != 0:
+                failed.append(label)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        for fut in [pool.submit(run_one, c) for c in commands]:
+            fut.result()
+    os.close(lock_fd)
+    print(f"=== unit done: {len(commands)} commands, {len(failed)} failed", flush=True)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="feeder.py", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    f = sub.add_parser("feed", help="add the commands file's jobs to pueue, once per label")
+    f.add_argument("commands")
+    f.add_argument("--receipts", required=True)
+    f.add_argument("--pueue", default="pueue")
+    f.add_argument("--jobs", type=int, default=4, help="concurrent `pueue add` calls")
+    f.add_argument("--pass-env", action="append", default=[])
+    u = sub.add_parser("unit", help="run one unit's commands with bounded parallelism")
+    u.add_argument("unit_file")
+    u.add_argument("--done", required=True)
+    u.add_argument("--parallel", type=int, default=4)
+    args = parser.parse_args(argv)
+    return feed(args) if args.mode == "feed" else unit(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""The monitor's remote filter: summarize pueue's state ON the host (stdlib only).
+
+Sent whole as `python3 -c <this file> ARGS` (no upload, nothing left on the host), it runs
+`pueue status --json [--group G]`, and prints one compact JSON line with only what a view
+needs: counts per state, running labels with their start, failed labels with exit code and
+last log lines, blocked dependents, and the host's health facts. So what crosses SSH per
+poll grows with the group watched, not with the state file (AP-10: 50 K finished tasks are
+tens of MB of JSON). Task ids never leave the host: they are resolved from labels and used
+only for `pueue log` inside the same run (INV-8).
+
+It is also imported locally: the fallback for hosts without python3 ships the plain JSON
+and calls `summarize` here, so both paths give the same summary. Keep it Python 3.7
+compatible (it runs on whatever python3 the host has) and free of jobsafe_ops imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+_UTC = timezone.utc  # noqa: UP017 - datetime.UTC is 3.11+; this runs on the host's python3
+
+SCHEMA = 1
+FAILED = ("failed", "killed", "dependency_failed", "errored", "failed_to_spawn")
+ACTIVE = ("queued", "running", "paused", "stashed", "locked")
+_RESULTS = {"Success": "success", "Killed": "killed", "Errored": "errored",
+            "DependencyFailed": "dependency_failed"}
+_NOT_IN_STATE = "missing"
+
+
+# ---- pueue status (v3 and v4) ------------------------------------------------------------
+
+def task_state(raw: dict[str, Any]) -> tuple[str, int | None, str | None]:
+    """-> (state, exit code, start). Same normalisation as jobsafe_ops.pueue (a unit test
+    cross-checks both on the recorded fixtures): v3 unit variants are bare strings with a
+    top-level start; v4 statuses are objects and Done carries `result`."""
+    status = raw.get("status")
+    if isinstance(status, str):
+        return status.lower(), None, raw.get("start")
+    if not isinstance(status, dict) or len(status) != 1:
+        return "unknown", None, None
+    kind, body = next(iter(status.items()))
+    if kind == "Done":
+        if isinstance(body, dict) and "result" in body:
+            result, start = body["result"], body.get("start")
+        else:
+            result, start = body, raw.get("start")
+        if isinstance(result, str):
+            return _RESULTS.get(result, result.lower()), (0 if result == "Success" else None), start
+        if isinstance(result, dict) and "Failed" in result:
+            return "failed", int(result["Failed"]), start
+        if isinstance(result, dict) and "FailedToSpawn" in result:
+            return "failed_to_spawn", None, start
+        return "unknown", None, start
+    body = body if isinstance(body, dict) else {}
+    return kind.lower(), None, body.get("start") or raw.get("start")
+
+
+def parse_ts(text: Any) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    text = text.replace("Z", "+00:00")
+    if "." in text:  # pueue prints nanoseconds; fromisoformat takes at most 6 digits
+        head, _, rest = text.partition(".")
+        digits = re.match(r"\d*", rest).group(0)  # type: ignore[union-attr]
+        text = head + "." + (digits[:6] or "0") + rest[len(digits):]
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=_UTC)
+
+
+def blocked_ids(tasks: dict[int, dict[str, Any]]) -> set[int]:
+    """Queued/stashed tasks that can never start: a dependency failed (pueue does not mark
+    them DependencyFailed while the group is paused), is blocked, or is gone. Transitive."""
+    blocked: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for tid, t in tasks.items():
+            if tid in blocked or t["state"] not in ("queued", "stashed"):
+                continue
+            for dep in t["deps"]:
+                d = tasks.get(dep)
+                if d is None or d["state"] in FAILED or dep in blocked:
+                    blocked.add(tid)
+                    changed = True
+                    break
+    return blocked
+
+
+def normalise(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for key, raw in (data.get("tasks") or {}).items():
+        state, code, start = task_state(raw)
+        tid = int(raw.get("id", key))
+        out[tid] = {
+            "id": tid, "group": str(raw.get("group", "default")), "label": raw.get("label"),
+            "command": str(raw.get("original_command") or raw.get("command") or ""),
+            "state": state, "exit_code": code, "start": start,
+            "deps": [int(d) for d in raw.get("dependencies") or ()],
+        }
+    return out
+
+
+def external_deps(tasks: dict[int, dict[str, Any]]) -> bool:
+    """Some pending task waits on a task not in this (group-filtered) listing."""
+    return any(d not in tasks for t in tasks.values()
+               if t["state"] in ("queued", "stashed") for d in t["deps"])
+
+
+def _name(t: dict[str, Any]) -> str:
+    # Unlabelled tasks are shown by their command, never by id (ids are reused, INV-8).
+    if t["label"] is not None:
+        return str(t["label"])
+    cmd = " ".join(t["command"].split())
+    return "(no label) " + (cmd if len(cmd) <= 60 else cmd[:57] + "...")
+
+
+def summarize(
+    data: dict[str, Any],
+    group: str | None = None,
+    glob: str | None = None,
+    limit: int = 200,
+    log_labels: int = 5,
+    now: datetime | None = None,
+    chains: bool = False,
+) -> tuple[dict[str, Any], dict[int, tuple[str, str]]]:
+    """pueue status JSON -> (summary, {task id: (group, label)} whose logs to fetch).
+
+    One entry per label: the newest attempt (highest id; ids are max+1, so among tasks
+    that coexist a higher id is always newer) decides the label's state, so a label
+    re-queued after a failure is judged by its new task (INV-8). Older attempts are
+    counted in `superseded`.
+    """
+    now = now or datetime.now(_UTC)
+    tasks = normalise(data)
+    blocked = blocked_ids(tasks)
+    for tid in blocked:
+        tasks[tid]["state"] = "blocked"
+    groups: dict[str, Any] = {}
+    names = [group] if group else sorted(data.get("groups") or {})
+    raw_groups = data.get("groups") or {}
+    for name in names:
+        g = raw_groups.get(name)
+        groups[name] = {
+            "status": str(g.get("status", "Running")) if isinstance(g, dict) else _NOT_IN_STATE,
+            "parallel": int(g.get("parallel_tasks", 1)) if isinstance(g, dict) else 0,
+            "counts": {}, "total": 0, "superseded": 0, "ready": 0,
+            "running": [], "failed": [], "blocked": [], "truncated": {},
+        }
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    attempts: dict[tuple[str, str], int] = {}
+    for tid in sorted(tasks):
+        t = tasks[tid]
+        if t["group"] not in groups:
+            continue
+        if glob is not None and (t["label"] is None or not fnmatch.fnmatchcase(t["label"], glob)):
+            continue
+        key = (t["group"], t["label"] if t["label"] is not None else f"#{tid}")
+        attempts[key] = attempts.get(key, 0) + 1
+        latest[key] = t
+    wanted: dict[int, tuple[str, str]] = {}
+    for key, t in latest.items():
+        g = groups[t["group"]]
+        state = t["state"]
+        g["counts"][state] = g["counts"].get(state, 0) + 1
+        g["total"] += 1
+        g["superseded"] += attempts[key] - 1
+        entry: dict[str, Any] = {"label": _name(t), "state": state}
+        if attempts[key] > 1:
+            entry["attempts"] = attempts[key]
+        if state == "queued" and all(
+            tasks.get(d, {}).get("state") == "success" for d in t["deps"]
+        ):
+            g["ready"] += 1
+        if state in ("running", "paused"):
+            start = parse_ts(t["start"])
+            entry["start"] = t["start"]
+            entry["runtime"] = None if start is None else round((now - start).total_seconds(), 1)
+            kind = "running"
+        elif state in FAILED:
+            entry["exit_code"] = t["exit_code"]
+            entry["_id"] = t["id"]
+            kind = "failed"
+        elif state == "blocked":
+            entry["after"] = [_name(tasks[d]) if d in tasks else _NOT_IN_STATE
+                              for d in t["deps"]
+                              if d not in tasks or tasks[d]["state"] in (*FAILED, "blocked")]
+            kind = "blocked"
+        else:
+            continue
+        g[kind].append(entry)
+    for g in groups.values():
+        # newest failures first: those are the ones whose logs are worth the bytes
+        g["failed"].sort(key=lambda e: -e["_id"])
+        for kind in ("running", "failed", "blocked"):
+            if len(g[kind]) > limit:
+                g["truncated"][kind] = len(g[kind]) - limit
+                del g[kind][limit:]
+        for e in g["failed"][:log_labels]:
+            wanted[e["_id"]] = (e["label"], e["state"])
+        for e in g["failed"]:
+            e["_log_id"] = e.pop("_id")
+    summary: dict[str, Any] = {"schema": SCHEMA, "group": group, "glob": glob,
+                               "groups": groups}
+    if chains and group:
+        summary["chains"] = pending_dependants(tasks, group)
+    return summary, wanted
+
+
+def pending_dependants(tasks: dict[int, dict[str, Any]], group: str) -> list[dict[str, Any]]:
+    """Unfinished tasks (any group) that depend on a task of `group`: cleaning the group
+    while they wait would break the chain (pueue rejects or skips absent ids)."""
+    out = []
+    for t in tasks.values():
+        if t["state"] not in (*ACTIVE, "blocked"):
+            continue
+        on = [tasks[d] for d in t["deps"] if d in tasks and tasks[d]["group"] == group]
+        if on:
+            out.append({"label": _name(t), "group": t["group"], "state": t["state"],
+                        "after": sorted({_name(d) for d in on})})
+    return sorted(out, key=lambda e: (e["group"], e["label"]))
+
+
+def attach_logs(summary: dict[str, Any], logs: dict[str, Any], lines: int) -> None:
+    """`pueue log --json` output -> last `lines` lines on each failed entry; strip ids."""
+    for g in summary["groups"].values():
+        for e in g["failed"]:
+            item = logs.get(str(e.pop("_log_id", None)))
+            if isinstance(item, dict) and lines > 0:
+                text = str(item.get("output") or "")
+                e["log"] = text.rstrip("\n").splitlines()[-lines:]
+
+
+# ---- host health -------------------------------------------------------------------------
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def swap_counters() -> tuple[int, int] | None:
+    found = dict(line.split()[:2] for line in _read("/proc/vmstat").splitlines()
+                 if line.startswith(("pswpin ", "pswpout ")))
+    if "pswpin" not in found or "pswpout" not in found:
+        return None
+    return int(found["pswpin"]), int(found["pswpout"])
+
+
+def state_dir(env: dict[str, str] | None = None) -> str:
+    """pueue_directory: `shared.pueue_directory` in pueue.yml, else $XDG_DATA_HOME/pueue."""
+    env = dict(os.environ) if env is None else env
+    home = env.get("HOME", os.path.expanduser("~"))
+    config = env.get("PUEUE_CONFIG_PATH") or os.path.join(
+        env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "pueue", "pueue.yml")
+    for line in _read(config).splitlines():
+        m = re.match(r"^\s*pueue_directory:\s*(.+?)\s*$", line)
+        if m:
+            value = m.group(1).strip("'\"")
+            return home + value[1:] if value.startswith("~/") else value
+    return os.path.join(env.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share"),
+                        "pueue")
+
+
+def health(env: dict[str, str] | None = None) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    try:
+        facts["nproc"] = len(os.sched_getaffinity(0))  # what `nproc` prints
+    except (AttributeError, OSError):
+        facts["nproc"] = os.cpu_count()
+    try:
+        facts["load"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        facts["load"] = None
+    mem = {}
+    for line in _read("/proc/meminfo").splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("MemTotal", "MemAvailable", "SwapTotal", "SwapFree") and rest.split():
+            mem[key] = int(rest.split()[0]) * 1024
+    facts["mem_total"] = mem.get("MemTotal")
+    facts["mem_available"] = mem.get("MemAvailable")
+    facts["swap_total"] = mem.get("SwapTotal")
+    directory = state_dir(env)
+    facts["state_file"] = facts["state_size"] = None
+    for name in ("state.json", "state.json.gz"):  # gz when compress_state_file is on
+        path = os.path.join(directory, name)
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            continue
+        if facts["state_size"] is None or size > facts["state_size"]:
+            facts["state_file"], facts["state_size"] = path, size
+    return facts
+
+
+# ---- the run on the host -----------------------------------------------------------------
+
+def _pueue(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+def _first_line(text: str, rc: int) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else f"exit {rc}"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    before = swap_counters()
+    pueue = os.path.expanduser(args.pueue)
+    status_argv = [pueue, "status", "--json"]
+    if args.group and not args.all_tasks:
+        status_argv += ["--group", args.group]
+    out: dict[str, Any] = {}
+    try:
+        proc = _pueue(status_argv)
+        if proc.returncode == 0 and args.group and not args.all_tasks:
+            data = json.loads(proc.stdout)
+            if external_deps(normalise(data)):
+                # a chain crosses groups: judging "blocked" needs the other group's tasks
+                proc = _pueue([pueue, "status", "--json"])
+    except OSError as exc:
+        proc = subprocess.CompletedProcess(status_argv, 127, "", str(exc))
+    if proc.returncode != 0:
+        out["error"] = "pueue status failed: " + _first_line(proc.stderr or proc.stdout,
+                                                              proc.returncode)
+    else:
+        try:
+            data = json.loads(proc.stdout)
+        except ValueError as exc:
+            data = None
+            out["error"] = f"pueue status --json returned invalid JSON ({exc})"
+        if data is not None:
+            summary, wanted = summarize(data, args.group, args.glob, args.limit,
+                                        args.log_labels, chains=args.all_tasks)
+            logs: dict[str, Any] = {}
+            if wanted and args.log_lines > 0:
+                lp = _pueue([pueue, "log", "--json", "--lines", str(args.log_lines),
+                             *map(str, sorted(wanted))])
+                try:
+                    logs = json.loads(lp.stdout or "{}") if lp.returncode == 0 else {}
+                except ValueError:
+                    logs = {}
+            attach_logs(summary, logs, args.log_lines)
+            out.update(summary)
+    out["health"] = health()
+    # Swap activity is sampled over at least --swap-window seconds (pages, like vmstat's
+    # si/so): one reading of the cumulative counters says nothing about *active* swapping.
+    rest = args.swap_window - (time.monotonic() - started)
+    if rest > 0:
+        time.sleep(rest)
+    after = swap_counters()
+    h = out["health"]
+    h["swap_counters"] = list(after) if after else None
+    h["swap_window"] = round(time.monotonic() - started, 3)
+    h["swap_in"] = after[0] - before[0] if before and after else None
+    h["swap_out"] = after[1] - before[1] if before and after else None
+    out["via"] = "filter"
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="jobsafe-monitor-filter")
+    parser.add_argument("--pueue", default="pueue")
+    parser.add_argument("--group")
+    parser.add_argument("--glob")
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--log-labels", type=int, default=5)
+    parser.add_argument("--log-lines", type=int, default=5)
+    parser.add_argument("--swap-window", type=float, default=0.25)
+    parser.add_argument("--all-tasks", action="store_true")
+    args = parser.parse_args(argv)
+    sys.stdout.write(json.dumps(run(args), separators=(",", ":")) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

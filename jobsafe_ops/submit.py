@@ -1,0 +1,137 @@
+"""`inv submit-batch`: the command body (plan every host before connecting to any) and its
+rich rendering (a progress bar per host while the feeder runs, then a summary table)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Group as RGroup
+from rich.console import RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from .batch import BatchReport, Item, submit
+from .cli import fan_out, finish, hosts_for, require
+from .console import console, err_console
+from .inventory import Host
+from .playbook import load_playbook, plan_batch
+from .remote import session
+
+SHOWN = 10  # labels listed per section in the rich view (--json lists all)
+ACTION_STYLE = {"add": "green", "skip": "dim", "failed": "bold red", "refused": "bold red",
+                "held": "yellow"}
+
+
+def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, units: bool,
+                     unit_size: int | None, inventory: str | None, json_out: bool) -> int:
+    require(host, "--host")
+    require(playbook, "--playbook")
+    book = load_playbook(playbook)
+    hosts = hosts_for(host, inventory)
+    # plan-time invariants (INV-1/5/9, labels, placeholders) fail here, before any SSH
+    plans = {h.name: plan_batch(book, h) for h in hosts}
+    size = int(unit_size) if unit_size else None
+    with _progress(enabled=not json_out) as bar:
+        def one(h: Host) -> BatchReport:
+            with session(h) as remote:
+                return submit(remote, plans[h.name], dry=dry, allow_uncapped=allow_uncapped,
+                              units=True if units else None, unit_size=size,
+                              progress=bar(h.name))
+
+        outcomes = fan_out(hosts, one)
+    return finish(outcomes, json_out, lambda r: console.print(batch_view(r)),
+                  lambda r: int(r.exit_code))
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str], Callable[[int, int], None] | None]]:
+    """One bar per host, on stderr (stdout stays clean for --json); fed by the feeder's
+    `@@progress DONE TOTAL` lines."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
+                        transient=True, disable=not enabled)
+    tasks: dict[str, Any] = {}
+
+    def for_host(name: str) -> Callable[[int, int], None] | None:
+        if not enabled:
+            return None
+
+        def update(done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(f"{name}: feeding", total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        return update
+
+    with progress:
+        yield for_host
+
+
+def _labels(items: list[Item], limit: int = SHOWN) -> Table:
+    t = Table(show_header=True, box=None, pad_edge=False)
+    for col in ("label", "action", "why"):
+        t.add_column(col, overflow="fold")
+    for it in items[:limit]:
+        shown = it.label if it.new_label in (None, it.label) else f"{it.label} -> {it.new_label}"
+        t.add_row(shown, f"[{ACTION_STYLE.get(it.action, '')}]{it.action}", it.reason)
+    if len(items) > limit:
+        t.add_row(f"... and {len(items) - limit} more", "", "(--json lists all)")
+    return t
+
+
+def batch_view(r: BatchReport) -> RenderableType:
+    c = r.counts
+    title = f"submit-batch {r.playbook} -> {r.host}" + (" (dry run: nothing changed)"
+                                                         if r.dry else "")
+    summary = Table(title=title, show_header=False)
+    summary.add_column("what", style="bold")
+    summary.add_column("value", overflow="fold")
+    unit = f" ({r.units} units; one pueue task each)" if r.mode == "units" else ""
+    summary.add_row("planned", f"{r.planned} jobs{unit}")
+    if r.mode == "units" and r.done_inside_units:
+        summary.add_row("done inside units", str(r.done_inside_units))
+    verb = "to add" if r.dry else "added"
+    added = c["add"] if r.dry else c.get("added", 0)
+    summary.add_row(verb, f"[green]{added}[/] (retries: {c['retries']})")
+    summary.add_row("skipped", f"{c['skip']} (queued, running, succeeded or cleaned)")
+    for key in ("failed", "refused", "held"):
+        if c[key]:
+            summary.add_row(key, f"[{ACTION_STYLE[key]}]{c[key]}")
+    if not r.dry and c.get("errors"):
+        summary.add_row("errors", f"[bold red]{c['errors']}")
+    m = r.memcap
+    cap = ("[green]on: " if m.wrap else "[bold red]refused: " if m.refusal
+           else "[yellow]off: " if m.required else "off: ") + m.reason
+    summary.add_row("memory cap", cap)
+    for cl in r.cleans:
+        summary.add_row("state hygiene", f"{'pueue clean -g ' + cl.group if cl.run else 'skip'}"
+                        f" ({cl.reason})")
+    for g, p in r.new_groups:
+        summary.add_row("new group", f"{g} (parallel {p})")
+    summary.add_row("batch dir", r.batch_dir)
+    summary.add_row("ssh", f"{r.connections} connection(s), {r.round_trips} round trips")
+    parts: list[RenderableType] = [summary]
+    if r.dry and r.sample:
+        parts.append(Text("sample of rendered commands:", style="bold"))
+        parts.extend(Text(f"  {cmd}") for cmd in r.sample)
+    items = list(r.items)
+    trouble = [i for i in items if i.action in ("failed", "refused", "held")]
+    if trouble:
+        parts.append(Text("not submitted:", style="bold red"))
+        parts.append(_labels(trouble))
+    if r.dry:
+        skipped = [i for i in items if i.action == "skip"]
+        if skipped:
+            parts.append(Text("would skip:", style="bold"))
+            parts.append(_labels(skipped))
+    if r.errors:
+        t = Table(title="feeder errors (rerun to converge)")
+        t.add_column("label")
+        t.add_column("error", overflow="fold")
+        for label, err in r.errors[:SHOWN]:
+            t.add_row(label, err)
+        parts.append(t)
+    return RGroup(*parts)

@@ -1,0 +1,310 @@
+"""The on-host feeder, run locally as the host would run it (python3 feeder.py ...) against
+a pueue daemon (the stand-in, or real pueue when it is on PATH). The main property: killed
+at any point and rerun, every label is in pueue exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.world import FAKE_PUEUE_DIR, detect_real_pueue  # noqa: E402
+
+FEEDER = REPO / "jobsafe_ops" / "feeder.py"
+
+# A pueue wrapper that SIGKILLs the feeder around the Nth add: "before" the add reaches
+# the daemon, or "after" it (the task exists, its receipt was never written).
+KILLER = """#!/bin/sh
+if [ "$1" = add ]; then
+  n=$(( $(cat "$KILL_COUNTER" 2>/dev/null || echo 0) + 1 ))
+  echo "$n" > "$KILL_COUNTER"
+  if [ "$n" -eq "$KILL_AT" ] && [ "$KILL_MODE" = before ]; then kill -9 $PPID; exit 1; fi
+  out=$(pueue "$@"); rc=$?
+  printf '%s\\n' "$out"
+  if [ "$n" -eq "$KILL_AT" ]; then kill -9 $PPID; sleep 1; fi
+  exit $rc
+fi
+exec pueue "$@"
+"""
+
+
+class Daemon:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        bindir = detect_real_pueue() or FAKE_PUEUE_DIR
+        runtime = root / "rt"
+        runtime.mkdir(parents=True)
+        self.cfg = root / "pueue.yml"
+        self.cfg.write_text(
+            "shared:\n"
+            f"  pueue_directory: {root / 'data'}\n"
+            f"  runtime_directory: {runtime}\n"
+            "  use_unix_socket: true\n"
+            f"  unix_socket_path: {runtime / 'pueue.socket'}\n"
+            f"  pid_path: {runtime / 'pueue.pid'}\n"
+            "client: {}\ndaemon: {}\nprofiles: {}\n")
+        self.env = {
+            "HOME": str(root), "PATH": f"{bindir}:{Path(sys.executable).parent}:/usr/bin:/bin",
+            "PUEUE_CONFIG_PATH": str(self.cfg), "LANG": "C.UTF-8",
+        }
+        subprocess.run(["pueued", "-d"], env=self.env, check=True, capture_output=True)
+        deadline = time.monotonic() + 15
+        while self.pueue("status", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("pueued did not answer")
+            time.sleep(0.05)
+        for group in ("p1", "p2"):
+            self.pueue("group", "add", group, "--parallel", "1")
+            self.pueue("pause", "--group", group)  # tasks stay queued: we count adds only
+
+    def pueue(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["pueue", *args], env=self.env, capture_output=True, text=True,
+                              check=check)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        data = json.loads(self.pueue("status", "--json").stdout)
+        return list(data["tasks"].values())
+
+    def reset(self) -> None:
+        self.pueue("reset", "--force", check=False)
+        for group in ("p1", "p2"):
+            self.pueue("group", "add", group, "--parallel", "1", check=False)
+            self.pueue("pause", "--group", group, check=False)
+
+    def close(self) -> None:
+        self.pueue("shutdown", check=False)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = Daemon(tmp_path_factory.mktemp("feed"))
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def batch(daemon: Daemon, tmp_path: Path) -> Path:
+    daemon.reset()
+    assert daemon.tasks() == []
+    (tmp_path / "work").mkdir()
+    return tmp_path
+
+
+def write_commands(path: Path, lines: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def feed(daemon: Daemon, batch: Path, commands: Path, *extra: str, pueue: str = "pueue",
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(FEEDER), "feed", str(commands), "--receipts",
+         str(batch / "receipts.tsv"), "--pueue", pueue, *extra],
+        env={**daemon.env, **(env or {})}, capture_output=True, text=True, timeout=300)
+
+
+def summary(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("@@summary ")]
+    assert lines, proc.stdout + proc.stderr
+    return json.loads(lines[-1][len("@@summary "):])  # type: ignore[no-any-return]
+
+
+def jobs(batch: Path, n: int, group: str = "p1") -> list[dict[str, Any]]:
+    return [{"label": f"job {i}; $(touch pwned) 'q\"", "group": group,
+             "workdir": str(batch / "work"), "command": f"echo {i}", "after": []}
+            for i in range(n)]
+
+
+def receipts(batch: Path) -> dict[str, str]:
+    out = {}
+    for line in (batch / "receipts.tsv").read_text().splitlines():
+        label, _, tid = line.rpartition("\t")
+        out[label] = tid
+    return out
+
+
+def test_feeds_every_label_once_with_workdir(daemon: Daemon, batch: Path) -> None:
+    lines = jobs(batch, 12)
+    proc = feed(daemon, batch, write_commands(batch / "c.jsonl", lines))
+    assert proc.returncode == 0, proc.stderr
+    s = summary(proc)
+    assert len(s["added"]) == 12 and s["errors"] == [] and s["existing"] == []
+    tasks = daemon.tasks()
+    assert sorted(t["label"] for t in tasks) == sorted(x["label"] for x in lines)
+    assert {t["path"] for t in tasks} == {str((batch / "work").resolve())}
+    assert not (batch / "work" / "pwned").exists()  # the label never met a shell
+    assert receipts(batch) == {t["label"]: str(t["id"]) for t in tasks}
+    assert "@@progress 12 12" in proc.stdout
+    # a rerun adds nothing
+    again = summary(feed(daemon, batch, batch / "c.jsonl"))
+    assert again["added"] == [] and len(again["existing"]) == 12
+    assert len(daemon.tasks()) == 12
+
+
+@pytest.mark.parametrize("kill_at,mode", [(1, "before"), (4, "after"), (7, "before"),
+                                          (10, "after")])
+def test_killed_then_rerun_adds_every_label_exactly_once(
+        daemon: Daemon, batch: Path, kill_at: int, mode: str) -> None:
+    killer = batch / "pueue-killer"
+    killer.write_text(KILLER)
+    killer.chmod(0o755)
+    commands = write_commands(batch / "c.jsonl", jobs(batch, 10))
+    env = {"KILL_AT": str(kill_at), "KILL_MODE": mode, "KILL_COUNTER": str(batch / "n")}
+    passed = [f"--pass-env={k}" for k in env]  # the feeder adds with a lean environment
+    proc = feed(daemon, batch, commands, "--jobs", "1", *passed, pueue=str(killer), env=env)
+    assert proc.returncode == -9
+    added_before = len(daemon.tasks())
+    assert added_before == (kill_at - 1 if mode == "before" else kill_at)
+    if mode == "after":  # the killed add reached pueue but has no receipt
+        assert len(receipts(batch)) == kill_at - 1
+    # rerun (concurrent adds this time): only the missing labels are added
+    s = summary(feed(daemon, batch, commands, "--jobs", "4"))
+    assert len(s["added"]) == 10 - added_before
+    labels = Counter(t["label"] for t in daemon.tasks())
+    assert len(labels) == 10 and set(labels.values()) == {1}
+    assert len(receipts(batch)) == 10  # the orphan add got its receipt from the status read
+
+
+def test_kill_at_a_random_moment_converges(daemon: Daemon, batch: Path) -> None:
+    commands = write_commands(batch / "c.jsonl", jobs(batch, 40))
+    proc = subprocess.Popen(
+        [sys.executable, str(FEEDER), "feed", str(commands), "--receipts",
+         str(batch / "receipts.tsv"), "--jobs", "4"],
+        env=daemon.env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # kill once some adds went through
+        if line.startswith("@@progress") and int(line.split()[1]) >= 5:
+            proc.kill()
+            break
+    proc.wait()
+    summary(feed(daemon, batch, commands))
+    labels = Counter(t["label"] for t in daemon.tasks())
+    assert len(labels) == 40 and set(labels.values()) == {1}
+
+
+def test_after_chain_wired_by_label(daemon: Daemon, batch: Path) -> None:
+    lines = jobs(batch, 3)
+    lines.append({"label": "optimize", "group": "p2", "workdir": str(batch / "work"),
+                  "command": "echo opt", "after": [x["label"] for x in lines]})
+    lines.append({"label": "validate", "group": "p2", "workdir": str(batch / "work"),
+                  "command": "echo val", "after": ["optimize"]})
+    s = summary(feed(daemon, batch, write_commands(batch / "c.jsonl", lines)))
+    ids = dict(s["added"])
+    by_label = {t["label"]: t for t in daemon.tasks()}
+    assert sorted(by_label["optimize"]["dependencies"]) == sorted(
+        ids[x["label"]] for x in lines[:3])
+    assert by_label["validate"]["dependencies"] == [ids["optimize"]]
+
+
+def test_dependency_that_was_not_added_blocks_the_dependant(daemon: Daemon,
+                                                            batch: Path) -> None:
+    lines = [{"label": "a", "group": "p1", "workdir": "/nonexistent/dir", "command": "x",
+              "after": []},
+             {"label": "b", "group": "p1", "workdir": str(batch / "work"), "command": "y",
+              "after": ["a"]}]
+    proc = feed(daemon, batch, write_commands(batch / "c.jsonl", lines))
+    assert proc.returncode == 1
+    errors = dict(summary(proc)["errors"])
+    assert "does not exist" in errors["a"] and "was not added" in errors["b"]
+    assert daemon.tasks() == []
+
+
+def test_dependency_cleaned_since_is_not_waited_for(daemon: Daemon, batch: Path) -> None:
+    (batch / "receipts.tsv").write_text("gone\t0\n")
+    lines = [{"label": "b", "group": "p1", "workdir": str(batch / "work"), "command": "y",
+              "after": ["gone"]}]
+    s = summary(feed(daemon, batch, write_commands(batch / "c.jsonl", lines)))
+    assert [lbl for lbl, _ in s["added"]] == ["b"]
+    assert daemon.tasks()[0]["dependencies"] == []
+
+
+def test_second_feeder_is_locked_out(daemon: Daemon, batch: Path) -> None:
+    import fcntl
+
+    commands = write_commands(batch / "c.jsonl", jobs(batch, 1))
+    fd = os.open(batch / "receipts.tsv.lock", os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        proc = feed(daemon, batch, commands)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 75 and "another feeder" in summary(proc)["fatal"]
+    assert daemon.tasks() == []
+
+
+def test_bad_commands_file_adds_nothing(daemon: Daemon, batch: Path) -> None:
+    lines = jobs(batch, 2)
+    lines[1]["workdir"] = "relative/dir"
+    proc = feed(daemon, batch, write_commands(batch / "c.jsonl", lines))
+    assert proc.returncode == 2 and "not absolute" in summary(proc)["fatal"]
+    assert daemon.tasks() == []
+
+
+def test_lean_environment_reaches_pueue(daemon: Daemon, batch: Path) -> None:
+    commands = write_commands(batch / "c.jsonl", jobs(batch, 1))
+    proc = feed(daemon, batch, commands, "--pass-env", "KEEP_ME",
+                env={"SECRET_TOKEN": "s3cret", "KEEP_ME": "1"})
+    assert proc.returncode == 0
+    envs = daemon.tasks()[0]["envs"]
+    assert "SECRET_TOKEN" not in envs and envs.get("KEEP_ME") == "1"
+    assert envs["PUEUE_CONFIG_PATH"] == str(daemon.cfg)
+
+
+# ---- units mode ----------------------------------------------------------------------------
+
+def run_unit(batch: Path, unit: Path, parallel: int = 3) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(FEEDER), "unit", str(unit), "--done",
+                           str(batch / "done.tsv"), "--parallel", str(parallel)],
+                          capture_output=True, text=True, timeout=120, cwd=batch)
+
+
+def test_unit_runner_converges_after_a_kill_and_a_failure(batch: Path) -> None:
+    out = batch / "out.txt"
+    work = str(batch / "work")
+    cmds = [{"label": f"c{i}", "workdir": work, "command": f"echo c{i} >> {out}"}
+            for i in range(20)]
+    # c5 kills the runner (its parent) once; c9 fails until a flag file exists
+    cmds[5]["command"] = (f"if [ ! -f {batch}/killed ]; then touch {batch}/killed; "
+                          f"kill -9 $PPID; exit 1; fi; echo c5 >> {out}")
+    cmds[9]["command"] = f"[ -f {batch}/fixed ] && echo c9 >> {out}"
+    unit = write_commands(batch / "unit.jsonl", cmds)
+    first = run_unit(batch, unit, parallel=1)
+    assert first.returncode == -9
+    second = run_unit(batch, unit)
+    assert second.returncode == 1 and "=== c9 (exit 1)" in second.stdout
+    (batch / "fixed").touch()
+    third = run_unit(batch, unit)
+    assert third.returncode == 0
+    assert "=== c0 " not in third.stdout  # done receipts: not run again
+    lines = Counter(out.read_text().split())
+    assert lines == Counter(f"c{i}" for i in range(20))  # every command's effect once
+    done = {}
+    for line in (batch / "done.tsv").read_text().splitlines():
+        label, _, code = line.rpartition("\t")
+        done[label] = code
+    assert set(done) == {f"c{i}" for i in range(20)} and set(done.values()) == {"0"}
+
+
+def test_feeder_writes_unit_files_before_adding(daemon: Daemon, batch: Path) -> None:
+    unit_file = batch / "units" / "u1.jsonl"
+    inner = [{"label": "x y", "workdir": str(batch / "work"), "command": "true"}]
+    line = {"label": "pb:unit-00000-abc", "group": "p1", "workdir": str(batch / "work"),
+            "command": f"python3 feeder.py unit {unit_file}", "after": [],
+            "unit_file": str(unit_file), "unit_commands": inner}
+    s = summary(feed(daemon, batch, write_commands(batch / "c.jsonl", [line])))
+    assert [lbl for lbl, _ in s["added"]] == ["pb:unit-00000-abc"]
+    assert [json.loads(x) for x in unit_file.read_text().splitlines()] == inner
