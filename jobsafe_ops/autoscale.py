@@ -440,7 +440,7 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | None, dry
         else:
             doc = res.to_dict()
             if not json_out:
-                console.print(tick_line(res), highlight=False, soft_wrap=True)
+                console.print(tick_line(res), markup=False, highlight=False, soft_wrap=True)
         if json_out and loop:
             print(json.dumps(doc, default=str), flush=True)  # NDJSON: one line per tick
         docs.append(doc)

@@ -347,7 +347,8 @@ class BatchReport:
     items: tuple[Item, ...]
     memcap: Memcap
     cleans: tuple[Clean, ...] = ()
-    new_groups: tuple[tuple[str, int], ...] = ()
+    groups: tuple[str, ...] = ()
+    new_groups: tuple[tuple[str, int], ...] = ()  # missing on the daemon: (group, parallel)
     batch_dir: str = ""
     pueue: str = ""  # the pueue binary, absolute when the host file says ~/...
     sample: tuple[str, ...] = ()
@@ -378,13 +379,14 @@ class BatchReport:
             return RemoteError.exit_code
         if self.memcap.refusal or self.count("refused"):
             return RefusedError.exit_code
-        return 1 if self.count("failed") else 0
+        # a failed label, or one held behind a failure, is work that will not run
+        return 1 if self.count("failed") or self.count("held") else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "host": self.host, "playbook": self.playbook, "dry": self.dry, "mode": self.mode,
             "planned": self.planned, "counts": self.counts, "memcap": self.memcap.to_dict(),
-            "clean": [c.to_dict() for c in self.cleans],
+            "groups": list(self.groups), "clean": [c.to_dict() for c in self.cleans],
             "new_groups": [{"group": g, "parallel": p} for g, p in self.new_groups],
             "batch_dir": self.batch_dir, "sample": list(self.sample), "units": self.units,
             "done_inside_units": self.done_inside_units,
@@ -468,7 +470,8 @@ def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | N
     report = BatchReport(
         host=host.name, playbook=plan.playbook, dry=dry,
         mode="units" if use_units else "jobs", planned=len(jobs), items=tuple(items),
-        memcap=memcap, cleans=tuple(cleans), new_groups=new_groups, batch_dir=batch_dir,
+        memcap=memcap, cleans=tuple(cleans), groups=tuple(dict.fromkeys(groups)),
+        new_groups=new_groups, batch_dir=batch_dir,
         pueue=probe.expand(host.pueue), sample=sample, units=len(unit_map),
         done_inside_units=done_count)
     return report, unit_map

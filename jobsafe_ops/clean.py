@@ -92,7 +92,8 @@ def run_clean(remote: Remote, group: str, *, successful_only: bool = False,
         tasks_before=_tasks(before, group), tasks_after=_tasks(after, group),
     )
     if not dry:
-        journal.append(remote.host.name, ACTION, result="ok", **report.to_dict())
+        fields = {k: v for k, v in report.to_dict().items() if k not in ("host", "dry")}
+        journal.append(remote.host.name, ACTION, result="ok", **fields)
     return report
 
 

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tenacity import (
@@ -201,6 +201,7 @@ class DeployContext:
     options: DeployOptions
     say: Say = lambda text: None
     ask: Callable[[Audit], str] | None = None  # the TTY prompt; None = not interactive
+    command: str = "deploy"  # or "retry-failed" (the RESTART step alone)
     probe: Probe | None = None
     state: PueueState | None = None
     audit: Audit | None = None
@@ -209,6 +210,7 @@ class DeployContext:
     lock_path: str = ""
     policy: str = ""
     killed: list[KilledTask] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)  # groups this run paused, not resumed yet
     commit_before: str | None = None
     commit_after: str | None = None
     install: Install | None = None
@@ -250,6 +252,15 @@ class DeployContext:
 
 
 Step = Callable[[DeployContext], StepResult]
+
+
+class StepFailed(JobsafeError):
+    """A step failed, and its result (facts gathered so far) belongs in the report."""
+
+    def __init__(self, message: str, result: StepResult, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.result = result
+        self.exit_code = exit_code
 
 
 def _poll(ctx: DeployContext, window: float) -> float:
@@ -347,7 +358,9 @@ def lock(ctx: DeployContext) -> StepResult:
     ctx.lock_owner = owner
     detail = f"held: {path}"
     if broken is not None:
-        detail += f" (broke the lock of {broken.describe()})"
+        who = broken.owner.describe() if broken.owner else "an unknown owner"
+        detail += f" (broke the lock of {who}" + (f"; stale: {broken.stale})" if broken.stale
+                                                   else ")")
     return StepResult("lock", "changed" if broken else "ok", detail=detail,
                       data={"path": path, "owner": owner.to_dict(),
                             "broken": broken.to_dict() if broken else None})
@@ -516,6 +529,7 @@ def _kill_running(ctx: DeployContext) -> StepResult:
     for g, argv in zip(groups, pause, strict=True):
         ctx.remote.run(argv)
         journal.append(host.name, "group-pause", [], group=g, reason="deploy --on-running kill")
+        ctx.paused.append(g)
     ctx.remote.run(kill_argv(pueue, ids, signal="sigterm"), check=False)
     left = _poll_until_idle(ctx, set(groups), ctx.options.kill_grace, "stopping", set(ids))
     if left:
@@ -566,6 +580,8 @@ def _resume_groups(ctx: DeployContext) -> list[str]:
         journal.append(ctx.host.name, "group-start", [], group=name,
                        reason="resumed after deploy re-added its tasks")
         resumed.append(name)
+        if name in ctx.paused:
+            ctx.paused.remove(name)
     return resumed
 
 
@@ -749,7 +765,8 @@ def verify(ctx: DeployContext) -> StepResult:
     if install.error:
         if ctx.options.dry:
             return StepResult("verify", "warn", detail=install.error, data=data)
-        raise JobsafeError(f"{ctx.host.name}: verify failed: {install.error}")
+        message = f"{ctx.host.name}: verify failed: {install.error}"
+        raise StepFailed(message, StepResult("verify", "failed", detail=message, data=data))
     what = (f"{ctx.host.package} {install.version or install.dist_version} ({install.kind}"
             f"{': the pull is the upgrade (AP-5)' if install.editable else ''}) "
             f"from {install.file}")
@@ -761,7 +778,8 @@ def verify(ctx: DeployContext) -> StepResult:
         return StepResult("verify", "warn", detail=f"{what}; before the pull: "
                           + "; ".join(problems), data=data)
     if problems:
-        raise JobsafeError(f"{ctx.host.name}: verify failed: " + "; ".join(problems))
+        message = f"{ctx.host.name}: verify failed: " + "; ".join(problems)
+        raise StepFailed(message, StepResult("verify", "failed", detail=message, data=data))
     checked = [c for c in (ctx.options.expected_version and "version",
                            ctx.options.expect_code and "code") if c]
     return StepResult("verify", "ok", detail=what + (f"; {' and '.join(checked)} as expected"
@@ -853,25 +871,26 @@ def upgrade(ctx: DeployContext) -> StepResult:
                  stop=stop_before_delay(opts.upgrade_timeout),
                  wait=wait_exponential(multiplier=first_wait, min=first_wait, max=60),
                  before_sleep=note, reraise=True)(attempt)
-    except VersionNotVisible as exc:
-        journal.append(ctx.host.name, "upgrade", [], result="failed", to=opts.version,
-                       attempts=len(attempts), reason=str(exc))
-        raise RemoteError(
-            f"{ctx.host.name}: {ctx.host.dist_name}=={opts.version} still not on "
-            f"{ctx.host.index_url} after {len(attempts)} attempt(s) in "
-            f"{time.monotonic() - started:.0f}s (--upgrade-timeout {opts.upgrade_timeout:g}s):"
-            f" {exc}; check that it was published") from None
     except RemoteError as exc:
         journal.append(ctx.host.name, "upgrade", [], result="failed", to=opts.version,
                        attempts=len(attempts), reason=str(exc))
-        raise
+        message = str(exc)
+        if isinstance(exc, VersionNotVisible):
+            message = (f"{ctx.host.name}: {ctx.host.dist_name}=={opts.version} still not on "
+                       f"{ctx.host.index_url} after {len(attempts)} attempt(s) in "
+                       f"{time.monotonic() - started:.0f}s (--upgrade-timeout "
+                       f"{opts.upgrade_timeout:g}s): {exc}; check that it was published")
+        raise StepFailed(message, StepResult("upgrade", "failed", detail=message,
+                                             data={"attempts": attempts}),
+                         exc.exit_code) from None
     journal.append(ctx.host.name, "upgrade", [], result="ok", before=install.dist_version,
                    to=opts.version, attempts=len(attempts))
     ctx.install = after = inspect_install(ctx)
     problems = check_expectations(after, opts)
     data = {"attempts": attempts, "install": after.to_dict()}
     if problems:
-        raise JobsafeError(f"{ctx.host.name}: after the upgrade: " + "; ".join(problems))
+        message = f"{ctx.host.name}: after the upgrade: " + "; ".join(problems)
+        raise StepFailed(message, StepResult("upgrade", "failed", detail=message, data=data))
     return StepResult("upgrade", "changed", detail=f"{ctx.host.dist_name} "
                       f"{install.dist_version} -> {after.dist_version} after {len(attempts)} "
                       f"attempt(s); checks passed", data=data)
@@ -972,7 +991,7 @@ def _restart_result(ctx: DeployContext, plan: retries.RetryPlan,
         parts.append(f"retry budget spent: {', '.join(ctx.exhausted)}")
     if ctx.add_errors:
         parts.append(f"{len(ctx.add_errors)} add(s) failed: {'; '.join(ctx.add_errors)}")
-    status = ("failed" if ctx.add_errors else "refused" if plan.exhausted
+    status = ("warn" if ctx.add_errors or plan.exhausted
               else "dry" if ctx.options.dry and plan.to_add
               else "changed" if ctx.re_added else "ok")
     return StepResult("restart", status, detail="; ".join(parts) or "nothing to re-add",
@@ -1052,7 +1071,7 @@ def monitor(ctx: DeployContext) -> StepResult:
         parts.append(f"still queued (group full): {', '.join(waiting)}")
     status = "ok" if ok and not waiting else "warn" if ok else "failed"
     return StepResult("monitor", status, detail="; ".join(parts),
-                      data={"samples": [s.__dict__ for s in samples], "ok": ok})
+                      data={"samples": [asdict(s) for s in samples], "ok": ok})
 
 
 # ---- the protocol ----------------------------------------------------------------------
@@ -1073,6 +1092,7 @@ class DeployReport:
     commit_before: str | None = None
     commit_after: str | None = None
     planned: tuple[str, ...] = ()
+    error: str = ""  # the refusal or failure that stopped the run
 
     @property
     def ok(self) -> bool:
@@ -1082,7 +1102,8 @@ class DeployReport:
         return {"host": self.host, "dry": self.dry, "exit_code": self.exit_code,
                 "verdict": self.verdict, "policy": self.policy,
                 "commit_before": self.commit_before, "commit_after": self.commit_after,
-                "steps": [s.to_dict() for s in self.steps], "planned": list(self.planned)}
+                "steps": [s.to_dict() for s in self.steps], "planned": list(self.planned),
+                "error": self.error}
 
 
 def run_deploy(ctx: DeployContext, steps: Sequence[Step] = STEPS) -> DeployReport:
@@ -1099,8 +1120,9 @@ def run_deploy(ctx: DeployContext, steps: Sequence[Step] = STEPS) -> DeployRepor
                 result = step(ctx)
             except JobsafeError as exc:
                 status = "refused" if isinstance(exc, RefusedError) else "failed"
-                results.append(StepResult(step.__name__, status,
-                                          time.monotonic() - started, str(exc)))
+                partial = exc.result if isinstance(exc, StepFailed) else \
+                    StepResult(step.__name__, status, detail=str(exc))
+                results.append(replace(partial, seconds=time.monotonic() - started))
                 code, error = exc.exit_code, str(exc)
                 break
             results.append(replace(result, seconds=time.monotonic() - started))
@@ -1111,7 +1133,7 @@ def run_deploy(ctx: DeployContext, steps: Sequence[Step] = STEPS) -> DeployRepor
     return DeployReport(ctx.host.name, ctx.options.dry, tuple(results), code,
                         _verdict(ctx, code, error), ctx.policy, ctx.commit_before,
                         ctx.commit_after or (None if ctx.options.dry else ctx.commit_before),
-                        tuple(ctx.planned))
+                        tuple(ctx.planned), error)
 
 
 def _release(ctx: DeployContext) -> None:
@@ -1140,10 +1162,16 @@ def _verdict(ctx: DeployContext, code: int, error: str) -> str:
             return f"{name}: DRY RUN: would be REFUSED: {ctx.refusals[0]}"
         return f"{name}: DRY RUN: {len(ctx.planned)} remote command(s) would run; nothing changed"
     if error:
-        return f"{name}: FAILED (exit {code}): {error}"
+        paused = ", ".join(ctx.paused)
+        return f"{name}: FAILED (exit {code}): {error}" + (
+            f"; groups {paused} stay paused (their queued tasks wait) until a deploy "
+            f"completes, or `pueue start --group G`" if paused else "")
     before, after = (ctx.commit_before or "?")[:10], (ctx.commit_after or "?")[:10]
-    moved = f"deployed {after}" + (f" (was {before})" if before != after else " (unchanged)")
-    parts = [moved]
+    if ctx.command == "deploy":
+        parts = [f"deployed {after}" + (f" (was {before})" if before != after
+                                        else " (unchanged)")]
+    else:
+        parts = [ctx.command]
     if ctx.install is not None:
         parts.append(f"{ctx.host.package} {ctx.install.version or ctx.install.dist_version} "
                      f"({ctx.install.kind})")
@@ -1218,17 +1246,28 @@ def deploy_host(host: Host, opts: DeployOptions,
         return run_deploy(ctx)
 
 
-def _overall(codes: Sequence[int]) -> int:
+def _finish(outcomes: list[Any], json_out: bool) -> int:
+    """Tables (or JSON) per host, each stopped run's error as one line on stderr, and one
+    exit code: the host's own, or 5 when only some of several hosts failed."""
+    from .cli import finish
+    from .console import console, err_console
+    from .views import deploy_view
+
+    code = finish(outcomes, json_out, lambda r: console.print(deploy_view(r)),
+                  lambda r: int(r.exit_code))
+    for o in outcomes:
+        if o.error is None and o.result.error:
+            err_console.print(f"[bold red]error:[/] {o.result.error}", highlight=False,
+                              soft_wrap=True)
+    codes = [o.error.exit_code if o.error else o.result.exit_code for o in outcomes]
     bad = [c for c in codes if c != EXIT_OK]
     if len(codes) > 1 and bad and len(bad) < len(codes):
         return EXIT_PARTIAL
-    return max(codes, default=EXIT_OK)
+    return code if len(codes) == 1 else max(codes, default=EXIT_OK)
 
 
 def deploy_cmd(host: str, inventory: str | None, json_out: bool, **flags: Any) -> int:
-    from .cli import fan_out, finish, hosts_for
-    from .console import console
-    from .views import deploy_view
+    from .cli import fan_out, hosts_for
 
     opts = DeployOptions(**flags)
     opts.validate()
@@ -1237,19 +1276,14 @@ def deploy_cmd(host: str, inventory: str | None, json_out: bool, **flags: Any) -
     with interrupts_as_keyboard_interrupt():
         outcomes = fan_out(hosts, lambda h: deploy_host(h, opts,
                                                         prompt_policy if interactive else None))
-    code = finish(outcomes, json_out, lambda r: console.print(deploy_view(r)),
-                  lambda r: int(r.exit_code))
-    codes = [o.error.exit_code if o.error else o.result.exit_code for o in outcomes]
-    return _overall(codes) if len(outcomes) > 1 else code
+    return _finish(outcomes, json_out)
 
 
 def retry_failed_cmd(host: str, group: str, inventory: str | None, json_out: bool,
                      retry_all: bool = False, retry_budget: int = retries.DEFAULT_BUDGET,
                      dry: bool = False) -> int:
     """`inv retry-failed`: the RESTART step alone, for one group, under the deploy lock."""
-    from .cli import fan_out, finish, hosts_for, require
-    from .console import console
-    from .views import deploy_view
+    from .cli import fan_out, hosts_for, require
 
     require(group, "--group")
     if retry_budget < 0:
@@ -1263,15 +1297,13 @@ def retry_failed_cmd(host: str, group: str, inventory: str | None, json_out: boo
         from .remote import session
 
         with session(h) as remote:
-            ctx = DeployContext(host=h, remote=remote, options=opts, say=_say_for(h))
+            ctx = DeployContext(host=h, remote=remote, options=opts, say=_say_for(h),
+                                command=f"retry-failed --group {group}")
             return run_deploy(ctx, (_group_audit(group), lock, _restart_group(group)))
 
     with interrupts_as_keyboard_interrupt():
         outcomes = fan_out(hosts, one)
-    code = finish(outcomes, json_out, lambda r: console.print(deploy_view(r)),
-                  lambda r: int(r.exit_code))
-    codes = [o.error.exit_code if o.error else o.result.exit_code for o in outcomes]
-    return _overall(codes) if len(outcomes) > 1 else code
+    return _finish(outcomes, json_out)
 
 
 def _group_audit(group: str) -> Step:

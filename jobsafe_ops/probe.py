@@ -158,7 +158,7 @@ def parse_probe(host: str, text: str) -> Probe:
             pueue_error = "pueue daemon not running (start it with `pueued -d`)"
         elif "not found" in status_text:
             pueue_error = f"pueue not found on the host: {pueue_error}"
-    cg = (s.get("cgroup") or [None])[0]
+    cg = (s.get("cgroup") or [""])[0] or None
     return Probe(
         host=host, nproc=nproc, mem_total=mem.get("MemTotal"),
         mem_available=mem.get("MemAvailable"), swap_total=mem.get("SwapTotal"), load=load,

@@ -289,7 +289,7 @@ def _harden(conn: Any, name: str) -> None:
     """RejectPolicy + known_hosts on a Connection and every ProxyJump gateway hop."""
     import paramiko
 
-    class Refuse(paramiko.MissingHostKeyPolicy):
+    class Refuse(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # paramiko: untyped
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
             raise HostKeyError(
                 f"{name}: unknown host key for {hostname} "
@@ -356,6 +356,22 @@ def _open(conn: Any, name: str) -> None:
         raise TransientConnectError(str(exc)) from None
 
 
+def _runner_class() -> Any:
+    """Fabric's remote runner without invoke's quadratic capture: `Runner.respond` joins
+    the whole output buffer for every 1000-byte chunk, even with no watchers, so a 40 MB
+    `pueue status --json` (AP-10 sizes) took many minutes. We use no watchers."""
+    from fabric.runners import Remote as FabricRunner
+
+    class Runner(FabricRunner):  # type: ignore[misc]
+        read_chunk_size = 65536
+
+        def respond(self, buffer_: list[str]) -> None:
+            if self.watchers:
+                super().respond(buffer_)
+
+    return Runner
+
+
 def connect(host: Host) -> Remote:
     """One connection per host per command; every step reuses it."""
     if host.is_local:
@@ -364,6 +380,7 @@ def connect(host: Host) -> Remote:
 
     cfg_path = _ssh_config_path()
     config = Config(runtime_ssh_path=cfg_path) if cfg_path else Config()
+    config.runners.remote = _runner_class()
     conn = Connection(host.ssh, config=config, connect_timeout=int(CONNECT_TIMEOUT))
     _harden(conn, host.name)
     started = time.monotonic()

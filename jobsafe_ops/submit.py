@@ -16,6 +16,7 @@ from rich.text import Text
 from .batch import BatchReport, Item, submit
 from .cli import fan_out, finish, hosts_for, require
 from .console import console, err_console
+from .errors import ConfigError
 from .inventory import Host
 from .playbook import load_playbook, plan_batch
 from .remote import session
@@ -33,7 +34,7 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
     hosts = hosts_for(host, inventory)
     # plan-time invariants (INV-1/5/9, labels, placeholders) fail here, before any SSH
     plans = {h.name: plan_batch(book, h) for h in hosts}
-    size = int(unit_size) if unit_size else None
+    size = _positive(unit_size, "--unit-size")
     with _progress(enabled=not json_out) as bar:
         def one(h: Host) -> BatchReport:
             with session(h) as remote:
@@ -44,6 +45,18 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
         outcomes = fan_out(hosts, one)
     return finish(outcomes, json_out, lambda r: console.print(batch_view(r)),
                   lambda r: int(r.exit_code))
+
+
+def _positive(value: Any, flag: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+    return n
 
 
 @contextmanager
@@ -109,8 +122,9 @@ def batch_view(r: BatchReport) -> RenderableType:
     for cl in r.cleans:
         summary.add_row("state hygiene", f"{'pueue clean -g ' + cl.group if cl.run else 'skip'}"
                         f" ({cl.reason})")
-    for g, p in r.new_groups:
-        summary.add_row("new group", f"{g} (parallel {p})")
+    new = dict(r.new_groups)
+    summary.add_row("groups", ", ".join(
+        f"{g} (new: parallel {new[g]})" if g in new else g for g in r.groups))
     summary.add_row("batch dir", r.batch_dir)
     summary.add_row("ssh", f"{r.connections} connection(s), {r.round_trips} round trips")
     parts: list[RenderableType] = [summary]

@@ -181,6 +181,7 @@ def test_blocked_task_is_held_not_duplicated() -> None:
                (3, "t:optimize", "queued", (0, 1, 2)))
     items = by_label(decide(specs(make_plan()), st, {}, budget=2))
     assert items["t:optimize"].action == "held" and "blocked" in items["t:optimize"].reason
+    assert _report(list(items.values())).exit_code == 1
 
 
 def test_identity_is_group_and_label() -> None:
@@ -353,3 +354,25 @@ def test_report_to_dict_is_json(n: int) -> None:
     items = decide(specs(make_plan()), state(), {}, budget=2)[: n + 1]
     d = _report(items).to_dict()
     assert json.loads(json.dumps(d))["counts"]["add"] == n + 1
+
+
+def test_rich_view_of_a_dry_run() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from jobsafe_ops.submit import batch_view
+
+    st = state((0, "A", "success"), (1, "B", "failed", 1))
+    items = decide(specs(make_plan()), st, {}, budget=2)
+    report = BatchReport(host="h", playbook="t", dry=True, mode="jobs", planned=3,
+                         items=tuple(items), groups=("p1",), new_groups=(("p1", 2),),
+                         memcap=Memcap(True, False, False, "no bus", refusal="no bus"),
+                         sample=("run C",), batch_dir="/b")
+    buf = StringIO()
+    Console(file=buf, width=100, color_system=None).print(batch_view(report))
+    text = buf.getvalue()
+    assert "submit-batch t -> h (dry run: nothing changed)" in text
+    assert "p1 (new: parallel 2)" in text and "refused: no bus" in text
+    assert "run C" in text and "would skip:" in text and "succeeded as A" in text
+    assert "not submitted:" in text and "persistent failure" in text

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,8 @@ def test_good_options() -> None:
 # ---- parsers ----------------------------------------------------------------------------
 
 def test_parse_git_facts() -> None:
-    text = f"@@head\n{HEAD}\n@@branch\nmain\n@@changes\n M src/mypkg/__init__.py\n@@ref\n{NEW}\n@@end\n"
+    text = (f"@@head\n{HEAD}\n@@branch\nmain\n@@changes\n M src/mypkg/__init__.py\n"
+            f"@@ref\n{NEW}\n@@end\n")
     g = d.parse_git_facts(text, "h:~/project")
     assert (g.head, g.branch, g.ref_target) == (HEAD, "main", NEW)
     assert g.changes == (" M src/mypkg/__init__.py",)
@@ -74,7 +74,8 @@ def test_not_a_checkout_is_a_config_error() -> None:
 
 
 def test_parse_install() -> None:
-    out = 'noise\n{"version": "1.1.0", "dist_version": "1.0.0", "file": "/p/src/m/__init__.py", "editable": true}\n'
+    out = "noise\n" + json.dumps({"version": "1.1.0", "dist_version": "1.0.0",
+                                  "file": "/p/src/m/__init__.py", "editable": True}) + "\n"
     inst = d.parse_install(out)
     assert (inst.version, inst.dist_version, inst.editable, inst.kind) == \
         ("1.1.0", "1.0.0", True, "editable")
@@ -387,4 +388,36 @@ def test_render_step_table_and_verdict() -> None:
     assert json.loads(json.dumps(report.to_dict()))["steps"][0]["seconds"] == 0.52
 
 
-Factory = Callable[..., d.DeployContext]
+
+# ---- command plumbing ---------------------------------------------------------------------
+
+def _report(host: str, code: int, error: str = "") -> d.DeployReport:
+    return d.DeployReport(host=host, dry=False, steps=(), exit_code=code,
+                          verdict=f"{host}: verdict", error=error)
+
+
+def test_several_hosts_some_failed_is_partial(capsys: pytest.CaptureFixture[str]) -> None:
+    from jobsafe_ops.cli import Outcome
+
+    ok, refused = _report("a", 0), _report("b", 3, "b: locked by x since t")
+    assert d._finish([Outcome("a", ok), Outcome("b", refused)], json_out=True) == 5
+    assert d._finish([Outcome("b", refused)], json_out=True) == 3
+    assert d._finish([Outcome("a", ok), Outcome("c", error=RemoteError("c: gone"))],
+                     json_out=True) == 5
+    out = capsys.readouterr()
+    assert "error: b: locked by x since t" in " ".join(out.err.split())
+    assert json.loads(out.out.split("\n}\n")[0] + "\n}")["hosts"][0]["host"] == "a"
+
+
+def test_tty_prompt_shows_the_audit_and_asks(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from jobsafe_ops.audit import build_audit
+    from jobsafe_ops.probe import parse_probe
+
+    probe = parse_probe("bigblack", (DATA / "bigblack-busy-swapping.txt").read_text())
+    assert probe.state is not None
+    answers = iter(["nuke", "kill"])  # an invalid answer is asked again
+    monkeypatch.setattr("builtins.input", lambda *a: next(answers))
+    assert d.prompt_policy(build_audit("bigblack", probe.state)) == "kill"
+    err = capsys.readouterr().err
+    assert "BTCUSDT@500" in err and "abort" in err

@@ -594,6 +594,10 @@ def test_parallel_limit_is_respected(lab):
         lambda s: all(kind_of(t) == "Running" for t in s["tasks"].values()), what="all running"
     )
     assert lab.ok("kill", "-g", "lim").startswith('All tasks of group "lim" are being killed')
+    state = lab.status()
+    assert {result_of(t) for t in state["tasks"].values()} == {"Killed"}
+    # Nothing was queued, so (like pueue's should_pause_group) the group keeps running.
+    assert state["groups"]["lim"]["status"] == "Running"
 
 
 def test_after_chain_waits_and_dependency_failure_propagates(lab):
@@ -799,3 +803,9 @@ def test_pause_and_resume_running_task(lab):
     assert kind_of(lab.status()["tasks"]["0"]) == "Running"
     lab.ok("kill", "0")
     assert result_of(lab.status()["tasks"]["0"]) == "Killed"
+    # With --signal the process decides; a signal death is reaped as Killed too.
+    lab.ok("start")  # `start 0` resumed the task only; the group is still paused
+    lab.ok("add", "--", "sleep 30")
+    lab.wait_for(lambda s: kind_of(s["tasks"]["1"]) == "Running", what="running")
+    assert lab.ok("kill", "-s", "SIGTERM", "1") == "Tasks are being killed: 1\n"
+    lab.wait_for(lambda s: result_of(s["tasks"]["1"]) == "Killed", what="signalled")

@@ -1,0 +1,660 @@
+"""`inv deploy` / `inv retry-failed` against real sshd hosts on loopback.
+
+Hosts: alpha (editable install) for the protocol and the policies; beta (editable, with a
+declared checkpoint pattern) for kill and for the crash-at-every-step convergence; gamma
+(wheel install) for AP-5 and the upgrade through a real package index (pypiserver) on
+loopback. Every test resets pueue on its host first; the git origin is shared, so tests
+compare against `world.origin_head()` instead of fixed commits.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.world import LOOPBACK, SimHost, World, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+GROUPS = "pueue group add p1 -p 2 && pueue group add p2 -p 1"
+LOCK = ".local/state/jobsafe-ops/deploy-project.lock"
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+def inv(world: World, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The CLI as an operator (or cron) runs it: no TTY on stdin."""
+    return subprocess.run(["inv", "-r", str(REPO), *args], env=world.env(), text=True,
+                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def deploy(world: World, host: SimHost, *args: str, timeout: float = 120
+           ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    r = inv(world, "deploy", "--host", host.name, "--json", *args, timeout=timeout)
+    try:
+        report = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"no JSON (exit {r.returncode}):\n{r.stdout}\n{r.stderr}") from None
+    return r, report
+
+
+def step(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in report["steps"] if s["name"] == name)
+
+
+def fresh(host: SimHost) -> None:
+    """Empty pueue, groups running, no lock, checkout clean at its current commit."""
+    host.run("pueue reset --force", check=True)
+    wait_for(lambda: not host.pueue_status()["tasks"], what="pueue reset")
+    host.run(f"rm -rf ~/{LOCK}; git -C ~/project checkout -q -- .", check=True)
+
+
+def add(host: SimHost, label: str, command: str, group: str = "p1") -> int:
+    r = host.run(f"pueue add -p -g {group} -l '{label}' -w ~/project -- {quote(command)}",
+                 check=True)
+    return int(r.stdout.strip())
+
+
+def quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def tasks(host: SimHost) -> dict[str, dict[str, Any]]:
+    """label -> {"state", "id", "command", "path", "group"} (latest id per label)."""
+    out: dict[str, dict[str, Any]] = {}
+    for t in sorted(host.pueue_status()["tasks"].values(), key=lambda t: t["id"]):
+        status = t["status"]
+        kind = next(iter(status)) if isinstance(status, dict) else status
+        state = kind
+        if kind == "Done":
+            result = status["Done"]["result"]
+            state = result if isinstance(result, str) else next(iter(result))
+        out[t["label"]] = {"state": state, "id": t["id"], "command": t["command"],
+                           "path": t["path"], "group": t["group"]}
+    return out
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def state_of(host: SimHost, label: str) -> str | None:
+    return tasks(host).get(label, {}).get("state")
+
+
+def head(host: SimHost) -> str:
+    return host.run("git -C ~/project rev-parse HEAD", check=True).stdout.strip()
+
+
+def journal(world: World, host: SimHost, action: str | None = None) -> list[dict[str, Any]]:
+    path = world.laptop / ".local" / "state" / "jobsafe-ops" / "journal.ndjson"
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in lines if e["host"] == host.name and (action is None or
+                                                           e["action"] == action)]
+
+
+def raw_task(host: SimHost, label: str) -> dict[str, Any]:
+    return next(t for t in host.pueue_status()["tasks"].values() if t["label"] == label)
+
+
+def started_at(text: str) -> datetime:
+    """RFC 3339 with up to 9 fractional digits (pueue) -> aware datetime."""
+    head, _, rest = text.replace("Z", "+00:00").partition(".")
+    if not rest:
+        return datetime.fromisoformat(head)
+    digits = "".join(c for c in rest if c.isdigit())
+    return datetime.fromisoformat(f"{head}.{digits[:6]}{rest[len(digits):]}")
+
+
+def lock_exists(host: SimHost) -> bool:
+    return (host.home / LOCK).exists()
+
+
+def venv_version(host: SimHost) -> tuple[str, str]:
+    r = host.run(".venv/bin/python -c 'import mypkg; print(mypkg.__version__, mypkg.__file__)'",
+                 cwd=host.project_dir, check=True)
+    version, file = r.stdout.split()
+    return version, file
+
+
+def with_checkpoints(world: World, host: SimHost, *patterns: str) -> None:
+    """Declare checkpoint patterns in the host file (before its [groups.*] tables)."""
+    path = world.inventory / f"{host.name}.toml"
+    text = path.read_text()
+    if "checkpoints" not in text:
+        path.write_text(f"checkpoints = {json.dumps(list(patterns))}\n" + text)
+
+
+def make_wheel(directory: Path, version: str, init_text: str, name: str = "mypkg") -> Path:
+    """A minimal, valid pure-Python wheel (no build backend, no network)."""
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": init_text,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: jobsafe-tests\nRoot-Is-Purelib: true\n"
+                         "Tag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    tmp = directory / f".{name}-{version}.tmp"
+    with zipfile.ZipFile(tmp, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    final = directory / f"{name}-{version}-py3-none-any.whl"
+    os.replace(tmp, final)  # the index never serves half a wheel
+    return final
+
+
+# ---- hosts -----------------------------------------------------------------------------
+
+def _host(world: World, name: str, **kw: Any) -> SimHost:
+    if not world.pueue_available:
+        pytest.skip("no pueue stand-in and no real pueue")
+    host = world.add_host(name, **kw)
+    host.run(GROUPS, check=True)
+    return host
+
+
+@pytest.fixture(scope="module")
+def alpha(world: World) -> SimHost:
+    return _host(world, "alpha")
+
+
+@pytest.fixture(scope="module")
+def beta(world: World) -> SimHost:
+    return _host(world, "beta")
+
+
+@pytest.fixture(scope="module")
+def gamma(world: World) -> SimHost:
+    return _host(world, "gamma", editable=False)
+
+
+# ---- the protocol ---------------------------------------------------------------------------
+
+def test_happy_path_then_a_rerun_has_nothing_to_do(world: World, alpha: SimHost) -> None:
+    fresh(alpha)
+    flaky = "test -e ~/flag-{n} || {{ touch ~/flag-{n}; exit 137; }}"
+    add(alpha, "H@oom", flaky.format(n="h1"))  # OOM-killed once, fine on retry
+    add(alpha, "H@bug", "exit 1", group="p2")  # a persistent failure: never retried blindly
+    wait_for(lambda: state_of(alpha, "H@oom") == "Failed" and
+             state_of(alpha, "H@bug") == "Failed", what="failures")
+    before = head(alpha)
+    target = world.bump_version("1.1.0")
+    world.commit_to_origin({"src/mypkg/core.py": "def fixed(x):\n    return x + 1  # FIX-42\n"},
+                           "fix 42")
+    target = world.origin_head()
+
+    r, rep = deploy(world, alpha, "--expect-version", "1.1.0",
+                    "--expect-code", "mypkg.core:fixed:FIX-42", "--watch", "2")
+    assert [s["name"] for s in rep["steps"]] == ["audit", "lock", "decide", "pull", "verify",
+                                                 "upgrade", "restart", "monitor"]
+    assert all(s["seconds"] >= 0 for s in rep["steps"])
+    assert rep["commit_before"] == before and rep["commit_after"] == target == head(alpha)
+    assert step(rep, "verify")["data"]["editable"] is True
+    assert step(rep, "upgrade")["status"] == "skipped"  # AP-5: the pull was the upgrade
+    readd = step(rep, "restart")["data"]["re_added"]
+    assert [(x["label"], x["from"]) for x in readd] == [("H@oom-retry-1", "H@oom")]
+    t = tasks(alpha)
+    assert "H@bug-retry-1" not in t
+    assert t["H@oom-retry-1"]["path"] == str(alpha.project_dir)  # same -w, absolute
+    assert t["H@oom-retry-1"]["command"] == flaky.format(n="h1")
+    mon = step(rep, "monitor")
+    assert "1/1 re-added started, 0 failed" in mon["detail"]
+    healthy = all(s["load_ok"] and s["swap_ok"] for s in mon["data"]["samples"])
+    assert r.returncode == (0 if healthy else 1), r.stderr  # the shared machine may be busy
+    assert rep["verdict"].startswith("alpha: OK" if healthy else "alpha: ATTENTION")
+    assert not lock_exists(alpha)
+    actions = [e["action"] for e in journal(world, alpha)]
+    assert actions == ["reset", "re-add"]
+    assert journal(world, alpha, "reset")[0]["after"] == target
+
+    r, rep = deploy(world, alpha, "--watch", "0")
+    assert r.returncode == 0, r.stderr
+    assert "already at" in step(rep, "pull")["detail"]
+    assert step(rep, "restart")["data"]["re_added"] == []
+    assert [e["action"] for e in journal(world, alpha)] == ["reset", "re-add"]  # no mutation
+
+
+def test_abort_is_the_default_without_a_tty(world: World, alpha: SimHost) -> None:
+    fresh(alpha)
+    add(alpha, "A@run", "sleep 30")
+    wait_for(lambda: state_of(alpha, "A@run") == "Running", what="running")
+    world.commit_to_origin({"NOTES": "abort\n"}, "abort test")
+    before, journaled = head(alpha), len(journal(world, alpha))
+
+    r, rep = deploy(world, alpha, "--watch", "0")
+    assert r.returncode == 3
+    assert "1 running: p1/A@run; nothing changed" in r.stderr + json.dumps(rep)
+    assert head(alpha) == before and state_of(alpha, "A@run") == "Running"
+    assert len(journal(world, alpha)) == journaled and not lock_exists(alpha)
+
+
+def test_wait_then_deploy_and_wait_timeout_refuses(world: World, alpha: SimHost) -> None:
+    fresh(alpha)
+    add(alpha, "W@short", "sleep 1.5")
+    wait_for(lambda: state_of(alpha, "W@short") == "Running", what="running")
+    world.commit_to_origin({"NOTES": "wait\n"}, "wait test")
+    r, rep = deploy(world, alpha, "--on-running", "wait", "--wait-timeout", "20", "--watch", "0")
+    assert r.returncode == 0, r.stderr
+    assert state_of(alpha, "W@short") == "Success"  # it finished on its own
+    assert head(alpha) == world.origin_head()
+
+    add(alpha, "W@long", "sleep 30")
+    wait_for(lambda: state_of(alpha, "W@long") == "Running", what="running")
+    world.commit_to_origin({"NOTES": "wait 2\n"}, "wait test 2")
+    before = head(alpha)
+    r, rep = deploy(world, alpha, "--on-running", "wait", "--wait-timeout", "1.5",
+                    "--watch", "0")
+    assert r.returncode == 3 and "still running after 1.5s: p1/W@long" in r.stderr
+    assert head(alpha) == before and state_of(alpha, "W@long") == "Running"
+    assert not lock_exists(alpha)
+
+
+def test_keep_lets_running_tasks_finish_on_the_old_code(world: World, alpha: SimHost) -> None:
+    fresh(alpha)
+    task_id = add(alpha, "K@run", "sleep 30")
+    wait_for(lambda: state_of(alpha, "K@run") == "Running", what="running")
+    world.commit_to_origin({"NOTES": "keep\n"}, "keep test")
+    r, rep = deploy(world, alpha, "--on-running", "keep", "--watch", "0")
+    assert r.returncode == 0, r.stderr
+    assert "finish on the OLD code: p1/K@run" in step(rep, "decide")["detail"]
+    assert "kept running on the old code" in rep["verdict"]
+    kept = tasks(alpha)["K@run"]
+    assert (kept["state"], kept["id"]) == ("Running", task_id)  # untouched
+    assert head(alpha) == world.origin_head()
+
+
+def test_kill_records_kills_cleans_declared_checkpoints_and_readds(world: World,
+                                                                   beta: SimHost) -> None:
+    fresh(beta)
+    with_checkpoints(world, beta, "~/ckpt/{label}.json")
+    beta.run("mkdir -p ~/ckpt && touch ~/ckpt/KL@1.json ~/ckpt/KL@other.json "
+             "~/ckpt/KL@2.json.bak", check=True)
+    add(beta, "KL@1", "sleep 30")
+    add(beta, "KL@q", "sleep 30", group="p2")
+    add(beta, "KL@waiting", "sleep 30", group="p2")  # queued behind KL@q
+    wait_for(lambda: state_of(beta, "KL@1") == "Running" and
+             state_of(beta, "KL@q") == "Running", what="running")
+    world.commit_to_origin({"NOTES": "kill\n"}, "kill test")
+
+    r, rep = deploy(world, beta, "--on-running", "kill", "--watch", "0")
+    assert r.returncode == 0, r.stderr
+    t = tasks(beta)
+    assert t["KL@1"]["state"] == "Killed" and t["KL@q"]["state"] == "Killed"
+    assert t["KL@1-retry-1"]["state"] in ("Queued", "Running")
+    assert t["KL@1-retry-1"]["command"] == "sleep 30"
+    assert t["KL@1-retry-1"]["path"] == str(beta.project_dir)
+    # the queued task did not start on the old code in the slot the kill freed: the kill
+    # paused its group first, so it started only after the pull (or still waits)
+    reset_at = started_at(journal(world, beta, "reset")[0]["time"])
+    waiting = raw_task(beta, "KL@waiting")["status"]
+    if "Queued" not in waiting:
+        assert started_at(next(iter(waiting.values()))["start"]) > reset_at
+    ck = beta.home / "ckpt"
+    assert not (ck / "KL@1.json").exists()  # declared pattern, killed label: removed
+    assert (ck / "KL@other.json").exists() and (ck / "KL@2.json.bak").exists()
+    groups = beta.pueue_status()["groups"]
+    assert groups["p1"]["status"] == groups["p2"]["status"] == "Running"  # resumed
+    actions = [e["action"] for e in journal(world, beta)]
+    assert actions[0] == "kill" and journal(world, beta)[0]["result"] == "recorded"
+    recorded = {x["label"]: x for x in journal(world, beta)[0]["tasks"]}
+    assert recorded["KL@1"]["workdir"] == str(beta.project_dir)
+    assert recorded["KL@1"]["command"] == "sleep 30" and recorded["KL@1"]["group"] == "p1"
+    assert actions.index("kill") < actions.index("group-pause") < actions.index(
+        "checkpoint-remove") < actions.index("reset") < actions.index("re-add") < actions.index(
+        "group-start")
+    readd = {e["labels"][0] for e in journal(world, beta, "re-add")}
+    assert readd == {"KL@1-retry-1", "KL@q-retry-1"}
+
+
+KILLER = r"""
+import os, signal, sys
+from jobsafe_ops import deploy as d
+from jobsafe_ops.inventory import inventory_dir, load_inventory
+from jobsafe_ops.remote import session
+
+host = load_inventory(inventory_dir())[sys.argv[1]]
+opts = d.DeployOptions(on_running="kill", watch=0, kill_grace=3, break_lock=True)
+
+
+def die(ctx):
+    os.kill(os.getpid(), signal.SIGKILL)  # no finally, no release: a real crash
+
+
+steps = []
+for s in d.STEPS:
+    steps.append(s)
+    if s.__name__ == sys.argv[2]:
+        steps.append(die)
+with session(host) as remote:
+    d.run_deploy(d.DeployContext(host=host, remote=remote, options=opts), steps)
+"""
+
+
+# audit, verify and (for an editable install) upgrade only read: a crash after them leaves
+# the state of the step before, so these four cover every distinct state a crash can leave.
+@pytest.mark.parametrize("crash_after", ["lock", "decide", "pull", "restart"])
+def test_rerun_after_a_crash_at_each_step_converges(world: World, beta: SimHost,
+                                                    crash_after: str) -> None:
+    """Killed hard (SIGKILL: no finally, the lock stays) after a step, then rerun: every
+    label ends up with exactly one live attempt (none lost, none duplicated), the groups
+    the crashed run paused are running again, and the lock is free."""
+    fresh(beta)
+    with_checkpoints(world, beta, "~/ckpt/{label}.json")
+    run_label, flaky_label = f"C{crash_after}@run", f"C{crash_after}@oom"
+    add(beta, run_label, "sleep 30")
+    add(beta, flaky_label, f"test -e ~/flag-{crash_after} || "
+                           f"{{ touch ~/flag-{crash_after}; exit 137; }}", group="p2")
+    wait_for(lambda: state_of(beta, run_label) == "Running" and
+             state_of(beta, flaky_label) == "Failed", what="setup")
+    world.commit_to_origin({"NOTES": f"crash {crash_after}\n"}, f"crash after {crash_after}")
+
+    crashed = subprocess.run([sys.executable, "-c", KILLER, beta.name, crash_after],
+                             env=world.env(), cwd=REPO, capture_output=True, text=True,
+                             timeout=60)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert lock_exists(beta)  # left behind: the rerun must break it explicitly
+
+    r, rep = deploy(world, beta, "--on-running", "kill", "--break-lock", "--watch", "0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    t = tasks(beta)
+    live = ("Queued", "Running", "Success")
+    for base in (run_label, flaky_label):
+        attempts = {label: x["state"] for label, x in t.items()
+                    if label == base or label.startswith(f"{base}-retry-")}
+        alive = [label for label, s in attempts.items() if s in live]
+        assert len(alive) == 1, (crash_after, attempts)
+    assert all(g["status"] == "Running" for g in beta.pueue_status()["groups"].values())
+    assert head(beta) == world.origin_head() and not lock_exists(beta)
+
+
+# ---- the lock ----------------------------------------------------------------------------
+
+def test_two_concurrent_deploys_exactly_one_wins(world: World, alpha: SimHost) -> None:
+    fresh(alpha)
+    add(alpha, "L@busy", "sleep 4")  # the winner holds the lock while it waits
+    wait_for(lambda: state_of(alpha, "L@busy") == "Running", what="running")
+    argv = ["inv", "-r", str(REPO), "deploy", "--host", alpha.name, "--on-running", "wait",
+            "--wait-timeout", "30", "--watch", "0"]
+    procs = [subprocess.Popen(argv, env=world.env(), text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=90) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 3], outs
+    winner = next(p for p in procs if p.returncode == 0)
+    loser_err = next(o[1] for p, o in zip(procs, outs, strict=True) if p.returncode == 3)
+    assert "locked by " in loser_err
+    assert f"(pid {winner.pid}, deploy) since 20" in " ".join(loser_err.split())
+    assert not lock_exists(alpha)
+
+
+def test_stale_lock_is_reported_and_only_broken_on_request(world: World, alpha: SimHost) -> None:
+    fresh(alpha)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    owner = {"operator": "bob@laptop", "pid": gone.pid, "hostname": socket.gethostname(),
+             "started": "2026-01-01T00:00:00+00:00", "ttl": 3600.0, "token": "x",
+             "command": "deploy", "proc_start": ""}
+    alpha.run(f"mkdir -p ~/{LOCK} && printf '%s\\n' {quote(json.dumps(owner))} "
+              f"> ~/{LOCK}/owner.json", check=True)
+
+    r, _ = deploy(world, alpha, "--watch", "0")
+    assert r.returncode == 3
+    text = " ".join(r.stderr.split())
+    assert f"locked by bob@laptop (pid {gone.pid}, deploy) since 2026-01-01" in text
+    assert "stale" in text and "is gone" in text and "--break-lock" in text
+    assert lock_exists(alpha)  # never cleared silently
+
+    r, rep = deploy(world, alpha, "--break-lock", "--watch", "0")
+    assert r.returncode == 0, r.stderr
+    assert "broke the lock of bob@laptop" in step(rep, "lock")["detail"]
+    [entry] = journal(world, alpha, "lock-break")[-1:]
+    assert entry["owner"]["operator"] == "bob@laptop" and "gone" in entry["stale"]
+    assert not lock_exists(alpha)
+
+    # another laptop's lock: its pid cannot be checked from here, the TTL decides
+    owner.update(hostname="elsewhere", ttl=60.0, operator="carol@elsewhere")
+    alpha.run(f"mkdir -p ~/{LOCK} && printf '%s\\n' {quote(json.dumps(owner))} "
+              f"> ~/{LOCK}/owner.json && touch -d '-2 hours' ~/{LOCK}", check=True)
+    r, _ = deploy(world, alpha, "--watch", "0")
+    assert r.returncode == 3 and "older than its TTL" in " ".join(r.stderr.split())
+    alpha.run(f"rm -rf ~/{LOCK}", check=True)
+
+
+def test_ctrl_c_releases_the_lock(world: World, alpha: SimHost) -> None:
+    fresh(alpha)
+    add(alpha, "I@run", "sleep 30")
+    wait_for(lambda: state_of(alpha, "I@run") == "Running", what="running")
+    proc = subprocess.Popen(["inv", "-r", str(REPO), "deploy", "--host", alpha.name,
+                             "--on-running", "wait", "--wait-timeout", "60", "--watch", "0"],
+                            env=world.env(), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    wait_for(lambda: lock_exists(alpha), what="the lock")
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert not lock_exists(alpha)
+    assert state_of(alpha, "I@run") == "Running"
+
+
+# ---- pull ------------------------------------------------------------------------------------
+
+def test_local_changes_are_refused_unless_discarded(world: World, alpha: SimHost) -> None:
+    fresh(alpha)
+    world.commit_to_origin({"NOTES": "local changes\n"}, "local changes test")
+    alpha.run("echo '# hotfix' >> ~/project/src/mypkg/__init__.py", check=True)
+    before = head(alpha)
+    r, rep = deploy(world, alpha, "--watch", "0")
+    assert r.returncode == 3
+    assert "local changes in ~/project: M src/mypkg/__init__.py" in " ".join(r.stderr.split())
+    assert "--discard-local-changes" in r.stderr
+    assert head(alpha) == before
+    assert "# hotfix" in (alpha.project_dir / "src/mypkg/__init__.py").read_text()
+
+    r, rep = deploy(world, alpha, "--discard-local-changes", "--watch", "0")
+    assert r.returncode == 0, r.stderr
+    assert "# hotfix" not in (alpha.project_dir / "src/mypkg/__init__.py").read_text()
+    assert journal(world, alpha, "discard-local-changes")[-1]["files"] == \
+        [" M src/mypkg/__init__.py"]
+
+
+def test_ref_rollback_goes_through_the_same_checks(world: World, alpha: SimHost) -> None:
+    fresh(alpha)
+    old = world.bump_version("1.4.0", tag="v1.4.0")
+    world.bump_version("1.5.0")
+    r, rep = deploy(world, alpha, "--expect-version", "1.5.0", "--watch", "0")
+    assert r.returncode == 0, r.stderr  # now on 1.5.0: roll back to the tag
+
+    r, rep = deploy(world, alpha, "--ref", "v1.4.0", "--expect-version", "1.4.0",
+                    "--watch", "0")
+    assert r.returncode == 0, r.stderr
+    assert head(alpha) == old and "rolled to" in step(rep, "pull")["detail"]
+    assert venv_version(alpha)[0] == "1.4.0"
+    assert journal(world, alpha, "reset")[-1]["ref"] == "v1.4.0"
+
+    r, _ = deploy(world, alpha, "--ref", "v9.9.9-nope", "--watch", "0")
+    assert r.returncode == 2 and "no such commit or tag" in r.stderr
+    assert head(alpha) == old
+
+    r, _ = deploy(world, alpha, "--ref", "v1.4.0", "--expect-version", "1.5.0", "--watch", "0")
+    assert r.returncode == 1 and "version is 1.4.0, expected 1.5.0" in r.stderr
+
+
+# ---- verify / upgrade (AP-5) -----------------------------------------------------------------
+
+def test_a_wheel_install_runs_stale_code_until_upgraded(world: World, alpha: SimHost,
+                                                        gamma: SimHost) -> None:
+    fresh(gamma)
+    fresh(alpha)
+    world.commit_to_origin({"src/mypkg/__init__.py": (world.work / "src/mypkg/__init__.py")
+                            .read_text().replace("return x * 2", "return x * 2  # FIX-7")},
+                           "fix 7")
+    r, rep = deploy(world, gamma, "--expect-code", "mypkg:compute:FIX-7", "--watch", "0")
+    assert r.returncode == 1
+    assert step(rep, "verify")["data"]["editable"] is False
+    assert "FIX NOT APPLIED" in r.stderr
+    assert head(gamma) == world.origin_head()  # pulled, yet the wheel is old (AP-5)
+
+    r, rep = deploy(world, alpha, "--expect-code", "mypkg:compute:FIX-7", "--watch", "0")
+    assert r.returncode == 0, r.stderr
+    assert step(rep, "verify")["data"]["code"]["matches_checkout"] is True
+
+
+@pytest.fixture
+def index(world: World, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real package index on loopback: pypiserver serving a directory."""
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    port = free_port()
+    server = subprocess.Popen(
+        ["pypi-server", "run", "-i", LOOPBACK, "-p", str(port), "--disable-fallback",
+         "--backend", "simple-dir", str(packages)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def up() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex((LOOPBACK, port)) == 0
+
+    saved = world.index_url
+    try:
+        wait_for(up, what="pypiserver")
+        world.index_url = f"http://{LOOPBACK}:{port}/simple/"
+        yield world.index_url, packages
+    finally:
+        world.index_url = saved
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_upgrade_waits_for_a_late_publish_on_a_real_index(
+        world: World, gamma: SimHost, index: tuple[str, Path]) -> None:
+    fresh(gamma)
+    url, packages = index
+    init = world.work / "src/mypkg/__init__.py"
+    make_wheel(packages, "1.0.0", init.read_text())
+    world.bump_version("1.6.0")
+    publisher = threading.Timer(3.0, make_wheel, (packages, "1.6.0", init.read_text()))
+    publisher.start()
+    try:
+        started = time.monotonic()
+        r, rep = deploy(world, gamma, "--version", "1.6.0", "--upgrade-timeout", "40",
+                        "--expect-code", "mypkg:compute", "--watch", "0")
+    finally:
+        publisher.cancel()
+    assert r.returncode == 0, r.stderr
+    up = step(rep, "upgrade")
+    outcomes = [a["outcome"] for a in up["data"]["attempts"]]
+    assert outcomes[0] == "not-found" and outcomes[-1] == "ok" and len(outcomes) >= 2
+    assert "upgrade attempt 1: not-found" in r.stderr and "next attempt in" in r.stderr
+    assert time.monotonic() - started < 40
+    version, file = venv_version(gamma)
+    assert version == "1.6.0" and "site-packages" in file
+    assert journal(world, gamma, "upgrade")[-1]["result"] == "ok"
+
+
+def test_upgrade_that_never_appears_fails_after_the_budget(
+        world: World, gamma: SimHost, index: tuple[str, Path]) -> None:
+    fresh(gamma)
+    started = time.monotonic()
+    r, rep = deploy(world, gamma, "--version", "9.9.9", "--upgrade-timeout", "3", "--watch", "0")
+    assert r.returncode == 4
+    assert "mypkg==9.9.9 still not on" in " ".join(r.stderr.split())
+    assert time.monotonic() - started < 30
+    attempts = journal(world, gamma, "upgrade")[-1]
+    assert attempts["result"] == "failed" and attempts["attempts"] >= 2
+
+    # a broken artifact is not "not published yet": one attempt, then fail fast
+    _, packages = index
+    (packages / "mypkg-9.9.8-py3-none-any.whl").write_bytes(b"not a zip file")
+    r, _ = deploy(world, gamma, "--version", "9.9.8", "--upgrade-timeout", "30", "--watch", "0")
+    assert r.returncode == 4 and "(not retried)" in " ".join(r.stderr.split())
+    assert "upgrade attempt 2" not in r.stderr
+
+
+# ---- dry run and retry-failed ---------------------------------------------------------------
+
+def test_dry_run_reads_for_real_prints_every_command_and_mutates_nothing(
+        world: World, alpha: SimHost) -> None:
+    fresh(alpha)
+    add(alpha, "D@run", "sleep 30")
+    add(alpha, "D@oom", "exit 137", group="p2")
+    wait_for(lambda: state_of(alpha, "D@run") == "Running" and
+             state_of(alpha, "D@oom") == "Failed", what="setup")
+    world.commit_to_origin({"NOTES": "dry\n"}, "dry test")
+    before, snapshot, journaled = head(alpha), tasks(alpha), len(journal(world, alpha))
+    r = inv(world, "deploy", "--host", alpha.name, "--dry", "--on-running", "kill")
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert "1 running, 0 queued, 1 failed" in out  # the real audit
+    for needle in ("pause --group p1 --wait", "kill --signal sigterm", "fetch --quiet origin main",
+                   "reset --quiet --hard origin/main", "--label D@oom-retry-1",
+                   "--label D@run-retry-1", "nothing was changed"):
+        assert needle in out.replace("'", ""), needle
+    assert head(alpha) == before and tasks(alpha) == snapshot
+    assert len(journal(world, alpha)) == journaled and not lock_exists(alpha)
+
+
+def test_retry_failed_respects_the_budget_across_runs(world: World, alpha: SimHost) -> None:
+    fresh(alpha)
+    add(alpha, "B@oom", "exit 137")
+    wait_for(lambda: state_of(alpha, "B@oom") == "Failed", what="failure")
+
+    def retry() -> tuple[int, dict[str, Any]]:
+        r = inv(world, "retry-failed", "--host", alpha.name, "--group", "p1",
+                "--retry-budget", "2", "--json")
+        return r.returncode, json.loads(r.stdout)
+
+    def plan(rep: dict[str, Any]) -> dict[str, Any]:
+        [decision] = step(rep, "restart")["data"]["plan"]["decisions"]
+        return decision  # type: ignore[no-any-return]
+
+    code, rep = retry()
+    assert code == 0 and plan(rep)["new_label"] == "B@oom-retry-1"
+    wait_for(lambda: state_of(alpha, "B@oom-retry-1") == "Failed", what="retry 1 fails")
+    alpha.run("pueue pause --group p1 --wait", check=True)
+    code, rep = retry()
+    assert code == 0 and state_of(alpha, "B@oom-retry-2") == "Queued"
+    code, rep = retry()  # idempotent: retry-2 is queued, nothing is added
+    assert code == 0 and plan(rep)["action"] == "skip"
+    assert plan(rep)["reason"] == "already queued as B@oom-retry-2"
+    assert "B@oom-retry-3" not in tasks(alpha)
+    alpha.run("pueue start --group p1", check=True)
+    wait_for(lambda: state_of(alpha, "B@oom-retry-2") == "Failed", what="retry 2 fails")
+
+    code, rep = retry()
+    assert code == 3
+    assert plan(rep)["action"] == "exhausted" and "budget spent (2/2)" in plan(rep)["reason"]
+    assert "B@oom-retry-3" not in tasks(alpha)
+    readds = [e["labels"][0] for e in journal(world, alpha, "re-add") if
+              e["labels"][0].startswith("B@oom")]
+    assert readds == ["B@oom-retry-1", "B@oom-retry-2"]
