@@ -1,24 +1,32 @@
-"""`inv demo`: a throwaway local host (this machine, no SSH) with its own pueue daemon,
-HOME and inventory under a temp dir, driven through the same commands an operator uses.
+"""`inv demo`: the main job end to end against a throwaway local host.
+
+The host is this machine (`ssh = "local"`, no SSH) with its own HOME, pueue daemon, git
+origin, project checkout and uv venv under a temp dir. The demo drives it through the same
+commands an operator uses: probe → audit → deploy (a fix pushed to origin) → submit-batch
+(a playbook with two phases and an --after chain) → monitor --until-done → audit.
 
 pueue: the real binaries when on PATH, otherwise the stand-in shipped under tests/.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .console import console
 from .errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_PUEUE = REPO / "tests" / "fakes" / "pueue"
+PLAYBOOK = REPO / "playbooks" / "directions.toml"
 
 DEMO_HOST = """\
 ssh = "local"
@@ -31,7 +39,40 @@ parallel = 2
 min = 1
 max = 4
 job_memory = "256M"
+
+[groups.p2]
+parallel = 2
+min = 1
+max = 4
+job_memory = "256M"
 """
+
+FIX = '''"""Toy package deployed by the jobsafe-ops demo."""
+
+__version__ = "1.0.1"
+
+
+def compute(x):
+    # FIX-1: results are now rounded to ints
+    return int(x) * 2
+'''
+
+GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "demo", "GIT_AUTHOR_EMAIL": "demo@jobsafe.invalid",
+    "GIT_COMMITTER_NAME": "demo", "GIT_COMMITTER_EMAIL": "demo@jobsafe.invalid",
+}
+
+
+def _project_files() -> dict[str, str]:
+    """The toy project shared with the e2e test world (tests/world.py)."""
+    spec = importlib.util.spec_from_file_location("_jobsafe_world", REPO / "tests" / "world.py")
+    if spec is None or spec.loader is None:
+        raise ConfigError("tests/world.py is missing: run the demo from a checkout of the repo")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return dict(module.PROJECT_FILES)
 
 
 def _pueue_dir() -> Path | None:
@@ -45,14 +86,28 @@ def _pueue_dir() -> Path | None:
     return FAKE_PUEUE
 
 
+def _sh(argv: list[str], cwd: Path | None = None) -> None:
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **GIT_ENV}, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise ConfigError(f"demo setup: `{' '.join(argv)}` failed: "
+                          f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
 @contextmanager
-def demo_host(keep: bool = False) -> Iterator[Path]:
-    """Set up the throwaway host; yields the inventory dir. Restores the environment."""
+def demo_host(keep: bool = False) -> Iterator[tuple[Path, Path]]:
+    """Set up the throwaway host; yields (inventory dir, work clone of the origin)."""
     root = Path(tempfile.mkdtemp(prefix="jobsafe-demo-"))
     saved = dict(os.environ)
-    home = root / "home"
-    runtime = root / "runtime"
-    for d in (home, runtime, root / "inventory"):
+    home, runtime, inventory = root / "home", root / "run", root / "inventory"
+    for d in (home, runtime, inventory):
         d.mkdir(parents=True)
     cfg = root / "pueue.yml"
     cfg.write_text(
@@ -64,19 +119,21 @@ def demo_host(keep: bool = False) -> Iterator[Path]:
         f"  pid_path: {runtime}/pueue.pid\n"
         "client: {}\ndaemon: {}\nprofiles: {}\n"
     )
-    (root / "inventory" / "demo.toml").write_text(DEMO_HOST)
+    (inventory / "demo.toml").write_text(DEMO_HOST)
     fake = _pueue_dir()
     os.environ.update(
         HOME=str(home), PUEUE_CONFIG_PATH=str(cfg), XDG_STATE_HOME=str(home / ".local/state"),
         XDG_DATA_HOME=str(home / ".local/share"), XDG_CONFIG_HOME=str(home / ".config"),
-        JOBSAFE_INVENTORY=str(root / "inventory"),
+        JOBSAFE_INVENTORY=str(inventory), UV_PYTHON_DOWNLOADS="never",
     )
+    os.environ.pop("JOBSAFE_JOURNAL", None)
     if fake is not None:
         os.environ["PATH"] = f"{fake}{os.pathsep}{os.environ['PATH']}"
-    _make_project(home / "project")
-    subprocess.run(["pueued", "-c", str(cfg), "-d"], check=True, capture_output=True)
     try:
-        yield root / "inventory"
+        with console.status("setting up the throwaway host (git origin, checkout, uv venv)"):
+            work = _make_project(root, home)
+            _sh(["pueued", "-c", str(cfg), "-d"])
+        yield inventory, work
     finally:
         subprocess.run(["pueue", "-c", str(cfg), "shutdown"], capture_output=True)
         os.environ.clear()
@@ -87,30 +144,65 @@ def demo_host(keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _make_project(path: Path) -> None:
-    (path / "scripts").mkdir(parents=True)
-    (path / "scripts" / "process.py").write_text(
-        "import sys, time\n"
-        "args = dict(zip(sys.argv[1::2], sys.argv[2::2]))\n"
-        "time.sleep(float(args.get('--sleep', '0.5')))\n"
-        "print('processed', args)\n"
-    )
+def _make_project(root: Path, home: Path) -> Path:
+    origin, work, project = root / "origin.git", root / "work", home / "project"
+    _sh(["git", "init", "-q", "--bare", "-b", "main", str(origin)])
+    _sh(["git", "init", "-q", "-b", "main", str(work)])
+    _write(work, _project_files())
+    _sh(["git", "add", "-A"], work)
+    _sh(["git", "commit", "-qm", "mypkg 1.0.0"], work)
+    _sh(["git", "push", "-q", str(origin), "HEAD:main"], work)
+    _sh(["git", "clone", "-q", str(origin), str(project)])
+    _sh(["uv", "venv", "-q", ".venv", "--python", sys.executable], project)
+    _sh(["uv", "pip", "install", "-q", "--python", ".venv/bin/python", "-e", "."], project)
+    return work
+
+
+def _push_fix(work: Path) -> None:
+    _write(work, {"src/mypkg/__init__.py": FIX})
+    _sh(["git", "commit", "-qam", "FIX-1: round results (1.0.1)"], work)
+    _sh(["git", "push", "-q", str(work.parent / "origin.git"), "HEAD:main"], work)
 
 
 def run_demo(keep: bool = False) -> int:
     from . import cli
+    from .deploy import deploy_cmd
+    from .monitor import monitor_cmd
+    from .submit import submit_batch_cmd
 
-    steps: list[tuple[str, Callable[[], int]]] = []
-    with demo_host(keep) as inventory:
+    with demo_host(keep) as (inventory, work):
         inv = str(inventory)
-        steps = [
-            ("probe", lambda: cli.probe_cmd(host="demo", inventory=inv, json_out=False)),
-            ("audit", lambda: cli.audit_cmd(host="demo", group=None, inventory=inv,
-                                            json_out=False)),
+        common: dict[str, Any] = {"host": "demo", "inventory": inv, "json_out": False}
+        deploy_flags: dict[str, Any] = dict(
+            on_running="abort", wait_timeout=60.0, ref=None, version=None,
+            expect_version="1.0.1", expect_code="mypkg:compute:FIX-1",
+            discard_local_changes=False, break_lock=False, retry_all=False, retry_budget=3,
+            upgrade_timeout=60.0, watch=3.0, dry=False)
+        steps: list[tuple[str, Callable[[], int]]] = [
+            ("inv probe --host demo", lambda: cli.probe_cmd(**common)),
+            ("inv audit --host demo", lambda: cli.audit_cmd(group=None, **common)),
+            ("git push a fix to origin (mypkg 1.0.1, FIX-1)", lambda: _push_fix(work) or 0),
+            ("inv deploy --host demo --expect-version 1.0.1 --expect-code mypkg:compute:FIX-1",
+             lambda: deploy_cmd(**common, **deploy_flags)),
+            ("inv submit-batch --host demo --playbook directions --allow-uncapped",
+             lambda: submit_batch_cmd(playbook=str(PLAYBOOK), dry=False, allow_uncapped=True,
+                                      units=False, unit_size=None, **common)),
+            ("inv submit-batch ... again (converges: nothing is added twice)",
+             lambda: submit_batch_cmd(playbook=str(PLAYBOOK), dry=False, allow_uncapped=True,
+                                      units=False, unit_size=None, **common)),
+            ("inv monitor --host demo --group p2 --until-done",
+             lambda: monitor_cmd(group="p2", label_glob=None, once=False, until_done=True,
+                                 timeout=180.0, interval=1.0, log_lines=3, **common)),
+            ("inv audit --host demo", lambda: cli.audit_cmd(group=None, **common)),
         ]
         worst = 0
-        for name, step in steps:
-            console.rule(f"[bold]inv {name} --host demo")
-            worst = max(worst, step())
-    console.rule("[bold green]demo finished")
+        for title, step in steps:
+            console.rule(f"[bold]{title}")
+            code = step()
+            worst = max(worst, code)
+            if code not in (0,):
+                console.print(f"[yellow]step exited {code}")
+    verdict = "[bold green]demo finished: every step succeeded" if worst == 0 else \
+        f"[bold red]demo finished with exit code {worst}"
+    console.rule(verdict)
     return worst
