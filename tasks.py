@@ -149,7 +149,7 @@ def deploy(c, host="", on_running=None, wait_timeout=600.0, ref=None, version=No
            watch=300.0, dry=False, json=False, debug=False, inventory=None):
     """Deploy: audit, lock, decide, pull, verify, upgrade, restart, monitor (journaled)."""
     from jobsafe_ops import cli
-    from jobsafe_ops.deploy import deploy_cmd
+    from jobsafe_ops.deploy_cli import deploy_cmd
 
     cli.main(deploy_cmd, host=host, inventory=inventory, json_out=json, debug=debug,
              on_running=on_running, wait_timeout=float(wait_timeout), ref=ref,
@@ -170,7 +170,7 @@ def retry_failed(c, host="", group="", retry_all=False, retry_budget=3, dry=Fals
                  debug=False, inventory=None):
     """Re-add a group's failed labels fresh as <label>-retry-N, within the retry budget."""
     from jobsafe_ops import cli
-    from jobsafe_ops.deploy import retry_failed_cmd
+    from jobsafe_ops.deploy_cli import retry_failed_cmd
 
     cli.main(retry_failed_cmd, host=host, group=group, retry_all=retry_all,
              retry_budget=int(retry_budget), dry=dry, inventory=inventory, json_out=json,

@@ -57,6 +57,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from jobsafe_ops import deploy as d
+    from jobsafe_ops.deploy_context import DeployContext, DeployOptions
     from jobsafe_ops.inventory import load_inventory
     from jobsafe_ops.remote import connect
     from tests.world import World, find_sshd
@@ -71,7 +72,7 @@ def main() -> None:
         env = world.env()
         os.environ.update(env)
         inventory = load_inventory(world.inventory)
-        opts = d.DeployOptions(watch=0)
+        opts = DeployOptions(watch=0)
 
         lib_wall, conns, trips = [], [], []
         for _ in range(args.runs):
@@ -79,8 +80,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 remote = connect(inventory[name])
                 try:
-                    report = d.run_deploy(d.DeployContext(host=inventory[name], remote=remote,
-                                                          options=opts))
+                    report = d.run_deploy(DeployContext(host=inventory[name], remote=remote,
+                                                        options=opts))
                 finally:
                     remote.close()
                 lib_wall.append(time.perf_counter() - t0)

@@ -158,15 +158,17 @@ def _make_project(root: Path, home: Path) -> Path:
     return work
 
 
-def _push_fix(work: Path) -> None:
+def _push_fix(work: Path) -> int:
+    """A demo step like the commands: it returns an exit code (0; a failure raises)."""
     _write(work, {"src/mypkg/__init__.py": FIX})
     _sh(["git", "commit", "-qam", "FIX-1: round results (1.0.1)"], work)
     _sh(["git", "push", "-q", str(work.parent / "origin.git"), "HEAD:main"], work)
+    return 0
 
 
 def run_demo(keep: bool = False) -> int:
     from . import cli
-    from .deploy import deploy_cmd
+    from .deploy_cli import deploy_cmd
     from .monitor import monitor_cmd
     from .submit import submit_batch_cmd
 
@@ -181,7 +183,7 @@ def run_demo(keep: bool = False) -> int:
         steps: list[tuple[str, Callable[[], int]]] = [
             ("inv probe --host demo", lambda: cli.probe_cmd(**common)),
             ("inv audit --host demo", lambda: cli.audit_cmd(group=None, **common)),
-            ("git push a fix to origin (mypkg 1.0.1, FIX-1)", lambda: _push_fix(work) or 0),
+            ("git push a fix to origin (mypkg 1.0.1, FIX-1)", lambda: _push_fix(work)),
             ("inv deploy --host demo --expect-version 1.0.1 --expect-code mypkg:compute:FIX-1",
              lambda: deploy_cmd(**common, **deploy_flags)),
             ("inv submit-batch --host demo --playbook directions --allow-uncapped",

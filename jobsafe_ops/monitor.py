@@ -327,9 +327,11 @@ def parse_plain(remote: Remote, text: str, opts: Options) -> dict[str, Any]:
     if rc != "rc 0" or not body.startswith("{"):
         payload["error"] = "pueue status failed: " + ((body.splitlines() or [rc])[0])
     else:
+        # the plain listing is `--group`-filtered: a dependency it lacks may live in
+        # another group, so it is not taken as "gone" (complete=False)
         summary, wanted = monitor_filter.summarize(
             json.loads(body), opts.group, opts.label_glob, opts.limit, opts.log_labels,
-            chains=opts.all_tasks)
+            chains=opts.all_tasks, complete=opts.all_tasks or not opts.group)
         logs: dict[str, Any] = {}
         if wanted and opts.log_lines > 0:
             # ids resolved from labels in this same poll, used once, never kept (INV-8)

@@ -79,9 +79,10 @@ def parse_ts(text: Any) -> datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=_UTC)
 
 
-def blocked_ids(tasks: dict[int, dict[str, Any]]) -> set[int]:
+def blocked_ids(tasks: dict[int, dict[str, Any]], complete: bool = True) -> set[int]:
     """Queued/stashed tasks that can never start: a dependency failed (pueue does not mark
-    them DependencyFailed while the group is paused), is blocked, or is gone. Transitive."""
+    them DependencyFailed while the group is paused), is blocked, or is gone. Transitive.
+    A group-filtered listing (`complete=False`) cannot tell "gone" from "in another group"."""
     blocked: set[int] = set()
     changed = True
     while changed:
@@ -91,7 +92,8 @@ def blocked_ids(tasks: dict[int, dict[str, Any]]) -> set[int]:
                 continue
             for dep in t["deps"]:
                 d = tasks.get(dep)
-                if d is None or d["state"] in FAILED or dep in blocked:
+                if (d is None and complete) or (d is not None and d["state"] in FAILED) \
+                        or dep in blocked:
                     blocked.add(tid)
                     changed = True
                     break
@@ -112,10 +114,71 @@ def normalise(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return out
 
 
-def external_deps(tasks: dict[int, dict[str, Any]]) -> bool:
-    """Some pending task waits on a task not in this (group-filtered) listing."""
-    return any(d not in tasks for t in tasks.values()
-               if t["state"] in ("queued", "stashed") for d in t["deps"])
+_FIRST_TASK = re.compile(r'\{"tasks":\{"(\d+)":\{"id":(\d+),')
+_GROUPS_KEY = '},"groups":{'
+
+
+def load_state(text: str, group: str | None) -> dict[str, Any]:
+    """`pueue status --json` text -> the tasks a summary of `group` needs, and all groups.
+
+    Watching one group must not cost a full parse of a 40 MB state (AP-10): pueue prints
+    compact serde JSON in which every task object starts with `"<id>":{"id":<id>,`, and an
+    unescaped quote cannot occur inside a JSON string, so `,"group":"G",` and `{"id":` are
+    structural. Only the group's tasks (and, on demand, the tasks they depend on) are
+    decoded; any other layout falls back to a full parse.
+    """
+    if group is None:
+        data: dict[str, Any] = json.loads(text)
+        return data
+    try:
+        return _scan(text.strip(), group)
+    except ValueError:
+        data = json.loads(text)
+        return data
+
+
+def _task_at(text: str, pos: int, decoder: json.JSONDecoder) -> dict[str, Any]:
+    start = text.rfind('{"id":', 0, pos)
+    if start < 0:
+        raise ValueError("no task start")
+    task, _ = decoder.raw_decode(text, start)
+    if not isinstance(task, dict):
+        raise ValueError("not a task")
+    return task
+
+
+def _scan(text: str, group: str) -> dict[str, Any]:
+    at = text.rfind(_GROUPS_KEY)  # the top-level key comes after every task
+    first = _FIRST_TASK.match(text)
+    empty = text.startswith('{"tasks":{}')
+    if at < 0 or not (empty or (first and first.group(1) == first.group(2))):
+        raise ValueError("not pueue's compact layout")
+    decoder = json.JSONDecoder()
+    groups, end = decoder.raw_decode(text, at + len(_GROUPS_KEY) - 1)
+    if text[end:] != "}":
+        raise ValueError("not pueue's compact layout")
+    picked: dict[str, Any] = {}
+    needle = ',"group":' + json.dumps(group) + ","
+    pos = text.find(needle, 0, at)
+    while pos >= 0:
+        task = _task_at(text, pos, decoder)
+        if task.get("group") == group:  # an env var named "group" must not fool us
+            picked[str(task["id"])] = task
+        pos = text.find(needle, pos + len(needle), at)
+    pending = [d for t in picked.values() for d in t.get("dependencies") or ()]
+    where: dict[int, int] | None = None
+    while pending:  # dependencies in other groups decide "blocked"
+        dep = pending.pop()
+        if str(dep) in picked:
+            continue
+        if where is None:  # one index of every task start, built only when needed
+            where = {int(m.group(1)): m.end(1) + 2
+                     for m in re.finditer(r'"(\d+)":\{"id":\1,', text[:at + 1])}
+        if dep in where:
+            task, _ = decoder.raw_decode(text, where[dep])
+            picked[str(dep)] = task
+            pending.extend(task.get("dependencies") or ())
+    return {"tasks": picked, "groups": groups}
 
 
 def _name(t: dict[str, Any]) -> str:
@@ -134,6 +197,7 @@ def summarize(
     log_labels: int = 5,
     now: datetime | None = None,
     chains: bool = False,
+    complete: bool = True,
 ) -> tuple[dict[str, Any], dict[int, tuple[str, str]]]:
     """pueue status JSON -> (summary, {task id: (group, label)} whose logs to fetch).
 
@@ -144,7 +208,7 @@ def summarize(
     """
     now = now or datetime.now(_UTC)
     tasks = normalise(data)
-    blocked = blocked_ids(tasks)
+    blocked = blocked_ids(tasks, complete)
     for tid in blocked:
         tasks[tid]["state"] = "blocked"
     groups: dict[str, Any] = {}
@@ -242,6 +306,29 @@ def attach_logs(summary: dict[str, Any], logs: dict[str, Any], lines: int) -> No
                 e["log"] = text.rstrip("\n").splitlines()[-lines:]
 
 
+def log_tails(directory: str, ids: list[int], lines: int,
+              max_bytes: int = 256 * 1024) -> dict[str, Any] | None:
+    """The last `lines` lines of `<pueue_directory>/task_logs/<id>.log` (pueue's own log
+    layout; the files are truncated when a task spawns and removed by `clean`), in
+    `pueue log --json` shape. None when a file is missing: the caller asks `pueue log`.
+    Reading the tail directly costs O(lines); `pueue log` in the test stand-in parses the
+    whole state file (1 s at 50 K tasks)."""
+    out: dict[str, Any] = {}
+    for tid in ids:
+        path = os.path.join(directory, "task_logs", f"{tid}.log")
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - max_bytes))
+                data = fh.read()
+        except OSError:
+            return None
+        text = data.decode("utf-8", "replace").rstrip("\n")
+        out[str(tid)] = {"output": "\n".join(text.splitlines()[-lines:])}
+    return out
+
+
 # ---- host health -------------------------------------------------------------------------
 
 def _read(path: str) -> str:
@@ -321,17 +408,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     before = swap_counters()
     pueue = os.path.expanduser(args.pueue)
+    # The whole status, not `--group`: pueue's client gets the full state from the daemon
+    # either way, and with every task at hand a dependency in another group is judged
+    # correctly; the group is then picked out without parsing the rest (load_state).
     status_argv = [pueue, "status", "--json"]
-    if args.group and not args.all_tasks:
-        status_argv += ["--group", args.group]
     out: dict[str, Any] = {}
     try:
         proc = _pueue(status_argv)
-        if proc.returncode == 0 and args.group and not args.all_tasks:
-            data = json.loads(proc.stdout)
-            if external_deps(normalise(data)):
-                # a chain crosses groups: judging "blocked" needs the other group's tasks
-                proc = _pueue([pueue, "status", "--json"])
     except OSError as exc:
         proc = subprocess.CompletedProcess(status_argv, 127, "", str(exc))
     if proc.returncode != 0:
@@ -339,7 +422,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                               proc.returncode)
     else:
         try:
-            data = json.loads(proc.stdout)
+            data = load_state(proc.stdout, None if args.all_tasks else args.group)
         except ValueError as exc:
             data = None
             out["error"] = f"pueue status --json returned invalid JSON ({exc})"
@@ -348,6 +431,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                         args.log_labels, chains=args.all_tasks)
             logs: dict[str, Any] = {}
             if wanted and args.log_lines > 0:
+                logs = log_tails(state_dir(), sorted(wanted), args.log_lines) or {}
+            if wanted and args.log_lines > 0 and not logs:
                 lp = _pueue([pueue, "log", "--json", "--lines", str(args.log_lines),
                              *map(str, sorted(wanted))])
                 try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import fnmatch
+import functools
 import itertools
 import os
 import re
@@ -183,6 +184,11 @@ def fields(template: str, where: str) -> list[str]:
                               "{name}; format specs and indexing are not supported")
         names.append(name)
     return names
+
+
+@functools.lru_cache(maxsize=256)
+def _fields_cached(template: str, where: str) -> tuple[str, ...]:
+    return tuple(fields(template, where))
 
 
 def render(template: str, values: Mapping[str, str], *, shell: bool = False) -> str:
@@ -483,15 +489,13 @@ def _covered(names: Iterable[str]) -> set[str]:
 
 def _varying(jobs: Sequence[Mapping[str, str]]) -> dict[str, list[str]]:
     """Dimension -> distinct values, for dimensions with more than one value."""
-    seen: dict[str, list[str]] = {}
+    seen: dict[str, dict[str, None]] = {}  # ordered sets
     for params in jobs:
         for k, v in params.items():
             if k in ("start", "end"):
                 continue  # the epoch dimension is tracked under `epoch`
-            vals = seen.setdefault(k, [])
-            if v not in vals:
-                vals.append(v)
-    return {k: v for k, v in seen.items() if len(v) > 1}
+            seen.setdefault(k, {})[v] = None
+    return {k: list(v) for k, v in seen.items() if len(v) > 1}
 
 
 def _show(values: Sequence[str], limit: int = 4) -> str:
@@ -545,8 +549,7 @@ def plan_batch(playbook: Playbook, host: Host) -> Plan:
         base = {**d.params, "playbook": playbook.name, "group": ph.group}
         known = set(base)
         lwhere = f"{src}: label" if not ph.name else f"{src}: phase {ph.name!r} label"
-        lnames = fields(ph.label, lwhere)
-        _require(ph.label, lwhere, lnames, known)
+        _require(ph.label, lwhere, _fields_cached(ph.label, lwhere), known)
         label = render(ph.label, base)
         _check_label(label, lwhere)
         d.values = {**base, "label": label}

@@ -82,7 +82,8 @@ class Probe:
         return path
 
 
-def _sections(text: str) -> dict[str, list[str]]:
+def sections(text: str) -> dict[str, list[str]]:
+    """'@@name' lines split a remote script's output into named sections (probe, git)."""
     out: dict[str, list[str]] = {}
     current = None
     for line in text.splitlines():
@@ -102,7 +103,7 @@ def _int(text: str) -> int | None:
 
 
 def parse_probe(host: str, text: str) -> Probe:
-    s = _sections(text)
+    s = sections(text)
     nproc = _int((s.get("nproc") or [""])[0])
     mem: dict[str, int] = {}
     for line in s.get("meminfo", []):

@@ -209,7 +209,9 @@ def parse_state(data: Mapping[str, Any]) -> PueueState:
 
 def _blocked(tasks: Sequence[Task]) -> frozenset[int]:
     """Queued tasks that can never start: a dependency failed (pueue does not mark them
-    DependencyFailed while the group is paused) or is gone. Transitive."""
+    DependencyFailed while the group is paused). Transitive. A dependency absent from the
+    listing is not proof of anything: `status --group` hides other groups' tasks, and pueue
+    neither accepts --after on absent ids nor cleans tasks that still have dependants."""
     by_id = {t.id: t for t in tasks}
     blocked: set[int] = set()
     changed = True
@@ -220,7 +222,7 @@ def _blocked(tasks: Sequence[Task]) -> frozenset[int]:
                 continue
             for d in t.dependencies:
                 dep = by_id.get(d)
-                if dep is None or dep.is_failed or d in blocked:
+                if (dep is not None and dep.is_failed) or d in blocked:
                     blocked.add(t.id)
                     changed = True
                     break

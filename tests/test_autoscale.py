@@ -295,3 +295,18 @@ def test_dry_run_reads_and_decides_but_never_applies(tmp_path: Path,
     assert remote.parallel == {"p1": 1} and remote.round_trips == 1
     assert not list(journal.entries())
     assert tick.to_dict()["applied"] == []
+
+
+def test_tick_line_says_what_changed_and_why() -> None:
+    from jobsafe_ops.autoscale import PostCheck, Tick, tick_line
+
+    tick = Tick("bigblack", datetime(2026, 11, 22, 12, 0, tzinfo=UTC), readings(10, 20),
+                (Action("p1", 2, 3, "load 10% mem 20% below 40%/60%"),
+                 Action("p2", 1, 1, "no queued work ready to start")), dry=False,
+                check=PostCheck(False, ({"group": "p1", "after": 2},), 9.5, 9.0, 0, 0,
+                                ("load 9.50 >= 0.9 x 10 = 9.0",)))
+    text = tick_line(tick)
+    assert "12:00:00 bigblack: load 1.00/10 (10%) mem 20%" in text
+    assert "p1 2 -> 3 [set] load 10%" in text and "p2 1 [hold] no queued work" in text
+    assert "post-bump check (p1=2): FAILED: load 9.50 >= 0.9 x 10 = 9.0" in text
+    assert "[would set]" in tick_line(Tick("h", tick.at, tick.readings, tick.actions, dry=True))

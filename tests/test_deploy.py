@@ -1,14 +1,12 @@
-"""jobsafe_ops.deploy without SSH: option checks, parsers, the uv outcome classifier, the
-verify script, checkpoint paths, journal-driven convergence, the step runner (lock release
-on every exit path), a scripted host for the dry run and the refusals, and the rendering."""
+"""jobsafe_ops.deploy without SSH: the step runner (lock release on every exit path), a
+scripted host for the dry run and the refusals, and the rendering. The steps' own parsers
+and checks are tested beside their modules (test_pull, test_install, test_decide,
+test_restart); options in test_deploy_context, the commands in test_deploy_cli."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from rich.console import Console
 
 from jobsafe_ops import deploy as d
 from jobsafe_ops import lock as locking
+from jobsafe_ops.deploy_context import DeployContext, DeployOptions, StepResult
 from jobsafe_ops.errors import ConfigError, RefusedError, RemoteError
 from jobsafe_ops.inventory import Host, load_inventory
 from jobsafe_ops.remote import Remote, Result
@@ -25,181 +24,6 @@ from jobsafe_ops.views import deploy_view
 DATA = Path(__file__).parent / "data" / "probe"
 HOSTS = load_inventory(Path(__file__).resolve().parents[1] / "hosts")
 HEAD = "a" * 40
-NEW = "b" * 40
-
-
-# ---- options ----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"on_running": "nuke"}, "--on-running"),
-    ({"wait_timeout": -1}, "--wait-timeout"),
-    ({"watch": -5}, "--watch"),
-    ({"retry_budget": -1}, "--retry-budget"),
-    ({"version": "1.2", "expect_version": "1.3"}, "disagree"),
-    ({"ref": "--upload-pack=evil"}, "--ref"),
-    ({"version": " "}, "--version"),
-    ({"expect_code": "mypkg"}, "--expect-code"),
-    ({"expect_code": "my pkg:f"}, "--expect-code"),
-    ({"expect_code": "mypkg:"}, "--expect-code"),
-])
-def test_bad_options_are_exit_2_before_any_host(kwargs: dict[str, Any], needle: str) -> None:
-    with pytest.raises(ConfigError) as exc:
-        d.DeployOptions(**kwargs).validate()
-    assert needle in str(exc.value) and exc.value.exit_code == 2
-
-
-def test_good_options() -> None:
-    opts = d.DeployOptions(on_running="kill", expect_code="mypkg.core:Cls.method:x * 2",
-                           version="1.2.0", expect_version="1.2.0")
-    opts.validate()
-    assert opts.expected_version == "1.2.0"
-    # the lock outlives the longest legitimate run (wait + upgrade + watch), no more
-    assert opts.lock_ttl > opts.wait_timeout + opts.upgrade_timeout + opts.watch
-
-
-# ---- parsers ----------------------------------------------------------------------------
-
-def test_parse_git_facts() -> None:
-    text = (f"@@head\n{HEAD}\n@@branch\nmain\n@@changes\n M src/mypkg/__init__.py\n"
-            f"@@ref\n{NEW}\n@@end\n")
-    g = d.parse_git_facts(text, "h:~/project")
-    assert (g.head, g.branch, g.ref_target) == (HEAD, "main", NEW)
-    assert g.changes == (" M src/mypkg/__init__.py",)
-
-
-def test_not_a_checkout_is_a_config_error() -> None:
-    text = "@@head\nfatal: not a git repository (or any of the parent directories): .git\n@@end\n"
-    with pytest.raises(ConfigError, match="not a git checkout"):
-        d.parse_git_facts(text, "h:~/project")
-
-
-def test_parse_install() -> None:
-    out = "noise\n" + json.dumps({"version": "1.1.0", "dist_version": "1.0.0",
-                                  "file": "/p/src/m/__init__.py", "editable": True}) + "\n"
-    inst = d.parse_install(out)
-    assert (inst.version, inst.dist_version, inst.editable, inst.kind) == \
-        ("1.1.0", "1.0.0", True, "editable")
-    assert d.parse_install("").error
-
-
-# Real uv 0.13 outputs (captured against pypiserver on loopback).
-UV_NO_VERSION = ("Using Python 3.11.7 environment at: v\nerror: No solution found when resolving "
-                 "dependencies\n  cause: Because there is no version of mypkg==1.1.0 and you "
-                 "require mypkg==1.1.0, we can conclude that your requirements are "
-                 "unsatisfiable.\n")
-UV_NO_PACKAGE = ("error: No solution found when resolving dependencies\n  cause: Because mypkg "
-                 "was not found in the package registry and you require mypkg==1.1.0, we can "
-                 "conclude that your requirements are unsatisfiable.\n")
-UV_CONNECT = ("error: Request failed after 3 retries in 8.8s\n  cause: Failed to fetch: "
-              "http://127.0.0.1:18799/simple/mypkg/\n  cause: tcp connect error\n  cause: "
-              "Connection refused (os error 111)\n")
-UV_DEPENDENCY = ("error: No solution found when resolving dependencies\n  cause: Because foo was"
-                 " not found in the package registry and mypkg==1.1.0 depends on foo, we can "
-                 "conclude that mypkg==1.1.0 cannot be used.\n")
-
-
-@pytest.mark.parametrize("exited, output, outcome", [
-    (0, "Installed 1 package", "ok"),
-    (1, UV_NO_VERSION, "not-found"),
-    (1, UV_NO_PACKAGE, "not-found"),
-    (1, "Because only mypkg<=1.0.0 is available and you require mypkg==1.1.0, we can", "not-found"),
-    (1, "ERROR: No matching distribution found for mypkg==1.1.0", "not-found"),
-    (2, UV_CONNECT, "error"),  # network: fail fast
-    (1, UV_DEPENDENCY, "error"),  # a dependency is missing, not our version
-    (1, UV_NO_VERSION.replace("1.1.0", "1.2.0"), "error"),  # another version's message
-    (1, "error: Failed to read from zip file", "error"),
-])
-def test_install_outcome(exited: int, output: str, outcome: str) -> None:
-    assert d.install_outcome(exited, output, "mypkg", "1.1.0") == outcome
-
-
-def test_install_outcome_normalizes_the_distribution_name() -> None:
-    text = "Because there is no version of my-pkg==2.0 and you require my-pkg==2.0"
-    assert d.install_outcome(1, text, "My_Pkg", "2.0") == "not-found"
-
-
-# ---- expectations -----------------------------------------------------------------------
-
-def install(**kw: Any) -> d.Install:
-    base: dict[str, Any] = dict(version="1.1.0", dist_version="1.1.0", file="/x", editable=False)
-    base.update(kw)
-    return d.Install(**base)
-
-
-def test_expectations() -> None:
-    opts = d.DeployOptions(expect_version="1.1.0", expect_code="mypkg:compute:x * 3")
-    ok = install(code={"target": "mypkg:compute", "needle": "x * 3", "needle_found": True,
-                       "matches_checkout": True})
-    assert d.check_expectations(ok, opts) == []
-    assert "version is 1.0.0, expected 1.1.0" in d.check_expectations(
-        install(version="1.0.0", code=ok.code), opts)[0]
-    lacks = install(code={**(ok.code or {}), "needle_found": False})
-    assert "FIX NOT APPLIED" in d.check_expectations(lacks, opts)[0]
-    stale = install(code={"target": "mypkg:compute", "matches_checkout": False})
-    assert "differs from the checkout" in d.check_expectations(stale, opts)[0]
-    missing = install(code={"target": "mypkg:nope", "error": "AttributeError: nope"})
-    assert "AttributeError" in d.check_expectations(missing, opts)[0]
-    assert d.check_expectations(install(error="import mypkg failed"), opts) == \
-        ["import mypkg failed"]
-
-
-def _run_verify_script(tmp_path: Path, pythonpath: Path, code: str) -> dict[str, Any]:
-    # the deployed form runs with -I; here PYTHONPATH stands in for the venv's site-packages
-    out = subprocess.run(
-        [sys.executable, "-c", d.VERIFY_SCRIPT, "mypkg", "mypkg", str(tmp_path / "project"),
-         code],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(pythonpath)},
-        cwd=tmp_path, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_verify_script_editable_vs_stale_wheel(tmp_path: Path) -> None:
-    src = tmp_path / "project" / "src" / "mypkg"
-    src.mkdir(parents=True)
-    (src / "__init__.py").write_text('__version__ = "1.1.0"\n\n\ndef compute(x):\n'
-                                     '    return x * 3\n')
-    editable = _run_verify_script(tmp_path, src.parent, "mypkg:compute:x * 3")
-    assert editable["editable"] is True and editable["version"] == "1.1.0"
-    assert editable["code"]["needle_found"] and editable["code"]["matches_checkout"]
-
-    site = tmp_path / "venv" / "site-packages" / "mypkg"
-    site.mkdir(parents=True)
-    (site / "__init__.py").write_text('__version__ = "1.0.0"\n\n\ndef compute(x):\n'
-                                      '    return x * 2\n')
-    wheel = _run_verify_script(tmp_path, site.parent, "mypkg:compute")
-    assert wheel["editable"] is False and wheel["version"] == "1.0.0"
-    assert wheel["code"]["matches_checkout"] is False  # AP-5: old code still installed
-    gone = _run_verify_script(tmp_path, site.parent, "mypkg:missing")
-    assert "AttributeError" in gone["code"]["error"]
-
-
-# ---- checkpoints and journal-driven convergence -----------------------------------------
-
-def test_checkpoint_paths_only_from_declared_patterns() -> None:
-    host = Host(name="h", ssh="h", project_dir="~/project", package="p",
-                checkpoints=("~/.cache/ck/{label}.json", "out/{group}/{label}.part", "/abs/x"))
-    killed = [d.KilledTask("p1", "BTC@250-retry-1", "c", "/w", 1),
-              d.KilledTask("p1", "../evil", "c", "/w", 2)]
-    paths = d.checkpoint_paths(host, killed, lambda p: p.replace("~", "/home/op", 1))
-    assert paths == ["/home/op/.cache/ck/BTC@250.json", "/home/op/project/out/p1/BTC@250.part",
-                     "/abs/x"]
-    assert d.checkpoint_paths(Host(name="h", ssh="h", project_dir="~/p", package="p"),
-                              killed, str) == []
-
-
-def test_pending_kills_and_paused_groups_from_the_journal() -> None:
-    entries = [
-        {"action": "kill", "result": "recorded",
-         "tasks": [{"group": "p1", "label": "A"}, {"group": "p1", "label": "B"}]},
-        {"action": "group-pause", "group": "p1"},
-        {"action": "kill", "result": "ok", "labels": ["A", "B"]},
-        {"action": "re-add", "result": "ok", "group": "p1", "from_label": "A",
-         "labels": ["A-retry-1"]},
-        {"action": "group-pause", "group": "p2"},
-        {"action": "group-start", "group": "p2"},
-    ]
-    assert d.pending_kills(entries) == [("p1", "B")]
-    assert d.paused_by_deploy(entries) == ["p1"]
 
 
 # ---- a scripted host ----------------------------------------------------------------------
@@ -233,8 +57,8 @@ def scripted(changes: str = "", lock_free: bool = False) -> ScriptedRemote:
     })
 
 
-def ctx_for(remote: ScriptedRemote, **opts: Any) -> d.DeployContext:
-    return d.DeployContext(host=remote.host, remote=remote, options=d.DeployOptions(**opts))
+def ctx_for(remote: ScriptedRemote, **opts: Any) -> DeployContext:
+    return DeployContext(host=remote.host, remote=remote, options=DeployOptions(**opts))
 
 
 MUTATING = ("mkdir", "pueue' kill", "kill ", "reset", "pueue' add", " add ", "rm -f", "pause",
@@ -303,13 +127,13 @@ def test_a_tty_answer_is_the_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 # ---- the runner ---------------------------------------------------------------------------
 
-def _owned(ctx: d.DeployContext) -> d.StepResult:
+def _owned(ctx: DeployContext) -> StepResult:
     ctx.lock_owner = locking.this_process()
     ctx.lock_path = "~/lock"
-    return d.StepResult("lock", "ok")
+    return StepResult("lock", "ok")
 
 
-def _runner_ctx() -> d.DeployContext:
+def _runner_ctx() -> DeployContext:
     return ctx_for(scripted())
 
 
@@ -320,10 +144,10 @@ def test_runner_stops_at_an_error_and_releases(monkeypatch: pytest.MonkeyPatch,
     released: list[str] = []
     monkeypatch.setattr(locking, "release", lambda r, p, o: released.append(p) or True)
 
-    def failing(ctx: d.DeployContext) -> d.StepResult:
+    def failing(ctx: DeployContext) -> StepResult:
         raise boom
 
-    def never(ctx: d.DeployContext) -> d.StepResult:
+    def never(ctx: DeployContext) -> StepResult:
         raise AssertionError("steps after a failure never run")
 
     report = d.run_deploy(_runner_ctx(), [_owned, failing, never])
@@ -335,7 +159,7 @@ def test_ctrl_c_releases_the_lock_and_propagates(monkeypatch: pytest.MonkeyPatch
     released: list[str] = []
     monkeypatch.setattr(locking, "release", lambda r, p, o: released.append(p) or True)
 
-    def interrupted(ctx: d.DeployContext) -> d.StepResult:
+    def interrupted(ctx: DeployContext) -> StepResult:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -356,11 +180,11 @@ def test_release_failure_does_not_mask_the_outcome(monkeypatch: pytest.MonkeyPat
 
 
 def test_steps_are_timed() -> None:
-    def slow(ctx: d.DeployContext) -> d.StepResult:
+    def slow(ctx: DeployContext) -> StepResult:
         import time
 
         time.sleep(0.05)
-        return d.StepResult("slow", "ok")
+        return StepResult("slow", "ok")
 
     report = d.run_deploy(_runner_ctx(), [slow])
     assert report.steps[0].seconds >= 0.05
@@ -377,8 +201,8 @@ def render(obj: Any) -> str:
 def test_render_step_table_and_verdict() -> None:
     report = d.DeployReport(
         host="bigblack", dry=True, exit_code=0, verdict="bigblack: DRY RUN: 1 remote command",
-        steps=(d.StepResult("audit", "ok", 0.52, "1 running"),
-               d.StepResult("pull", "dry", 0.0, "would fetch")),
+        steps=(StepResult("audit", "ok", 0.52, "1 running"),
+               StepResult("pull", "dry", 0.0, "would fetch")),
         planned=("git -C /home/op/project reset --quiet --hard origin/main",))
     text = render(deploy_view(report))
     assert "bigblack: dry run" in text
@@ -386,38 +210,3 @@ def test_render_step_table_and_verdict() -> None:
     assert "git -C /home/op/project reset --quiet --hard origin/main" in text
     assert "VERDICT bigblack: DRY RUN" in text
     assert json.loads(json.dumps(report.to_dict()))["steps"][0]["seconds"] == 0.52
-
-
-
-# ---- command plumbing ---------------------------------------------------------------------
-
-def _report(host: str, code: int, error: str = "") -> d.DeployReport:
-    return d.DeployReport(host=host, dry=False, steps=(), exit_code=code,
-                          verdict=f"{host}: verdict", error=error)
-
-
-def test_several_hosts_some_failed_is_partial(capsys: pytest.CaptureFixture[str]) -> None:
-    from jobsafe_ops.cli import Outcome
-
-    ok, refused = _report("a", 0), _report("b", 3, "b: locked by x since t")
-    assert d._finish([Outcome("a", ok), Outcome("b", refused)], json_out=True) == 5
-    assert d._finish([Outcome("b", refused)], json_out=True) == 3
-    assert d._finish([Outcome("a", ok), Outcome("c", error=RemoteError("c: gone"))],
-                     json_out=True) == 5
-    out = capsys.readouterr()
-    assert "error: b: locked by x since t" in " ".join(out.err.split())
-    assert json.loads(out.out.split("\n}\n")[0] + "\n}")["hosts"][0]["host"] == "a"
-
-
-def test_tty_prompt_shows_the_audit_and_asks(monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from jobsafe_ops.audit import build_audit
-    from jobsafe_ops.probe import parse_probe
-
-    probe = parse_probe("bigblack", (DATA / "bigblack-busy-swapping.txt").read_text())
-    assert probe.state is not None
-    answers = iter(["nuke", "kill"])  # an invalid answer is asked again
-    monkeypatch.setattr("builtins.input", lambda *a: next(answers))
-    assert d.prompt_policy(build_audit("bigblack", probe.state)) == "kill"
-    err = capsys.readouterr().err
-    assert "BTCUSDT@500" in err and "abort" in err

@@ -155,7 +155,51 @@ def test_dependency_in_another_group_is_not_blocked_when_it_is_listed() -> None:
                  groups={"p1": "Running", "p2": "Running"})
     g = snap_of(data).view("p1")
     assert g.count("queued") == 1 and not g.blocked and g.ready == 0
-    assert mf.external_deps(mf.normalise({"tasks": {"2": data["tasks"]["2"]}}))
+    # a --group listing lacks the dependency: not evidence that it is gone
+    only_p1 = {"tasks": {"2": data["tasks"]["2"]}, "groups": data["groups"]}
+    summary, _ = mf.summarize(only_p1, "p1", now=NOW, complete=False)
+    assert summary["groups"]["p1"]["blocked"] == []
+    summary, _ = mf.summarize(only_p1, "p1", now=NOW)
+    assert summary["groups"]["p1"]["blocked"][0]["after"] == ["missing"]
+
+
+# ---- picking one group out of a big status without parsing the rest -------------------------
+
+def compact(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def test_scan_picks_the_group_and_its_dependencies(fixtures: Path) -> None:
+    data = state(task(1, "a", done("Success"), group="p2"), task(2, "opt", QUEUED, deps=(1,)),
+                 task(3, "b", done({"Failed": 1})), task(4, "x", RUNNING, group="p2"),
+                 groups={"p1": "Running", "p2": "Running"})
+    picked = mf.load_state(compact(data), "p1")
+    assert sorted(picked["tasks"]) == ["1", "2", "3"] and picked["groups"] == data["groups"]
+    for name in ("status-mixed.json", "state-file.json", "status-empty.json"):
+        raw = (fixtures / name).read_text()
+        full = json.loads(raw)
+        for group in ("p1", "default", "nope"):
+            want = {k: t for k, t in full["tasks"].items() if t["group"] == group}
+            got = mf.load_state(raw, group)
+            assert {k: v for k, v in got["tasks"].items() if k in want} == want
+            assert got["groups"] == full["groups"]
+
+
+def test_scan_is_not_fooled_by_strings_or_envs() -> None:
+    sneaky = task(1, "p1-lookalike", done("Success"), group="p2",
+                  command='echo \'"group":"p1",\' {"id":7,')
+    sneaky["envs"] = {"A": "0", "group": "p1", "X": "1"}  # `,"group":"p1",` in envs
+    data = state(sneaky, task(2, "real", QUEUED), groups={"p1": "Running", "p2": "Running"})
+    assert sorted(mf.load_state(compact(data), "p1")["tasks"]) == ["2"]
+
+
+def test_scan_falls_back_to_a_full_parse_for_other_layouts() -> None:
+    data = state(task(1, "a", done("Success")), task(2, "b", done("Success"), group="p2"),
+                 groups={"p1": "Running", "p2": "Running"})
+    pretty = json.dumps(data, indent=2)
+    assert mf.load_state(pretty, "p1") == data  # full parse: every task, still correct
+    summary, _ = mf.summarize(mf.load_state(pretty, "p1"), "p1", now=NOW)
+    assert summary["groups"]["p1"]["total"] == 1
 
 
 def test_label_glob_filters_on_the_host() -> None:
@@ -277,12 +321,23 @@ def test_filter_command_end_to_end_locally(scripted: dict[str, Any]) -> None:
     logs = {t.label: t.log for t in g.failed}
     assert logs["ETHUSDT@250"] == ("line1", "line2", "boom 1")
     calls = scripted["calls"].read_text().splitlines()
-    assert calls == ["status --json --group p1", "log --json --lines 5 1 2 9"]
+    assert calls == ["status --json", "log --json --lines 5 1 2 9"]
     h = snap.health
     assert h.nproc and h.nproc >= 1 and h.state_size == scripted["state"].stat().st_size
     assert h.swap_window is not None and h.swap_window >= 0.05
     # what came back is the summary, far smaller than the state
     assert snap.received < scripted["state"].stat().st_size
+
+
+def test_log_tails_are_read_from_pueues_task_logs(scripted: dict[str, Any]) -> None:
+    logs = scripted["state"].parent / "task_logs"
+    logs.mkdir()
+    for tid in (1, 2, 9):
+        (logs / f"{tid}.log").write_text("".join(f"line {n}\n" for n in range(100)) + f"t{tid}\n")
+    snap = read_snapshot(LocalRemote(scripted["host"]), Options(group="p1", log_lines=2,
+                                                                 swap_window=0))
+    assert {t.label: t.log for t in snap.view("p1").failed}["ETHUSDT@250"] == ("line 99", "t1")
+    assert scripted["calls"].read_text().splitlines() == ["status --json"]  # no `pueue log`
 
 
 def test_fallback_without_python3_gives_the_same_summary(scripted: dict[str, Any]) -> None:

@@ -172,3 +172,11 @@ def test_small_parsers(fixtures):
     logs = parse_log((fixtures / "log-json-task1-failed.json").read_text())
     assert logs == {1: "failing"}
     assert parse_log("{}") == {}
+
+
+def test_dependency_in_another_group_is_not_blocked():
+    # `status --group p2` hides p1's tasks: a dependency on one is not a failed dependency
+    data = json.loads(json.dumps(V3))
+    data["tasks"]["2"]["dependencies"] = [77]
+    state = parse_status(json.dumps(data))
+    assert state.state_of(state.tasks[2]) == "queued"

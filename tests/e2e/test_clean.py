@@ -59,7 +59,7 @@ def c1(world: World) -> SimHost:
 
 
 def test_clean_is_scoped_and_reports_the_state_file(world: World, c1: SimHost) -> None:
-    for i in range(40):
+    for i in range(15):
         add(c1, "gc", f"done{i}", "true")
     add(c1, "gc", "broken", "exit 3")
     add(c1, "gkeep", "other-group", "true")
@@ -69,11 +69,11 @@ def test_clean_is_scoped_and_reports_the_state_file(world: World, c1: SimHost) -
     rc, out, err = clean(world, "--host", "c1", "--group", "gc", "--dry", "--json")
     assert rc == 0, err
     assert out["dry"] and out["command"][-2:] == ["--group", "gc"]
-    assert len(groups_tasks(c1, "gc")) == 41  # --dry changed nothing
+    assert len(groups_tasks(c1, "gc")) == 16  # --dry changed nothing
     rc, out, err = clean(world, "--host", "c1", "--group", "gc", "--successful-only", "--json")
     assert rc == 0, err
     assert out["size_before"] >= size > out["size_after"] == c1.state_file.stat().st_size
-    assert out["removed"] == 40 and out["counts_after"] == {"failed": 1}
+    assert out["removed"] == 15 and out["counts_after"] == {"failed": 1}
     assert len(groups_tasks(c1, "gkeep")) == 1  # another group is never touched (AP-10)
     rc, text, err = clean(world, "--host", "c1", "--group", "gc")
     assert rc == 0, err
@@ -81,7 +81,7 @@ def test_clean_is_scoped_and_reports_the_state_file(world: World, c1: SimHost) -
     journal = world.laptop / ".local/state/jobsafe-ops/journal.ndjson"
     entries = [json.loads(line) for line in journal.read_text().splitlines()]
     assert [(e["action"], e["group"], e["removed"]) for e in entries if e["host"] == "c1"] == [
-        ("clean", "gc", 40), ("clean", "gc", 1)]
+        ("clean", "gc", 15), ("clean", "gc", 1)]
 
 
 def test_clean_refuses_while_a_chain_hangs_on_the_group(world: World, c1: SimHost) -> None:

@@ -338,11 +338,12 @@ def test_kill_records_kills_cleans_declared_checkpoints_and_readds(world: World,
 KILLER = r"""
 import os, signal, sys
 from jobsafe_ops import deploy as d
+from jobsafe_ops.deploy_context import DeployContext, DeployOptions
 from jobsafe_ops.inventory import inventory_dir, load_inventory
 from jobsafe_ops.remote import session
 
 host = load_inventory(inventory_dir())[sys.argv[1]]
-opts = d.DeployOptions(on_running="kill", watch=0, kill_grace=3, break_lock=True)
+opts = DeployOptions(on_running="kill", watch=0, kill_grace=3, break_lock=True)
 
 
 def die(ctx):
@@ -355,7 +356,7 @@ for s in d.STEPS:
     if s.__name__ == sys.argv[2]:
         steps.append(die)
 with session(host) as remote:
-    d.run_deploy(d.DeployContext(host=host, remote=remote, options=opts), steps)
+    d.run_deploy(DeployContext(host=host, remote=remote, options=opts), steps)
 """
 
 
