@@ -25,12 +25,6 @@ from .restart import as_killed, journal_used
 RUNNING = ("running", "paused")
 
 
-def _labels(tasks: Sequence[Any], limit: int = 8) -> str:
-    names = [f"{t.group}/{t.label or '#' + str(getattr(t, 'id', '?'))}" for t in tasks]
-    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 # ---- 3. DECIDE -------------------------------------------------------------------------
 
 def decide(ctx: DeployContext) -> StepResult:
@@ -192,3 +186,9 @@ def _kill_running(ctx: DeployContext) -> StepResult:
     return _decided(ctx, "changed", f"kill: paused {', '.join(groups)}; killed "
                     f"{_labels(records)}; removed {len(paths)} checkpoint file(s); RESTART "
                     "re-adds them and resumes the groups", **data)
+
+
+def _labels(tasks: Sequence[Any], limit: int = 8) -> str:
+    names = [f"{t.group}/{t.label or '#' + str(getattr(t, 'id', '?'))}" for t in tasks]
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

@@ -193,6 +193,7 @@ def retry_failed_steps(group: str) -> tuple[Step, ...]:
     """`inv retry-failed --group G`: the RESTART step alone, for one group, under the lock."""
     return (group_audit(group), lock, restart_group(group))
 
+
 CANCELLED = threading.Event()  # Ctrl-C seen by the main thread; workers stop between steps
 
 

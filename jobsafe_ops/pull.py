@@ -11,8 +11,7 @@ from .errors import ConfigError, RefusedError, RemoteError
 from .probe import sections
 from .remote import join
 
-# ---- facts (read at AUDIT) --------------------------------------------------------------
-
+# ---- facts (read at AUDIT) ----------------------------------------------------------------
 
 def git_facts_command(ctx: DeployContext) -> str:
     parts = [

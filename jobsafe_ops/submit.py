@@ -126,7 +126,8 @@ def batch_view(r: BatchReport) -> RenderableType:
     summary.add_row("groups", ", ".join(
         f"{g} (new: parallel {new[g]})" if g in new else g for g in r.groups))
     summary.add_row("batch dir", r.batch_dir)
-    summary.add_row("ssh", f"{r.connections} connection(s), {r.round_trips} round trips")
+    summary.add_row("ssh", f"{r.connections} connection(s), {r.round_trips} round trips"
+                    if r.connections else f"local host (no SSH), {r.round_trips} commands")
     parts: list[RenderableType] = [summary]
     if r.dry and r.sample:
         parts.append(Text("sample of rendered commands:", style="bold"))
