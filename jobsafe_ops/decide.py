@@ -18,7 +18,7 @@ from .audit import build_audit, read_state
 from .deploy_context import DeployContext, KilledTask, StepResult
 from .errors import RefusedError, RemoteError
 from .inventory import Host
-from .pueue import Task, kill_argv
+from .pueue import Task, kill_argv, pause_group_argv
 from .pull import preflight_ref
 from .restart import as_killed, journal_used
 
@@ -150,7 +150,7 @@ def _kill_running(ctx: DeployContext) -> StepResult:
     paths = checkpoint_paths(host, records, ctx.path)
     labels = [r.label for r in records]
     data = {"tasks": [r.to_dict() for r in records], "checkpoints": paths, "paused": groups}
-    pause = [[pueue, "pause", "--group", g, "--wait"] for g in groups]
+    pause = [pause_group_argv(pueue, g) for g in groups]
     if ctx.options.dry:
         ctx.killed = records
         for argv in pause:

@@ -316,6 +316,16 @@ def log_argv(pueue: str, ids: Iterable[int], lines: int = 20) -> list[str]:
     return [pueue, "log", "--json", "--lines", str(lines), *map(str, ids)]
 
 
+def pause_group_argv(pueue: str, group: str) -> list[str]:
+    """Pause a group but let its running tasks finish (`--wait`): no new starts."""
+    return [pueue, "pause", "--group", group, "--wait"]
+
+
+def start_group_argv(pueue: str, group: str) -> list[str]:
+    """Resume a group (also needed after `kill -g`, which pauses it: G-5)."""
+    return [pueue, "start", "--group", group]
+
+
 def status_argv(pueue: str, group: str | None = None) -> list[str]:
     return [pueue, "status", "--json", *(["--group", group] if group else [])]
 

@@ -15,7 +15,7 @@ from . import retry as retries
 from .audit import read_state
 from .deploy_context import DeployContext, KilledTask, ReAdded, Step, StepResult
 from .errors import ConfigError
-from .pueue import PueueState, add_argv, parse_task_id
+from .pueue import PueueState, add_argv, parse_task_id, start_group_argv
 
 # ---- 7. RESTART ---------------------------------------------------------------------
 
@@ -108,7 +108,7 @@ def _resume_groups(ctx: DeployContext) -> list[str]:
     resumed = []
     for name in wanted:
         g = ctx.state.groups.get(name)
-        argv = [ctx.host.pueue, "start", "--group", name]
+        argv = start_group_argv(ctx.host.pueue, name)
         if g is None:
             continue
         if ctx.options.dry:
