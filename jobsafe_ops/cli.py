@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -155,7 +155,3 @@ def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: boo
 
     return finish(fan_out(hosts_for(host, inventory), one), json_out,
                   lambda a: console.print(audit_view(a)), code)
-
-
-def as_mapping(obj: Any) -> Mapping[str, Any]:
-    return obj.to_dict() if hasattr(obj, "to_dict") else obj  # type: ignore[no-any-return]
