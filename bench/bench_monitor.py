@@ -83,9 +83,9 @@ def main() -> int:
     args = parser.parse_args()
 
     from jobsafe_ops.inventory import load_inventory
-    from jobsafe_ops.monitor import Options, read_snapshot
     from jobsafe_ops.pueue import status_argv
     from jobsafe_ops.remote import connect
+    from jobsafe_ops.snapshot import Options, read_snapshot
     from tests.world import World, find_sshd
 
     if find_sshd() is None:

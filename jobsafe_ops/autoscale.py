@@ -28,11 +28,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import journal
-from .errors import EXIT_PARTIAL, ConfigError, JobsafeError
+from .errors import ConfigError, JobsafeError
 from .inventory import GroupSpec, Host
-from .monitor import Options, Snapshot, read_snapshot
 from .pueue import parallel_argv
 from .remote import Remote, connect
+from .snapshot import Options, Snapshot, read_snapshot
 
 ACTION = "autoscale"
 CHECK_ACTION = "autoscale-check"
@@ -404,6 +404,8 @@ def run_loop(
 
     count = 0
     while True:
+        # a pool even for one host (not cli.each): Ctrl-C then waits for the running tick,
+        # so a `pueue parallel` change is never left without its journal line
         with ThreadPoolExecutor(max_workers=min(8, len(slots))) as pool:
             results = list(pool.map(one, slots))
         count += 1
@@ -418,8 +420,8 @@ def run_loop(
 def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | None, dry: bool,
                   up_load: float, up_mem: float, down_load: float, down_mem: float,
                   headroom: float, inventory: str | None, json_out: bool) -> int:
-    from .cli import hosts_for
-    from .console import console, err_console
+    from .cli import error_dict, errors_exit_code, hosts_for, print_error
+    from .console import console
 
     if interval <= 0:
         raise ConfigError("--interval must be > 0 seconds")
@@ -435,8 +437,8 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | None, dry
 
     def report(h: Host, res: Tick | JobsafeError) -> None:
         if isinstance(res, JobsafeError):
-            err_console.print(f"[bold red]error:[/] {res}", highlight=False, soft_wrap=True)
-            doc = {"host": h.name, "error": str(res), "exit_code": res.exit_code}
+            print_error(res)
+            doc = error_dict(h.name, res)
         else:
             doc = res.to_dict()
             if not json_out:
@@ -454,9 +456,4 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | None, dry
     if json_out and not loop:
         print(json.dumps(docs[0] if len(docs) == 1 else {"hosts": docs}, indent=2,
                          default=str))
-    errors = [s.error for s in slots if s.error is not None]
-    if not errors:
-        return 0
-    if len(errors) < len(slots):
-        return EXIT_PARTIAL
-    return errors[0].exit_code
+    return errors_exit_code([s.error for s in slots if s.error is not None], len(slots))

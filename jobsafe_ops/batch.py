@@ -1,18 +1,14 @@
-"""submit-batch: plan -> one status read -> decide -> upload -> on-host feeder -> chain.
+"""submit-batch's decisions, pure: data in, data out, no I/O (submit.py is the one that
+talks to the host and calls these).
 
-Pure parts (`decide`, `memcap_policy`, `hygiene`, `make_units`, `command_line`,
-`commands_file`) take data and return data; `submit` is the one function that talks to
-the host, over one connection:
-
-1. probe (one round trip: state, home, memcap, state-file size) + facts (receipts,
-   working dirs) - verify before mutate (SKILL 2);
-2. decide per label: skip queued/running/succeeded, re-add failed ones under retry.py's
-   rules as `<label>-retry-N`, hold dependants of failures;
-3. refuse uncapped memory (INV-7) unless --allow-uncapped; refuse nothing else silently;
-4. `pueue clean -g G --successful-only` when the state file is large (AP-10), never in a
-   group whose dependency chain is unfinished; create missing groups (parallel never 0);
-5. upload feeder.py + one commands file (temp name + rename), run the feeder in the same
-   session; it adds each missing label exactly once and wires `--after` by label (AP-7).
+* `decide` per label: skip queued/running/succeeded, re-add failed ones under retry.py's
+  rules as `<label>-retry-N`, hold dependants of failures;
+* `memcap_policy`: refuse uncapped memory (INV-7) unless --allow-uncapped; refuse nothing
+  else silently; `command_line` wraps each job in its cap;
+* `hygiene`: `pueue clean -g G --successful-only` when the state file is large (AP-10),
+  never in a group whose dependency chain is unfinished;
+* `make_units` (units mode) and `commands_file`, the JSON lines the on-host feeder reads;
+* `BatchReport`: the result of a run, its exit code and its `--json` dict.
 """
 
 from __future__ import annotations
@@ -21,35 +17,22 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from . import journal
 from .errors import ConfigError, RefusedError, RemoteError
 from .inventory import Host
 from .playbook import JobSpec, Plan
-from .pueue import PueueState, Task, clean_argv, group_add_argv
-from .remote import Remote, join, quote
+from .pueue import PueueState, Task
+from .remote import exports, join
 from .retry import (
     DEPENDENCY,
-    RE_ADD_ACTION,
     attempt_of,
     base_label,
     classify,
+    latest_attempt,
     plan_retries,
     retry_label,
-    used_from_journal,
 )
-
-ACTION = "submit-batch"
-BATCH_ROOT = "~/.local/state/jobsafe-ops/batches"
-UNITS_THRESHOLD = 10_000  # REQUIREMENTS 1.8: above 10 K jobs, pueue per unit
-FEED_JOBS = 4  # concurrent `pueue add` calls inside the feeder
-FEEDER_SOURCE = Path(__file__).with_name("feeder.py")
-EXIT_FEEDER_LOCKED = 75
-
-Progress = Callable[[int, int], None]
-
 
 # ---- decisions (pure) -------------------------------------------------------------------
 
@@ -70,10 +53,6 @@ class Item:
         return {"label": self.label, "group": self.group, "action": self.action,
                 "reason": self.reason, "new_label": self.new_label, "kind": self.kind,
                 "after": len(self.after)}
-
-
-def _latest(tasks: Sequence[Task]) -> Task:
-    return max(tasks, key=lambda t: (attempt_of(t.label or ""), t.id))
 
 
 def decide(specs: Sequence[JobSpec], state: PueueState, receipts: Mapping[str, str], *,
@@ -120,9 +99,9 @@ def _one(spec: JobSpec, state: PueueState, tasks: list[Task], receipted: set[str
                         "pueue state, so it finished and was cleaned"), ("done", None)
         return item("add", "new", spec.label), ("add", spec.label)
     active = [t for t in tasks if t.is_active]
-    latest = _latest(tasks)
+    latest = latest_attempt(tasks)
     if active:
-        t = _latest(active)
+        t = latest_attempt(active)
         if state.state_of(t) == "blocked":
             return item("held", f"{t.label} is queued behind a failed or missing dependency "
                         "(blocked); repair the chain first"), bad
@@ -214,7 +193,7 @@ def command_line(spec: JobSpec, wrap: bool) -> str:
     without MemorySwapMax=0 the cap is soft)."""
     inner = spec.command
     if spec.env:
-        inner = "export " + " ".join(f"{k}={quote(v)}" for k, v in spec.env) + "; " + inner
+        inner = exports(spec.env) + "; " + inner
     if wrap and spec.memory_max:
         return join(["systemd-run", "--user", "--scope", "--quiet",
                      "-p", f"MemoryMax={_size_text(spec.memory_max)}",
@@ -397,160 +376,3 @@ class BatchReport:
             "ssh": {"connections": self.connections, "round_trips": self.round_trips},
             "exit_code": self.exit_code,
         }
-
-
-# ---- acting (the only functions that touch the host) ----------------------------------
-
-def facts_script(batch_dir: str, workdirs: Sequence[str]) -> str:
-    """One round trip: receipts, count of finished unit commands, missing working dirs."""
-    d = quote(batch_dir)
-    dirs = " ".join(quote(w) for w in workdirs)
-    return (f"echo @@receipts; cat {d}/receipts.tsv 2>/dev/null; echo; echo @@done; "
-            f"awk -F '\\t' '$2 == \"0\" {{print $1}}' {d}/done.tsv 2>/dev/null "
-            f"| sort -u | wc -l; echo @@missing; "
-            f"for w in {dirs}; do [ -d \"$w\" ] || printf '%s\\n' \"$w\"; done")
-
-
-def _sections(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("@@"):
-            current = line[2:].strip()
-            out[current] = []
-        elif current is not None:
-            out[current].append(line)
-    return out
-
-
-def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | None,
-            unit_size: int | None, dry: bool) -> tuple[BatchReport, dict[str, Unit]]:
-    """Every read, no write: probe + facts, then the pure decisions."""
-    from .probe import run_probe
-
-    host = remote.host
-    probe = run_probe(remote, swap_interval=0)
-    if probe.state is None:
-        raise RemoteError(f"{host.name}: cannot read the pueue state: {probe.pueue_error}")
-    batch_dir = probe.expand(f"{BATCH_ROOT}/{plan.playbook}")
-    memcap = memcap_policy(plan, host, probe.memcap, probe.memcap_reason, allow_uncapped)
-    jobs = [absolute(j, probe.expand) for j in plan.jobs]
-    after = [absolute(j, probe.expand) for j in plan.after]
-    use_units = units if units is not None else len(jobs) > UNITS_THRESHOLD
-    unit_map: dict[str, Unit] = {}
-    specs: list[JobSpec] = jobs
-    if use_units:
-        unit_list = make_units(jobs, playbook=plan.playbook, size=unit_size or plan.unit_size,
-                               parallel=plan.unit_parallel, batch_dir=batch_dir,
-                               wrap=memcap.wrap)
-        unit_map = {u.spec.label: u for u in unit_list}
-        specs = [u.spec for u in unit_list]
-    if after:  # the chain's first step waits for every job (or unit)
-        after[0] = replace(after[0], after=tuple(s.label for s in specs))
-    specs = [*specs, *after]
-    workdirs = sorted({s.workdir for s in specs})
-    facts = _sections(remote.run(facts_script(batch_dir, workdirs), check=False).stdout)
-    missing = [w for w in facts.get("missing", []) if w.strip()]
-    if missing:
-        raise ConfigError(f"{host.name}: working directory {missing[0]} does not exist "
-                          "(pueue >= 4.0.3 rejects it; AP-11); deploy first or fix workdir")
-    receipts = parse_receipts("\n".join(facts.get("receipts", [])))
-    done_count = int((facts.get("done") or ["0"])[0].strip() or 0)
-    used = used_from_journal(journal.entries(host=host.name, action=RE_ADD_ACTION), host.name)
-    items = decide(specs, probe.state, receipts, budget=plan.retry_budget, used=used)
-    groups = [s.group for s in specs]
-    new_groups = tuple((g, host.group(g).parallel)
-                       for g in dict.fromkeys(groups) if g not in probe.state.groups)
-    cleans = hygiene(probe.state, list(dict.fromkeys(groups)), probe.state_size,
-                     host.state_warn_mb)
-    sample = tuple(
-        (unit_map[i.label].commands[0][2] if i.label in unit_map else
-         command_line(i.job, memcap.wrap)) for i in items if i.action == "add" and i.job
-    )[:3]
-    report = BatchReport(
-        host=host.name, playbook=plan.playbook, dry=dry,
-        mode="units" if use_units else "jobs", planned=len(jobs), items=tuple(items),
-        memcap=memcap, cleans=tuple(cleans), groups=tuple(dict.fromkeys(groups)),
-        new_groups=new_groups, batch_dir=batch_dir,
-        pueue=probe.expand(host.pueue), sample=sample, units=len(unit_map),
-        done_inside_units=done_count)
-    return report, unit_map
-
-
-def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: bool = False,
-           units: bool | None = None, unit_size: int | None = None,
-           progress: Progress | None = None) -> BatchReport:
-    host = remote.host
-    report, unit_map = prepare(remote, plan, allow_uncapped=allow_uncapped, units=units,
-                               unit_size=unit_size, dry=dry)
-    if dry:
-        return _counted(report, remote)
-    if report.memcap.refusal:
-        raise RefusedError(f"{host.name}: {report.memcap.refusal}")
-    for c in report.cleans:
-        if c.run:
-            remote.run(clean_argv(host.pueue, c.group, successful_only=True))
-    for g, parallel in report.new_groups:
-        remote.run(group_add_argv(host.pueue, g, parallel))
-    text = commands_file(report.items, report.memcap.wrap, unit_map)
-    if not text:  # a rerun of a converged batch: nothing to upload, nothing to add
-        return _counted(report, remote)
-    bdir = report.batch_dir
-    remote.run(["mkdir", "-p", f"{bdir}/units"])
-    remote.put_text(FEEDER_SOURCE.read_text(), f"{bdir}/feeder.py", 0o755)
-    remote.put_text(text, f"{bdir}/commands.jsonl")
-    summary = run_feeder(remote, bdir, report.pueue, plan.pass_env, progress)
-    added = tuple((str(lbl), int(tid)) for lbl, tid in summary.get("added", []))
-    errors = tuple((str(lbl), str(e)) for lbl, e in summary.get("errors", []))
-    existing = tuple(str(lbl) for lbl, _ in summary.get("existing", []))
-    _journal(host, plan, report, added, errors)
-    return _counted(replace(report, added=added, errors=errors, existing=existing), remote)
-
-
-def run_feeder(remote: Remote, batch_dir: str, pueue: str, pass_env: Sequence[str],
-               progress: Progress | None) -> dict[str, Any]:
-    host = remote.host
-    argv = ["python3", f"{batch_dir}/feeder.py", "feed", f"{batch_dir}/commands.jsonl",
-            "--receipts", f"{batch_dir}/receipts.tsv", "--pueue", pueue,
-            "--jobs", str(FEED_JOBS), *(f"--pass-env={n}" for n in pass_env)]
-    summary: dict[str, Any] = {}
-
-    def on_line(line: str) -> None:
-        if line.startswith("@@progress ") and progress is not None:
-            done, total = line.split()[1:3]
-            progress(int(done), int(total))
-        elif line.startswith("@@summary "):
-            summary.update(json.loads(line[len("@@summary "):]))
-
-    result = remote.stream(argv, on_line, check=False)
-    if result.exited == EXIT_FEEDER_LOCKED:
-        raise RefusedError(f"{host.name}: another submit-batch is feeding {batch_dir}; wait "
-                           "for it to finish, then rerun (it converges)")
-    if "fatal" in summary:
-        raise RemoteError(f"{host.name}: feeder: {summary['fatal']}")
-    if not summary:
-        detail = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()
-        raise RemoteError(f"{host.name}: feeder failed (exit {result.exited}): "
-                          f"{detail[-1] if detail else ''}")
-    return summary
-
-
-def _journal(host: Host, plan: Plan, report: BatchReport, added: Sequence[tuple[str, int]],
-             errors: Sequence[tuple[str, str]]) -> None:
-    result = "ok" if not errors else "partial"
-    journal.append(host.name, ACTION, [lbl for lbl, _ in added], result,
-                   playbook=plan.playbook, mode=report.mode, errors=len(errors),
-                   skipped=report.count("skip"))
-    new = {lbl for lbl, _ in added}
-    retries: dict[str, list[str]] = {}
-    for it in report.items:
-        if it.action == "add" and it.new_label != it.label and it.new_label in new:
-            retries.setdefault(it.group, []).append(it.new_label)
-    for group, labels in retries.items():  # retry.py counts budgets from these lines
-        journal.append(host.name, RE_ADD_ACTION, labels, "ok", group=group,
-                       playbook=plan.playbook)
-
-
-def _counted(report: BatchReport, remote: Remote) -> BatchReport:
-    return replace(report, connections=remote.connections_opened,
-                   round_trips=remote.round_trips)

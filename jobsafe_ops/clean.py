@@ -15,9 +15,9 @@ from typing import Any
 
 from . import journal
 from .errors import ConfigError, RefusedError
-from .monitor import Options, Snapshot, read_snapshot
 from .pueue import clean_argv
 from .remote import Remote
+from .snapshot import Options, Snapshot, read_snapshot
 
 ACTION = "clean"
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from .console import console, err_console
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, ConfigError, JobsafeError
 from .inventory import Host, inventory_dir, load_inventory, select_hosts
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
@@ -24,7 +27,7 @@ def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
     except JobsafeError as exc:
         if debug:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(exc)
         code = exc.exit_code
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted; rerun the same command to converge")
@@ -36,6 +39,24 @@ def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
                           "(rerun with --debug for the traceback)", highlight=False)
         code = 1
     sys.exit(code)
+
+
+def print_error(error: object) -> None:
+    """The operator's one line on stderr (STYLE 10)."""
+    err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+
+
+def error_dict(host: str, error: JobsafeError) -> dict[str, Any]:
+    """A host's error in --json: what went wrong and the exit code it maps to."""
+    return {"host": host, "error": str(error), "exit_code": error.exit_code}
+
+
+def errors_exit_code(errors: Sequence[JobsafeError], hosts: int) -> int:
+    """0 without errors; 5 (partial) when only some of several hosts failed; else the
+    first error's own code (a single host's error keeps its code)."""
+    if not errors:
+        return EXIT_OK
+    return EXIT_PARTIAL if len(errors) < hosts else errors[0].exit_code
 
 
 def hosts_for(spec: str, inventory: str | None = None) -> list[Host]:
@@ -50,8 +71,7 @@ class Outcome:
 
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"host": self.host, "error": str(self.error),
-                    "exit_code": self.error.exit_code}
+            return error_dict(self.host, self.error)
         r = self.result
         return r.to_dict() if hasattr(r, "to_dict") else r  # type: ignore[no-any-return]
 
@@ -66,10 +86,15 @@ def fan_out(hosts: list[Host], fn: Callable[[Host], Any]) -> list[Outcome]:
         except JobsafeError as exc:
             return Outcome(host.name, error=exc)
 
-    if len(hosts) == 1:
-        return [one(hosts[0])]
-    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
-        return list(pool.map(one, hosts))
+    return each(hosts, one)
+
+
+def each(items: Sequence[T], fn: Callable[[T], R]) -> list[R]:
+    """`fn` over items in order, one worker each (at most 8); a single item runs inline."""
+    if len(items) == 1:
+        return [fn(items[0])]
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def finish(outcomes: list[Outcome], json_out: bool,
@@ -86,18 +111,12 @@ def finish(outcomes: list[Outcome], json_out: bool,
         for o in outcomes:
             if o.error is None:
                 render(o.result)
-    errors = [o for o in outcomes if o.error is not None]
-    for o in errors:
+    errors = [o.error for o in outcomes if o.error is not None]
+    for error in errors:
         if not json_out or len(outcomes) == 1:
-            err_console.print(f"[bold red]error:[/] {o.error}", highlight=False, soft_wrap=True)
-    if len(outcomes) == 1 and errors:
-        assert errors[0].error is not None
-        return errors[0].error.exit_code
+            print_error(error)
     if errors:
-        if len(errors) < len(outcomes):
-            return EXIT_PARTIAL
-        assert errors[0].error is not None
-        return errors[0].error.exit_code
+        return errors_exit_code(errors, len(outcomes))
     return max((code_of(o.result) for o in outcomes), default=0)
 
 

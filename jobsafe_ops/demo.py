@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,16 +133,57 @@ def demo_host(keep: bool = False) -> Iterator[tuple[Path, Path]]:
     try:
         with console.status("setting up the throwaway host (git origin, checkout, uv venv)"):
             work = _make_project(root, home)
-            _sh(["pueued", "-c", str(cfg), "-d"])
+            _start_pueued(cfg, runtime / "pueued.log")
         yield inventory, work
     finally:
-        subprocess.run(["pueue", "-c", str(cfg), "shutdown"], capture_output=True)
+        _stop_pueued(cfg, runtime / "pueue.pid")
         os.environ.clear()
         os.environ.update(saved)
         if keep:
             console.print(f"[dim]kept the demo host at {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _start_pueued(cfg: Path, log: Path, timeout: float = 15.0) -> None:
+    """`pueued -d`. Real pueued's background child keeps the caller's stdout/stderr (a
+    captured pipe would never close) and may not answer yet when `-d` returns."""
+    with open(log, "ab") as out:
+        proc = subprocess.run(["pueued", "-c", str(cfg), "-d"], stdin=subprocess.DEVNULL,
+                              stdout=out, stderr=out)
+    if proc.returncode != 0:
+        raise ConfigError(f"demo setup: `pueued -d` failed (exit {proc.returncode}; log: {log})")
+    deadline = time.monotonic() + timeout
+    while subprocess.run(["pueue", "-c", str(cfg), "status", "--json"], capture_output=True,
+                         stdin=subprocess.DEVNULL).returncode != 0:
+        if time.monotonic() > deadline:
+            raise ConfigError(f"demo setup: pueued not answering after {timeout:g}s (log: {log})")
+        time.sleep(0.1)
+
+
+def _stop_pueued(cfg: Path, pid_file: Path, timeout: float = 10.0) -> None:
+    """`pueue shutdown`, then wait for the daemon to exit (real pueue's shutdown returns
+    at once), so that it does not write into the host directory being removed."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        pid = None
+    subprocess.run(["pueue", "-c", str(cfg), "shutdown"], capture_output=True,
+                   stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while pid is not None and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except ProcessLookupError:
+        return False
+    except (OSError, IndexError):
+        return True  # exists, state unknown
+    return state != "Z"
 
 
 def _make_project(root: Path, home: Path) -> Path:

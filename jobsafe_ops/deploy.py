@@ -31,6 +31,7 @@ from .install import upgrade, verify
 from .probe import run_probe, verdicts
 from .pueue import FAILED_RESULTS
 from .pull import pull, read_git_facts
+from .remote import program
 from .restart import restart, restart_group
 
 AUDIT_SWAP_SAMPLE = 0.2  # seconds; the monitor samples longer
@@ -86,7 +87,7 @@ def lock(ctx: DeployContext) -> StepResult:
     if ctx.options.dry:
         seen = locking.read(ctx.remote, path)
         # the real command also writes owner.json inside and reads a held lock's owner
-        ctx.would(f"mkdir {locking.lock_dir_arg(path)}  # the deploy lock, "
+        ctx.would(f"mkdir {program(path)}  # the deploy lock, "
                   "owner.json inside; removed at the end")
         if seen.held and not ctx.options.break_lock:
             ctx.refuse(seen.describe())
@@ -96,9 +97,16 @@ def lock(ctx: DeployContext) -> StepResult:
                           + (f" after breaking: {seen.describe()}" if seen.held else ""),
                           data=seen.to_dict())
     owner = locking.this_process(ctx.options.lock_ttl)
-    broken = locking.acquire(ctx.remote, ctx.host, path, owner,
-                             break_stale=ctx.options.break_lock)
+    # Set before the round trip: a Ctrl-C while it is in flight may come after the mkdir
+    # on the host, and the release (which only removes a lock whose owner file is ours)
+    # must still run. Cleared when the lock is known to be someone else's.
     ctx.lock_owner = owner
+    try:
+        broken = locking.acquire(ctx.remote, ctx.host, path, owner,
+                                 break_stale=ctx.options.break_lock)
+    except RefusedError:
+        ctx.lock_owner = None
+        raise
     detail = f"held: {path}"
     if broken is not None:
         who = broken.owner.describe() if broken.owner else "an unknown owner"

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import retry as retries
 from .audit import Audit
-from .cli import Outcome, fan_out, finish, hosts_for, require
+from .cli import Outcome, fan_out, finish, hosts_for, print_error, require
 from .console import console, err_console
 from .deploy import CANCELLED, DeployReport, retry_failed_steps, run_deploy
 from .deploy_context import POLICIES, DeployContext, DeployOptions, Say
@@ -81,8 +81,7 @@ def _finish(outcomes: list[Outcome], json_out: bool) -> int:
                   lambda r: int(r.exit_code))
     for o in outcomes:
         if o.error is None and o.result.error:
-            err_console.print(f"[bold red]error:[/] {o.result.error}", highlight=False,
-                              soft_wrap=True)
+            print_error(o.result.error)
     codes = [o.error.exit_code if o.error else o.result.exit_code for o in outcomes]
     bad = [c for c in codes if c != EXIT_OK]
     if len(codes) > 1 and bad and len(bad) < len(codes):

@@ -19,7 +19,7 @@ from .errors import EXIT_FAILED, ConfigError, JobsafeError, RefusedError
 from .inventory import Host
 from .probe import Probe
 from .pueue import PueueState
-from .remote import Remote, join
+from .remote import Remote, shell_line
 
 POLICIES = ("abort", "wait", "keep", "kill")
 LOCK_MARGIN = 900.0  # seconds added to the longest possible run for the lock's TTL
@@ -214,7 +214,7 @@ class DeployContext:
         raise RefusedError(f"{self.host.name}: {message}")
 
     def would(self, command: str | Sequence[str]) -> str:
-        text = command if isinstance(command, str) else join(command)
+        text = shell_line(command)
         self.planned.append(text)
         return text
 

@@ -33,6 +33,8 @@ from .errors import RefusedError
 from .inventory import Host
 from .remote import Remote, program, quote
 
+# Lock paths go to the shell through remote.program, which keeps '~/' expanding on the host
+# (quoting the whole word would not).
 LOCK_ROOT = "~/.local/state/jobsafe-ops"
 OWNER_FILE = "owner.json"
 DEFAULT_TTL = 3600.0
@@ -45,16 +47,6 @@ def lock_path(host: Host, kind: str = "deploy") -> str:
     """One lock per project checkout on the host, outside the checkout (git never sees it)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", host.project_dir.strip("~/")) or "home"
     return f"{LOCK_ROOT}/{kind}-{slug}.lock"
-
-
-def _path(path: str) -> str:
-    # tilde-aware quoting: '~/x' must expand on the host, so it cannot be quoted whole
-    return program(path)
-
-
-def lock_dir_arg(path: str) -> str:
-    """The lock directory as a shell word (for printing the --dry plan)."""
-    return _path(path)
 
 
 @dataclass(frozen=True)
@@ -184,7 +176,7 @@ def _read_script(d: str) -> str:
 
 def read(remote: Remote, path: str) -> LockState:
     """Read-only: who holds the lock (for --dry and for reports)."""
-    out = remote.run(_read_script(_path(path)), check=False).stdout.splitlines()
+    out = remote.run(_read_script(program(path)), check=False).stdout.splitlines()
     if out and out[0] == "HELD":
         return _held_state(path, out[1:])
     return LockState(path, False)
@@ -194,8 +186,8 @@ def acquire_command(path: str, owner: LockOwner) -> str:
     """One round trip: `mkdir` is the test-and-set; the owner file is written inside the
     new directory (temp + rename, so a reader never sees half of it). On failure, report
     who holds it instead."""
-    d = _path(path)
-    parent = _path(path.rsplit("/", 1)[0])
+    d = program(path)
+    parent = program(path.rsplit("/", 1)[0])
     tmp, final = f"{d}/.{OWNER_FILE}.tmp", f"{d}/{OWNER_FILE}"
     return (f"mkdir -p {parent} && if mkdir {d} 2>/dev/null; then "
             f"printf '%s\\n' {quote(owner.to_json())} > {tmp} && mv -f {tmp} {final} "
@@ -222,7 +214,7 @@ def _owner_is(d: str, owner_json: str) -> str:
 
 
 def release_command(path: str, owner: LockOwner) -> str:
-    d = _path(path)
+    d = program(path)
     # only our own lock: if it was broken and re-taken, the other owner keeps it
     return f"if {_owner_is(d, owner.to_json())}; then rm -rf {d} && echo RELEASED; " \
            "else echo NOT_OURS; fi"
@@ -235,7 +227,7 @@ def release(remote: Remote, path: str, owner: LockOwner) -> bool:
 def break_command(path: str, seen: LockState) -> str:
     """Remove the lock only if it is still the one we looked at (same owner file), by
     renaming it away first: two concurrent breakers cannot both win."""
-    d = _path(path)
+    d = program(path)
     gone = f"{d}.broken.{os.getpid()}.{secrets.token_hex(4)}"
     if seen.raw:
         same = _owner_is(d, seen.raw)

@@ -12,8 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .inventory import Host
-from .monitor import FAILED, HostResult, Snapshot, board_exit_code
+from .monitor import HostResult, board_exit_code
 from .probe import Verdict
+from .snapshot import FAILED, Snapshot
 from .views import LEVEL_STYLE, _dur, _gib
 
 COUNT_COLUMNS = ("queued", "running", "paused", "stashed", "blocked", "success", "failed")

@@ -1,28 +1,17 @@
 """Playbooks: playbooks/*.toml loaded into frozen dataclasses, and the pure planner.
 
-`plan_batch(playbook, host)` expands matrix x epoch split into JobSpecs and enforces the
-plan-time invariants before anything touches a host (every error is a ConfigError, exit 2):
-
-* INV-1: a parameter that varies across jobs appears in the label and in every shared
-  path template (artifacts, checkpoints, temp dirs, locks) - AP-2's FileNotFoundError.
-* INV-9: artifact templates carry every category dimension; cleanup/merge globs are scoped
-  to one category - AP-17's mixed Parquet.
-* unique labels; no unknown placeholders; placeholder values are shell-quoted here, so a
-  template must not quote them itself.
-* INV-5 (config is the single source of truth): a per-job environment override is refused
-  unless the playbook declares it in `env_overrides`.
+`plan_batch(playbook, host)` expands matrix x epoch split into JobSpecs (placeholder
+values shell-quoted in commands) and runs the plan-time invariants of invariants.py
+(INV-1/5/9, placeholders, labels) before anything touches a host: every error is a
+ConfigError, exit 2.
 """
 
 from __future__ import annotations
 
 import calendar
-import fnmatch
-import functools
 import itertools
 import os
 import re
-import shlex
-import string
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,19 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .invariants import (
+    SPLIT_NAMES,
+    check_categories,
+    check_env,
+    check_label,
+    check_templates,
+    check_unique,
+    check_unquoted,
+    require_known,
+)
 from .inventory import Host, parse_size
-from .remote import quote
-from .retry import attempt_of
+from .templates import IDENT, fields, fields_cached, render
 
 PATH_KINDS = ("artifacts", "checkpoints", "temp_dirs", "locks")
-SPLIT_NAMES = ("epoch", "start", "end")  # one dimension, three spellings
 RESERVED = frozenset({"label", "group", "phase", "playbook", *SPLIT_NAMES})
 DEFAULT_RETRY_BUDGET = 2
 DEFAULT_UNIT_SIZE = 500
 DEFAULT_UNIT_PARALLEL = 4
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=")
 
 Scalar = str | int | float | bool
 
@@ -162,102 +157,6 @@ class Plan:
                 "after": [j.to_dict() for j in self.after]}
 
 
-# ---- templates --------------------------------------------------------------------------
-
-_FORMATTER = string.Formatter()
-
-
-def fields(template: str, where: str) -> list[str]:
-    """Placeholder names of a template; only bare `{name}` (no format spec, no index)."""
-    try:
-        parts = list(_FORMATTER.parse(template))
-    except ValueError as exc:
-        raise ConfigError(f"{where}: bad template {template!r} ({exc}); write {{{{ for a "
-                          "literal brace") from None
-    names = []
-    for _, name, spec, conv in parts:
-        if name is None:
-            continue
-        if not _IDENT.match(name) or spec or conv:
-            raise ConfigError(f"{where}: placeholder {{{name}{'!' + conv if conv else ''}"
-                              f"{':' + spec if spec else ''}}} in {template!r} is not a bare "
-                              "{name}; format specs and indexing are not supported")
-        names.append(name)
-    return names
-
-
-@functools.lru_cache(maxsize=256)
-def _fields_cached(template: str, where: str) -> tuple[str, ...]:
-    return tuple(fields(template, where))
-
-
-def render(template: str, values: Mapping[str, str], *, shell: bool = False) -> str:
-    """Substitute placeholders; with shell=True each value goes through `quote` (the one
-    quoting helper), so `--symbol {symbol}` survives spaces and metacharacters."""
-    out = []
-    for literal, name, _, _ in _FORMATTER.parse(template):
-        out.append(literal)
-        if name is not None:
-            value = values[name]
-            out.append(quote(value) if shell else value)
-    return "".join(out)
-
-
-def _check_unquoted(template: str, where: str) -> None:
-    """Placeholders in a command are quoted for the shell by us; a template that quotes
-    them too would break on the first value with a space (''BTC USDT'')."""
-    quote_char = None
-    i = 0
-    while i < len(template):
-        ch = template[i]
-        if ch == "\\" and quote_char != "'":
-            i += 2
-            continue
-        if quote_char is None and ch in "'\"":
-            quote_char = ch
-        elif ch == quote_char:
-            quote_char = None
-        elif ch == "{" and quote_char is not None:
-            if template.startswith("{{", i):
-                i += 2
-                continue
-            raise ConfigError(f"{where}: placeholder inside quotes in {template!r}; remove the "
-                              "quotes - every value is shell-quoted for you")
-        i += 1
-
-
-def env_assignments(command: str) -> list[str]:
-    """Names a shell command assigns for itself: `K=V cmd`, `env [-i] K=V cmd`, `export K=V`.
-    These override the project's configured defaults for this job only (INV-5)."""
-    try:
-        lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()")
-        lexer.whitespace_split = True
-        tokens = list(lexer)
-    except ValueError:
-        return []
-    names: list[str] = []
-    at_start, after_env, skip = True, False, False
-    for tok in tokens:
-        if skip:  # the argument of `env -u NAME` / `env -C DIR`
-            skip = False
-            continue
-        if tok and set(tok) <= set(";&|()"):
-            at_start, after_env = True, False
-            continue
-        m = _ASSIGN.match(tok)
-        if m and (at_start or after_env):
-            names.append(m.group(1))
-            continue
-        if at_start and tok in ("env", "export"):
-            after_env, at_start = True, False
-            continue
-        if after_env and tok.startswith("-"):
-            skip = tok in ("-u", "--unset", "-C", "--chdir")
-            continue
-        at_start = after_env = False
-    return names
-
-
 # ---- loading ----------------------------------------------------------------------------
 
 _TOP = {"name", "description", "group", "workdir", "command", "label", "memory_max",
@@ -314,7 +213,7 @@ def _matrix(data: Any, where: str) -> dict[str, tuple[str, ...]]:
         raise ConfigError(f"{where} [matrix]: must be a table of name = [values]")
     out = {}
     for key, values in data.items():
-        if not _IDENT.match(key) or key in RESERVED:
+        if not IDENT.match(key) or key in RESERVED:
             raise ConfigError(f"{where} [matrix]: {key!r} is not a usable parameter name "
                               f"(identifiers only; reserved: {', '.join(sorted(RESERVED))})")
         if not isinstance(values, list) or not values or not all(
@@ -354,7 +253,7 @@ def _env(data: Any, where: str) -> tuple[tuple[str, str], ...]:
     if data is None:
         return ()
     if not isinstance(data, dict) or not all(
-            _IDENT.match(k) and isinstance(v, Scalar) for k, v in data.items()):
+            IDENT.match(k) and isinstance(v, Scalar) for k, v in data.items()):
         raise ConfigError(f"{where} [env]: must be a table of NAME = \"value\"")
     return tuple((k, _scalar(v)) for k, v in data.items())
 
@@ -479,52 +378,11 @@ def _combos(phase: Phase) -> Iterator[dict[str, str]]:
             yield {**dict(zip(names, values, strict=True)), **epoch}
 
 
-def _dimension(name: str) -> str:
-    return "epoch" if name in SPLIT_NAMES else name
-
-
-def _covered(names: Iterable[str]) -> set[str]:
-    return {_dimension(n) for n in names}
-
-
-def _varying(jobs: Sequence[Mapping[str, str]]) -> dict[str, list[str]]:
-    """Dimension -> distinct values, for dimensions with more than one value."""
-    seen: dict[str, dict[str, None]] = {}  # ordered sets
-    for params in jobs:
-        for k, v in params.items():
-            if k in ("start", "end"):
-                continue  # the epoch dimension is tracked under `epoch`
-            seen.setdefault(k, {})[v] = None
-    return {k: list(v) for k, v in seen.items() if len(v) > 1}
-
-
-def _show(values: Sequence[str], limit: int = 4) -> str:
-    head = ", ".join(values[:limit])
-    return head + (f", ... ({len(values)} values)" if len(values) > limit else "")
-
-
-def _require(template: str, where: str, names: Sequence[str], known: set[str]) -> None:
-    for n in names:
-        if n not in known:
-            raise ConfigError(f"{where}: unknown placeholder {{{n}}} in {template!r}; known: "
-                              f"{', '.join('{' + k + '}' for k in sorted(known))}")
-
-
-def _inv1(template: str, where: str, names: Sequence[str], varying: Mapping[str, list[str]],
-          what: str) -> None:
-    if "label" in names:
-        return  # the label carries every varying parameter (checked first)
-    covered = _covered(names)
-    for dim, values in varying.items():
-        if dim not in covered:
-            spell = "{start}, {end} or {epoch}" if dim == "epoch" else "{" + dim + "}"
-            raise ConfigError(
-                f"INV-1: parameter {dim!r} varies across jobs ({_show(values)}) but {where} "
-                f"{template!r} does not include it; {what}. Add {spell} to the template")
-
-
 @dataclass
-class _Draft:
+class Draft:
+    """One job of the expansion before its JobSpec: the phase, its parameters, and (once
+    its label is rendered) every placeholder value."""
+
     phase: Phase
     params: dict[str, str]
     values: dict[str, str] = field(default_factory=dict)
@@ -533,60 +391,36 @@ class _Draft:
 def plan_batch(playbook: Playbook, host: Host) -> Plan:
     """Pure: playbook x host -> Plan, or ConfigError naming the rule, parameter and template."""
     src = playbook.source
-    drafts: list[_Draft] = []
+    drafts: list[Draft] = []
     for phase in playbook.phases:
         host.group(phase.group)  # unknown group: ConfigError naming the host file
         for params in _combos(phase):
             if phase.name:
                 params = {**params, "phase": phase.name}
-            drafts.append(_Draft(phase, params))
+            drafts.append(Draft(phase, params))
     if not drafts:
         raise ConfigError(f"{src}: the playbook expands to no jobs")
-    _check_env(playbook)
-    by_template: dict[tuple[str, str], list[_Draft]] = {}
+    check_env(playbook)
     for d in drafts:
         ph = d.phase
         base = {**d.params, "playbook": playbook.name, "group": ph.group}
         known = set(base)
         lwhere = f"{src}: label" if not ph.name else f"{src}: phase {ph.name!r} label"
-        _require(ph.label, lwhere, _fields_cached(ph.label, lwhere), known)
+        require_known(ph.label, lwhere, fields_cached(ph.label, lwhere), known)
         label = render(ph.label, base)
-        _check_label(label, lwhere)
+        check_label(label, lwhere)
         d.values = {**base, "label": label}
-        by_template.setdefault((ph.label, "label"), []).append(d)
-        by_template.setdefault((ph.command, "command"), []).append(d)
-        for kind, template, where in ph.paths:
-            by_template.setdefault((template, f"{kind}|{where}"), []).append(d)
-    known_all = {"playbook", "group", "label"}
-    for (template, tag), group in by_template.items():
-        varying = _varying([d.params for d in group])
-        ph = group[0].phase
-        if tag == "label":
-            where = "the label template" + (f" of phase {ph.name!r}" if ph.name else "")
-            _inv1(template, where, fields(template, src), varying,
-                  "two jobs would share one pueue label, so dedup and monitoring by label break")
-        elif tag == "command":
-            where = "command" + (f" of phase {ph.name!r}" if ph.name else "")
-            names = fields(template, f"{src}: {where}")
-            _require(template, f"{src}: {where}", names, set(group[0].values))
-            _check_unquoted(template, f"{src}: {where}")
-            _inv1(template, where, names, varying, "those jobs would run the same command")
-        else:
-            kind, _, where = tag.partition("|")
-            names = fields(template, f"{src}: {where}")
-            _require(template, f"{src}: {where}", names, set(group[0].values) | known_all)
-            _inv1(template, where, names, varying,
-                  "concurrent jobs would share (and delete) one file")
+    check_templates(drafts, src)
     jobs = [_job(d, host) for d in drafts]
-    _check_unique(jobs, playbook, host)
-    _check_categories(playbook, drafts, jobs)
+    check_unique(jobs, playbook, host)
+    check_categories(playbook, drafts, jobs)
     by_phase: dict[str, list[str]] = {}
     for j in jobs:
         by_phase.setdefault(j.phase, []).append(j.label)
     jobs = [j if not d.phase.after_phase else _with_after(j, by_phase[d.phase.after_phase])
             for j, d in zip(jobs, drafts, strict=True)]
     after = _after_steps(playbook, host, [j.label for j in jobs])
-    _check_unique([*jobs, *after], playbook, host)
+    check_unique([*jobs, *after], playbook, host)
     return Plan(playbook=playbook.name, host=host.name, jobs=tuple(jobs), after=tuple(after),
                 retry_budget=playbook.retry_budget, unit_size=playbook.unit_size,
                 unit_parallel=playbook.unit_parallel, pass_env=playbook.pass_env, source=src)
@@ -596,7 +430,7 @@ def _with_after(job: JobSpec, labels: list[str]) -> JobSpec:
     return replace(job, after=tuple(labels))
 
 
-def _job(d: _Draft, host: Host) -> JobSpec:
+def _job(d: Draft, host: Host) -> JobSpec:
     ph = d.phase
     paths = tuple((kind, render(t, d.values)) for kind, t, _ in ph.paths)
     env = tuple((k, render(v, d.values)) for k, v in ph.env)
@@ -618,112 +452,6 @@ def workdir(value: str | None, host: Host) -> str:
     return f"{host.project_dir.rstrip('/')}/{value}"
 
 
-def _check_label(label: str, where: str) -> None:
-    if not label.strip() or any(ch in label for ch in "\t\n\r"):
-        raise ConfigError(f"{where}: rendered label {label!r} is empty or holds a tab/newline "
-                          "(receipts are label<TAB>id lines)")
-    if attempt_of(label) > 0:
-        raise ConfigError(f"{where}: label {label!r} ends like a retry (-retry-N), which is "
-                          "reserved for fresh re-adds of failed jobs")
-
-
-def _check_unique(jobs: Sequence[JobSpec], playbook: Playbook, host: Host) -> None:
-    seen: dict[str, JobSpec] = {}
-    paths: dict[str, JobSpec] = {}
-    for j in jobs:
-        if j.label in seen:
-            raise ConfigError(f"{playbook.source}: label {j.label!r} is produced twice "
-                              f"({dict(seen[j.label].params)} and {dict(j.params)}); labels "
-                              "must be unique (INV-8)")
-        seen[j.label] = j
-        for kind, path in j.paths:
-            other = paths.get(path)
-            if other is not None and other.label != j.label:
-                raise ConfigError(f"INV-1: jobs {other.label!r} and {j.label!r} both use "
-                                  f"{kind} path {path!r}; make the template unique per job")
-            paths[path] = j
-    for pattern in host.checkpoints:
-        names = fields(pattern, f"{host.source}: checkpoints")
-        if len(jobs) > 1 and "label" not in names:
-            raise ConfigError(f"INV-1: host checkpoint pattern {pattern!r} ({host.source}) "
-                              "lacks {label}; every job would share one checkpoint")
-
-
-def _check_env(playbook: Playbook) -> None:
-    declared = set(playbook.env_overrides)
-    for ph in playbook.phases:
-        where = f"{playbook.source}" + (f" phase {ph.name!r}" if ph.name else "")
-        for name, _ in ph.env:
-            if name not in declared:
-                raise ConfigError(
-                    f"INV-5: {where} [env] overrides {name} for its jobs; configuration "
-                    "defaults live in the project config. If this per-job override is "
-                    f"intended, declare it: env_overrides = [\"{name}\"]")
-        for name in env_assignments(ph.command):
-            if name not in declared:
-                raise ConfigError(
-                    f"INV-5: {where} command sets {name} inline, overriding the configured "
-                    f"default for this job; declare it with env_overrides = [\"{name}\"] "
-                    "(and prefer [env]) if that is intended")
-    for step in playbook.after:
-        for name in env_assignments(step.command):
-            if name not in declared:
-                raise ConfigError(f"INV-5: {playbook.source} after step {step.label!r} sets "
-                                  f"{name} inline; declare it with env_overrides = "
-                                  f"[\"{name}\"] if intended")
-
-
-def _check_categories(playbook: Playbook, drafts: Sequence[_Draft],
-                      jobs: Sequence[JobSpec]) -> None:
-    """INV-9: artifacts of different categories never share names, and every declared
-    cleanup/merge glob only ever matches one category's artifacts."""
-    src = playbook.source
-    categories = list(playbook.categories)
-    if not categories and len(playbook.phases) > 1:
-        categories = ["phase"]  # phases writing to a shared directory are categories
-    dims = {_dimension(k) for d in drafts for k in d.params}
-    for c in categories:
-        if _dimension(c) not in dims:
-            raise ConfigError(f"{src}: category {c!r} is not a parameter of the playbook "
-                              f"(parameters: {', '.join(sorted(dims))})")
-    for ph in playbook.phases:
-        for kind, template, where in ph.paths:
-            if kind != "artifacts":
-                continue
-            covered = _covered(fields(template, where))
-            for c in categories:
-                if _dimension(c) not in covered:
-                    raise ConfigError(
-                        f"INV-9: artifact template {where} {template!r} lacks category "
-                        f"dimension {{{c}}}; artifacts of different categories would mix. "
-                        f"Add {{{c}}} to the file name")
-    artifacts = [(path, d) for d, j in zip(drafts, jobs, strict=True)
-                 for kind, path in j.paths if kind == "artifacts"]
-    for kind, globs in (("cleanup", playbook.cleanup), ("merge", playbook.merge)):
-        for i, glob in enumerate(globs):
-            where = f"{kind}[{i}]"
-            names = fields(glob, f"{src}: {where}")
-            for c in categories:
-                if _dimension(c) not in _covered(names):
-                    raise ConfigError(
-                        f"INV-9: {where} glob {glob!r} is not scoped to one category: it "
-                        f"lacks {{{c}}} and would touch every category's artifacts (AP-17)")
-            known = {k for d in drafts for k in d.values}
-            _require(glob, f"{src}: {where}", names, known)
-            rendered = {render(glob, d.values): d for d in drafts
-                        if all(n in d.values for n in names)}
-            for pattern, owner in rendered.items():
-                mine = tuple(owner.params.get(c, "") for c in categories)
-                for path, d in artifacts:
-                    theirs = tuple(d.params.get(c, "") for c in categories)
-                    if theirs != mine and fnmatch.fnmatchcase(path, pattern):
-                        cat = dict(zip(categories, theirs, strict=True))
-                        raise ConfigError(
-                            f"INV-9: {where} glob {glob!r} renders to {pattern!r}, which also "
-                            f"matches {path!r} of category {cat}; "
-                            "make the glob stop at the category value")
-
-
 def _after_steps(playbook: Playbook, host: Host, labels: Sequence[str]) -> list[JobSpec]:
     out: list[JobSpec] = []
     values = {"playbook": playbook.name}
@@ -732,10 +460,10 @@ def _after_steps(playbook: Playbook, host: Host, labels: Sequence[str]) -> list[
         where = f"{playbook.source}: after[{i}]"
         vals = {**values, "group": step.group}
         for template in (step.label, step.command):
-            _require(template, where, fields(template, where), set(vals) | {"label"})
+            require_known(template, where, fields(template, where), set(vals) | {"label"})
         label = render(step.label, vals)
-        _check_label(label, where)
-        _check_unquoted(step.command, where)
+        check_label(label, where)
+        check_unquoted(step.command, where)
         # the first step waits for every job; each later one for the step before it (AP-7)
         deps = tuple(labels) if i == 0 else (out[-1].label,)
         out.append(JobSpec(

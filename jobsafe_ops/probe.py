@@ -16,22 +16,34 @@ from .remote import Remote, program
 MEMCAP_TEST_MAX = "64M"
 
 
+# Host facts read by both the probe and the monitor's fallback for hosts without python3
+# (snapshot.py); each line prints its own @@section.
+NPROC = "echo @@nproc; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN"
+MEMINFO = "echo @@meminfo; grep -E '^(MemTotal|MemAvailable|SwapTotal|SwapFree):' /proc/meminfo"
+LOADAVG = "echo @@loadavg; cat /proc/loadavg"
+VMSTAT_SWAP = "grep -E '^pswp(in|out) ' /proc/vmstat"  # cumulative pages swapped in/out
+# pueue's state directory into $dir, as pueue resolves it (config file, XDG, ~ expanded)
+PUEUE_DIR = """cfg="${PUEUE_CONFIG_PATH:-${XDG_CONFIG_HOME:-$HOME/.config}/pueue/pueue.yml}"
+dir=$(sed -n 's/^[[:space:]]*pueue_directory:[[:space:]]*//p' "$cfg" 2>/dev/null | head -n1)
+dir="${dir:-${XDG_DATA_HOME:-$HOME/.local/share}/pueue}"
+case "$dir" in "~/"*) dir="$HOME/${dir#\\~/}";; esac"""
+STATE_FILES = ('for f in "$dir/state.json" "$dir/state.json.gz"; do [ -f "$f" ] && '
+               "stat -c '%s %n' \"$f\"; done")
+
+
 def probe_script(pueue: str, swap_interval: float = 1.0) -> str:
     """One remote round trip. Every section is delimited so a missing tool degrades to
     'unknown' instead of failing the probe."""
     p = program(pueue)
     return f"""
-echo @@nproc; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
-echo @@meminfo; grep -E '^(MemTotal|MemAvailable|SwapTotal|SwapFree):' /proc/meminfo
-echo @@loadavg; cat /proc/loadavg
-echo @@swap; grep -E '^pswp(in|out) ' /proc/vmstat; sleep {swap_interval}; grep -E '^pswp(in|out) ' /proc/vmstat
+{NPROC}
+{MEMINFO}
+{LOADAVG}
+echo @@swap; {VMSTAT_SWAP}; sleep {swap_interval}; {VMSTAT_SWAP}
 echo @@home; printf '%s\\n' "$HOME"
 echo @@pueue_version; {p} --version 2>&1
-cfg="${{PUEUE_CONFIG_PATH:-${{XDG_CONFIG_HOME:-$HOME/.config}}/pueue/pueue.yml}}"
-dir=$(sed -n 's/^[[:space:]]*pueue_directory:[[:space:]]*//p' "$cfg" 2>/dev/null | head -n1)
-dir="${{dir:-${{XDG_DATA_HOME:-$HOME/.local/share}}/pueue}}"
-case "$dir" in "~/"*) dir="$HOME/${{dir#\\~/}}";; esac
-echo @@statefile; for f in "$dir/state.json" "$dir/state.json.gz"; do [ -f "$f" ] && stat -c '%s %n' "$f"; done; echo "dir $dir"
+{PUEUE_DIR}
+echo @@statefile; {STATE_FILES}; echo "dir $dir"
 echo @@cgroup; stat -fc %T /sys/fs/cgroup 2>&1
 echo @@memcap; systemd-run --user --scope -q -p MemoryMax={MEMCAP_TEST_MAX} -p MemorySwapMax=0 \
   sh -c 'cat "/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup | tail -n1)/memory.swap.max"' 2>&1; echo "rc $?"
@@ -95,26 +107,49 @@ def sections(text: str) -> dict[str, list[str]]:
     return out
 
 
-def _int(text: str) -> int | None:
+def parse_int(text: str) -> int | None:
     try:
         return int(text.strip())
     except ValueError:
         return None
 
 
-def parse_probe(host: str, text: str) -> Probe:
-    s = sections(text)
-    nproc = _int((s.get("nproc") or [""])[0])
+def parse_meminfo(lines: list[str]) -> dict[str, int]:
+    """The @@meminfo section -> {MemTotal: bytes, ...}."""
     mem: dict[str, int] = {}
-    for line in s.get("meminfo", []):
+    for line in lines:
         key, _, rest = line.partition(":")
         parts = rest.split()
         if parts:
             mem[key] = int(parts[0]) * 1024
-    load = None
-    la = (s.get("loadavg") or [""])[0].split()
+    return mem
+
+
+def parse_load(lines: list[str]) -> tuple[float, float, float] | None:
+    """The @@loadavg section -> the 1, 5 and 15 minute load averages."""
+    la = (lines or [""])[0].split()
     if len(la) >= 3:
-        load = (float(la[0]), float(la[1]), float(la[2]))
+        return (float(la[0]), float(la[1]), float(la[2]))
+    return None
+
+
+def parse_state_file(lines: list[str]) -> tuple[str | None, int | None]:
+    """The @@statefile section -> (path, bytes) of the larger of state.json/.json.gz."""
+    state_file = state_size = None
+    for line in lines:
+        if line.startswith("dir "):
+            continue
+        size, _, path = line.partition(" ")
+        if parse_int(size) is not None and (state_size is None or int(size) > state_size):
+            state_file, state_size = path, int(size)
+    return state_file, state_size
+
+
+def parse_probe(host: str, text: str) -> Probe:
+    s = sections(text)
+    nproc = parse_int((s.get("nproc") or [""])[0])
+    mem = parse_meminfo(s.get("meminfo", []))
+    load = parse_load(s.get("loadavg", []))
     swap_in = swap_out = None
     samples = [line.split() for line in s.get("swap", []) if len(line.split()) == 2]
     if len(samples) == 4:
@@ -123,13 +158,7 @@ def parse_probe(host: str, text: str) -> Probe:
         swap_out = int(second["pswpout"]) - int(first["pswpout"])
     version_lines = s.get("pueue_version", [])
     version = parse_version(version_lines[0]) if version_lines else None
-    state_file = state_size = None
-    for line in s.get("statefile", []):
-        if line.startswith("dir "):
-            continue
-        size, _, path = line.partition(" ")
-        if _int(size) is not None and (state_size is None or int(size) > state_size):
-            state_file, state_size = path, int(size)
+    state_file, state_size = parse_state_file(s.get("statefile", []))
     memcap_lines = [ln for ln in s.get("memcap", []) if ln.strip()]
     rc = memcap_lines[-1] if memcap_lines else "rc 1"
     body = [ln for ln in memcap_lines[:-1]]

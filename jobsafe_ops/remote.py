@@ -57,6 +57,16 @@ def join(argv: Sequence[str]) -> str:
     return " ".join([program(argv[0]), *(quote(a) for a in argv[1:])])
 
 
+def exports(env: Sequence[tuple[str, str]]) -> str:
+    """`export K='v' ...`: variables for the rest of one shell line, each value quoted."""
+    return "export " + " ".join(f"{k}={quote(v)}" for k, v in env)
+
+
+def shell_line(command: str | Sequence[str]) -> str:
+    """A command as the shell line that runs it: a string as is, an argv through `join`."""
+    return command if isinstance(command, str) else join(command)
+
+
 @dataclass(frozen=True)
 class Result:
     command: str
@@ -88,26 +98,23 @@ class Remote:
 
     def run(self, command: str | Sequence[str], *, check: bool = True,
             timeout: float | None = None, stdin: str | None = None) -> Result:
-        text = command if isinstance(command, str) else join(command)
+        text = shell_line(command)
         self.round_trips += 1
-        result = self._run(text, timeout=timeout, stdin=stdin)
-        if check and not result.ok:
-            first = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            detail = first[0] if first else f"exit {result.exited}"
-            # A remote command's own exit status never leaks out as ours (STYLE 12).
-            raise RemoteError(f"{self.host.name}: `{_short(text)}` failed: {detail}")
-        return result
+        return self._checked(text, self._run(text, timeout=timeout, stdin=stdin), check)
 
     def stream(self, command: str | Sequence[str], on_line: Callable[[str], None], *,
                check: bool = True, timeout: float | None = None) -> Result:
         """Like `run`, but hands each stdout line to `on_line` as it arrives (the feeder's
         progress lines drive a progress bar while it runs on the host)."""
-        text = command if isinstance(command, str) else join(command)
+        text = shell_line(command)
         self.round_trips += 1
-        result = self._stream(text, on_line, timeout=timeout)
+        return self._checked(text, self._stream(text, on_line, timeout=timeout), check)
+
+    def _checked(self, text: str, result: Result, check: bool) -> Result:
         if check and not result.ok:
             first = (result.stderr.strip() or result.stdout.strip()).splitlines()
             detail = first[0] if first else f"exit {result.exited}"
+            # A remote command's own exit status never leaks out as ours (STYLE 12).
             raise RemoteError(f"{self.host.name}: `{_short(text)}` failed: {detail}")
         return result
 

@@ -18,8 +18,9 @@ working directory, labelled ``<base>-retry-N``, and only when all of these hold:
   the re-adds recorded in the local journal (across runs) and the highest ``-retry-N``
   still visible in the pueue state (which survives a lost journal).
 
-Public API: `base_label`, `attempt_of`, `retry_label`, `classify`, `used_from_journal`,
-`plan_retries` -> `RetryPlan` (of `RetryDecision`), `RE_ADD_ACTION`, `DEFAULT_BUDGET`.
+Public API: `base_label`, `attempt_of`, `retry_label`, `latest_attempt`, `classify`,
+`used_from_journal`, `plan_retries` -> `RetryPlan` (of `RetryDecision`), `RE_ADD_ACTION`,
+`DEFAULT_BUDGET`.
 A re-add is journaled as action ``RE_ADD_ACTION`` with ``group`` and ``labels=[new label]``;
 `used_from_journal` counts exactly those lines.
 """
@@ -27,7 +28,7 @@ A re-add is journaled as action ``RE_ADD_ACTION`` with ``group`` and ``labels=[n
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,9 +137,10 @@ class RetryPlan:
                 "decisions": [d.to_dict() for d in self.decisions]}
 
 
-def _latest(attempts: list[Task]) -> Task:
-    # Highest retry number wins; within one label the highest id is the newest in this
-    # snapshot (ids are max+1; reuse only happens after the older task is gone).
+def latest_attempt(attempts: Sequence[Task]) -> Task:
+    """The newest of a label's attempts: the highest retry number wins; within one label
+    the highest id is the newest in this snapshot (ids are max+1; reuse only happens after
+    the older task is gone)."""
     return max(attempts, key=lambda t: (attempt_of(t.label or ""), t.id))
 
 
@@ -180,13 +182,12 @@ def plan_retries(
 
 def _decide(base: str, attempts: list[Task], *, budget: int, used: int, retry_all: bool,
             forced: bool) -> RetryDecision | None:
-    latest = _latest(attempts)
+    latest = latest_attempt(attempts)
     active = [t for t in attempts if t.is_active]
     if latest.state == "success" or not any(t.is_failed for t in attempts):
         return None  # done, or never failed: nothing to retry
     if active:
-        latest = max((t for t in attempts if t.is_failed),
-                     key=lambda t: (attempt_of(t.label or ""), t.id))
+        latest = latest_attempt([t for t in attempts if t.is_failed])
     spent = max(used, max(attempt_of(t.label or "") for t in attempts))
 
     def decide(action: str, reason: str, kind: str = "", new: str | None = None

@@ -1,30 +1,202 @@
-"""`inv submit-batch`: the command body (plan every host before connecting to any) and its
-rich rendering (a progress bar per host while the feeder runs, then a summary table)."""
+"""`inv submit-batch`: plan every host before connecting to any, then per host, over one
+connection (the decisions themselves are pure, in batch.py):
+
+1. probe (one round trip: state, home, memcap, state-file size) + facts (receipts,
+   working dirs) - verify before mutate (SKILL 2);
+2. decide per label; refuse uncapped memory (INV-7) unless --allow-uncapped;
+3. `pueue clean -g G --successful-only` when the state file is large (AP-10); create
+   missing groups (parallel never 0);
+4. upload feeder.py + one commands file (temp name + rename), run the feeder in the same
+   session; it adds each missing label exactly once and wires `--after` by label (AP-7);
+5. journal what was added. Rendering lives in submit_view.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from rich.console import Group as RGroup
-from rich.console import RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
-
-from .batch import BatchReport, Item, submit
+from . import journal
+from .batch import (
+    BatchReport,
+    Unit,
+    absolute,
+    command_line,
+    commands_file,
+    decide,
+    hygiene,
+    make_units,
+    memcap_policy,
+    parse_receipts,
+)
 from .cli import fan_out, finish, hosts_for, require
-from .console import console, err_console
-from .errors import ConfigError
+from .console import console
+from .errors import ConfigError, RefusedError, RemoteError
 from .inventory import Host
-from .playbook import load_playbook, plan_batch
-from .remote import session
+from .playbook import JobSpec, Plan, load_playbook, plan_batch
+from .probe import run_probe, sections
+from .pueue import clean_argv, group_add_argv
+from .remote import Remote, quote, session
+from .retry import RE_ADD_ACTION, used_from_journal
+from .submit_view import batch_view, progress_bars
 
-SHOWN = 10  # labels listed per section in the rich view (--json lists all)
-ACTION_STYLE = {"add": "green", "skip": "dim", "failed": "bold red", "refused": "bold red",
-                "held": "yellow"}
+ACTION = "submit-batch"
+BATCH_ROOT = "~/.local/state/jobsafe-ops/batches"
+UNITS_THRESHOLD = 10_000  # REQUIREMENTS 1.8: above 10 K jobs, pueue per unit
+FEED_JOBS = 4  # concurrent `pueue add` calls inside the feeder
+FEEDER_SOURCE = Path(__file__).with_name("feeder.py")
+EXIT_FEEDER_LOCKED = 75
 
+Progress = Callable[[int, int], None]
+
+
+# ---- acting (the only functions that touch the host) ----------------------------------
+
+def facts_script(batch_dir: str, workdirs: Sequence[str]) -> str:
+    """One round trip: receipts, count of finished unit commands, missing working dirs."""
+    d = quote(batch_dir)
+    dirs = " ".join(quote(w) for w in workdirs)
+    return (f"echo @@receipts; cat {d}/receipts.tsv 2>/dev/null; echo; echo @@done; "
+            f"awk -F '\\t' '$2 == \"0\" {{print $1}}' {d}/done.tsv 2>/dev/null "
+            f"| sort -u | wc -l; echo @@missing; "
+            f"for w in {dirs}; do [ -d \"$w\" ] || printf '%s\\n' \"$w\"; done")
+
+
+def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | None,
+            unit_size: int | None, dry: bool) -> tuple[BatchReport, dict[str, Unit]]:
+    """Every read, no write: probe + facts, then the pure decisions."""
+    host = remote.host
+    probe = run_probe(remote, swap_interval=0)
+    if probe.state is None:
+        raise RemoteError(f"{host.name}: cannot read the pueue state: {probe.pueue_error}")
+    batch_dir = probe.expand(f"{BATCH_ROOT}/{plan.playbook}")
+    memcap = memcap_policy(plan, host, probe.memcap, probe.memcap_reason, allow_uncapped)
+    jobs = [absolute(j, probe.expand) for j in plan.jobs]
+    after = [absolute(j, probe.expand) for j in plan.after]
+    use_units = units if units is not None else len(jobs) > UNITS_THRESHOLD
+    unit_map: dict[str, Unit] = {}
+    specs: list[JobSpec] = jobs
+    if use_units:
+        unit_list = make_units(jobs, playbook=plan.playbook, size=unit_size or plan.unit_size,
+                               parallel=plan.unit_parallel, batch_dir=batch_dir,
+                               wrap=memcap.wrap)
+        unit_map = {u.spec.label: u for u in unit_list}
+        specs = [u.spec for u in unit_list]
+    if after:  # the chain's first step waits for every job (or unit)
+        after[0] = replace(after[0], after=tuple(s.label for s in specs))
+    specs = [*specs, *after]
+    workdirs = sorted({s.workdir for s in specs})
+    facts = sections(remote.run(facts_script(batch_dir, workdirs), check=False).stdout)
+    missing = [w for w in facts.get("missing", []) if w.strip()]
+    if missing:
+        raise ConfigError(f"{host.name}: working directory {missing[0]} does not exist "
+                          "(pueue >= 4.0.3 rejects it; AP-11); deploy first or fix workdir")
+    receipts = parse_receipts("\n".join(facts.get("receipts", [])))
+    done_count = int((facts.get("done") or ["0"])[0].strip() or 0)
+    used = used_from_journal(journal.entries(host=host.name, action=RE_ADD_ACTION), host.name)
+    items = decide(specs, probe.state, receipts, budget=plan.retry_budget, used=used)
+    groups = [s.group for s in specs]
+    new_groups = tuple((g, host.group(g).parallel)
+                       for g in dict.fromkeys(groups) if g not in probe.state.groups)
+    cleans = hygiene(probe.state, list(dict.fromkeys(groups)), probe.state_size,
+                     host.state_warn_mb)
+    sample = tuple(
+        (unit_map[i.label].commands[0][2] if i.label in unit_map else
+         command_line(i.job, memcap.wrap)) for i in items if i.action == "add" and i.job
+    )[:3]
+    report = BatchReport(
+        host=host.name, playbook=plan.playbook, dry=dry,
+        mode="units" if use_units else "jobs", planned=len(jobs), items=tuple(items),
+        memcap=memcap, cleans=tuple(cleans), groups=tuple(dict.fromkeys(groups)),
+        new_groups=new_groups, batch_dir=batch_dir,
+        pueue=probe.expand(host.pueue), sample=sample, units=len(unit_map),
+        done_inside_units=done_count)
+    return report, unit_map
+
+
+def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: bool = False,
+           units: bool | None = None, unit_size: int | None = None,
+           progress: Progress | None = None) -> BatchReport:
+    host = remote.host
+    report, unit_map = prepare(remote, plan, allow_uncapped=allow_uncapped, units=units,
+                               unit_size=unit_size, dry=dry)
+    if dry:
+        return _counted(report, remote)
+    if report.memcap.refusal:
+        raise RefusedError(f"{host.name}: {report.memcap.refusal}")
+    for c in report.cleans:
+        if c.run:
+            remote.run(clean_argv(host.pueue, c.group, successful_only=True))
+    for g, parallel in report.new_groups:
+        remote.run(group_add_argv(host.pueue, g, parallel))
+    text = commands_file(report.items, report.memcap.wrap, unit_map)
+    if not text:  # a rerun of a converged batch: nothing to upload, nothing to add
+        return _counted(report, remote)
+    bdir = report.batch_dir
+    remote.run(["mkdir", "-p", f"{bdir}/units"])
+    remote.put_text(FEEDER_SOURCE.read_text(), f"{bdir}/feeder.py", 0o755)
+    remote.put_text(text, f"{bdir}/commands.jsonl")
+    summary = run_feeder(remote, bdir, report.pueue, plan.pass_env, progress)
+    added = tuple((str(lbl), int(tid)) for lbl, tid in summary.get("added", []))
+    errors = tuple((str(lbl), str(e)) for lbl, e in summary.get("errors", []))
+    existing = tuple(str(lbl) for lbl, _ in summary.get("existing", []))
+    _journal(host, plan, report, added, errors)
+    return _counted(replace(report, added=added, errors=errors, existing=existing), remote)
+
+
+def run_feeder(remote: Remote, batch_dir: str, pueue: str, pass_env: Sequence[str],
+               progress: Progress | None) -> dict[str, Any]:
+    host = remote.host
+    argv = ["python3", f"{batch_dir}/feeder.py", "feed", f"{batch_dir}/commands.jsonl",
+            "--receipts", f"{batch_dir}/receipts.tsv", "--pueue", pueue,
+            "--jobs", str(FEED_JOBS), *(f"--pass-env={n}" for n in pass_env)]
+    summary: dict[str, Any] = {}
+
+    def on_line(line: str) -> None:
+        if line.startswith("@@progress ") and progress is not None:
+            done, total = line.split()[1:3]
+            progress(int(done), int(total))
+        elif line.startswith("@@summary "):
+            summary.update(json.loads(line[len("@@summary "):]))
+
+    result = remote.stream(argv, on_line, check=False)
+    if result.exited == EXIT_FEEDER_LOCKED:
+        raise RefusedError(f"{host.name}: another submit-batch is feeding {batch_dir}; wait "
+                           "for it to finish, then rerun (it converges)")
+    if "fatal" in summary:
+        raise RemoteError(f"{host.name}: feeder: {summary['fatal']}")
+    if not summary:
+        detail = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()
+        raise RemoteError(f"{host.name}: feeder failed (exit {result.exited}): "
+                          f"{detail[-1] if detail else ''}")
+    return summary
+
+
+def _journal(host: Host, plan: Plan, report: BatchReport, added: Sequence[tuple[str, int]],
+             errors: Sequence[tuple[str, str]]) -> None:
+    result = "ok" if not errors else "partial"
+    journal.append(host.name, ACTION, [lbl for lbl, _ in added], result,
+                   playbook=plan.playbook, mode=report.mode, errors=len(errors),
+                   skipped=report.count("skip"))
+    new = {lbl for lbl, _ in added}
+    retries: dict[str, list[str]] = {}
+    for it in report.items:
+        if it.action == "add" and it.new_label != it.label and it.new_label in new:
+            retries.setdefault(it.group, []).append(it.new_label)
+    for group, labels in retries.items():  # retry.py counts budgets from these lines
+        journal.append(host.name, RE_ADD_ACTION, labels, "ok", group=group,
+                       playbook=plan.playbook)
+
+
+def _counted(report: BatchReport, remote: Remote) -> BatchReport:
+    return replace(report, connections=remote.connections_opened,
+                   round_trips=remote.round_trips)
+
+
+# ---- the command ----------------------------------------------------------------------
 
 def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, units: bool,
                      unit_size: int | None, inventory: str | None, json_out: bool) -> int:
@@ -35,7 +207,7 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
     # plan-time invariants (INV-1/5/9, labels, placeholders) fail here, before any SSH
     plans = {h.name: plan_batch(book, h) for h in hosts}
     size = _positive(unit_size, "--unit-size")
-    with _progress(enabled=not json_out) as bar:
+    with progress_bars(enabled=not json_out) as bar:
         def one(h: Host) -> BatchReport:
             with session(h) as remote:
                 return submit(remote, plans[h.name], dry=dry, allow_uncapped=allow_uncapped,
@@ -57,96 +229,3 @@ def _positive(value: Any, flag: str) -> int | None:
     if n < 1:
         raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
     return n
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str], Callable[[int, int], None] | None]]:
-    """One bar per host, on stderr (stdout stays clean for --json); fed by the feeder's
-    `@@progress DONE TOTAL` lines."""
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
-                        transient=True, disable=not enabled)
-    tasks: dict[str, Any] = {}
-
-    def for_host(name: str) -> Callable[[int, int], None] | None:
-        if not enabled:
-            return None
-
-        def update(done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(f"{name}: feeding", total=total)
-            progress.update(tasks[name], completed=done, total=total)
-
-        return update
-
-    with progress:
-        yield for_host
-
-
-def _labels(items: list[Item], limit: int = SHOWN) -> Table:
-    t = Table(show_header=True, box=None, pad_edge=False)
-    for col in ("label", "action", "why"):
-        t.add_column(col, overflow="fold")
-    for it in items[:limit]:
-        shown = it.label if it.new_label in (None, it.label) else f"{it.label} -> {it.new_label}"
-        t.add_row(shown, f"[{ACTION_STYLE.get(it.action, '')}]{it.action}", it.reason)
-    if len(items) > limit:
-        t.add_row(f"... and {len(items) - limit} more", "", "(--json lists all)")
-    return t
-
-
-def batch_view(r: BatchReport) -> RenderableType:
-    c = r.counts
-    title = f"submit-batch {r.playbook} -> {r.host}" + (" (dry run: nothing changed)"
-                                                         if r.dry else "")
-    summary = Table(title=title, show_header=False)
-    summary.add_column("what", style="bold")
-    summary.add_column("value", overflow="fold")
-    unit = f" ({r.units} units; one pueue task each)" if r.mode == "units" else ""
-    summary.add_row("planned", f"{r.planned} jobs{unit}")
-    if r.mode == "units" and r.done_inside_units:
-        summary.add_row("done inside units", str(r.done_inside_units))
-    verb = "to add" if r.dry else "added"
-    added = c["add"] if r.dry else c.get("added", 0)
-    summary.add_row(verb, f"[green]{added}[/] (retries: {c['retries']})")
-    summary.add_row("skipped", f"{c['skip']} (queued, running, succeeded or cleaned)")
-    for key in ("failed", "refused", "held"):
-        if c[key]:
-            summary.add_row(key, f"[{ACTION_STYLE[key]}]{c[key]}")
-    if not r.dry and c.get("errors"):
-        summary.add_row("errors", f"[bold red]{c['errors']}")
-    m = r.memcap
-    cap = ("[green]on: " if m.wrap else "[bold red]refused: " if m.refusal
-           else "[yellow]off: " if m.required else "off: ") + m.reason
-    summary.add_row("memory cap", cap)
-    for cl in r.cleans:
-        summary.add_row("state hygiene", f"{'pueue clean -g ' + cl.group if cl.run else 'skip'}"
-                        f" ({cl.reason})")
-    new = dict(r.new_groups)
-    summary.add_row("groups", ", ".join(
-        f"{g} (new: parallel {new[g]})" if g in new else g for g in r.groups))
-    summary.add_row("batch dir", r.batch_dir)
-    summary.add_row("ssh", f"{r.connections} connection(s), {r.round_trips} round trips"
-                    if r.connections else f"local host (no SSH), {r.round_trips} commands")
-    parts: list[RenderableType] = [summary]
-    if r.dry and r.sample:
-        parts.append(Text("sample of rendered commands:", style="bold"))
-        parts.extend(Text(f"  {cmd}") for cmd in r.sample)
-    items = list(r.items)
-    trouble = [i for i in items if i.action in ("failed", "refused", "held")]
-    if trouble:
-        parts.append(Text("not submitted:", style="bold red"))
-        parts.append(_labels(trouble))
-    if r.dry:
-        skipped = [i for i in items if i.action == "skip"]
-        if skipped:
-            parts.append(Text("would skip:", style="bold"))
-            parts.append(_labels(skipped))
-    if r.errors:
-        t = Table(title="feeder errors (rerun to converge)")
-        t.add_column("label")
-        t.add_column("error", overflow="fold")
-        for label, err in r.errors[:SHOWN]:
-            t.add_row(label, err)
-        parts.append(t)
-    return RGroup(*parts)

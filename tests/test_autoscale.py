@@ -29,8 +29,8 @@ from jobsafe_ops.autoscale import (
 )
 from jobsafe_ops.errors import ConfigError
 from jobsafe_ops.inventory import GroupSpec, Host
-from jobsafe_ops.monitor import Options, snapshot_from
 from jobsafe_ops.remote import Remote, Result
+from jobsafe_ops.snapshot import Options, snapshot_from
 
 GiB = 1024**3
 

@@ -361,7 +361,7 @@ def test_rich_view_of_a_dry_run() -> None:
 
     from rich.console import Console
 
-    from jobsafe_ops.submit import batch_view
+    from jobsafe_ops.submit_view import batch_view
 
     st = state((0, "A", "success"), (1, "B", "failed", 1))
     items = decide(specs(make_plan()), st, {}, budget=2)

@@ -9,7 +9,7 @@ import pytest
 from jobsafe_ops import monitor_filter as mf
 from jobsafe_ops.clean import check_clean
 from jobsafe_ops.errors import ConfigError, RefusedError
-from jobsafe_ops.monitor import Options, Snapshot, snapshot_from
+from jobsafe_ops.snapshot import Options, Snapshot, snapshot_from
 
 
 def task(tid: int, label: str, status: Any, group: str, deps: tuple[int, ...] = ()) -> Any:

@@ -9,12 +9,16 @@ and order are checked), plain text exactly, errors by exit code, stdout and stde
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gzip
 import json
 import os
 import re
+import select
 import shlex
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -132,10 +136,117 @@ class Lab:
     def daemon_alive(self) -> bool:
         return pf.daemon_alive(pf.Settings(str(self.config)))
 
+    @contextlib.contextmanager
+    def daemon_frozen(self):
+        """SIGSTOP the stand-in daemon (at a moment it holds no state lock), SIGCONT after.
+
+        While it is stopped, nothing starts or finishes: the clients work on the files.
+        """
+        settings = pf.Settings(str(self.config))
+        pid = pf.daemon_pid(settings)
+        assert pid and self.daemon_alive()
+        # The daemon changes the state only under this lock: stopped while we hold it,
+        # it cannot be holding it (it is at most waiting for it).
+        with pf.Store(settings):
+            os.kill(pid, signal.SIGSTOP)
+            wait_until_stopped(pid)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def add_then_wait(self, add_args, wait_args):
+        """`pueue add ...`, then `pueue wait ...` sure to see the new task unfinished.
+
+        `wait` reports a task's result only if its first poll found the task unfinished
+        (real wait.rs: a task already Done at the first poll is recorded silently).  The
+        recording's daemon took >= 0.3 s per task and its wait client ~2 ms to start;
+        here a loaded machine can start the Python client after the task is done.  So
+        the daemon stays frozen until `wait` has read the state once.
+        """
+        with self.daemon_frozen():
+            added = self.pueue("add", *add_args)
+            with StateReads(self.data) as reads:
+                wait = subprocess.Popen(
+                    [PUEUE, "-c", str(self.config), "--color", "never", *wait_args],
+                    cwd=self.root / "cwd",
+                    env=self.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                try:
+                    reads.wait_for("state.json", timeout=60)
+                except BaseException:
+                    wait.kill()
+                    wait.communicate()
+                    raise
+        try:
+            stdout, stderr = wait.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            wait.kill()
+            stdout, stderr = wait.communicate()
+        return added, subprocess.CompletedProcess(wait.args, wait.returncode, stdout, stderr)
+
     def teardown(self):
         if self.daemon_alive():
             self.pueue("shutdown")
         kill_leftover_children(self.data)
+
+
+def wait_until_stopped(pid: int, timeout: float = 30.0):
+    """Until the process is in job-control stop (`T`): kill() only queues SIGSTOP."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] in ("T", "t"):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not stop: {stat}")
+        time.sleep(0.005)
+
+
+class StateReads:
+    """Tells when some process has read a file of a directory to its end and closed it
+    (inotify IN_CLOSE_NOWRITE).  Only events after construction count."""
+
+    IN_CLOSE_NOWRITE = 0x10
+    EVENT = struct.Struct("iIII")  # struct inotify_event without its name
+
+    def __init__(self, directory: Path):
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        if libc.inotify_add_watch(self.fd, os.fsencode(directory), self.IN_CLOSE_NOWRITE) < 0:
+            error = ctypes.get_errno()
+            os.close(self.fd)
+            raise OSError(error, f"inotify_add_watch {directory}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+    def wait_for(self, name: str, timeout: float):
+        deadline = time.monotonic() + timeout
+        wanted = os.fsencode(name)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"nobody read {name} within {timeout}s")
+            readable, _, _ = select.select([self.fd], [], [], remaining)
+            if not readable:
+                continue
+            data = os.read(self.fd, 65536)
+            offset = 0
+            while offset < len(data):
+                _, _, _, length = self.EVENT.unpack_from(data, offset)
+                start = offset + self.EVENT.size
+                if data[start : start + length].rstrip(b"\0") == wanted:
+                    return
+                offset = start + length
 
 
 def kill_leftover_children(data_dir: Path):
@@ -285,14 +396,12 @@ def scenario(tmp_path_factory):
         out["status-empty.txt"] = lab.pueue("status")
         out["group-add-p1.txt"] = lab.pueue("group", "add", "p1", "-p", "2")
         out["status-after-group-add.json"] = lab.pueue("status", "--json")
-        out["add-print-task-id.txt"] = lab.pueue(
-            "add", "-g", "p1", "-l", "BTCUSDT@250", "--print-task-id", "--", "true"
+        out["add-print-task-id.txt"], out["wait-0"] = lab.add_then_wait(
+            ("-g", "p1", "-l", "BTCUSDT@250", "--print-task-id", "--", "true"), ("wait", "0")
         )
-        out["wait-0"] = lab.pueue("wait", "0")
-        out["add-plain-output.txt"] = lab.pueue(
-            "add", "-g", "p1", "-l", "ETHUSDT@250", "--", "echo failing; exit 3"
+        out["add-plain-output.txt"], out["wait-1"] = lab.add_then_wait(
+            ("-g", "p1", "-l", "ETHUSDT@250", "--", "echo failing; exit 3"), ("wait", "1")
         )
-        out["wait-1"] = lab.pueue("wait", "1")
         lab.ok("add", "-g", "p1", "-l", "SOLUSDT@250", "--", "sleep 300")
         lab.wait_for(lambda s: kind_of(s["tasks"]["2"]) == "Running", what="task 2 running")
         out["kill-output.txt"] = lab.pueue("kill", "2")
@@ -307,12 +416,13 @@ def scenario(tmp_path_factory):
             ("-l", "XRPUSDT@250", "-p", "--after", "1", "--", "echo depends-on-failed"),
         ]
         out["add-ids"] = [lab.ok("add", "-g", "p1", *args) for args in adds]
-        out["add-ids"].append(
-            lab.ok("add", "-l", "default-ok", "-p", "--", "echo hello from default")
-        )
-        out["wait-default-1"] = lab.pueue("wait", "-g", "default")
-        out["add-ids"].append(lab.ok("add", "-l", "default-fail", "-p", "--", "exit 3"))
-        out["wait-default-2"] = lab.pueue("wait", "-g", "default")
+        for add_args, name in (
+            (("-l", "default-ok", "-p", "--", "echo hello from default"), "wait-default-1"),
+            (("-l", "default-fail", "-p", "--", "exit 3"), "wait-default-2"),
+        ):
+            added, out[name] = lab.add_then_wait(add_args, ("wait", "-g", "default"))
+            assert added.returncode == 0, added.stderr
+            out["add-ids"].append(added.stdout)
         out["add-ids"].append(lab.ok("add", "-l", "default-running", "-p", "--", "sleep 300"))
         lab.wait_for(
             lambda s: (
@@ -351,6 +461,11 @@ def scenario(tmp_path_factory):
         out["state-file-end.json"] = (lab.data / "state.json").read_text()
         out["logs-after-clean"] = sorted(p.name for p in (lab.data / "task_logs").iterdir())
         out["kill-all"] = lab.pueue("kill", "--all")
+        out["after-kill-all-at-once.json"] = lab.pueue("status", "--json")
+        lab.wait_for(
+            lambda s: all(kind_of(s["tasks"][i]) == "Done" for i in ("3", "4", "12")),
+            what="killed tasks reaped",
+        )
         out["after-kill-all.json"] = lab.pueue("status", "--json")
         out["shutdown"] = lab.pueue("shutdown")
         out["daemon-alive-after-shutdown"] = lab.daemon_alive()
@@ -446,8 +561,17 @@ def test_wait_output_like_commands_log(scenario):
     }
     for name, text in expected.items():
         result = out[name]
-        assert result.returncode == 0, result.stderr
-        last = result.stdout.splitlines()[-1]
+        assert (result.returncode, result.stderr) == (0, ""), (name, result.stderr)
+        # The first poll saw the task Queued (see Lab.add_then_wait).  The recording's
+        # client polled every 2 s and so saw it Done next; ours polls faster and may also
+        # see it Running in between.
+        assert result.stdout, name
+        *before, last = result.stdout.splitlines()
+        task_id = text.split()[1]
+        for line in before:
+            assert re.fullmatch(
+                rf"\d\d:\d\d:\d\d - Task {task_id} changed from Queued to Running", line
+            ), (name, result.stdout)
         assert re.fullmatch(r"\d\d:\d\d:\d\d - " + re.escape(text), last), (name, result.stdout)
 
 
@@ -514,6 +638,8 @@ def test_clean_removes_logs_of_removed_tasks(scenario):
 def test_kill_all_and_shutdown(scenario):
     _, out = scenario
     assert out["kill-all"].stdout == "All tasks are being killed. All groups will be paused!!!\n"
+    at_once = json.loads(out["after-kill-all-at-once.json"].stdout)
+    assert {g["status"] for g in at_once["groups"].values()} == {"Paused"}  # by kill itself
     state = json.loads(out["after-kill-all.json"].stdout)
     # Groups with queued work get paused; every process is Killed.
     assert {g["status"] for g in state["groups"].values()} == {"Paused"}
@@ -594,7 +720,10 @@ def test_parallel_limit_is_respected(lab):
         lambda s: all(kind_of(t) == "Running" for t in s["tasks"].values()), what="all running"
     )
     assert lab.ok("kill", "-g", "lim").startswith('All tasks of group "lim" are being killed')
-    state = lab.status()
+    # Like pueue, kill only sends the signal; the daemon records the result when it reaps.
+    state = lab.wait_for(
+        lambda s: all(kind_of(t) == "Done" for t in s["tasks"].values()), what="all reaped"
+    )
     assert {result_of(t) for t in state["tasks"].values()} == {"Killed"}
     # Nothing was queued, so (like pueue's should_pause_group) the group keeps running.
     assert state["groups"]["lim"]["status"] == "Running"
@@ -727,6 +856,37 @@ def test_daemon_restart_kills_running_and_pauses_queued_groups(lab):
     lab.wait_for(lambda s: result_of(s["tasks"]["1"]) == "Success", what="queue resumed")
 
 
+def test_kill_only_signals_the_daemon_records_the_result(lab):
+    lab.ok("add", "--", "sleep 30")
+    lab.wait_for(lambda s: kind_of(s["tasks"]["0"]) == "Running", what="running")
+    with lab.daemon_frozen():
+        assert lab.ok("kill", "0") == "Tasks are being killed: 0\n"
+        assert kind_of(lab.status()["tasks"]["0"]) == "Running"  # until the daemon reaps it
+    lab.wait_for(lambda s: result_of(s["tasks"]["0"]) == "Killed", what="reaped")
+
+
+def test_reset_is_finished_by_the_daemon(lab):
+    lab.ok("group", "add", "other")
+    lab.ok("add", "--", "sleep 30")
+    lab.ok("add", "-g", "other", "--", "true")
+    lab.wait_for(lambda s: kind_of(s["tasks"]["0"]) == "Running", what="running")
+    pid = json.loads((lab.data / "fake_children.json").read_text())["0"]["pid"]
+    with lab.daemon_frozen():
+        assert lab.ok("reset", "--force") == "Everything is being reset right now.\n"
+        state = lab.status()
+        # the groups read "Reset" and keep their tasks until the daemon's next loop
+        assert {g["status"] for g in state["groups"].values()} == {"Reset"}
+        assert sorted(state["tasks"]) == ["0", "1"]
+    state = lab.wait_for(lambda s: not s["tasks"], what="tasks removed")
+    assert {g["status"] for g in state["groups"].values()} == {"Running"}
+    assert not Path(f"/proc/{pid}").exists() or kill_state(pid) == "Z"
+    assert lab.ok("add", "-p", "--", "true") == "0\n"  # ids start over
+
+
+def kill_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
 def test_compressed_state_file(tmp_path):
     lab = Lab(tmp_path, compress=True)
     lab.start_daemon()
@@ -801,8 +961,8 @@ def test_pause_and_resume_running_task(lab):
     assert state["groups"]["default"]["status"] == "Paused"
     assert lab.ok("start", "0") == "Tasks have been started/resumed: 0\n"
     assert kind_of(lab.status()["tasks"]["0"]) == "Running"
-    lab.ok("kill", "0")
-    assert result_of(lab.status()["tasks"]["0"]) == "Killed"
+    lab.ok("kill", "0")  # a paused (stopped) process dies of SIGKILL all the same
+    lab.wait_for(lambda s: result_of(s["tasks"]["0"]) == "Killed", what="killed")
     # With --signal the process decides; a signal death is reaped as Killed too.
     lab.ok("start")  # `start 0` resumed the task only; the group is still paused
     lab.ok("add", "--", "sleep 30")

@@ -18,8 +18,8 @@ from jobsafe_ops import journal
 from jobsafe_ops.autoscale import Autoscaler, Readings, Slot, Tick, run_loop
 from jobsafe_ops.errors import JobsafeError
 from jobsafe_ops.inventory import Host, load_inventory
-from jobsafe_ops.monitor import Snapshot
 from jobsafe_ops.remote import connect
+from jobsafe_ops.snapshot import Snapshot
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,36 +4,17 @@ unfinished dependency chain hangs on the group (verify before mutate), --dry cha
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.pueue_setup import add, settle
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def add(host: SimHost, group: str, label: str, command: str, after: int | None = None) -> int:
-    deps = f"--after {after} " if after is not None else ""
-    out = host.run(f'pueue add --group {group} --label {shlex.quote(label)} --print-task-id '
-                   f'--working-directory "$HOME" {deps}-- {shlex.quote(command)}', check=True)
-    return int(out.stdout.strip())
-
-
-def settle(host: SimHost, group: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        tasks = host.pueue_status()["tasks"].values()
-        if not any(next(iter(t["status"])) in ("Queued", "Running")
-                   for t in tasks if t["group"] == group):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"group {group} did not settle")
 
 
 def clean(world: World, *args: str) -> tuple[int, Any, str]:
@@ -88,7 +69,7 @@ def test_clean_refuses_while_a_chain_hangs_on_the_group(world: World, c1: SimHos
     first = add(c1, "gx", "sweep:a", "true")
     settle(c1, "gx")
     c1.run("pueue pause --group gy", check=True)
-    add(c1, "gy", "sweep:optimize", "true", after=first)  # waits in a paused group
+    add(c1, "gy", "sweep:optimize", "true", after=(first,))  # waits in a paused group
     rc, _, err = clean(world, "--host", "c1", "--group", "gx")
     assert rc == 3
     assert "sweep:optimize" in err and "sweep:a" in err

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -42,14 +43,49 @@ def inv(world: World, *args: str, timeout: float = 120) -> subprocess.CompletedP
                           capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def deploy(world: World, host: SimHost, *args: str, timeout: float = 120
+def deploy(world: World, host: SimHost, *args: str, timeout: float = 120,
+           on_stderr: tuple[str, Callable[[], Any]] | None = None,
            ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    r = inv(world, "deploy", "--host", host.name, "--json", *args, timeout=timeout)
+    """`inv deploy --json`; ``on_stderr=(text, action)`` runs action once, as soon as the
+    deploy has printed a stderr line containing text."""
+    argv = ["deploy", "--host", host.name, "--json", *args]
+    r = inv(world, *argv, timeout=timeout) if on_stderr is None else \
+        inv_reacting(world, argv, *on_stderr, timeout=timeout)
     try:
         report = json.loads(r.stdout)
     except json.JSONDecodeError:
         raise AssertionError(f"no JSON (exit {r.returncode}):\n{r.stdout}\n{r.stderr}") from None
     return r, report
+
+
+def inv_reacting(world: World, args: list[str], text: str, action: Callable[[], Any],
+                 timeout: float) -> subprocess.CompletedProcess[str]:
+    """`inv` like inv(), with ``action()`` run when a stderr line contains ``text``."""
+    with tempfile.TemporaryFile("w+") as stdout:
+        proc = subprocess.Popen(["inv", "-r", str(REPO), *args], env=world.env(), text=True,
+                                stdout=stdout, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+        err: list[str] = []
+
+        def follow() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if text in line and not any(text in seen for seen in err):
+                    action()
+                err.append(line)
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        reader.join(timeout=10)
+        stdout.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout.read(),
+                                           "".join(err))
 
 
 def step(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -59,7 +95,15 @@ def step(report: dict[str, Any], name: str) -> dict[str, Any]:
 def fresh(host: SimHost) -> None:
     """Empty pueue, groups running, no lock, checkout clean at its current commit."""
     host.run("pueue reset --force", check=True)
-    wait_for(lambda: not host.pueue_status()["tasks"], what="pueue reset")
+
+    def reset_done() -> bool:
+        # real pueue resets asynchronously: groups read "Reset" until its next loop has
+        # removed their tasks, and a task added before that would be removed as well
+        status = host.pueue_status()
+        return not status["tasks"] and all(g["status"] == "Running"
+                                           for g in status["groups"].values())
+
+    wait_for(reset_done, what="pueue reset")
     host.run(f"rm -rf ~/{LOCK}; git -C ~/project checkout -q -- .", check=True)
 
 
@@ -401,14 +445,29 @@ def test_rerun_after_a_crash_at_each_step_converges(world: World, beta: SimHost,
 
 def test_two_concurrent_deploys_exactly_one_wins(world: World, alpha: SimHost) -> None:
     fresh(alpha)
-    add(alpha, "L@busy", "sleep 4")  # the winner holds the lock while it waits
+    # The winner holds the lock while it waits for this task, which runs until the loser
+    # has given up: however slowly either deploy starts, their lock attempts overlap.
+    gate = alpha.home / "gate-L"
+    gate.unlink(missing_ok=True)
+    add(alpha, "L@busy", f"until test -e {gate}; do sleep 0.1; done")
     wait_for(lambda: state_of(alpha, "L@busy") == "Running", what="running")
     argv = ["inv", "-r", str(REPO), "deploy", "--host", alpha.name, "--on-running", "wait",
-            "--wait-timeout", "30", "--watch", "0"]
-    procs = [subprocess.Popen(argv, env=world.env(), text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=90) for p in procs]
+            "--wait-timeout", "120", "--watch", "0"]
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for i in range(2):
+            with open(f"{tmp}/{i}.out", "w") as out, open(f"{tmp}/{i}.err", "w") as err:
+                procs.append(subprocess.Popen(argv, env=world.env(), text=True, stdout=out,
+                                              stderr=err, stdin=subprocess.DEVNULL))
+        try:
+            wait_for(lambda: any(p.poll() is not None for p in procs), timeout=90,
+                     what="the loser to give up")
+        finally:
+            gate.touch()  # L@busy ends: the winner goes on
+        for p in procs:
+            p.wait(timeout=90)
+        outs = [(Path(f"{tmp}/{i}.out").read_text(), Path(f"{tmp}/{i}.err").read_text())
+                for i in range(2)]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 3], outs
     winner = next(p for p in procs if p.returncode == 0)
@@ -459,8 +518,9 @@ def test_ctrl_c_releases_the_lock(world: World, alpha: SimHost) -> None:
                              "--on-running", "wait", "--wait-timeout", "60", "--watch", "0"],
                             env=world.env(), text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    wait_for(lambda: lock_exists(alpha), what="the lock")
-    time.sleep(0.5)
+    # the owner file is the acquire's last write on the host (the client may still be
+    # waiting for its reply: a Ctrl-C then must release the lock all the same)
+    wait_for(lambda: (alpha.home / LOCK / "owner.json").exists(), what="the lock")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -531,24 +591,42 @@ def test_a_wheel_install_runs_stale_code_until_upgraded(world: World, alpha: Sim
     assert step(rep, "verify")["data"]["code"]["matches_checkout"] is True
 
 
+def _pypiserver_up(server: subprocess.Popen[bytes], port: int) -> bool | None:
+    """True once it answers on the port; None if it exited (the port was taken since
+    free_port(), or it failed); False while it is starting."""
+    if server.poll() is not None:
+        return None
+    with socket.socket() as s:
+        return s.connect_ex((LOOPBACK, port)) == 0 and server.poll() is None
+
+
+def start_pypiserver(packages: Path) -> tuple[subprocess.Popen[bytes], int]:
+    for _ in range(3):
+        port = free_port()
+        server = subprocess.Popen(
+            ["pypi-server", "run", "-i", LOOPBACK, "-p", str(port), "--disable-fallback",
+             "--backend", "simple-dir", str(packages)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while (ready := _pypiserver_up(server, port)) is False and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if ready:
+            return server, port
+        server.kill()
+        server.wait(timeout=10)
+        if ready is False:
+            break  # still not answering after a minute: no point in another port
+    raise AssertionError("pypiserver did not start")
+
+
 @pytest.fixture
 def index(world: World, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real package index on loopback: pypiserver serving a directory."""
     packages = tmp_path / "packages"
     packages.mkdir()
-    port = free_port()
-    server = subprocess.Popen(
-        ["pypi-server", "run", "-i", LOOPBACK, "-p", str(port), "--disable-fallback",
-         "--backend", "simple-dir", str(packages)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def up() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex((LOOPBACK, port)) == 0
-
+    server, port = start_pypiserver(packages)
     saved = world.index_url
     try:
-        wait_for(up, what="pypiserver")
         world.index_url = f"http://{LOOPBACK}:{port}/simple/"
         yield world.index_url, packages
     finally:
@@ -564,14 +642,13 @@ def test_upgrade_waits_for_a_late_publish_on_a_real_index(
     init = world.work / "src/mypkg/__init__.py"
     make_wheel(packages, "1.0.0", init.read_text())
     world.bump_version("1.6.0")
-    publisher = threading.Timer(3.0, make_wheel, (packages, "1.6.0", init.read_text()))
-    publisher.start()
-    try:
-        started = time.monotonic()
-        r, rep = deploy(world, gamma, "--version", "1.6.0", "--upgrade-timeout", "40",
-                        "--expect-code", "mypkg:compute", "--watch", "0")
-    finally:
-        publisher.cancel()
+    # 1.6.0 is published right after the first attempt missed it (not after a fixed delay,
+    # which a slow machine could spend before its first attempt).
+    started = time.monotonic()
+    r, rep = deploy(world, gamma, "--version", "1.6.0", "--upgrade-timeout", "40",
+                    "--expect-code", "mypkg:compute", "--watch", "0",
+                    on_stderr=("upgrade attempt 1: not-found",
+                               lambda: make_wheel(packages, "1.6.0", init.read_text())))
     assert r.returncode == 0, r.stderr
     up = step(rep, "upgrade")
     outcomes = [a["outcome"] for a in up["data"]["attempts"]]

@@ -5,7 +5,6 @@ across a re-queue (new task ids), two hosts in one view, unreachable hosts."""
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import sys
 import time
@@ -16,8 +15,9 @@ from typing import Any
 import pytest
 
 from jobsafe_ops.inventory import load_inventory
-from jobsafe_ops.monitor import Options, read_snapshot
 from jobsafe_ops.remote import session
+from jobsafe_ops.snapshot import Options, read_snapshot
+from tests.e2e.pueue_setup import add, settle
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,25 +28,6 @@ ACTIVE = ("Queued", "Running", "Paused", "Locked", "Stashed")
 
 def make_group(host: SimHost, group: str, parallel: int = 2) -> None:
     host.run(f"pueue group add {group} --parallel {parallel}", check=True)
-
-
-def add(host: SimHost, group: str, label: str, command: str, after: tuple[int, ...] = ()) -> int:
-    deps = f"--after {' '.join(map(str, after))} " if after else ""
-    out = host.run(f'pueue add --group {group} --label {shlex.quote(label)} --print-task-id '
-                   f'--working-directory "$HOME" {deps}-- {shlex.quote(command)}', check=True)
-    return int(out.stdout.strip())
-
-
-def settle(host: SimHost, group: str, timeout: float = 30) -> None:
-    """Wait until nothing in the group is queued or running (pueue wait polls every 2 s)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        tasks = host.pueue_status()["tasks"].values()
-        if not any(next(iter(t["status"])) in ("Queued", "Running")
-                   for t in tasks if t["group"] == group):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"group {group} on {host.name} did not settle in {timeout}s")
 
 
 def wait_running(host: SimHost, group: str, n: int, timeout: float = 15) -> None:

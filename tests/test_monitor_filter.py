@@ -1,0 +1,149 @@
+"""The monitor's remote filter (monitor_filter.py): states normalised like the pueue
+parser, the summary by label, picking one group out of a big status, the state dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from jobsafe_ops import monitor_filter as mf
+from jobsafe_ops.pueue import parse_status
+from tests.status_data import NOW, QUEUED, RUNNING, done, load, snap_of, state, task
+
+# ---- the filter's normalisation agrees with jobsafe_ops.pueue -------------------------------
+
+def test_filter_states_match_the_pueue_parser_on_every_fixture(fixtures: Path) -> None:
+    names = [p.name for p in fixtures.glob("*.json") if not p.name.startswith("log-")]
+    assert len(names) >= 10
+    for name in names:
+        data = load(fixtures, name)
+        parsed = parse_status(json.dumps(data))
+        ours = mf.normalise(data)
+        blocked = mf.blocked_ids(ours)
+        for t in parsed.tasks:
+            state = "blocked" if t.id in blocked else ours[t.id]["state"]
+            assert state == parsed.state_of(t), (name, t.id)
+            assert ours[t.id]["exit_code"] == t.exit_code, (name, t.id)
+            assert ours[t.id]["label"] == t.label
+
+
+def test_v3_statuses_are_normalised() -> None:
+    assert mf.task_state({"status": "Running", "start": "x"}) == ("running", None, "x")
+    assert mf.task_state({"status": {"Done": {"Failed": 2}}}) == ("failed", 2, None)
+    assert mf.task_state({"status": {"Done": "Success"}})[:2] == ("success", 0)
+    assert mf.task_state({"status": {"Done": "DependencyFailed"}})[0] == "dependency_failed"
+
+
+# ---- summary by label ------------------------------------------------------------------------
+
+def test_mixed_fixture_summary_by_label(fixtures: Path) -> None:
+    summary, wanted = mf.summarize(load(fixtures, "status-mixed.json"), "p1", now=NOW)
+    g = summary["groups"]["p1"]
+    assert g["counts"] == {"success": 1, "failed": 1, "killed": 1, "running": 1, "paused": 1,
+                           "queued": 2, "stashed": 2, "dependency_failed": 1}
+    assert g["total"] == 10 and g["ready"] == 1  # SOLUSDT@500; BTCUSDT@1000 waits on 3
+    assert {e["label"]: e["state"] for e in g["running"]} == {
+        "BTCUSDT@500": "running", "ETHUSDT@500": "paused"}
+    assert all(e["runtime"] > 0 for e in g["running"])
+    failed = {e["label"]: (e["state"], e["exit_code"]) for e in g["failed"]}
+    assert failed == {"ETHUSDT@250": ("failed", 3), "SOLUSDT@250": ("killed", None),
+                      "XRPUSDT@250": ("dependency_failed", None)}
+    assert sorted(wanted) == [1, 2, 9]  # ids resolved from labels in this poll, used for logs
+
+
+def test_no_task_id_leaves_the_summary(fixtures: Path) -> None:
+    summary, _ = mf.summarize(load(fixtures, "status-mixed.json"), "p1", now=NOW)
+    mf.attach_logs(summary, load(fixtures, "log-json-task1-failed.json"), 5)
+    text = json.dumps(summary)
+    assert '"id"' not in text and "_log_id" not in text
+    failed = {e["label"]: e for e in summary["groups"]["p1"]["failed"]}
+    assert failed["ETHUSDT@250"]["log"] == ["failing"]
+
+
+def test_dependency_in_another_group_is_not_blocked_when_it_is_listed() -> None:
+    data = state(task(1, "a", RUNNING, group="p2"), task(2, "opt", QUEUED, deps=(1,)),
+                 groups={"p1": "Running", "p2": "Running"})
+    g = snap_of(data).view("p1")
+    assert g.count("queued") == 1 and not g.blocked and g.ready == 0
+    # a --group listing lacks the dependency: not evidence that it is gone
+    only_p1 = {"tasks": {"2": data["tasks"]["2"]}, "groups": data["groups"]}
+    summary, _ = mf.summarize(only_p1, "p1", now=NOW, complete=False)
+    assert summary["groups"]["p1"]["blocked"] == []
+    summary, _ = mf.summarize(only_p1, "p1", now=NOW)
+    assert summary["groups"]["p1"]["blocked"][0]["after"] == ["missing"]
+
+
+# ---- picking one group out of a big status without parsing the rest -------------------------
+
+def compact(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def test_scan_picks_the_group_and_its_dependencies(fixtures: Path) -> None:
+    data = state(task(1, "a", done("Success"), group="p2"), task(2, "opt", QUEUED, deps=(1,)),
+                 task(3, "b", done({"Failed": 1})), task(4, "x", RUNNING, group="p2"),
+                 groups={"p1": "Running", "p2": "Running"})
+    picked = mf.load_state(compact(data), "p1")
+    assert sorted(picked["tasks"]) == ["1", "2", "3"] and picked["groups"] == data["groups"]
+    for name in ("status-mixed.json", "state-file.json", "status-empty.json"):
+        raw = (fixtures / name).read_text()
+        full = json.loads(raw)
+        for group in ("p1", "default", "nope"):
+            want = {k: t for k, t in full["tasks"].items() if t["group"] == group}
+            got = mf.load_state(raw, group)
+            assert {k: v for k, v in got["tasks"].items() if k in want} == want
+            assert got["groups"] == full["groups"]
+
+
+def test_scan_is_not_fooled_by_strings_or_envs() -> None:
+    sneaky = task(1, "p1-lookalike", done("Success"), group="p2",
+                  command='echo \'"group":"p1",\' {"id":7,')
+    sneaky["envs"] = {"A": "0", "group": "p1", "X": "1"}  # `,"group":"p1",` in envs
+    data = state(sneaky, task(2, "real", QUEUED), groups={"p1": "Running", "p2": "Running"})
+    assert sorted(mf.load_state(compact(data), "p1")["tasks"]) == ["2"]
+
+
+def test_scan_falls_back_to_a_full_parse_for_other_layouts() -> None:
+    data = state(task(1, "a", done("Success")), task(2, "b", done("Success"), group="p2"),
+                 groups={"p1": "Running", "p2": "Running"})
+    pretty = json.dumps(data, indent=2)
+    assert mf.load_state(pretty, "p1") == data  # full parse: every task, still correct
+    summary, _ = mf.summarize(mf.load_state(pretty, "p1"), "p1", now=NOW)
+    assert summary["groups"]["p1"]["total"] == 1
+
+
+def test_label_glob_filters_on_the_host() -> None:
+    data = state(task(1, "BTC@250", done("Success")), task(2, "ETH@250", done({"Failed": 1})),
+                 task(3, None, RUNNING, command="sleep 10"))
+    g = snap_of(data, glob="BTC*").view("p1")
+    assert g.total == 1 and g.all_done
+    g = snap_of(data).view("p1")
+    assert [t.label for t in g.running] == ["(no label) sleep 10"]
+
+
+def test_lists_are_capped_and_counted() -> None:
+    data = state(*[task(i, f"job{i}", done({"Failed": 1})) for i in range(30)])
+    summary, wanted = mf.summarize(data, "p1", limit=10, log_labels=3, now=NOW)
+    g = summary["groups"]["p1"]
+    assert len(g["failed"]) == 10 and g["truncated"] == {"failed": 20}
+    assert g["counts"] == {"failed": 30} and len(wanted) == 3
+    assert [e["label"] for e in g["failed"][:3]] == ["job29", "job28", "job27"]  # newest first
+
+
+def test_pending_dependants_for_clean() -> None:
+    data = state(task(1, "a", done("Success")), task(2, "opt", QUEUED, group="p2", deps=(1,)),
+                 task(3, "b", done("Success")),
+                 groups={"p1": "Running", "p2": "Running"})
+    summary, _ = mf.summarize(data, "p1", chains=True, now=NOW)
+    assert summary["chains"] == [{"label": "opt", "group": "p2", "state": "queued",
+                                  "after": ["a"]}]
+
+
+def test_state_dir_follows_pueue_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "pueue.yml"
+    cfg.write_text("shared:\n  pueue_directory: ~/data/pq\n  runtime_directory: /r\n")
+    env = {"HOME": "/home/u", "PUEUE_CONFIG_PATH": str(cfg)}
+    assert mf.state_dir(env) == "/home/u/data/pq"
+    assert mf.state_dir({"HOME": "/home/u"}) == "/home/u/.local/share/pueue"
+    assert mf.state_dir({"HOME": "/h", "XDG_DATA_HOME": "/x"}) == "/x/pueue"
