@@ -1,9 +1,9 @@
 """The one module that does remote I/O: strict-host-key Fabric connections and a local
 transport for a host that is this machine.
 
-Fabric hard-codes AutoAddPolicy and never loads known_hosts (fabric#1804, #2071): we load
-the user's known_hosts, the inventory's known_hosts and ssh_config's UserKnownHostsFile,
-and refuse unknown or changed keys with the offered fingerprint.
+Fabric hard-codes an auto-adding host key policy and never loads known_hosts (fabric#1804,
+#2071): we load the user's known_hosts, the inventory's known_hosts and ssh_config's
+UserKnownHostsFile, and refuse unknown or changed keys with the offered fingerprint.
 """
 
 from __future__ import annotations

@@ -21,6 +21,20 @@ Files in `pueue_directory` (the `fake_*` ones do not exist with real pueue):
 
 Only the standard library is used, and only cheap modules are imported at the top:
 `pueue add` must stay fast.
+
+Known deviations from real pueue 4.0.4 (the e2e tests must not rely on them; they also
+run against real pueue with JOBSAFE_REAL_PUEUE=1):
+
+* timing: the daemon loops every 0.1 s (real: 300 ms) and `wait` polls every 0.25 s
+  (real: 2 s, or 250 ms with PUEUED_TEST_ENV_VARIABLE set);
+* `pueued -d` returns once the daemon is ready, with its stdio on /dev/null (real: spawns
+  the daemon with the caller's stdout/stderr and returns at once, before it answers);
+* `shutdown` returns once the daemon is gone (real: at once);
+* `edit` and `restart --edit` are not implemented; the `status` query language is a
+  subset; usage errors look like clap's but are not word for word.
+
+Like real pueue, `kill` only sends the signal (the daemon records Done/Killed when it
+reaps the process) and `reset` only marks the groups (the daemon removes their tasks).
 """
 
 import fcntl
