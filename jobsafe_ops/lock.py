@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tenacity import retry, retry_if_result, stop_after_attempt
+from tenacity import retry, retry_if_result, stop_after_attempt, wait_fixed
 
 from . import journal
 from .errors import RefusedError
@@ -194,9 +194,15 @@ def acquire_command(path: str, owner: LockOwner) -> str:
             f"&& echo ACQUIRED; else {_read_script(d)}; fi")
 
 
-@retry(retry=retry_if_result(lambda s: s is not None and s.race),
-       stop=stop_after_attempt(3), retry_error_callback=lambda rs: rs.outcome.result()
-       if rs.outcome else None)
+def _look_again(seen: LockState | None) -> bool:
+    """Released between our mkdir and our read (try to take it), or held without an owner
+    file yet: another acquire is between its mkdir and its owner write, and a moment
+    later the refusal can name the holder instead of "an unknown owner"."""
+    return seen is not None and (seen.race or (seen.owner is None and not seen.stale))
+
+
+@retry(retry=retry_if_result(_look_again), stop=stop_after_attempt(5), wait=wait_fixed(0.1),
+       retry_error_callback=lambda rs: rs.outcome.result() if rs.outcome else None)
 def try_acquire(remote: Remote, path: str, owner: LockOwner) -> LockState | None:
     """None when acquired; else the state of the lock someone else holds."""
     result = remote.run(acquire_command(path, owner))

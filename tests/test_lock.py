@@ -17,7 +17,7 @@ from jobsafe_ops import journal
 from jobsafe_ops import lock as locking
 from jobsafe_ops.errors import RefusedError
 from jobsafe_ops.inventory import Host
-from jobsafe_ops.remote import LocalRemote
+from jobsafe_ops.remote import LocalRemote, Result
 
 HOSTNAME = socket.gethostname()
 
@@ -192,3 +192,28 @@ def test_break_does_not_remove_a_lock_retaken_meanwhile(host: Host) -> None:
     locking.acquire(remote, host, path, newer)
     assert locking.break_lock(remote, host, path, seen) is False
     assert json.loads((lockdir(host) / "owner.json").read_text())["token"] == newer.token
+
+
+class Scripted:
+    """A remote answering each command with the next scripted stdout."""
+
+    def __init__(self, *outputs: str) -> None:
+        self.outputs = list(outputs)
+        self.commands: list[str] = []
+
+    def run(self, command: str, check: bool = True) -> Result:
+        self.commands.append(command)
+        return Result(command, self.outputs.pop(0), "", 0)
+
+
+def test_a_lock_without_owner_file_yet_is_read_again_to_name_its_holder() -> None:
+    # the holder's single command is between its mkdir and its owner write: look again
+    holder = owner(hostname="elsewhere")
+    remote = Scripted("HELD\n\n100\n100\n", f"HELD\n{holder.to_json()}\n100\n100\n")
+    seen = locking.try_acquire(remote, "~/l.lock", owner())  # type: ignore[arg-type]
+    assert seen is not None and seen.owner == holder and len(remote.commands) == 2
+    # an acquire that died halfway (ownerless for > OWNERLESS_GRACE) is reported at once
+    remote = Scripted("HELD\n\n1000\n100\n")
+    seen = locking.try_acquire(remote, "~/l.lock", owner())  # type: ignore[arg-type]
+    assert seen is not None and seen.owner is None and seen.stale
+    assert len(remote.commands) == 1

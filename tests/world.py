@@ -371,7 +371,7 @@ class SimHost:
     def sshd_running(self) -> bool:
         return self.sshd is not None and self.sshd.poll() is None
 
-    def start_sshd(self, timeout: float = 10.0) -> None:
+    def start_sshd(self, timeout: float = 30.0) -> None:
         """Start sshd on this host's port and wait until it sends its SSH banner."""
         if self.sshd_running:
             return
@@ -412,7 +412,8 @@ class SimHost:
 
     def _banner(self) -> bool:
         try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=1.0) as sock:
+            # generous: a busy machine may take a while to fork the session's sshd
+            with socket.create_connection((LOOPBACK, self.port), timeout=5.0) as sock:
                 return sock.recv(64).startswith(b"SSH-")
         except OSError:
             return False
@@ -438,7 +439,7 @@ class SimHost:
             return None
         return pid if _pid_alive(pid) else None
 
-    def start_pueued(self, timeout: float = 15.0) -> None:
+    def start_pueued(self, timeout: float = 30.0) -> None:
         """``pueued -c pueue.yml -d`` in the host's environment; returns once it answers."""
         cfg = self.pueue_config
         if self.pueued_pid() is not None and self.run(f"pueue -c {cfg} status").returncode == 0:
