@@ -301,7 +301,8 @@ def summary_line(report: Report) -> Text:
 
 def rules_table() -> Table:
     t = Table(title="inv lint rules")
-    for col in ("rule", "catches", "fix", "guards"):
+    t.add_column("rule", no_wrap=True)
+    for col in ("catches", "fix", "guards"):
         t.add_column(col)
     for r in RULES.values():
         t.add_row(r.id, r.catches, r.fix, ", ".join(r.guards) or "-")

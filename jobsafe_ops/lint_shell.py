@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .lint_rules import (
@@ -46,6 +47,8 @@ _PUEUE_VALUE_OPTS = {"-g", "--group", "-s", "--signal", "-l", "--lines", "-d", "
                      "--label", "-p", "--profile", "-c", "--config", "--color"}
 _ID_SUBCOMMANDS = {"log", "follow", "kill", "remove", "restart", "pause", "start", "stash",
                    "enqueue", "switch", "edit", "wait"}
+# `pueue`, `~/.local/bin/pueue`, `"$PUEUE"`, `${pueue_bin}`, `$("$pueue"` (inside $(...)).
+_PUEUE_WORD = re.compile(r"(?:^|[/($\"'{])pueue\w*\}?$", re.IGNORECASE)
 _HEREDOC = re.compile(r"(?<!<)<<(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
 _RUNS_SHELL = re.compile(r"(?:^|[\s;|&(])(ssh|bash|sh|zsh|dash)(?:\s|$)")
 _JQ_TASK_ID = re.compile(r"\.tasks\s*(?:\.\s*\"\d+\"|\[\s*\"?\d+\"?\s*\])")
@@ -72,12 +75,51 @@ class Unit:
     file: str
     text: str                      # the whole file: mv targets for the atomic-write rule
     remote: bool = False
+    inline: bool = False           # an `ssh h "..."` string: its line was checked already
     per_job: bool = False          # a remote unit started once per job (loop, xargs)
     pipefail: bool = False
     cd_seen: bool = False
     loops: int = 0
+    adds: int = 0                  # remote `pueue add`s seen (ssh-per-job)
     ifs: list[_If] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+
+
+def _chars(code: str, stack: list[str]) -> Iterator[tuple[int, str, str]]:
+    """(index, text, context) over a line; `text` is one char, an escape pair or `$(`;
+    `context` is where it stands before it acts: "" top level, "$(" or "(" inside a
+    command substitution, '"' or "'" inside quotes. `stack` carries open quotes and
+    substitutions across physical lines; `"$(cmd "x")"` nests the way bash nests it."""
+    i = 0
+    while i < len(code):
+        c, nxt = code[i], code[i + 1:i + 2]
+        top = stack[-1] if stack else ""
+        if top == "'":
+            if c == "'":
+                stack.pop()
+            yield i, c, top
+            i += 1
+            continue
+        if c == "\\" and nxt:
+            yield i, c + nxt, top
+            i += 2
+            continue
+        if c == "$" and nxt == "(":
+            stack.append("$(")
+            yield i, "$(", top
+            i += 2
+            continue
+        if top == '"':
+            if c == '"':
+                stack.pop()
+        elif c in "'\"":
+            stack.append(c)
+        elif c == "(" and top in ("$(", "("):
+            stack.append("(")
+        elif c == ")" and top in ("$(", "("):
+            stack.pop()
+        yield i, c, top
+        i += 1
 
 
 def logical_lines(text: str, first_line: int = 1) -> list[Logical]:
@@ -85,46 +127,30 @@ def logical_lines(text: str, first_line: int = 1) -> list[Logical]:
     lines = text.splitlines()
     out: list[Logical] = []
     buf: list[str] = []
-    start = None
-    single = double = False
+    stack: list[str] = []
+    start: int | None = None
     i = 0
     while i < len(lines):
         raw = lines[i]
         if start is None:
             start = i
-        j = 0
         cont = False
-        while j < len(raw):
-            c = raw[j]
-            if single:
-                single = c != "'"
-            elif double:
-                if c == "\\" and j + 1 < len(raw):
-                    buf.append(c)
-                    j += 1
-                    c = raw[j]
-                elif c == '"':
-                    double = False
-            elif c == "\\":
-                if j == len(raw) - 1:
-                    cont = True
-                    break
-                buf.append(c)
-                j += 1
-                c = raw[j]
-            elif c == "#" and (not buf or buf[-1] in " \t;|&("):
+        for j, piece, ctx in _chars(raw, stack):
+            if piece == "\\" and j == len(raw) - 1 and ctx != "'":
+                cont = True
+            elif piece == "#" and ctx in ("", "$(", "(") and (not buf or buf[-1][-1:] in
+                                                               " \t;|&("):
                 break
-            elif c == "'":
-                single = True
-            elif c == '"':
-                double = True
-            buf.append(c)
-            j += 1
+            else:
+                buf.append(piece)
         i += 1
-        if single or double:
+        if stack and stack[-1] in ("'", '"'):
             buf.append("\n")
             continue
         if cont:
+            continue
+        if stack:  # an open $( ... ) or ( ... ) spans lines: one logical line
+            buf.append("; ")
             continue
         code = "".join(buf)
         buf, logical = [], Logical(first_line + start, code)
@@ -149,44 +175,40 @@ def logical_lines(text: str, first_line: int = 1) -> list[Logical]:
 def split_commands(code: str) -> list[tuple[str, str]]:
     """A logical line -> [(separator before, simple command)] on unquoted `; && || | &`."""
     out: list[tuple[str, str]] = []
-    sep, cur = "", []
-    single = double = False
-    depth = 0
-    i = 0
-    while i < len(code):
-        c = code[i]
-        nxt = code[i + 1] if i + 1 < len(code) else ""
-        if single:
-            single = c != "'"
-        elif double:
-            if c == "\\":
-                cur.append(c + nxt)
-                i += 2
-                continue
-            double = c != '"'
-        elif c == "'":
-            single = True
-        elif c == '"':
-            double = True
-        elif c == "$" and nxt == "(":
-            depth += 1
-        elif c == ")" and depth:
-            depth -= 1
-        elif depth == 0 and c in ";|&\n":
-            prev = code[i - 1] if i else ""
-            if c == "&" and (prev in "<>" or nxt == ">"):
-                cur.append(c)        # a redirect: 2>&1, &>file
-                i += 1
-                continue
-            op = c + nxt if (c + nxt) in ("&&", "||", ";;", "|&") else c
-            out.append((sep, "".join(cur)))
-            sep, cur = op, []
-            i += len(op)
+    sep, cur = "", list[str]()
+    skip = -1
+    for i, piece, ctx in _chars(code, []):
+        if i <= skip:
             continue
-        cur.append(c)
-        i += 1
+        prev, nxt = code[i - 1:i], code[i + 1:i + 2]
+        if ctx == "" and piece in (";", "|", "&", "\n") and not (
+                piece == "&" and (prev in "<>" and prev or nxt == ">")):
+            op = piece + nxt if (piece + nxt) in ("&&", "||", ";;", "|&") else piece
+            out.append((sep, "".join(cur)))
+            sep, cur, skip = op, [], i + len(op) - 1
+            continue
+        cur.append(piece)
     out.append((sep, "".join(cur)))
     return [(s, t) for s, t in out if t.strip()]
+
+
+def substitutions(command: str) -> tuple[str, list[str]]:
+    """`a=$(pueue add ...)` -> ("a=X", ["pueue add ..."]): each outermost `$( )` body is a
+    command of its own; the outer command keeps a placeholder word."""
+    outer: list[str] = []
+    bodies: list[str] = []
+    stack: list[str] = []
+    start = -1
+    for i, piece, _ctx in _chars(command, stack):
+        if piece == "$(" and stack.count("$(") == 1 and start < 0:
+            start = i + 2
+            outer.append("X")
+        elif start >= 0 and piece == ")" and "$(" not in stack:
+            bodies.append(command[start:i])
+            start = -1
+        elif start < 0:
+            outer.append(piece)
+    return "".join(outer), bodies
 
 
 def tokens(command: str) -> list[str]:
@@ -219,7 +241,7 @@ def _run_unit(unit: Unit, text: str, first_line: int) -> None:
 
 def _logical(unit: Unit, logical: Logical) -> None:
     code, line = logical.code, logical.line
-    if not unit.remote:
+    if not unit.inline:
         if "systemd-run" in code and "MemoryMax=" in code and "MemorySwapMax=0" not in code:
             unit.findings.append(finding(unit.file, line, "memorymax-without-swapmax",
                                          "systemd-run caps MemoryMax but not swap"))
@@ -229,6 +251,9 @@ def _logical(unit: Unit, logical: Logical) -> None:
                                              "selects a pueue task by a literal id"))
     prev: list[str] = []
     for sep, command in split_commands(code):
+        command, bodies = substitutions(command)
+        for body in bodies:
+            _logical(unit, Logical(line, body))
         argv = _command(unit, line, sep, command, prev)
         if "<<" in command:
             _ssh_heredoc(unit, logical, argv)
@@ -245,6 +270,8 @@ def _ssh_heredoc(unit: Unit, logical: Logical, argv: list[str]) -> None:
                loops=unit.loops if not is_ssh else 0, findings=unit.findings)
     _run_unit(sub, logical.heredoc[1], logical.heredoc[0])
     logical.heredoc = None
+    if is_ssh:
+        _per_job(sub, logical.line)
 
 
 def _command(unit: Unit, line: int, sep: str, command: str, prev: list[str]) -> list[str]:
@@ -319,15 +346,23 @@ def _ssh(unit: Unit, line: int, argv: list[str], k: int) -> None:
         return
     remote = " ".join(rest[1:])
     per_job = unit.loops > 0 or argv[0] in PER_JOB_WRAPPERS or unit.per_job
-    sub = Unit(unit.file, unit.text, remote=True, per_job=per_job, findings=unit.findings)
+    sub = Unit(unit.file, unit.text, remote=True, inline=True, per_job=per_job,
+               findings=unit.findings)
     for logical in logical_lines(remote):
         logical.line = line
         _logical(sub, logical)
+    _per_job(sub, line)
+
+
+def _per_job(sub: Unit, line: int) -> None:
+    """AP-12: an ssh that adds pueue jobs and itself runs once per job."""
+    if sub.per_job and sub.adds:
+        sub.findings.append(finding(sub.file, line, "ssh-per-job",
+                                    "one `ssh ... pueue add` per job (a round trip each)"))
 
 
 def _pueue(unit: Unit, line: int, argv: list[str]) -> None:
-    k = next((n for n, t in enumerate(argv)
-              if os.path.basename(t) == "pueue" or re.fullmatch(r"\$\{?PUEUE\w*\}?", t)), None)
+    k = next((n for n, t in enumerate(argv) if _PUEUE_WORD.search(t)), None)
     if k is None:
         return
     rest = argv[k + 1:]
@@ -383,9 +418,7 @@ def _add(unit: Unit, line: int, before: list[str], args: list[str]) -> None:
                          f"per-job override of {names} on the pueue client"))
     if not unit.remote:
         return
-    if unit.per_job:
-        f.append(finding(unit.file, line, "ssh-per-job",
-                         "one `ssh ... pueue add` per job (a round trip each)"))
+    unit.adds += 1
     workdir = any(o in ("-w", "--working-directory") or
                   o.startswith(("-w=", "--working-directory=")) for o in opts)
     if not workdir and not unit.cd_seen:
