@@ -102,7 +102,10 @@ def discover(paths: Iterable[str]) -> list[tuple[Path, str]]:
                               "(.sh/.py/.toml/.cmds/commands*.txt/commands*.jsonl or a "
                               "shebang)")
         out.append((p, kind))
-    return list(dict.fromkeys(out))  # a file named twice is linted once
+    unique: dict[Path, tuple[Path, str]] = {}
+    for p, k in out:  # a file named twice (or as a/x and ./a/x) is linted once
+        unique.setdefault(p.resolve(), (p, k))
+    return list(unique.values())
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, str]]:

@@ -132,10 +132,11 @@ def _checked_paths(test: ast.AST) -> set[str]:
     for n in ast.walk(test):
         if isinstance(n, ast.Call):
             f = n.func
-            if isinstance(f, ast.Attribute) and f.attr in _EXISTS_METHODS:
+            if _name(f) in _EXISTS_FUNCS:
+                if n.args:
+                    out.add(_name(n.args[0]))
+            elif isinstance(f, ast.Attribute) and f.attr in _EXISTS_METHODS:
                 out.add(_name(f.value))
-            elif _name(f) in _EXISTS_FUNCS and n.args:
-                out.add(_name(n.args[0]))
     return out
 
 
