@@ -22,9 +22,11 @@ line above. A suppression naming an unknown rule, or none, is itself reported
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import tokenize
 import tomllib
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -144,15 +146,37 @@ def lint_text(file: str, kind: str, text: str) -> list[Finding]:
                  for f in lint_command(file, n, line, text)]
     else:
         found = _lint_jsonl(file, text)
-    return _suppress(file, text, found)
+    return _suppress(file, kind, text, found)
 
 
-def _suppress(file: str, text: str, found: list[Finding]) -> list[Finding]:
-    lines = text.splitlines()
+def comments(kind: str, text: str) -> Iterator[tuple[int, str]]:
+    """(line, comment text): Python's from tokenize, the others' from the first `#` outside
+    quotes, so a string that merely shows the syntax suppresses nothing."""
+    if kind == "python":
+        try:
+            for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+                if tok.type == tokenize.COMMENT:
+                    yield tok.start[0], tok.string
+        except (tokenize.TokenError, SyntaxError):
+            return
+        return
+    for n, line in enumerate(text.splitlines(), start=1):
+        quote = ""
+        for i, c in enumerate(line):
+            if quote:
+                quote = "" if c == quote else quote
+            elif c in "'\"":
+                quote = c
+            elif c == "#" and (i == 0 or line[i - 1] in " \t"):
+                yield n, line[i:]
+                break
+
+
+def _suppress(file: str, kind: str, text: str, found: list[Finding]) -> list[Finding]:
     allowed: dict[int, set[str]] = {}
     out: list[Finding] = []
-    for n, line in enumerate(lines, start=1):
-        for m in _SUPPRESS.finditer(line):
+    for n, comment in comments(kind, text):
+        for m in _SUPPRESS.finditer(comment):
             ids = {x.strip() for x in (m.group(1) or "").split(",") if x.strip()}
             unknown = sorted(ids - RULES.keys()) or ([] if ids else ["(none named)"])
             for u in unknown:

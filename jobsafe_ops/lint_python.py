@@ -415,7 +415,11 @@ def _flat(e: ast.AST) -> str:
     return ""
 
 
-_COMMANDISH = re.compile(r"\bpueue\s|\bsystemd-run\b|^\s*ssh\s")
+# A string that *is* a command (starts like one, or chains into pueue), not prose that
+# mentions one: "a literal pueue task id" is not linted, "cd {p} && pueue add" is.
+_COMMANDISH = re.compile(r"(?m)^\s*(?:\S*/)?(?:pueue|ssh|systemd-run|env|sudo|nohup|timeout|cd)"
+                         r"\s|(?:&&|;|\|)\s*(?:\S*/)?pueue\s")
+_PUEUE_ADD = re.compile(r"\bpueue\s+(?:-\S+\s+)*add\b")
 
 
 def _command_strings(file: str, text: str, tree: ast.AST, out: list[Finding]) -> None:
@@ -437,12 +441,12 @@ def _ssh_loops(file: str, tree: ast.AST, out: list[Finding]) -> None:
     for loop in (n for n in ast.walk(tree) if isinstance(n, _LOOPS)):
         for call in (c for s in loop.body for c in ast.walk(s) if isinstance(c, ast.Call)):
             flat = " ".join(_flat(a) for a in [*call.args, *(k.value for k in call.keywords)])
-            if id(call) in seen or not re.search(r"\bpueue\b.*\badd\b", flat):
+            if id(call) in seen or not _PUEUE_ADD.search(flat):
                 continue
             f = call.func
             fabric = (isinstance(f, ast.Attribute) and f.attr in ("run", "sudo")
                       and _name(f.value) != "subprocess")
-            if re.search(r"\bssh\b", flat) or fabric:
+            if re.search(r"(?:^|\s)ssh\s", flat) or fabric:
                 seen.add(id(call))
                 out.append(finding(file, call.lineno, "ssh-per-job",
                                    "one remote `pueue add` per loop pass"))

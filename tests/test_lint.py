@@ -361,6 +361,10 @@ def test_unknown_suppression_is_reported_and_suppresses_nothing() -> None:
     assert sh("pueue restart \"$id\"  # jobsafe: ignore[pueue-restrat]\n") == [
         (1, "pueue-restart"), (1, "unknown-suppression")]
     assert sh("# jobsafe: ignore\n") == [(1, "unknown-suppression")]
+    # only comments count: a string showing the syntax neither suppresses nor is reported
+    assert py('HELP = "# jobsafe: ignore[rule-id]"\n') == []
+    assert sh('echo "# jobsafe: ignore[pueue-restart]"; pueue restart "$id"\n') == [
+        (1, "pueue-restart")]
 
 
 # ---- files, kinds, output -------------------------------------------------------------------
@@ -432,3 +436,14 @@ def test_inv_lint_exit_codes_and_path_forms(tmp_path: Path) -> None:
     r = inv("--", "missing.sh", cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().count("\n") == 0 and "missing.sh: no such file" in r.stderr
+
+
+def test_readme_lists_every_rule_and_its_suppression_example_works() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### `inv lint` rules", 1)[1].split("\n## ", 1)[0]
+    for rule in RULES:
+        assert f"| `{rule}` |" in section
+    example = next(ln for ln in section.splitlines() if "jobsafe: ignore[" in ln
+                   and ln.startswith("rm "))
+    assert sh(example + "\n") == []
+    assert sh(example.split("#")[0] + "\n") == [(1, "unscoped-glob-delete")]
