@@ -8,10 +8,11 @@ What counts as what, decided here:
   `os.path.exists(X)`/`isfile`/`lexists` around an unsafe deletion of the same `X`
   (reported at the check, instead of delete-without-missing-ok).
 * a checkpoint-looking write is `open(X, "w"|"x"...)`, `X.open("w")`, `X.write_text/bytes`
-  where X's source (or the enclosing function's name) says checkpoint|ckpt|cursor|state|
-  progress|resume and not tmp/temp/partial; it is atomic when the same function (or module)
-  also calls `os.replace`/`os.rename`/`Path.replace`/`Path.rename`/`shutil.move` - the
-  mkstemp + fsync + os.replace pattern of INV-4.
+  where X's source says checkpoint|ckpt|cursor|state|progress|resume (or the enclosing
+  function is a saver: save_checkpoint, write_state...) and not tmp/temp/partial; it is
+  atomic when the same function (or module) also calls `os.replace`/`os.rename`/
+  `Path.replace`/`Path.rename`/`shutil.move` - the mkstemp + fsync + os.replace pattern
+  of INV-4.
 * a glob is unscoped when nothing interpolated comes before the first wildcard of its file
   name (`"*.parquet"`, `"_chunk_*.parquet"`, `f"{out}/*.json"`); `f"_chunk_{d}_*.parquet"`,
   `f"{out}/{phase}/*.json"` and `(out / phase).glob("*.json")` are scoped. A literal
@@ -50,6 +51,10 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module)
 _LOOPS = (ast.For, ast.AsyncFor, ast.While)
 _EXISTS_METHODS = {"exists", "is_file", "is_symlink"}
 _EXISTS_FUNCS = {"os.path.exists", "os.path.isfile", "os.path.lexists", "os.access"}
+# A function that saves state: save_checkpoint, write_state, dump_progress (not
+# run_resumable_job, whose other writes are outputs).
+_SAVER = re.compile(r"(?i)^_*(save|write|store|dump|persist|flush|commit)_?\w*"
+                    r"(checkpoint|ckpt|cursor|state|progress)")
 _DELETE_FN = re.compile(r"(?i)^(delete|remove|clear|drop|clean|unlink|rm|wipe)_?")
 
 
@@ -217,7 +222,7 @@ def _write(file: str, call: ast.Call, parents: _Parents, tree: ast.AST,
     text = _name(target)
     scope = _scope(call, parents)
     fn = scope.name if isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef) else ""
-    if not (STATEISH.search(text) or STATEISH.search(fn)) or TMPISH.search(text):
+    if not (STATEISH.search(text) or _SAVER.search(fn)) or TMPISH.search(text):
         return
     if _renames(scope):
         return

@@ -117,6 +117,8 @@ def test_atomic_checkpoint_write_is_clean() -> None:
             tmp.replace(path)
         def report(out, text):
             open(out / "report.txt", "w").write(text)
+        def run_resumable_job(out, result):
+            (out / "result.json").write_text(result)
         """) == []
     assert sh('echo "$pos" > "$CURSOR.tmp" && mv "$CURSOR.tmp" "$CURSOR"\n'
               'echo done >> progress.log\n') == []
