@@ -11,6 +11,7 @@ from dataclasses import dataclass
 _HEREDOC = re.compile(r"(?<!<)<<(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
 _RUNS_SHELL = re.compile(r"(?:^|[\s;|&(])(ssh|bash|sh|zsh|dash)(?:\s|$)")
 
+
 @dataclass
 class Logical:
     line: int

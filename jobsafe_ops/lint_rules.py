@@ -2,7 +2,8 @@
 Finding value, and the name patterns the rule checkers share.
 
 The checkers are pure functions over text or an AST, one module per language:
-`lint_shell.py` over `lint_lex.py` (job scripts, commands files, command strings inside TOML and Python) and
+`lint_shell.py` over `lint_lex.py` (job scripts, commands files, command strings inside
+TOML and Python) and
 `lint_python.py` (ast). `lint.py` is the driver (files, suppression, output).
 
 Invariant ids follow the SKILL.md numbering the rest of the project uses (INV-5 = config is
