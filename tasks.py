@@ -203,3 +203,27 @@ def submit_batch(c, host="", playbook="", dry=False, allow_uncapped=False, units
     cli.main(submit_batch_cmd, host=host, playbook=playbook, dry=dry,
              allow_uncapped=allow_uncapped, units=units, unit_size=unit_size,
              inventory=inventory, json_out=json, debug=debug)
+
+
+@task(iterable=["path"], help={
+    "path": "file or directory to scan; repeat (--path a --path b) or comma-separate "
+            "(--path a,b). Paths can also follow a double dash: inv lint -- a b c",
+    "rules": "print the rule table (id, what it catches, fix, invariants) and exit",
+    "json": "findings + summary as JSON on stdout", "debug": DEBUG,
+})
+def lint(c, path=None, rules=False, json=False, debug=False):
+    """Scan scripts, Python, TOML and commands files for job anti-patterns: inv lint -- PATH...
+
+    Invoke has no variadic or optional positional arguments (pyinvoke/invoke#159, #760),
+    so the paths come from --path (repeatable, comma-separated) and from everything after
+    `--`, which Invoke's parser sets aside as the remainder without handing it to tasks:
+    read here from sys.argv, split at the first `--` exactly as Invoke splits it.
+    """
+    import sys
+
+    from jobsafe_ops import cli
+    from jobsafe_ops.lint import lint_cmd
+
+    rest = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+    cli.main(lint_cmd, paths=[*(path or []), *rest], list_rules=rules, json_out=json,
+             debug=debug)
