@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 from .console import console, err_console
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, ConfigError, JobsafeError
 from .inventory import Host, inventory_dir, load_inventory, select_hosts
+from .secrecy import redact_text
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,20 +36,23 @@ def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
     except Exception as exc:  # noqa: BLE001 - last resort: still one line, still an exit code
         if debug:
             traceback.print_exc()
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: "
+                          f"{redact_text(str(exc))} "
                           "(rerun with --debug for the traceback)", highlight=False)
         code = 1
     sys.exit(code)
 
 
 def print_error(error: object) -> None:
-    """The operator's one line on stderr (STYLE 10)."""
-    err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    """The operator's one line on stderr (STYLE 10), credentials masked (a remote error
+    can quote a command line)."""
+    err_console.print(f"[bold red]error:[/] {redact_text(str(error))}", highlight=False,
+                      soft_wrap=True)
 
 
 def error_dict(host: str, error: JobsafeError) -> dict[str, Any]:
     """A host's error in --json: what went wrong and the exit code it maps to."""
-    return {"host": host, "error": str(error), "exit_code": error.exit_code}
+    return {"host": host, "error": redact_text(str(error)), "exit_code": error.exit_code}
 
 
 def errors_exit_code(errors: Sequence[JobsafeError], hosts: int) -> int:

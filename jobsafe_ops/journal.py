@@ -1,5 +1,7 @@
 """Local append-only NDJSON journal of every mutation (time, operator, host, action,
-labels, result). Appends are serialized with flock and fsynced (INV-3)."""
+labels, result). Appends are serialized with flock and fsynced (INV-3). Every entry is
+redacted first (secrecy.redact): a killed task's command or a remote error can carry a
+credential, and the journal is kept forever."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from .secrecy import redact
 
 
 def journal_path() -> Path:
@@ -32,11 +36,11 @@ def operator() -> str:
 
 def append(host: str, action: str, labels: Iterable[str] = (), result: str = "ok",
            **extra: Any) -> dict[str, Any]:
-    entry = {
+    entry: dict[str, Any] = redact({
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "operator": operator(), "host": host, "action": action,
         "labels": list(labels), "result": result, **extra,
-    }
+    })
     line = (json.dumps(entry, sort_keys=False, default=str) + "\n").encode()
     path = journal_path()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from .invariants import (
     require_known,
 )
 from .inventory import Host, parse_size
+from .secrecy import check_playbook as check_secrets
 from .templates import IDENT, fields, fields_cached, render
 
 PATH_KINDS = ("artifacts", "checkpoints", "temp_dirs", "locks")
@@ -400,6 +401,7 @@ def plan_batch(playbook: Playbook, host: Host) -> Plan:
             drafts.append(Draft(phase, params))
     if not drafts:
         raise ConfigError(f"{src}: the playbook expands to no jobs")
+    check_secrets(playbook, host.project_dir)  # before INV-5: a secret is never "declared"
     check_env(playbook)
     for d in drafts:
         ph = d.phase

@@ -31,10 +31,19 @@ STATE_FILES = ('for f in "$dir/state.json" "$dir/state.json.gz"; do [ -f "$f" ] 
                "stat -c '%s %n' \"$f\"; done")
 
 
-def probe_script(pueue: str, swap_interval: float = 1.0) -> str:
+def dotenv_script(project_dir: str) -> str:
+    """The project's `.env` (AP-16/G-15: where a job's secrets live): exists or not, and its
+    mode - `stat` only, the contents are never read. -L: judge the file a symlink points to."""
+    f = program(project_dir.rstrip("/") + "/.env")
+    return (f"echo @@dotenv; if [ -e {f} ]; then stat -L -c '%a' {f} 2>&1; "
+            "else echo absent; fi")
+
+
+def probe_script(pueue: str, swap_interval: float = 1.0, project_dir: str | None = None) -> str:
     """One remote round trip. Every section is delimited so a missing tool degrades to
     'unknown' instead of failing the probe."""
     p = program(pueue)
+    dotenv = dotenv_script(project_dir) if project_dir else ""
     return f"""
 {NPROC}
 {MEMINFO}
@@ -47,6 +56,7 @@ echo @@statefile; {STATE_FILES}; echo "dir $dir"
 echo @@cgroup; stat -fc %T /sys/fs/cgroup 2>&1
 echo @@memcap; systemd-run --user --scope -q -p MemoryMax={MEMCAP_TEST_MAX} -p MemorySwapMax=0 \
   sh -c 'cat "/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup | tail -n1)/memory.swap.max"' 2>&1; echo "rc $?"
+{dotenv}
 echo @@status; {p} status --json 2>&1; rc=$?; echo; echo "rc $rc"
 echo @@end
 """
@@ -80,6 +90,8 @@ class Probe:
     memcap_reason: str
     groups: tuple[GroupInfo, ...] = ()
     state: PueueState | None = field(default=None, compare=False, repr=False)
+    dotenv: str | None = None  # the project's .env: "absent", its octal mode, None = unread
+    dotenv_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -145,7 +157,7 @@ def parse_state_file(lines: list[str]) -> tuple[str | None, int | None]:
     return state_file, state_size
 
 
-def parse_probe(host: str, text: str) -> Probe:
+def parse_probe(host: str, text: str, project_dir: str | None = None) -> Probe:
     s = sections(text)
     nproc = parse_int((s.get("nproc") or [""])[0])
     mem = parse_meminfo(s.get("meminfo", []))
@@ -196,12 +208,28 @@ def parse_probe(host: str, text: str) -> Probe:
         home=(s.get("home") or [""])[0], pueue_version=version, pueue_error=pueue_error,
         state_file=state_file, state_size=state_size, cgroup_fs=cg, memcap=memcap,
         memcap_reason=reason, groups=groups, state=state,
+        dotenv=parse_dotenv(s.get("dotenv")),
+        dotenv_path=project_dir.rstrip("/") + "/.env" if project_dir else None,
     )
 
 
+def parse_dotenv(lines: list[str] | None) -> str | None:
+    """The @@dotenv section -> "absent", the octal mode ("600"), or None (unreadable)."""
+    first = (lines or [""])[0].strip()
+    if first == "absent" or (first.isdigit() and set(first) <= set("01234567")):
+        return first
+    return None
+
+
+def dotenv_exposed(mode: str) -> bool:
+    """Group or world may read (or write) it: any bit of 077."""
+    return int(mode, 8) & 0o077 != 0
+
+
 def run_probe(remote: Remote, swap_interval: float = 1.0) -> Probe:
-    result = remote.run(probe_script(remote.host.pueue, swap_interval), check=False)
-    return parse_probe(remote.host.name, result.stdout)
+    host = remote.host
+    result = remote.run(probe_script(host.pueue, swap_interval, host.project_dir), check=False)
+    return parse_probe(host.name, result.stdout, host.project_dir)
 
 
 # ---- health verdicts (reused by monitor and deploy) ---------------------------------
@@ -247,7 +275,20 @@ def verdicts(probe: Probe, host: Host) -> list[Verdict]:
     out.append(Verdict("pueue", probe.pueue_error is None,
                        "ok" if probe.pueue_error is None else "alarm",
                        probe.pueue_version or "?", probe.pueue_error or "daemon answers"))
+    if probe.dotenv is not None:
+        out.append(dotenv_verdict(probe.dotenv, probe.dotenv_path or ".env"))
     if host.memory_cap:
         out.append(Verdict("memory cap", probe.memcap, "ok" if probe.memcap else "warn",
                            "available" if probe.memcap else "unavailable", probe.memcap_reason))
     return out
+
+
+def dotenv_verdict(state: str, path: str) -> Verdict:
+    """AP-16/G-15: a job's secrets live in the project's .env, readable by its owner only."""
+    if state == "absent":
+        return Verdict(".env", True, "ok", "absent",
+                       f"no {path}; a job that needs secrets loads them from there (chmod 600)")
+    if dotenv_exposed(state):
+        return Verdict(".env", False, "warn", f"mode {state}",
+                       f"{path} is readable by group or others; fix: chmod 600 {path}")
+    return Verdict(".env", True, "ok", f"mode {state}", f"{path}: owner only")

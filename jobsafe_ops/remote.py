@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -30,7 +31,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from .errors import HostKeyError, RemoteError
+from .errors import ConfigError, HostKeyError, RemoteError
 from .inventory import Host
 
 CONNECT_TIMEOUT = float(os.environ.get("JOBSAFE_CONNECT_TIMEOUT", "10"))
@@ -60,6 +61,26 @@ def join(argv: Sequence[str]) -> str:
 def exports(env: Sequence[tuple[str, str]]) -> str:
     """`export K='v' ...`: variables for the rest of one shell line, each value quoted."""
     return "export " + " ".join(f"{k}={quote(v)}" for k, v in env)
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def lean_env_line(argv: Sequence[str], keep: Sequence[str] = ()) -> str:
+    """`env -i NAME="$NAME" ... argv`: run argv with only the lean allow-list (the feeder's
+    LEAN_ENV, plus `keep`), each variable taken from the host session when it is set.
+    pueue stores the whole add-time environment of every task in its state file
+    (REQUIREMENTS 1.11.6): every remote `pueue add` goes through here or the feeder, so
+    neither the SSH session's secrets nor bulk reach it. Only names travel on the line."""
+    from .feeder import LEAN_ENV
+
+    names = list(dict.fromkeys([*LEAN_ENV, *keep]))
+    bad = [n for n in names if not _ENV_NAME.match(n)]
+    if bad:
+        raise ConfigError(f"environment variable name {bad[0]!r} is not valid; use letters, "
+                          "digits and '_' (not starting with a digit)")
+    kept = " ".join(f'${{{n}+"{n}=${n}"}}' for n in names)
+    return f"env -i {kept} {join(argv)}"
 
 
 def shell_line(command: str | Sequence[str]) -> str:
@@ -379,16 +400,24 @@ def _runner_class() -> Any:
     return Runner
 
 
-def connect(host: Host) -> Remote:
-    """One connection per host per command; every step reuses it."""
-    if host.is_local:
-        return LocalRemote(host)
+def connection(host: Host) -> Any:
+    """The Fabric Connection for a host, not yet opened. Fabric's remote runner defaults to
+    `replace_env=True` and `run.env` is empty, and we never pass `env=`: nothing of the
+    laptop's environment reaches the host (no `export K=V &&` prefix from inline_ssh_env,
+    no SSH env requests). tests/test_env_hygiene.py checks it through SSHRemote."""
     from fabric import Config, Connection
 
     cfg_path = _ssh_config_path()
     config = Config(runtime_ssh_path=cfg_path) if cfg_path else Config()
     config.runners.remote = _runner_class()
-    conn = Connection(host.ssh, config=config, connect_timeout=int(CONNECT_TIMEOUT))
+    return Connection(host.ssh, config=config, connect_timeout=int(CONNECT_TIMEOUT))
+
+
+def connect(host: Host) -> Remote:
+    """One connection per host per command; every step reuses it."""
+    if host.is_local:
+        return LocalRemote(host)
+    conn = connection(host)
     _harden(conn, host.name)
     started = time.monotonic()
     try:

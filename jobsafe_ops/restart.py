@@ -16,6 +16,7 @@ from .audit import read_state
 from .deploy_context import DeployContext, KilledTask, ReAdded, Step, StepResult
 from .errors import ConfigError
 from .pueue import PueueState, add_argv, parse_task_id, start_group_argv
+from .remote import lean_env_line
 
 # ---- 7. RESTART ---------------------------------------------------------------------
 
@@ -72,7 +73,8 @@ def _restart_result(ctx: DeployContext, plan: retries.RetryPlan,
 
 def readd(ctx: DeployContext, plan: retries.RetryPlan) -> None:
     """Fresh `pueue add` per planned retry (never `pueue restart`: in v4 it drops the
-    dependencies and, looped, caused the 60 -> 12,800 task runaway)."""
+    dependencies and, looped, caused the 60 -> 12,800 task runaway), in the lean add
+    environment (no `pass_env`: a playbook's extra names are not known here)."""
     for d in plan.to_add:
         assert d.new_label is not None
         try:
@@ -84,7 +86,9 @@ def readd(ctx: DeployContext, plan: retries.RetryPlan) -> None:
         if ctx.options.dry:
             ctx.would(argv)
             continue
-        r = ctx.remote.run(argv, check=False)
+        # lean env: the SSH session's environment (and any secret in it) must not be
+        # stored with the task; the old task's `envs` are never copied either
+        r = ctx.remote.run(lean_env_line(argv), check=False)
         if not r.ok:
             why = (r.stderr.strip() or r.stdout.strip() or f"exit {r.exited}").splitlines()
             ctx.add_errors.append(f"{d.group}/{d.new_label}: {why[-1] if why else ''}")

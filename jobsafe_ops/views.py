@@ -51,6 +51,9 @@ def probe_view(p: Probe, host: Host) -> RenderableType:
     facts.add_row("state file", f"{p.state_file} ({p.state_size} bytes)" if p.state_file
                   else "none yet")
     facts.add_row("memory cap", ("yes: " if p.memcap else "no: ") + p.memcap_reason)
+    if p.dotenv is not None:  # AP-16: where the job's secrets live (never its contents)
+        facts.add_row(".env", f"{p.dotenv_path}: " + (
+            "absent" if p.dotenv == "absent" else f"mode {p.dotenv}"))
     health = Table(title="health")
     for col in ("check", "verdict", "value", "why"):
         health.add_column(col)

@@ -570,8 +570,11 @@ class World:
         groups: Mapping[str, Mapping[str, Any]] | None = None,
         pueue: bool = True,
         project: bool = True,
+        extra_env: Mapping[str, str] | None = None,
     ) -> SimHost:
-        """Create and start host ``name``: sshd, pueued (``pueue``), ~/project (``project``)."""
+        """Create and start host ``name``: sshd, pueued (``pueue``), ~/project (``project``).
+        ``extra_env``: more variables of the host's login environment (sshd SetEnv), e.g. a
+        secret an operator exported in their shell profile."""
         if self._closed:
             raise WorldError("this world is closed")
         if name in self.hosts:
@@ -594,7 +597,7 @@ class World:
         self.hosts[name] = host
         for d in (host.home, host.runtime_dir, host.pueue_dir):
             d.mkdir(parents=True, exist_ok=True)
-        host.env = self._host_env(host)
+        host.env = self._host_env(host, extra_env)
         for key in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
             Path(host.env[key]).mkdir(parents=True, exist_ok=True)
         self._keygen(host.host_key, comment=name)
@@ -623,7 +626,7 @@ class World:
                 host.port = free_port()
                 host.trusted_key = host.host_key_line
 
-    def _host_env(self, host: SimHost) -> dict[str, str]:
+    def _host_env(self, host: SimHost, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         home = host.home
         path: list[str] = []
         path.append(str(self.pueue_bin_dir))
@@ -656,6 +659,7 @@ class World:
         if self.uv_cache:
             # one cache for every host: the index is fetched once per run, not once per host
             env["UV_CACHE_DIR"] = self.uv_cache
+        env.update(extra or {})
         for key, value in env.items():
             if '"' in value or "\n" in value or "\\" in value:
                 raise WorldError(f"cannot pass {key}={value!r} through sshd_config SetEnv")
