@@ -34,6 +34,14 @@ ACTIVE = ("queued", "running", "paused", "stashed", "locked")
 _RESULTS = {"Success": "success", "Killed": "killed", "Errored": "errored",
             "DependencyFailed": "dependency_failed"}
 _NOT_IN_STATE = "missing"
+# A fresh re-add of a failed job is labelled `<label>-retry-N` (AP-3; jobsafe_ops/retry.py):
+# all attempts of a job share the base label, and the newest attempt decides its state.
+_RETRY_RE = re.compile(r"^(?P<base>.+)-retry-[1-9][0-9]*$")
+
+
+def base_label(label: str) -> str:
+    m = _RETRY_RE.match(label)
+    return m.group("base") if m else label
 
 
 # ---- pueue status (v3 and v4) ------------------------------------------------------------
@@ -201,10 +209,10 @@ def summarize(
 ) -> tuple[dict[str, Any], dict[int, tuple[str, str]]]:
     """pueue status JSON -> (summary, {task id: (group, label)} whose logs to fetch).
 
-    One entry per label: the newest attempt (highest id; ids are max+1, so among tasks
-    that coexist a higher id is always newer) decides the label's state, so a label
-    re-queued after a failure is judged by its new task (INV-8). Older attempts are
-    counted in `superseded`.
+    One entry per job: the newest attempt (highest id; ids are max+1, so among tasks
+    that coexist a higher id is always newer) decides the job's state, so a label
+    re-queued after a failure, or re-added fresh as `<label>-retry-N`, is judged by its new
+    task (INV-8). Older attempts are counted in `superseded`.
     """
     now = now or datetime.now(_UTC)
     tasks = normalise(data)
@@ -230,7 +238,7 @@ def summarize(
             continue
         if glob is not None and (t["label"] is None or not fnmatch.fnmatchcase(t["label"], glob)):
             continue
-        key = (t["group"], t["label"] if t["label"] is not None else f"#{tid}")
+        key = (t["group"], base_label(t["label"]) if t["label"] is not None else f"#{tid}")
         attempts[key] = attempts.get(key, 0) + 1
         latest[key] = t
     wanted: dict[int, tuple[str, str]] = {}

@@ -74,6 +74,23 @@ def test_dependency_in_another_group_is_not_blocked_when_it_is_listed() -> None:
     assert summary["groups"]["p1"]["blocked"][0]["after"] == ["missing"]
 
 
+def test_a_fresh_retry_supersedes_the_failed_attempts() -> None:
+    # retry-failed re-adds `X-retry-N`: once it succeeds, X is done, not failed (AP-3)
+    data = state(task(1, "BTC@250", done({"Failed": 1})),
+                 task(2, "BTC@250-retry-1", done({"Failed": 1})),
+                 task(3, "BTC@250-retry-2", done("Success")), task(4, "ETH@250", done("Success")),
+                 task(5, "ETH@250-retry-x", done({"Failed": 2})))
+    g = snap_of(data).view("p1")
+    assert g.total == 3 and g.count("success") == 2
+    assert [t.label for t in g.failed] == ["ETH@250-retry-x"]  # not a retry suffix: its own job
+    summary, _ = mf.summarize(data, "p1", now=NOW)
+    assert summary["groups"]["p1"]["superseded"] == 2
+    # a retry still running keeps the job running
+    data = state(task(1, "BTC@250", done({"Failed": 1})), task(2, "BTC@250-retry-1", RUNNING))
+    g = snap_of(data).view("p1")
+    assert [t.label for t in g.running] == ["BTC@250-retry-1"] and not g.failed
+
+
 # ---- picking one group out of a big status without parsing the rest -------------------------
 
 def compact(data: dict[str, Any]) -> str:
