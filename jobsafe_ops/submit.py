@@ -216,7 +216,19 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
 
         outcomes = fan_out(hosts, one)
     return finish(outcomes, json_out, lambda r: console.print(batch_view(r)),
-                  lambda r: int(r.exit_code))
+                  lambda r: int(r.exit_code), error_of=_problem,
+                  summary=lambda r: ", ".join(f"{k} {n}" for k, n in r.counts.items() if n))
+
+
+def _problem(r: BatchReport) -> str:
+    """A host whose submission did not complete: its one line for the hosts table."""
+    if r.errors:
+        label, error = r.errors[0]
+        return (f"{r.host}: {len(r.errors)} label(s) not added, first {label}: {error}; "
+                "rerun to converge")
+    if r.memcap.refusal:
+        return f"{r.host}: {r.memcap.refusal}"
+    return f"{r.host}: {r.count('refused')} label(s) refused (retry budget spent)"
 
 
 def _positive(value: Any, flag: str) -> int | None:
