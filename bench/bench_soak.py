@@ -7,10 +7,10 @@ concurrency). Then the host's pueue state is checked label by label.
 
 Reports errors (must be 0), duplicate labels (0), lost labels (0), labels added summed
 over every submit run (= the number of labels: each added by exactly one run), p50/p95/max
-latency per command kind and the total wall time; exits 1 when any of these is off. Outcomes are classified by meaning: `monitor --once` exiting 3 ("still
-running") while the batches are being fed is an answer, not an error; a non-zero exit of
-submit-batch, a monitor exit other than 0/3, unparsable --json, a traceback or a timeout
-is an error.
+latency per command kind and the total wall time; exits 1 when any of these is off.
+Outcomes are classified by meaning: `monitor --once` exiting 3 ("still running") while the
+batches are being fed is an answer, not an error; a non-zero exit of submit-batch, a
+monitor exit other than 0/3, unparsable --json, a traceback or a timeout is an error.
 """
 
 from __future__ import annotations
