@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import journal
-from .errors import ConfigError, JobsafeError
+from .cli import MAX_WORKERS
+from .errors import EXIT_OK, ConfigError, JobsafeError
 from .inventory import GroupSpec, Host
 from .pueue import parallel_argv
 from .remote import Remote, connect
@@ -406,7 +407,7 @@ def run_loop(
     while True:
         # a pool even for one host (not cli.each): Ctrl-C then waits for the running tick,
         # so a `pueue parallel` change is never left without its journal line
-        with ThreadPoolExecutor(max_workers=min(8, len(slots))) as pool:
+        with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(slots))) as pool:
             results = list(pool.map(one, slots))
         count += 1
         for slot, res in zip(slots, results, strict=True):
@@ -420,7 +421,7 @@ def run_loop(
 def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | None, dry: bool,
                   up_load: float, up_mem: float, down_load: float, down_mem: float,
                   headroom: float, inventory: str | None, json_out: bool) -> int:
-    from .cli import error_dict, errors_exit_code, hosts_for, print_error
+    from .cli import HostRow, combined_exit_code, error_dict, hosts_for, print_error
     from .console import console
 
     if interval <= 0:
@@ -430,22 +431,30 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | None, dry
     thresholds = Thresholds(up_load / 100, up_mem / 100, down_load / 100, down_mem / 100,
                             headroom)
     slots = [Slot(h) for h in hosts_for(host, inventory)]
-    docs: list[dict[str, Any]] = []
+    last: dict[str, HostRow] = {}
 
     def make(h: Host) -> Autoscaler:
         return Autoscaler(h, connect(h), thresholds=thresholds, dry=dry)
 
     def report(h: Host, res: Tick | JobsafeError) -> None:
+        # a host that fails this tick keeps its line (stdout) and one stderr line; the
+        # other hosts' ticks go on (run_loop), and it is retried on the next tick
         if isinstance(res, JobsafeError):
             print_error(res)
+            row = HostRow(h.name, False, res.exit_code, str(res), None)
             doc = error_dict(h.name, res)
+            if not json_out:
+                console.print(f"{datetime.now(UTC):%H:%M:%S} {h.name}: FAILED (exit "
+                              f"{res.exit_code}) {res}", markup=False, highlight=False,
+                              soft_wrap=True)
         else:
+            row = HostRow(h.name, True, EXIT_OK, None, res)
             doc = res.to_dict()
             if not json_out:
                 console.print(tick_line(res), markup=False, highlight=False, soft_wrap=True)
         if json_out and loop:
             print(json.dumps(doc, default=str), flush=True)  # NDJSON: one line per tick
-        docs.append(doc)
+        last[h.name] = row
 
     try:
         run_loop(slots, make, interval=interval, ticks=ticks if loop else 1, on_tick=report)
@@ -453,7 +462,10 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | None, dry
         for slot in slots:
             if slot.scaler is not None:
                 slot.scaler.remote.close()
+    rows = [last[s.host.name] for s in slots if s.host.name in last]
+    code = combined_exit_code([(r.ok, r.exit_code) for r in rows])  # the last tick decides
     if json_out and not loop:
-        print(json.dumps(docs[0] if len(docs) == 1 else {"hosts": docs}, indent=2,
-                         default=str))
-    return errors_exit_code([s.error for s in slots if s.error is not None], len(slots))
+        doc_out = (rows[0].to_dict()["result"] if len(rows) == 1 and rows[0].ok else
+                   {"exit_code": code, "hosts": [r.to_dict() for r in rows]})
+        print(json.dumps(doc_out, indent=2, default=str))
+    return code

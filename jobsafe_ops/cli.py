@@ -6,13 +6,21 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from .console import console, err_console
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, ConfigError, JobsafeError
+from .errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_REFUSED,
+    ConfigError,
+    JobsafeError,
+)
 from .inventory import Host, inventory_dir, load_inventory, select_hosts
 from .secrecy import redact_text
 
@@ -50,21 +58,62 @@ def print_error(error: object) -> None:
                       soft_wrap=True)
 
 
+# ---- several hosts: one row per host, one exit code --------------------------------------
+
+MAX_WORKERS = 8  # hosts handled at once: SSH sessions and local threads stay bounded
+VERDICTS = frozenset({EXIT_OK, EXIT_FAILED})  # codes of a run that completed on its host
+# the most urgent verdict wins when every host completed: failed jobs (1) need action more
+# than work still running (monitor's 3), which beats all done (0)
+_URGENCY = {EXIT_FAILED: 2, EXIT_REFUSED: 1, EXIT_OK: 0}
+
+
+def combined_exit_code(rows: Sequence[tuple[bool, int]]) -> int:
+    """One exit code for a run over several hosts, from each host's (completed, code). Pure.
+
+    One host: its code. Every host the same code: that code (all 0, all 1, all 4...).
+    Some host did not complete (unreachable, refused, bad input, deploy failed): 5 (partial;
+    the per-host codes are in the table and in --json). Every host completed with different
+    verdicts: the most urgent one, 1 (jobs failed) over 3 (monitor: still running) over 0.
+    """
+    codes = [code for _, code in rows]
+    if not codes:
+        return EXIT_OK
+    if len(set(codes)) == 1:
+        return codes[0]
+    if not all(completed for completed, _ in rows):
+        return EXIT_PARTIAL
+    return max(codes, key=lambda c: _URGENCY.get(c, len(_URGENCY)))
+
+
 def error_dict(host: str, error: JobsafeError) -> dict[str, Any]:
-    """A host's error in --json: what went wrong and the exit code it maps to."""
-    return {"host": host, "error": redact_text(str(error)), "exit_code": error.exit_code}
+    """A host's error in --json, in the shape of every host row (credentials masked)."""
+    return HostRow(host, False, error.exit_code, redact_text(str(error)), None).to_dict()
 
 
 def errors_exit_code(errors: Sequence[JobsafeError], hosts: int) -> int:
-    """0 without errors; 5 (partial) when only some of several hosts failed; else the
-    first error's own code (a single host's error keeps its code)."""
-    if not errors:
-        return EXIT_OK
-    return EXIT_PARTIAL if len(errors) < hosts else errors[0].exit_code
+    """The combined exit code when each host either succeeded (0) or raised."""
+    rows = [(False, e.exit_code) for e in errors] + [(True, EXIT_OK)] * (hosts - len(errors))
+    return combined_exit_code(rows)
 
 
 def hosts_for(spec: str, inventory: str | None = None) -> list[Host]:
     return select_hosts(load_inventory(inventory_dir(inventory)), spec)
+
+
+@dataclass(frozen=True)
+class HostRow:
+    """One host's outcome: the same shape in every task's --json and human table."""
+
+    host: str
+    ok: bool  # the command completed on this host (its verdict may still be 1)
+    exit_code: int
+    error: str | None
+    result: Any  # the host's report (to_dict-able) or None
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.result
+        return {"host": self.host, "ok": self.ok, "exit_code": self.exit_code,
+                "error": self.error, "result": r.to_dict() if hasattr(r, "to_dict") else r}
 
 
 @dataclass
@@ -73,16 +122,26 @@ class Outcome:
     result: Any = None
     error: JobsafeError | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def row(self, code_of: Callable[[Any], int] = lambda r: EXIT_OK,
+            verdicts: Collection[int] = VERDICTS,
+            error_of: Callable[[Any], str | None] = lambda r: None) -> HostRow:
+        """A raised error, or a report whose code is not a verdict, is a failed host."""
         if self.error is not None:
-            return error_dict(self.host, self.error)
-        r = self.result
-        return r.to_dict() if hasattr(r, "to_dict") else r  # type: ignore[no-any-return]
+            return HostRow(self.host, False, self.error.exit_code,
+                           redact_text(str(self.error)), None)
+        code = code_of(self.result)
+        ok = code in verdicts
+        return HostRow(self.host, ok, code, None if ok else error_of(self.result) or
+                       f"{self.host}: exit {code}", self.result)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.row().to_dict()
 
 
 def fan_out(hosts: list[Host], fn: Callable[[Host], Any]) -> list[Outcome]:
-    """One worker per host; a host's failure never aborts another's (unlike Fabric's
-    ThreadingGroup, whose GroupException does not say which host failed)."""
+    """Every host at once (at most MAX_WORKERS); a host's failure never aborts or rolls
+    back another's. Not Fabric's ThreadingGroup: its GroupException stops the whole run
+    on any partial failure and does not say which host failed."""
 
     def one(host: Host) -> Outcome:
         try:
@@ -94,34 +153,56 @@ def fan_out(hosts: list[Host], fn: Callable[[Host], Any]) -> list[Outcome]:
 
 
 def each(items: Sequence[T], fn: Callable[[T], R]) -> list[R]:
-    """`fn` over items in order, one worker each (at most 8); a single item runs inline."""
+    """`fn` over items in order, in parallel (at most MAX_WORKERS); one item runs inline."""
     if len(items) == 1:
         return [fn(items[0])]
-    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(items))) as pool:
         return list(pool.map(fn, items))
 
 
+def host_rows_table(rows: Sequence[HostRow], summary: Callable[[Any], str]) -> Any:
+    """The human table of a multi-host run: one row per host, a failed host included."""
+    from rich.table import Table
+
+    t = Table(title="hosts")
+    for col in ("host", "outcome", "exit", "detail"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        outcome = "[green]ok" if r.ok else "[bold red]failed"
+        detail = summary(r.result) if r.ok else (r.error or "")
+        t.add_row(r.host, outcome, str(r.exit_code), detail)
+    return t
+
+
 def finish(outcomes: list[Outcome], json_out: bool,
-           render: Callable[[Any], None], code_of: Callable[[Any], int] = lambda r: 0) -> int:
-    """Print results (JSON or rich) and compute the exit code: a single host's error keeps
-    its own code; some hosts failing among several gives 5 (partial)."""
+           render: Callable[[Any], None], code_of: Callable[[Any], int] = lambda r: 0,
+           *, verdicts: Collection[int] = VERDICTS,
+           error_of: Callable[[Any], str | None] = lambda r: None,
+           summary: Callable[[Any], str] = lambda r: "") -> int:
+    """Print results and return one exit code (combined_exit_code). Several hosts: each
+    host's report, then a table with one row per host (a failed host's row carries its
+    error), and one stderr line per failed host; --json gives {"exit_code", "hosts":
+    [{host, ok, exit_code, error, result}]}. One host that completed keeps its report's
+    own JSON shape."""
+    rows = [o.row(code_of, verdicts, error_of) for o in outcomes]
+    code = combined_exit_code([(r.ok, r.exit_code) for r in rows])
     if json_out:
-        if len(outcomes) == 1 and outcomes[0].error is None:
-            payload: Any = outcomes[0].to_dict()
+        if len(rows) == 1 and outcomes[0].error is None:
+            payload: Any = rows[0].result
+            payload = payload.to_dict() if hasattr(payload, "to_dict") else payload
         else:
-            payload = {"hosts": [o.to_dict() for o in outcomes]}
+            payload = {"exit_code": code, "hosts": [r.to_dict() for r in rows]}
         print(json.dumps(payload, indent=2, default=str))
     else:
         for o in outcomes:
             if o.error is None:
                 render(o.result)
-    errors = [o.error for o in outcomes if o.error is not None]
-    for error in errors:
-        if not json_out or len(outcomes) == 1:
-            print_error(error)
-    if errors:
-        return errors_exit_code(errors, len(outcomes))
-    return max((code_of(o.result) for o in outcomes), default=0)
+        if len(rows) > 1:
+            console.print(host_rows_table(rows, summary))
+    for r in rows:
+        if not r.ok and r.error:
+            print_error(r.error)
+    return code
 
 
 def require(value: Any, flag: str) -> None:
@@ -161,7 +242,9 @@ def probe_cmd(host: str, inventory: str | None, json_out: bool) -> int:
     hosts = hosts_for(host, inventory)
     inv = {h.name: h for h in hosts}
     return finish(fan_out(hosts, one), json_out,
-                  lambda p: console.print(probe_view(p, inv[p.host])))
+                  lambda p: console.print(probe_view(p, inv[p.host])),
+                  summary=lambda p: f"pueue {p.pueue_version or p.pueue_error}, "
+                                    f"{len(p.groups)} group(s)")
 
 
 def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: bool) -> int:
@@ -177,4 +260,5 @@ def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: boo
         return 1 if a.failed else 0
 
     return finish(fan_out(hosts_for(host, inventory), one), json_out,
-                  lambda a: console.print(audit_view(a)), code)
+                  lambda a: console.print(audit_view(a)), code,
+                  summary=lambda a: f"{len(a.running)} running, {len(a.failed)} failed")

@@ -14,11 +14,11 @@ from typing import Any
 
 from . import retry as retries
 from .audit import Audit
-from .cli import Outcome, fan_out, finish, hosts_for, print_error, require
+from .cli import Outcome, fan_out, finish, hosts_for, require
 from .console import console, err_console
 from .deploy import CANCELLED, DeployReport, retry_failed_steps, run_deploy
 from .deploy_context import POLICIES, DeployContext, DeployOptions, Say
-from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError
+from .errors import EXIT_OK, ConfigError
 from .inventory import Host
 from .remote import session
 
@@ -73,20 +73,16 @@ def deploy_host(host: Host, opts: DeployOptions,
 
 
 def _finish(outcomes: list[Outcome], json_out: bool) -> int:
-    """Tables (or JSON) per host, each stopped run's error as one line on stderr, and one
-    exit code: the host's own, or 5 when only some of several hosts failed."""
+    """Tables (or JSON) per host, one row per host, each stopped run's error as one line
+    on stderr, and one exit code (cli.combined_exit_code): the host's own, or 5 when only
+    some of several hosts failed. A deploy that did not end in 0 (refused, lock held,
+    verify failed) is a failed host: deploys of the other hosts are neither stopped nor
+    rolled back."""
     from .views import deploy_view
 
-    code = finish(outcomes, json_out, lambda r: console.print(deploy_view(r)),
-                  lambda r: int(r.exit_code))
-    for o in outcomes:
-        if o.error is None and o.result.error:
-            print_error(o.result.error)
-    codes = [o.error.exit_code if o.error else o.result.exit_code for o in outcomes]
-    bad = [c for c in codes if c != EXIT_OK]
-    if len(codes) > 1 and bad and len(bad) < len(codes):
-        return EXIT_PARTIAL
-    return code if len(codes) == 1 else max(codes, default=EXIT_OK)
+    return finish(outcomes, json_out, lambda r: console.print(deploy_view(r)),
+                  lambda r: int(r.exit_code), verdicts={EXIT_OK},
+                  error_of=lambda r: r.error or r.verdict, summary=lambda r: r.verdict)
 
 
 def deploy_cmd(host: str, inventory: str | None, json_out: bool, **flags: Any) -> int:

@@ -26,7 +26,7 @@ reuses ids after `clean`).
 
 stdout protocol for the laptop: `@@progress DONE TOTAL` lines, then one `@@summary {json}`.
 Exit codes: 0 ok, 1 some lines failed (see summary), 2 bad input, 75 another feeder holds
-the batch lock.
+the batch lock (still, after --lock-wait seconds).
 """
 
 from __future__ import annotations
@@ -267,6 +267,21 @@ class Feeder:
         self.finish_line()
 
 
+def wait_for_lock(fd: int, seconds: float) -> bool:
+    """The batch lock, waiting up to `seconds` for another feeder of the same batch (two
+    submit-batch runs of one playbook at once): once it has finished, this one reads the
+    status and receipts afresh and adds only what is still missing - usually nothing."""
+    deadline = time.monotonic() + max(0.0, seconds)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+
 def feed(args: argparse.Namespace) -> int:
     lines = read_json_lines(args.commands)
     try:
@@ -275,9 +290,8 @@ def feed(args: argparse.Namespace) -> int:
         emit("@@summary " + json.dumps({"fatal": str(exc)}))
         return EXIT_BAD_INPUT
     lock_fd = os.open(args.receipts + ".lock", os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not wait_for_lock(lock_fd, args.lock_wait):
+        os.close(lock_fd)
         emit("@@summary " + json.dumps({"fatal": "another feeder is running for this batch"}))
         return EXIT_LOCKED
     try:
@@ -356,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--pueue", default="pueue")
     f.add_argument("--jobs", type=int, default=4, help="concurrent `pueue add` calls")
     f.add_argument("--pass-env", action="append", default=[])
+    f.add_argument("--lock-wait", type=float, default=0.0,
+                   help="seconds to wait for another feeder of this batch (default: none)")
     u = sub.add_parser("unit", help="run one unit's commands with bounded parallelism")
     u.add_argument("unit_file")
     u.add_argument("--done", required=True)

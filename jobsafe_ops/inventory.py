@@ -229,19 +229,35 @@ def load_inventory(directory: Path) -> dict[str, Host]:
 
 
 def select_hosts(inventory: Mapping[str, Host], spec: str) -> list[Host]:
-    """--host a,b | all -> hosts, in the order given."""
+    """--host a,b | all -> hosts, in the order given. Pure. An empty name (`a,,b`), a name
+    given twice (the same host would run twice at once and race itself for the deploy
+    lock) or an unknown name is bad input (exit 2), caught before any host is touched."""
+    known = ", ".join(sorted(inventory)) or "none"
+    spec = (spec or "").strip()
     if not spec:
         raise ConfigError("--host is required: a host name, a,b, or all")
-    if spec == "all":
+    names = [n.strip() for n in spec.split(",")]
+    if names == ["all"]:
         if not inventory:
             raise ConfigError("the inventory has no hosts; add hosts/<name>.toml")
         return list(inventory.values())
+    if "all" in names and "all" not in inventory:
+        raise ConfigError(f"--host {spec!r}: 'all' cannot be combined with names; use "
+                          f"--host all or a list of names (inventory has: {known})")
+    if "" in names:
+        raise ConfigError(f"--host {spec!r}: empty host name; separate names with one "
+                          f"comma (inventory has: {known})")
+    seen: set[str] = set()
     out = []
-    for name in (n.strip() for n in spec.split(",")):
+    for name in names:
         if name not in inventory:
-            known = ", ".join(sorted(inventory)) or "none"
             raise ConfigError(
-                f"unknown host {name!r} (inventory has: {known}); add hosts/{name}.toml"
+                f"unknown host {name!r} in --host {spec!r} (inventory has: {known}); "
+                f"add hosts/{name}.toml or fix the name"
             )
+        if name in seen:
+            raise ConfigError(f"--host {spec!r}: host {name!r} is given twice; name each "
+                              f"host once (inventory has: {known})")
+        seen.add(name)
         out.append(inventory[name])
     return out

@@ -4,8 +4,9 @@ in `monitor_view.py`.
 
 Exit codes (cron): 0 every label of the group done and succeeded; 1 some failed (or are
 blocked forever behind a failed dependency); 3 still running or queued at the end (timeout,
-or `--once` while work remains); 4 host unreachable or pueue not answering. Several hosts:
-1 if any host shows failures, else 4 if any host could not be read, else 3, else 0.
+or `--once` while work remains); 4 host unreachable or pueue not answering. Several hosts
+(cli.combined_exit_code): all the same code -> that code; some host unreadable -> 5;
+every host read -> 1 if any shows failures, else 3 if work remains, else 0.
 """
 
 from __future__ import annotations
@@ -16,13 +17,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .cli import each, hosts_for, print_error
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, ConfigError, JobsafeError
+from .cli import HostRow, combined_exit_code, each, hosts_for, print_error
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    ConfigError,
+    JobsafeError,
+)
 from .inventory import Host
 from .remote import Remote, connect
 from .snapshot import EXIT_STILL_RUNNING, Options, Snapshot, read_snapshot
 
 # ---- several hosts, many polls -----------------------------------------------------------
+
+GIVE_UP_POLLS = 3  # --until-done: a host failing this many polls in a row stops being awaited
+MONITOR_VERDICTS = frozenset({EXIT_OK, EXIT_FAILED, EXIT_STILL_RUNNING})
+
 
 @dataclass(frozen=True)
 class HostResult:
@@ -30,32 +42,27 @@ class HostResult:
     snapshot: Snapshot | None = None
     error: JobsafeError | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def row(self) -> HostRow:
         if self.snapshot is not None:
-            return self.snapshot.to_dict()
-        return {"host": self.host, "error": str(self.error),
-                "exit_code": self.error.exit_code if self.error else EXIT_UNREACHABLE}
+            return HostRow(self.host, True, self.snapshot.exit_code, None, self.snapshot)
+        code = self.error.exit_code if self.error else EXIT_UNREACHABLE
+        return HostRow(self.host, False, code, str(self.error), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.row.to_dict()
 
 
 def board_exit_code(board: Sequence[HostResult]) -> int:
-    """Failures seen anywhere win (they need action whatever else is true); then a host
-    we could not read; then work still pending; else 0."""
-    snaps = [r.snapshot for r in board if r.snapshot is not None]
-    if any(s.failures for s in snaps):
-        return EXIT_FAILED
-    if any(r.snapshot is None for r in board):
-        errors = [r.error for r in board if r.error is not None]
-        # a bad flag (exit 2) stays 2; everything else about a host is "unreachable"
-        codes = {e.exit_code for e in errors}
-        return codes.pop() if len(codes) == 1 and 2 in codes else EXIT_UNREACHABLE
-    if not all(s.settled for s in snaps):
-        return EXIT_STILL_RUNNING
-    return EXIT_OK
+    """cli.combined_exit_code over the hosts: one host keeps its code; a host that could
+    not be read among several that could gives 5; every host read: failures anywhere (1)
+    win over work still pending (3), then 0."""
+    return combined_exit_code([(r.row.ok, r.row.exit_code) for r in board])
 
 
 def board_dict(board: Sequence[HostResult]) -> dict[str, Any]:
     if len(board) == 1 and board[0].snapshot is not None:
-        return board[0].to_dict()
+        return board[0].snapshot.to_dict()
     return {"exit_code": board_exit_code(board), "hosts": [r.to_dict() for r in board]}
 
 
@@ -113,21 +120,34 @@ def watch(
     clock: Callable[[], float] = time.monotonic,
 ) -> list[HostResult]:
     """Poll every host until all watched groups are settled (`stop_when_settled`), the
-    timeout passes, or once. A host error is retried on the next poll; the last poll
-    decides the exit code."""
+    timeout passes, or once. A host error is retried on the next poll while the others
+    are watched on; a host failing GIVE_UP_POLLS polls in a row (or with bad input) is no
+    longer awaited, so one dead host does not keep --until-done alive forever. The last
+    poll decides the exit code."""
     deadline = None if timeout is None else clock() + timeout
+    misses = [0] * len(watchers)
     while True:
         board = poll_all(watchers)
         on_poll(board)
         if once:
             return board
-        settled = all(r.snapshot is not None and r.snapshot.settled for r in board)
-        if stop_when_settled and settled:
+        misses = [0 if r.snapshot is not None else n + 1 for r, n in zip(board, misses,
+                                                                         strict=True)]
+        if stop_when_settled and all(_finished(r, n) for r, n in zip(board, misses,
+                                                                      strict=True)):
             return board
         if deadline is not None and clock() >= deadline:
             return board
         wait = interval if deadline is None else max(0.0, min(interval, deadline - clock()))
         sleep(wait)
+
+
+def _finished(r: HostResult, misses: int) -> bool:
+    """Nothing more to wait for on this host: settled, or given up on."""
+    if r.snapshot is not None:
+        return r.snapshot.settled
+    bad_input = r.error is not None and r.error.exit_code == EXIT_BAD_INPUT
+    return bad_input or misses >= GIVE_UP_POLLS
 
 
 # ---- the command -------------------------------------------------------------------------

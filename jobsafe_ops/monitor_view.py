@@ -21,7 +21,7 @@ COUNT_COLUMNS = ("queued", "running", "paused", "stashed", "blocked", "success",
 OUTCOME_STYLE = {"done": "green", "running": "cyan", "empty": "dim", "failing": "yellow",
                  "failed": "bold red"}
 EXIT_TEXT = {0: "all done, all succeeded", 1: "some failed", 3: "still running",
-             4: "host unreachable", 2: "bad input"}
+             4: "host unreachable", 2: "bad input", 5: "some hosts failed (see their rows)"}
 
 
 def _size(n: int | None) -> str:
@@ -73,7 +73,9 @@ def monitor_view(board: Sequence[HostResult], hosts: Mapping[str, Host],
         counts.add_column(col, justify="right" if col == "total" else "left")
     for r in board:
         if r.snapshot is None:
-            counts.add_row(r.host, group or "-", "-", "-", "[bold red]unreachable")
+            host_code = r.error.exit_code if r.error else 4
+            counts.add_row(r.host, group or "-", Text(str(r.error or "unreachable")), "-",
+                           f"[bold red]failed (exit {host_code})")
             continue
         for g in r.snapshot.watched:
             by_state = "  ".join(
@@ -85,9 +87,6 @@ def monitor_view(board: Sequence[HostResult], hosts: Mapping[str, Host],
                            + extra, str(g.total),
                            f"[{OUTCOME_STYLE[g.outcome]}]{g.outcome}[/]{info}")
     parts.append(counts)
-    for r in board:
-        if r.error is not None:
-            parts.append(Text(f"error: {r.error}", style="bold red"))
 
     running = [(s.host, t) for s in snaps for g in s.watched for t in g.running]
     if running:

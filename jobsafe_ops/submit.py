@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import journal
+from .audit import read_state
 from .batch import (
     BatchReport,
     Unit,
@@ -49,6 +50,9 @@ UNITS_THRESHOLD = 10_000  # REQUIREMENTS 1.8: above 10 K jobs, pueue per unit
 FEED_JOBS = 4  # concurrent `pueue add` calls inside the feeder
 FEEDER_SOURCE = Path(__file__).with_name("feeder.py")
 EXIT_FEEDER_LOCKED = 75
+# two runs of one playbook at once: the second feeder waits this long for the first, then
+# adds only what is still missing (nothing, usually) instead of refusing
+FEEDER_LOCK_WAIT = 300.0
 
 Progress = Callable[[int, int], None]
 
@@ -131,7 +135,7 @@ def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: boo
         if c.run:
             remote.run(clean_argv(host.pueue, c.group, successful_only=True))
     for g, parallel in report.new_groups:
-        remote.run(group_add_argv(host.pueue, g, parallel))
+        ensure_group(remote, g, parallel)
     text = commands_file(report.items, report.memcap.wrap, unit_map)
     if not text:  # a rerun of a converged batch: nothing to upload, nothing to add
         return _counted(report, remote)
@@ -147,12 +151,26 @@ def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: boo
     return _counted(replace(report, added=added, errors=errors, existing=existing), remote)
 
 
+def ensure_group(remote: Remote, group: str, parallel: int) -> None:
+    """`pueue group add`, tolerant of a concurrent submit-batch that created the group
+    between our status read and our add (pueue then says "already exists"): verify after
+    the failure, and only a group still missing is an error."""
+    argv = group_add_argv(remote.host.pueue, group, parallel)
+    result = remote.run(argv, check=False)
+    if result.ok or group in read_state(remote).groups:
+        return
+    detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    raise RemoteError(f"{remote.host.name}: `{' '.join(argv)}` failed: "
+                      f"{detail[-1] if detail else f'exit {result.exited}'}")
+
+
 def run_feeder(remote: Remote, batch_dir: str, pueue: str, pass_env: Sequence[str],
                progress: Progress | None) -> dict[str, Any]:
     host = remote.host
     argv = ["python3", f"{batch_dir}/feeder.py", "feed", f"{batch_dir}/commands.jsonl",
             "--receipts", f"{batch_dir}/receipts.tsv", "--pueue", pueue,
-            "--jobs", str(FEED_JOBS), *(f"--pass-env={n}" for n in pass_env)]
+            "--jobs", str(FEED_JOBS), "--lock-wait", str(FEEDER_LOCK_WAIT),
+            *(f"--pass-env={n}" for n in pass_env)]
     summary: dict[str, Any] = {}
 
     def on_line(line: str) -> None:
@@ -164,8 +182,9 @@ def run_feeder(remote: Remote, batch_dir: str, pueue: str, pass_env: Sequence[st
 
     result = remote.stream(argv, on_line, check=False)
     if result.exited == EXIT_FEEDER_LOCKED:
-        raise RefusedError(f"{host.name}: another submit-batch is feeding {batch_dir}; wait "
-                           "for it to finish, then rerun (it converges)")
+        raise RefusedError(f"{host.name}: another submit-batch is still feeding {batch_dir} "
+                           f"after {FEEDER_LOCK_WAIT:g}s; wait for it to finish, then rerun "
+                           "(it converges)")
     if "fatal" in summary:
         raise RemoteError(f"{host.name}: feeder: {summary['fatal']}")
     if not summary:
@@ -216,7 +235,19 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
 
         outcomes = fan_out(hosts, one)
     return finish(outcomes, json_out, lambda r: console.print(batch_view(r)),
-                  lambda r: int(r.exit_code))
+                  lambda r: int(r.exit_code), error_of=_problem,
+                  summary=lambda r: ", ".join(f"{k} {n}" for k, n in r.counts.items() if n))
+
+
+def _problem(r: BatchReport) -> str:
+    """A host whose submission did not complete: its one line for the hosts table."""
+    if r.errors:
+        label, error = r.errors[0]
+        return (f"{r.host}: {len(r.errors)} label(s) not added, first {label}: {error}; "
+                "rerun to converge")
+    if r.memcap.refusal:
+        return f"{r.host}: {r.memcap.refusal}"
+    return f"{r.host}: {r.count('refused')} label(s) refused (retry budget spent)"
 
 
 def _positive(value: Any, flag: str) -> int | None:

@@ -246,6 +246,34 @@ def test_second_feeder_is_locked_out(daemon: Daemon, batch: Path) -> None:
     assert daemon.tasks() == []
 
 
+def test_second_feeder_waits_for_the_first_then_adds_nothing_twice(daemon: Daemon,
+                                                                   batch: Path) -> None:
+    import fcntl
+
+    commands = write_commands(batch / "c.jsonl", jobs(batch, 2))
+    label = jobs(batch, 1)[0]["label"]
+    fd = os.open(batch / "receipts.tsv.lock", os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # "the first feeder" holds the batch
+    try:
+        second = subprocess.Popen(
+            [sys.executable, str(FEEDER), "feed", str(commands), "--receipts",
+             str(batch / "receipts.tsv"), "--pueue", "pueue", "--lock-wait", "120"],
+            env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # meanwhile the first one adds a label and writes its receipt
+        tid = daemon.pueue("add", "--group", "p1", "--label", label, "--working-directory",
+                           str(batch / "work"), "--print-task-id", "--", "echo 0").stdout
+        (batch / "receipts.tsv").write_text(f"{label}\t{tid.strip()}\n")
+    finally:
+        os.close(fd)
+    out, err = second.communicate(timeout=300)
+    proc = subprocess.CompletedProcess(second.args, second.returncode, out, err)
+    assert proc.returncode == 0, out + err
+    s = summary(proc)
+    assert [lbl for lbl, _ in s["existing"]] == [label]  # seen after the wait
+    assert len(s["added"]) == 1
+    assert Counter(t["label"] for t in daemon.tasks()) == {label: 1, jobs(batch, 2)[1]["label"]: 1}
+
+
 def test_bad_commands_file_adds_nothing(daemon: Daemon, batch: Path) -> None:
     lines = jobs(batch, 2)
     lines[1]["workdir"] = "relative/dir"

@@ -82,8 +82,28 @@ def test_select_hosts(tmp_path):
     inv = load_inventory(tmp_path)
     assert [h.name for h in select_hosts(inv, "all")] == ["a", "b"]
     assert [h.name for h in select_hosts(inv, "b,a")] == ["b", "a"]
+    assert [h.name for h in select_hosts(inv, " a , b ")] == ["a", "b"]
     with pytest.raises(ConfigError, match="unknown host 'c'"):
         select_hosts(inv, "c")
+
+
+@pytest.mark.parametrize(("spec", "says"), [
+    ("a,c", "unknown host 'c' in --host 'a,c' (inventory has: a, b)"),
+    ("a,,b", "empty host name"),
+    ("a,", "empty host name"),
+    ("a,b,a", "host 'a' is given twice"),
+    ("all,a", "'all' cannot be combined"),
+    ("", "--host is required"),
+])
+def test_select_hosts_bad_input_is_one_line_naming_it(tmp_path, spec, says):
+    write(tmp_path, GOOD, "a.toml")
+    write(tmp_path, GOOD, "b.toml")
+    with pytest.raises(ConfigError) as err:
+        select_hosts(load_inventory(tmp_path), spec)
+    message = str(err.value)
+    assert says in message and "\n" not in message and err.value.exit_code == 2
+    if spec:
+        assert "a, b" in message  # the known hosts, so the fix is at hand
 
 
 def test_sizes():

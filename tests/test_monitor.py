@@ -21,8 +21,10 @@ def test_board_exit_code_precedence() -> None:
     bad = HostResult("e", error=ConfigError("e: group 'x' is nowhere"))
     assert board_exit_code([ok]) == 0
     assert board_exit_code([ok, running]) == 3
-    assert board_exit_code([ok, down, running]) == 4
-    assert board_exit_code([failed, down]) == 1
+    assert board_exit_code([ok, failed, running]) == 1  # every host read: failures win
+    assert board_exit_code([ok, down, running]) == 5  # a host unreadable among several
+    assert board_exit_code([failed, down]) == 5
+    assert board_exit_code([down, down]) == 4
     assert board_exit_code([bad]) == 2
 
 
@@ -90,3 +92,25 @@ def test_a_host_error_is_retried_on_the_next_poll() -> None:
     w, clock = Scripted([down, finished]), Clock()
     board = watch([w], interval=5, timeout=60, sleep=clock.sleep, clock=clock)  # type: ignore[list-item]
     assert w.polls == 2 and board_exit_code(board) == 0
+
+
+def test_until_done_gives_up_on_a_dead_host_and_watches_the_others() -> None:
+    down = HostResult("d", error=RemoteError("d: connection refused"))
+    running = HostResult("h", snap_of(state(task(1, "a", RUNNING)), host="h"))
+    finished = HostResult("h", snap_of(state(task(1, "a", done("Success"))), host="h"))
+    dead, live = Scripted([down]), Scripted([running, running, running, running, finished])
+    clock = Clock()
+    board = watch([dead, live], interval=5, sleep=clock.sleep, clock=clock)  # type: ignore[list-item]
+    # no timeout: the dead host alone would keep --until-done polling forever
+    assert live.polls == 5 and dead.polls == 5
+    assert board[1].snapshot is not None and board[1].snapshot.settled
+    assert board_exit_code(board) == 5
+
+
+def test_until_done_waits_for_a_dead_host_while_others_still_run() -> None:
+    down = HostResult("d", error=RemoteError("d: connection refused"))
+    finished = HostResult("h", snap_of(state(task(1, "a", done("Success"))), host="h"))
+    dead, live = Scripted([down, down, finished]), Scripted([finished])
+    clock = Clock()
+    board = watch([dead, live], interval=5, sleep=clock.sleep, clock=clock)  # type: ignore[list-item]
+    assert dead.polls == 3 and board_exit_code(board) == 0  # it came back in time

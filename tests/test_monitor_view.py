@@ -37,7 +37,7 @@ def test_view_shows_counts_running_failed_logs_blocked_and_health(fixtures: Path
     host = Host(name="bigblack", ssh="x", project_dir="~/p", package="x")
     down = HostResult("littleblack", error=RemoteError("littleblack: unreachable"))
     out = render([HostResult("bigblack", snap), down], {"bigblack": host})
-    assert "exit 1: some failed" in out
+    assert "exit 5: some hosts failed" in out  # one host unreadable among several
     assert "BTCUSDT@500" in out and "ETHUSDT@250" in out and "ValueError: bad input" in out
     assert "optimize" in out and "blocked dependents" in out
     assert "3.90 of 4 cores (limit 3.6)" in out
@@ -46,4 +46,6 @@ def test_view_shows_counts_running_failed_logs_blocked_and_health(fixtures: Path
         assert token in out
     assert "si 0 so 0 in 60s" in out and "6.0 GiB (25% used)" in out
     assert "11.0 MB warn" in out
-    assert "error: littleblack: unreachable" in out
+    # the unreadable host keeps its row, with its error and its own exit code
+    row = next(line for line in out.splitlines() if "littleblack" in line)
+    assert "littleblack: unreachable" in row and "failed (exit 4)" in row
