@@ -35,6 +35,7 @@ class Task:
     end: datetime | None = None
     enqueued_at: datetime | None = None
     detail: str | None = None  # FailedToSpawn message
+    env_names: tuple[str, ...] = ()  # names of the add-time environment (values never kept)
 
     @property
     def is_done(self) -> bool:
@@ -195,6 +196,7 @@ def parse_state(data: Mapping[str, Any]) -> PueueState:
             end=_ts(body.get("end")),
             enqueued_at=_ts(body.get("enqueued_at")),
             detail=body.get("detail"),
+            env_names=tuple(sorted(raw.get("envs") or ())),
         ))
     tasks.sort(key=lambda t: t.id)
     groups = {

@@ -74,7 +74,7 @@ def _restart_result(ctx: DeployContext, plan: retries.RetryPlan,
 def readd(ctx: DeployContext, plan: retries.RetryPlan) -> None:
     """Fresh `pueue add` per planned retry (never `pueue restart`: in v4 it drops the
     dependencies and, looped, caused the 60 -> 12,800 task runaway), in the lean add
-    environment (no `pass_env`: a playbook's extra names are not known here)."""
+    environment plus the failed task's `pass_env` names (retry.carried_env)."""
     for d in plan.to_add:
         assert d.new_label is not None
         try:
@@ -88,7 +88,7 @@ def readd(ctx: DeployContext, plan: retries.RetryPlan) -> None:
             continue
         # lean env: the SSH session's environment (and any secret in it) must not be
         # stored with the task; the old task's `envs` are never copied either
-        r = ctx.remote.run(lean_env_line(argv), check=False)
+        r = ctx.remote.run(lean_env_line(argv, d.env_names), check=False)
         if not r.ok:
             why = (r.stderr.strip() or r.stdout.strip() or f"exit {r.exited}").splitlines()
             ctx.add_errors.append(f"{d.group}/{d.new_label}: {why[-1] if why else ''}")

@@ -32,7 +32,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .feeder import LEAN_ENV
 from .pueue import PueueState, Task
+from .secrecy import secret_name
 
 DEFAULT_BUDGET = 3
 RE_ADD_ACTION = "re-add"
@@ -104,6 +106,7 @@ class RetryDecision:
     exit_code: int | None = None
     kind: str = ""  # transient | persistent | dependency | ""
     used: int = 0  # retries already spent before this decision
+    env_names: tuple[str, ...] = ()  # the playbook's pass_env names the re-add carries over
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -180,6 +183,22 @@ def plan_retries(
     return RetryPlan(tuple(decisions), budget, retry_all)
 
 
+MAX_CARRIED_ENV = 16
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def carried_env(names: Iterable[str]) -> tuple[str, ...]:
+    """The extra environment *names* a fresh re-add keeps from the failed task: what the
+    feeder added beyond its lean allow-list (a playbook's `pass_env`), so the retry runs
+    like the original. Values are re-read on the host, never copied from pueue's state;
+    secret-looking names are dropped; a task with more extras than `pass_env` would give
+    was added outside jobsafe-ops with a whole login environment, and gets none."""
+    extra = [n for n in names if n not in LEAN_ENV]
+    if len(extra) > MAX_CARRIED_ENV:
+        return ()
+    return tuple(n for n in extra if _ENV_NAME.match(n) and not secret_name(n))
+
+
 def _decide(base: str, attempts: list[Task], *, budget: int, used: int, retry_all: bool,
             forced: bool) -> RetryDecision | None:
     latest = latest_attempt(attempts)
@@ -195,7 +214,8 @@ def _decide(base: str, attempts: list[Task], *, budget: int, used: int, retry_al
         return RetryDecision(
             group=latest.group, label=latest.label or "", base=base, action=action,
             reason=reason, new_label=new, command=latest.command, workdir=latest.path,
-            state=latest.state, exit_code=latest.exit_code, kind=kind, used=spent)
+            state=latest.state, exit_code=latest.exit_code, kind=kind, used=spent,
+            env_names=carried_env(latest.env_names))
 
     if active:
         # a failed attempt was already re-added (queued/running...): never add a second

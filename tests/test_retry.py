@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,35 @@ def test_plan_to_dict_is_json_ready() -> None:
     plan = plan_retries(state(task(0, "X", "killed")))
     d = json.loads(json.dumps(plan.to_dict()))
     assert d["decisions"][0]["new_label"] == "X-retry-1"
+
+
+# ---- the re-add keeps the playbook's pass_env names, never values or secrets ---------------
+
+def test_re_add_carries_the_failed_tasks_pass_env_names() -> None:
+    lean = ("HOME", "PATH", "LANG")
+    t = Task(id=0, group="p1", label="X", command="python job.py", path="/h/project",
+             state="killed",
+             env_names=(*lean, "CUDA_VISIBLE_DEVICES", "GH_TOKEN", "OMP_NUM_THREADS"))
+    (d,) = plan_retries(state(t)).to_add
+    assert d.env_names == ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")  # no lean, no secret
+
+
+def test_a_whole_login_environment_is_not_carried() -> None:
+    # a task added by hand over SSH holds the session's whole environment: the retry stays lean
+    names = tuple(f"VAR_{i}" for i in range(40))
+    t = Task(id=0, group="p1", label="X", command="c", path="/h", state="killed",
+             env_names=names)
+    (d,) = plan_retries(state(t)).to_add
+    assert d.env_names == ()
+
+
+def test_status_parse_keeps_env_names_not_values() -> None:
+    from tests.status_data import done
+    from tests.status_data import state as status_state
+    from tests.status_data import task as status_task
+
+    raw = status_task(3, "X", done({"Failed": 1}))
+    raw["envs"] = {"PATH": "/usr/bin", "API_TOKEN": "s3cr3t"}
+    (parsed,) = parse_status(json.dumps(status_state(raw))).tasks
+    assert parsed.env_names == ("API_TOKEN", "PATH")
+    assert "s3cr3t" not in repr(parsed)
