@@ -35,7 +35,10 @@ def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
     except Exception as exc:  # noqa: BLE001 - last resort: still one line, still an exit code
         if debug:
             traceback.print_exc()
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: "
+                          f"{escape(str(exc))} "
                           "(rerun with --debug for the traceback)", highlight=False)
         code = 1
     sys.exit(code)
@@ -43,7 +46,12 @@ def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
 
 def print_error(error: object) -> None:
     """The operator's one line on stderr (STYLE 10)."""
-    err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: the fix often names a TOML table ("add [groups.p9]"), which rich would
+    # otherwise swallow as a style tag
+    err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False,
+                      soft_wrap=True)
 
 
 def error_dict(host: str, error: JobsafeError) -> dict[str, Any]:
@@ -125,6 +133,29 @@ def require(value: Any, flag: str) -> None:
         raise ConfigError(f"{flag} is required")
 
 
+def positive_int(value: Any, flag: str) -> int | None:
+    """An optional whole-number flag (no default: Invoke hands over the text): None stays
+    None, anything but an integer >= 1 is bad input."""
+    if value in (None, ""):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"{flag} must be a positive integer, got {value!r}; e.g. {flag} 10")
+    return n
+
+
+def optional_group(group: str | None) -> str | None:
+    """--group on commands where it is optional: absent means every group, but an empty
+    value (`--group ''`, an unset shell variable) is a mistake, not "every group"."""
+    if group is not None and not group.strip():
+        raise ConfigError("--group '' is empty; pass a group name, or leave --group out "
+                          "for every group")
+    return group
+
+
 # ---- commands ------------------------------------------------------------------------
 
 def hosts_cmd(inventory: str | None, json_out: bool) -> int:
@@ -164,6 +195,8 @@ def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: boo
     from .audit import build_audit, read_state
     from .remote import session
     from .views import audit_view
+
+    group = optional_group(group)
 
     def one(h: Host) -> Any:
         with session(h) as remote:
