@@ -200,7 +200,13 @@ def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: boo
 
     def one(h: Host) -> Any:
         with session(h) as remote:
-            return build_audit(h.name, read_state(remote, group), group)
+            state = read_state(remote, group)
+        if group and group not in state.groups and group not in h.groups:
+            # a typo must not read as an empty, healthy group (monitor does the same)
+            raise ConfigError(f"{h.name}: group {group!r} is neither on the pueue daemon nor "
+                              f"in {h.source}; check --group (known: "
+                              f"{', '.join(sorted({*state.groups, *h.groups})) or 'none'})")
+        return build_audit(h.name, state, group)
 
     def code(a: Any) -> int:
         return 1 if a.failed else 0

@@ -190,9 +190,10 @@ def _group(name: str, data: Any, where: str) -> GroupSpec:
         raise ConfigError(f"{gwhere}: min = {lo} is invalid; set min >= 1 (0 means unlimited)")
     if hi < lo:
         raise ConfigError(f"{gwhere}: max = {hi} is below min = {lo}; set max >= min")
-    if hi > MAX_PARALLEL:
-        raise ConfigError(f"{gwhere}: max/parallel = {hi} is beyond any host's cores; set it "
-                          f"<= {MAX_PARALLEL}")
+    for key, n in (("parallel", parallel), ("max", hi)):
+        if n > MAX_PARALLEL:
+            raise ConfigError(f"{gwhere}: {key} = {n} is beyond any host's cores; set "
+                              f"{key} <= {MAX_PARALLEL}")
     if not lo <= parallel <= hi:
         raise ConfigError(
             f"{gwhere}: parallel = {parallel} is outside min..max ({lo}..{hi}); adjust one"
