@@ -7,11 +7,28 @@ jobsafe_ops is imported inside each task so `inv --list` stays fast.
 
 from invoke import task
 
+from jobsafe_ops.flags import count, number
+
 HOST = "host name from the inventory, a,b for several, or all"
 JSON = "machine-readable JSON on stdout instead of tables"
 DEBUG = "show the traceback behind an error"
 INVENTORY = "inventory directory (default: $JOBSAFE_INVENTORY or ./hosts)"
 COMMON = {"json": JSON, "debug": DEBUG, "inventory": INVENTORY}
+
+# Typed defaults: Invoke casts a flag's text with its default's type; these turn a bad
+# number into a one-line error with exit 2 (jobsafe_ops/flags.py).
+MONITOR_INTERVAL = number("--interval", 30.0)
+LOG_LINES = count("--log-lines", 5)
+AUTOSCALE_INTERVAL = number("--interval", 60.0)
+UP_LOAD = number("--up-load", 40.0, what="a percentage")
+UP_MEM = number("--up-mem", 60.0, what="a percentage")
+DOWN_LOAD = number("--down-load", 80.0, what="a percentage")
+DOWN_MEM = number("--down-mem", 80.0, what="a percentage")
+HEADROOM = number("--headroom", 2.0, what="a factor")
+WAIT_TIMEOUT = number("--wait-timeout", 600.0)
+RETRY_BUDGET = count("--retry-budget", 3)
+UPGRADE_TIMEOUT = number("--upgrade-timeout", 300.0)
+WATCH = number("--watch", 300.0)
 
 
 @task(help=COMMON)
@@ -59,7 +76,8 @@ def demo(c, keep=False, debug=False):
     **COMMON,
 })
 def monitor(c, host="", group="", label_glob=None, once=False, until_done=False,
-            timeout=None, interval=30.0, log_lines=5, json=False, debug=False, inventory=None):
+            timeout=None, interval=MONITOR_INTERVAL,
+            log_lines=LOG_LINES, json=False, debug=False, inventory=None):
     """Watch a group by label: counts, running, failed (+ log tail), blocked, host health."""
     from jobsafe_ops import cli
     from jobsafe_ops.monitor import monitor_cmd
@@ -83,15 +101,19 @@ def monitor(c, host="", group="", label_glob=None, once=False, until_done=False,
     "headroom": "free memory must be >= this x job_memory to add a slot (default 2)",
     **COMMON,
 })
-def autoscale(c, host="", loop=False, interval=60.0, ticks=None, dry=False, up_load=40.0,
-              up_mem=60.0, down_load=80.0, down_mem=80.0, headroom=2.0, json=False,
+def autoscale(c, host="", loop=False, interval=AUTOSCALE_INTERVAL, ticks=None,
+              dry=False, up_load=UP_LOAD,
+              up_mem=UP_MEM,
+              down_load=DOWN_LOAD,
+              down_mem=DOWN_MEM,
+              headroom=HEADROOM, json=False,
               debug=False, inventory=None):
     """Tune `pueue parallel` per group within min..max from load and memory; journaled."""
     from jobsafe_ops import cli
     from jobsafe_ops.autoscale import autoscale_cmd
 
     cli.main(autoscale_cmd, host=host, loop=loop, interval=interval,
-             ticks=None if ticks is None else int(ticks), dry=dry, up_load=up_load,
+             ticks=ticks, dry=dry, up_load=up_load,
              up_mem=up_mem, down_load=down_load, down_mem=down_mem, headroom=headroom,
              inventory=inventory, json_out=json, debug=debug)
 
@@ -143,10 +165,12 @@ DEPLOY_DRY = ("run the real audit, probe and git/venv checks, print every remote
     "dry": DEPLOY_DRY,
     **COMMON,
 })
-def deploy(c, host="", on_running=None, wait_timeout=600.0, ref=None, version=None,
+def deploy(c, host="", on_running=None, wait_timeout=WAIT_TIMEOUT, ref=None,
+           version=None,
            expect_version=None, expect_code=None, discard_local_changes=False,
-           break_lock=False, retry_all=False, retry_budget=3, upgrade_timeout=300.0,
-           watch=300.0, dry=False, json=False, debug=False, inventory=None):
+           break_lock=False, retry_all=False, retry_budget=RETRY_BUDGET,
+           upgrade_timeout=UPGRADE_TIMEOUT,
+           watch=WATCH, dry=False, json=False, debug=False, inventory=None):
     """Deploy: audit, lock, decide, pull, verify, upgrade, restart, monitor (journaled)."""
     from jobsafe_ops import cli
     from jobsafe_ops.deploy_cli import deploy_cmd
@@ -166,7 +190,8 @@ def deploy(c, host="", on_running=None, wait_timeout=600.0, ref=None, version=No
     "dry": "read and plan, print the `pueue add` commands, change nothing",
     **COMMON,
 })
-def retry_failed(c, host="", group="", retry_all=False, retry_budget=3, dry=False, json=False,
+def retry_failed(c, host="", group="", retry_all=False,
+                 retry_budget=RETRY_BUDGET, dry=False, json=False,
                  debug=False, inventory=None):
     """Re-add a group's failed labels fresh as <label>-retry-N, within the retry budget."""
     from jobsafe_ops import cli

@@ -418,16 +418,15 @@ def run_loop(
         sleep(interval)
 
 
-def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | None, dry: bool,
+def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | str | None, dry: bool,
                   up_load: float, up_mem: float, down_load: float, down_mem: float,
                   headroom: float, inventory: str | None, json_out: bool) -> int:
-    from .cli import HostRow, combined_exit_code, error_dict, hosts_for, print_error
+    from .cli import HostRow, combined_exit_code, error_dict, hosts_for, positive_int, print_error
     from .console import console
 
     if interval <= 0:
         raise ConfigError("--interval must be > 0 seconds")
-    if ticks is not None and ticks < 1:
-        raise ConfigError("--ticks must be >= 1")
+    ticks = positive_int(ticks, "--ticks")
     thresholds = Thresholds(up_load / 100, up_mem / 100, down_load / 100, down_mem / 100,
                             headroom)
     slots = [Slot(h) for h in hosts_for(host, inventory)]

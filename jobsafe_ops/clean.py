@@ -59,7 +59,9 @@ def _tasks(snap: Snapshot, group: str) -> int:
 def check_clean(snap: Snapshot, group: str) -> None:
     """Refuse (exit 3) while unfinished tasks depend on tasks of `group`. Pure."""
     if snap.view(group).status == "missing":
-        raise ConfigError(f"{snap.host}: group {group!r} does not exist on the pueue daemon")
+        known = ", ".join(g.name for g in snap.groups if g.status != "missing") or "none"
+        raise ConfigError(f"{snap.host}: group {group!r} does not exist on the pueue daemon; "
+                          f"check --group (daemon has: {known})")
     if snap.chains:
         shown = "; ".join(f"{c['label']} ({c['group']}, {c['state']}) after "
                           f"{', '.join(c['after'])}" for c in snap.chains[:5])

@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
+from rich.markup import escape
+
 from .console import console, err_console
 from .errors import (
     EXIT_FAILED,
@@ -45,7 +47,7 @@ def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
         if debug:
             traceback.print_exc()
         err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: "
-                          f"{redact_text(str(exc))} "
+                          f"{escape(redact_text(str(exc)))} "
                           "(rerun with --debug for the traceback)", highlight=False)
         code = 1
     sys.exit(code)
@@ -54,8 +56,10 @@ def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
 def print_error(error: object) -> None:
     """The operator's one line on stderr (STYLE 10), credentials masked (a remote error
     can quote a command line)."""
-    err_console.print(f"[bold red]error:[/] {redact_text(str(error))}", highlight=False,
-                      soft_wrap=True)
+    # escaped: the fix often names a TOML table ("add [groups.p9]"), which rich would
+    # otherwise swallow as a style tag
+    err_console.print(f"[bold red]error:[/] {escape(redact_text(str(error)))}",
+                      highlight=False, soft_wrap=True)
 
 
 # ---- several hosts: one row per host, one exit code --------------------------------------
@@ -210,6 +214,29 @@ def require(value: Any, flag: str) -> None:
         raise ConfigError(f"{flag} is required")
 
 
+def positive_int(value: Any, flag: str) -> int | None:
+    """An optional whole-number flag (no default: Invoke hands over the text): None stays
+    None, anything but an integer >= 1 is bad input."""
+    if value in (None, ""):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"{flag} must be a positive integer, got {value!r}; e.g. {flag} 10")
+    return n
+
+
+def optional_group(group: str | None) -> str | None:
+    """--group on commands where it is optional: absent means every group, but an empty
+    value (`--group ''`, an unset shell variable) is a mistake, not "every group"."""
+    if group is not None and not group.strip():
+        raise ConfigError("--group '' is empty; pass a group name, or leave --group out "
+                          "for every group")
+    return group
+
+
 # ---- commands ------------------------------------------------------------------------
 
 def hosts_cmd(inventory: str | None, json_out: bool) -> int:
@@ -252,9 +279,17 @@ def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: boo
     from .remote import session
     from .views import audit_view
 
+    group = optional_group(group)
+
     def one(h: Host) -> Any:
         with session(h) as remote:
-            return build_audit(h.name, read_state(remote, group), group)
+            state = read_state(remote, group)
+        if group and group not in state.groups and group not in h.groups:
+            # a typo must not read as an empty, healthy group (monitor does the same)
+            raise ConfigError(f"{h.name}: group {group!r} is neither on the pueue daemon nor "
+                              f"in {h.source}; check --group (known: "
+                              f"{', '.join(sorted({*state.groups, *h.groups})) or 'none'})")
+        return build_audit(h.name, state, group)
 
     def code(a: Any) -> int:
         return 1 if a.failed else 0

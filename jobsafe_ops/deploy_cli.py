@@ -60,8 +60,11 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
 
 
 def _say_for(host: Host) -> Say:
-    return lambda text: err_console.print(f"[dim]{host.name}:[/] {text}", highlight=False,
-                                          soft_wrap=True)
+    from rich.markup import escape
+
+    # a label or path in the text may hold [brackets]: shown, never read as markup
+    return lambda text: err_console.print(f"[dim]{host.name}:[/] {escape(text)}",
+                                          highlight=False, soft_wrap=True)
 
 
 def deploy_host(host: Host, opts: DeployOptions,

@@ -8,6 +8,7 @@ the commands (`inv deploy`, `inv retry-failed`) in deploy_cli.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,14 @@ from .pueue import PueueState
 from .remote import Remote, shell_line
 
 POLICIES = ("abort", "wait", "keep", "kill")
+# PEP 440 (packaging's VERSION_PATTERN, without the legacy spellings): what `uv pip install
+# <dist>==V` and the package's __version__ can hold. Anything else is a typo.
+VERSION = re.compile(
+    r"^v?(?:\d+!)?\d+(?:\.\d+)*(?:[-_.]?(?:a|b|c|rc|alpha|beta|pre|preview)[-_.]?\d*)?"
+    r"(?:-\d+|[-_.]?(?:post|rev|r)[-_.]?\d*)?(?:[-_.]?dev[-_.]?\d*)?"
+    r"(?:\+[a-z0-9]+(?:[-_.][a-z0-9]+)*)?$", re.IGNORECASE)
+# never part of one commit, tag or revision (HEAD~1 is fine; a..b is a range)
+_BAD_REF = re.compile(r"[\x00-\x20\x7f]|\.\.")
 LOCK_MARGIN = 900.0  # seconds added to the longest possible run for the lock's TTL
 
 Say = Callable[[str], None]
@@ -71,8 +80,18 @@ class DeployOptions:
                               f"{self.expect_version} disagree; pass one")
         for flag, text in (("--ref", self.ref), ("--version", self.version),
                            ("--expect-version", self.expect_version)):
+            # a leading '-' would reach git/uv as an option (--upload-pack=...)
             if text is not None and (not text.strip() or text.startswith("-")):
-                raise ConfigError(f"{flag} {text!r}: not a valid value")
+                raise ConfigError(f"{flag} {text!r}: not a valid value; pass a "
+                                  + ("commit or tag" if flag == "--ref" else "version"))
+        if self.ref is not None and _BAD_REF.search(self.ref):
+            raise ConfigError(f"--ref {self.ref!r} names no single commit (spaces, "
+                              "control characters or '..'); e.g. --ref v1.1.0 or a SHA")
+        for flag, text in (("--version", self.version),
+                           ("--expect-version", self.expect_version)):
+            if text is not None and not VERSION.match(text):
+                raise ConfigError(f"{flag} {text!r} is not a version (PEP 440); "
+                                  "write e.g. 1.2.0 or 1.2.0rc1")
         if self.expect_code is not None:
             mod, _, rest = self.expect_code.partition(":")
             fn = rest.partition(":")[0]

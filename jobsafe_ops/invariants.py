@@ -136,13 +136,42 @@ def check_templates(drafts: Sequence[Draft], src: str) -> None:
                   "concurrent jobs would share (and delete) one file")
 
 
+MAX_LABEL = 256  # a label is stored in every status read and receipt line (AP-10)
+# Linux MAX_ARG_STRLEN: one argv string longer than this fails `pueue add` with E2BIG
+MAX_COMMAND = 131072
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """A value for a one-line error: repr, cut short when huge (a 1 MB label)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} characters)"
+
+
 def check_label(label: str, where: str) -> None:
-    if not label.strip() or any(ch in label for ch in "\t\n\r"):
-        raise ConfigError(f"{where}: rendered label {label!r} is empty or holds a tab/newline "
-                          "(receipts are label<TAB>id lines)")
+    if not label.strip() or any(ch in label for ch in "\t\n\r\0"):
+        raise ConfigError(f"{where}: rendered label {shown(label)} is empty or holds a "
+                          "tab/newline/NUL (receipts are label<TAB>id lines); remove it from "
+                          "the label template and its values")
+    if len(label) > MAX_LABEL:
+        raise ConfigError(f"{where}: rendered label {shown(label)} is longer than {MAX_LABEL} "
+                          "characters; shorten the label template or its values")
     if attempt_of(label) > 0:
         raise ConfigError(f"{where}: label {label!r} ends like a retry (-retry-N), which is "
                           "reserved for fresh re-adds of failed jobs")
+
+
+def check_command(command: str, template: str, where: str) -> None:
+    """A rendered command that cannot reach pueue intact: a carriage return (a CRLF file's
+    `\\r` escape, or pasted from Windows) would reach `sh -c` as part of the last word,
+    a NUL cannot be an argv string at all, and one over MAX_COMMAND fails with E2BIG."""
+    if "\0" in command or "\r" in command:
+        bad = "a NUL" if "\0" in command else "a carriage return (\\r)"
+        raise ConfigError(f"{where}: command {shown(template)} renders with {bad}; remove it "
+                          "from the template and the matrix values (save with LF endings)")
+    if len(command.encode()) > MAX_COMMAND:
+        raise ConfigError(f"{where}: command {shown(template)} renders to "
+                          f"{len(command.encode())} bytes, over the {MAX_COMMAND}-byte limit "
+                          "of one argument; move the data to a file the job reads")
 
 
 def check_unique(jobs: Sequence[JobSpec], playbook: Playbook, host: Host) -> None:
@@ -150,7 +179,7 @@ def check_unique(jobs: Sequence[JobSpec], playbook: Playbook, host: Host) -> Non
     paths: dict[str, JobSpec] = {}
     for j in jobs:
         if j.label in seen:
-            raise ConfigError(f"{playbook.source}: label {j.label!r} is produced twice "
+            raise ConfigError(f"{playbook.source}: label {shown(j.label)} is produced twice "
                               f"({dict(seen[j.label].params)} and {dict(j.params)}); labels "
                               "must be unique (INV-8)")
         seen[j.label] = j

@@ -19,6 +19,12 @@ from .errors import ConfigError
 DEFAULTS_FILE = "_defaults.toml"
 LOCAL_SSH = "local"
 
+# More than any host has: "9999999T" is a typo, not a cap (systemd would take it as none).
+MAX_SIZE = 1024**5
+# pueue spawns that many workers; a value beyond any machine's cores is a typo.
+MAX_PARALLEL = 4096
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SSH_TARGET = re.compile(r"^[^\s-][^\s]*$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -28,7 +34,10 @@ def parse_size(text: str) -> int:
     m = _SIZE_RE.match(str(text))
     if not m:
         raise ValueError(f"not a size: {text!r} (use e.g. 512M, 5G)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    size = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if not 0 < size <= MAX_SIZE:
+        raise ValueError(f"size {text!r} is out of range (use 1 byte .. 1024T, e.g. 5G)")
+    return size
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,14 @@ def _type_name(t: type | tuple[type, ...]) -> str:
     return names.get(t, t.__name__)
 
 
+def _example(key: str, t: type | tuple[type, ...]) -> str:
+    """How the field is written, for the fix in a wrong-type error."""
+    if t is dict:
+        return f"[{key}.NAME]"
+    shapes = {str: '"..."', bool: "true", int: "4", list: '["..."]'}
+    return f"{key} = {shapes.get(t, '10') if not isinstance(t, tuple) else '10'}"
+
+
 def _check_fields(
     data: Mapping[str, Any],
     spec: Mapping[str, tuple[type | tuple[type, ...], bool]],
@@ -140,12 +157,24 @@ def _check_fields(
         bad_bool = isinstance(value, bool) and typ is not bool
         if bad_bool or not isinstance(value, typ):
             raise ConfigError(
-                f"{where}: field {key!r} must be {_type_name(typ)}, got {value!r}"
+                f"{where}: field {key!r} must be {_type_name(typ)}, got {_shown(value)}; "
+                f"write {_example(key, typ)}"
             )
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{where}: field {key!r} is empty; write {_example(key, typ)} "
+                              "or remove the line for the default")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _group(name: str, data: Any, where: str) -> GroupSpec:
     gwhere = f"{where} [groups.{name}]"
+    if not _GROUP_NAME.match(name):
+        raise ConfigError(f"{where}: group name {name!r}: use letters, digits, '.', '_', '-' "
+                          "(it is passed to pueue and shown in every report)")
     if not isinstance(data, dict):
         raise ConfigError(f"{gwhere}: must be a table with parallel/min/max/job_memory")
     _check_fields(data, _GROUP_FIELDS, gwhere)
@@ -161,6 +190,10 @@ def _group(name: str, data: Any, where: str) -> GroupSpec:
         raise ConfigError(f"{gwhere}: min = {lo} is invalid; set min >= 1 (0 means unlimited)")
     if hi < lo:
         raise ConfigError(f"{gwhere}: max = {hi} is below min = {lo}; set max >= min")
+    for key, n in (("parallel", parallel), ("max", hi)):
+        if n > MAX_PARALLEL:
+            raise ConfigError(f"{gwhere}: {key} = {n} is beyond any host's cores; set "
+                              f"{key} <= {MAX_PARALLEL}")
     if not lo <= parallel <= hi:
         raise ConfigError(
             f"{gwhere}: parallel = {parallel} is outside min..max ({lo}..{hi}); adjust one"
@@ -174,20 +207,36 @@ def _group(name: str, data: Any, where: str) -> GroupSpec:
     return GroupSpec(name=name, parallel=parallel, min=lo, max=hi, job_memory=memory)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A host file or playbook as a dict. A UTF-8 byte-order mark is accepted (Windows
+    editors write one; it changes nothing), and so are CRLF line endings (TOML allows them
+    and folds them in multi-line strings). An empty file is a mistake, not an empty
+    config."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror}); check the path") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start}); save the file as UTF-8") \
+            from None
+    if not text.strip():
+        raise ConfigError(f"{path}: the file is empty; write the {what} (see the README) "
+                          "or delete the file")
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def load_host_file(path: Path, defaults: Mapping[str, Any] | None = None) -> Host:
-    data = {**(defaults or {}), **_read_toml(path)}
+    data = {**(defaults or {}), **read_toml(path, "host's fields (ssh, project_dir, ...)")}
     where = str(path)
     _check_fields(data, _HOST_FIELDS, where)
+    if not _SSH_TARGET.match(data["ssh"]):
+        raise ConfigError(f"{where}: ssh {data['ssh']!r} must be an ssh_config alias or "
+                          "user@host[:port] (no spaces, no leading '-')")
     groups = {name: _group(name, g, where) for name, g in data.get("groups", {}).items()}
     checkpoints = data.get("checkpoints", [])
     if not all(isinstance(c, str) for c in checkpoints):
@@ -218,7 +267,10 @@ def load_inventory(directory: Path) -> dict[str, Host]:
     defaults: dict[str, Any] = {}
     dpath = directory / DEFAULTS_FILE
     if dpath.exists():
-        defaults = _read_toml(dpath)
+        defaults = read_toml(dpath, "keys shared by every host")
+        # blame a bad shared key on _defaults.toml, not on every host file
+        _check_fields(defaults, {k: (t, False) for k, (t, _) in _HOST_FIELDS.items()},
+                      str(dpath))
     hosts = {}
     for path in sorted(directory.glob("*.toml")):
         if path.name == DEFAULTS_FILE:

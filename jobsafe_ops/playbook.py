@@ -12,7 +12,6 @@ import calendar
 import itertools
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -23,6 +22,7 @@ from .errors import ConfigError
 from .invariants import (
     SPLIT_NAMES,
     check_categories,
+    check_command,
     check_env,
     check_label,
     check_templates,
@@ -30,7 +30,7 @@ from .invariants import (
     check_unquoted,
     require_known,
 )
-from .inventory import Host, parse_size
+from .inventory import Host, parse_size, read_toml
 from .secrecy import check_playbook as check_secrets
 from .templates import IDENT, fields, fields_cached, render
 
@@ -250,6 +250,18 @@ def _split(data: Any, where: str) -> Split:
     return Split(by=by, start=start, end=end)
 
 
+def _workdir(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: workdir must be a directory path, got {value!r}; "
+                          "write workdir = \"~/project\" or leave it out")
+    if "{" in value:
+        raise ConfigError(f"{where}: workdir {value!r} takes no placeholders (one directory "
+                          "per phase); use a fixed path and put the parameter in the command")
+    return value
+
+
 def _env(data: Any, where: str) -> tuple[tuple[str, str], ...]:
     if data is None:
         return ()
@@ -280,7 +292,7 @@ def _phase(top: Mapping[str, Any], data: Mapping[str, Any], name: str, prefix: s
         command=_str(merged, "command", where),
         label=_str(merged, "label", where),
         group=_str(merged, "group", where),
-        workdir=merged.get("workdir"),
+        workdir=_workdir(merged.get("workdir"), where),
         memory_max=_size(merged.get("memory_max"), where),
         matrix=tuple(matrix.items()),
         split=_split(split_data, where) if split_data is not None else None,
@@ -322,8 +334,8 @@ def parse_playbook(data: Mapping[str, Any], source: str) -> Playbook:
         _unknown(a, _AFTER, awhere)
         after.append(AfterStep(
             label=_str(a, "label", awhere), command=_str(a, "command", awhere),
-            group=_str(a, "group", awhere, data.get("group")), workdir=a.get(
-                "workdir", data.get("workdir")),
+            group=_str(a, "group", awhere, data.get("group")), workdir=_workdir(a.get(
+                "workdir", data.get("workdir")), awhere),
             memory_max=_size(a.get("memory_max", data.get("memory_max")), awhere)))
     units = data.get("units", {})
     if not isinstance(units, dict):
@@ -335,7 +347,9 @@ def parse_playbook(data: Mapping[str, Any], source: str) -> Playbook:
     for key, value in ints.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < (
                 0 if key == "retry_budget" else 1):
-            raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
+            raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}; "
+                              f"write {key.rpartition('.')[2]} = "
+                              f"{DEFAULT_RETRY_BUDGET if key == 'retry_budget' else 4}")
     return Playbook(
         name=name, source=source, phases=tuple(phases), after=tuple(after),
         categories=_strs(data, "categories", where), cleanup=_strs(data, "cleanup", where),
@@ -361,12 +375,8 @@ def playbook_path(spec: str, directory: str | Path | None = None) -> Path:
 
 def load_playbook(spec: str | Path) -> Playbook:
     path = playbook_path(str(spec))
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-    return parse_playbook(data, str(path))
+    return parse_playbook(read_toml(path, "playbook (name, group, command, label, ...)"),
+                          str(path))
 
 
 # ---- planning ---------------------------------------------------------------------------
@@ -394,7 +404,7 @@ def plan_batch(playbook: Playbook, host: Host) -> Plan:
     src = playbook.source
     drafts: list[Draft] = []
     for phase in playbook.phases:
-        host.group(phase.group)  # unknown group: ConfigError naming the host file
+        _declared(phase.group, host, src)
         for params in _combos(phase):
             if phase.name:
                 params = {**params, "phase": phase.name}
@@ -414,6 +424,8 @@ def plan_batch(playbook: Playbook, host: Host) -> Plan:
         d.values = {**base, "label": label}
     check_templates(drafts, src)
     jobs = [_job(d, host) for d in drafts]
+    for j, d in zip(jobs, drafts, strict=True):
+        check_command(j.command, d.phase.command, f"{src}: label {j.label!r}")
     check_unique(jobs, playbook, host)
     check_categories(playbook, drafts, jobs)
     by_phase: dict[str, list[str]] = {}
@@ -426,6 +438,14 @@ def plan_batch(playbook: Playbook, host: Host) -> Plan:
     return Plan(playbook=playbook.name, host=host.name, jobs=tuple(jobs), after=tuple(after),
                 retry_budget=playbook.retry_budget, unit_size=playbook.unit_size,
                 unit_parallel=playbook.unit_parallel, pass_env=playbook.pass_env, source=src)
+
+
+def _declared(group: str, host: Host, src: str) -> None:
+    """An unknown group is a ConfigError naming the playbook, the host file and the fix."""
+    if group not in host.groups:
+        known = ", ".join(sorted(host.groups)) or "none"
+        raise ConfigError(f"{src}: group {group!r} is not declared in {host.source} "
+                          f"(known: {known}); use one of those, or add [groups.{group}] there")
 
 
 def _with_after(job: JobSpec, labels: list[str]) -> JobSpec:
@@ -458,7 +478,7 @@ def _after_steps(playbook: Playbook, host: Host, labels: Sequence[str]) -> list[
     out: list[JobSpec] = []
     values = {"playbook": playbook.name}
     for i, step in enumerate(playbook.after):
-        host.group(step.group)
+        _declared(step.group, host, playbook.source)
         where = f"{playbook.source}: after[{i}]"
         vals = {**values, "group": step.group}
         for template in (step.label, step.command):
@@ -466,6 +486,8 @@ def _after_steps(playbook: Playbook, host: Host, labels: Sequence[str]) -> list[
         label = render(step.label, vals)
         check_label(label, where)
         check_unquoted(step.command, where)
+        check_command(render(step.command, {**vals, "label": label}, shell=True),
+                      step.command, where)
         # the first step waits for every job; each later one for the step before it (AP-7)
         deps = tuple(labels) if i == 0 else (out[-1].label,)
         out.append(JobSpec(

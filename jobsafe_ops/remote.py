@@ -339,9 +339,12 @@ def _harden(conn: Any, name: str) -> None:
 
 def _log_attempt(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
+    from rich.markup import escape
+
     from .console import err_console
 
-    err_console.print(f"[yellow]connect attempt {state.attempt_number} failed: {exc}; retrying")
+    err_console.print(f"[yellow]connect attempt {state.attempt_number} failed: "
+                      f"{escape(str(exc))}; retrying")
 
 
 @retry(

@@ -33,7 +33,7 @@ from .batch import (
     memcap_policy,
     parse_receipts,
 )
-from .cli import fan_out, finish, hosts_for, require
+from .cli import fan_out, finish, hosts_for, positive_int, require
 from .console import console
 from .errors import ConfigError, RefusedError, RemoteError
 from .inventory import Host
@@ -221,11 +221,11 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
                      unit_size: int | None, inventory: str | None, json_out: bool) -> int:
     require(host, "--host")
     require(playbook, "--playbook")
+    size = positive_int(unit_size, "--unit-size")
     book = load_playbook(playbook)
     hosts = hosts_for(host, inventory)
     # plan-time invariants (INV-1/5/9, labels, placeholders) fail here, before any SSH
     plans = {h.name: plan_batch(book, h) for h in hosts}
-    size = _positive(unit_size, "--unit-size")
     with progress_bars(enabled=not json_out) as bar:
         def one(h: Host) -> BatchReport:
             with session(h) as remote:
@@ -249,14 +249,3 @@ def _problem(r: BatchReport) -> str:
         return f"{r.host}: {r.memcap.refusal}"
     return f"{r.host}: {r.count('refused')} label(s) refused (retry budget spent)"
 
-
-def _positive(value: Any, flag: str) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
-    return n

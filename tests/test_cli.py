@@ -1,5 +1,5 @@
 """jobsafe_ops.cli: the exit code of a multi-host run, one row per host in the human table
-and in --json, and the bounded parallel fan-out."""
+and in --json, the bounded parallel fan-out, flag checks and the one-line error."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from jobsafe_ops import cli
 from jobsafe_ops.cli import (
     MAX_WORKERS,
     Outcome,
@@ -155,3 +156,28 @@ def test_each_is_bounded_by_max_workers() -> None:
 
     assert each(list(range(3 * MAX_WORKERS)), work) == list(range(3 * MAX_WORKERS))
     assert peak[0] == MAX_WORKERS
+
+
+# ---- flag checks and the error line ----------------------------------------------------
+
+@pytest.mark.parametrize("value", ["0", "-3", "abc", "1.5"])
+def test_positive_int_refuses(value: str) -> None:
+    with pytest.raises(ConfigError, match="--ticks must be a positive integer"):
+        cli.positive_int(value, "--ticks")
+
+
+def test_positive_int_accepts_and_passes_none() -> None:
+    assert cli.positive_int("12", "--ticks") == 12
+    assert cli.positive_int(None, "--ticks") is None
+
+
+def test_empty_group_is_not_every_group() -> None:
+    assert cli.optional_group(None) is None and cli.optional_group("p1") == "p1"
+    with pytest.raises(ConfigError, match="leave --group out"):
+        cli.optional_group(" ")
+
+
+def test_error_line_keeps_toml_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    cli.print_error(ConfigError("h.toml: group 'x' is not declared; add [groups.x] there"))
+    err = capsys.readouterr().err
+    assert "add [groups.x] there" in err and err.count("\n") == 1

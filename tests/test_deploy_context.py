@@ -22,6 +22,11 @@ from jobsafe_ops.errors import ConfigError
     ({"expect_code": "mypkg"}, "--expect-code"),
     ({"expect_code": "my pkg:f"}, "--expect-code"),
     ({"expect_code": "mypkg:"}, "--expect-code"),
+    ({"version": "not a version"}, "PEP 440"),
+    ({"expect_version": "1.0;touch x"}, "--expect-version"),
+    ({"ref": "v1..v2"}, "--ref"),
+    ({"ref": "v1 v2"}, "--ref"),
+    ({"ref": "v1\nrm"}, "--ref"),
 ])
 def test_bad_options_are_exit_2_before_any_host(kwargs: dict[str, Any], needle: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -36,3 +41,13 @@ def test_good_options() -> None:
     assert opts.expected_version == "1.2.0"
     # the lock outlives the longest legitimate run (wait + upgrade + watch), no more
     assert opts.lock_ttl > opts.wait_timeout + opts.upgrade_timeout + opts.watch
+
+
+@pytest.mark.parametrize("version", ["1.2.0", "1.2.0rc1", "2!1.0.post3.dev4+local.1", "v1.0"])
+def test_pep440_versions_pass(version: str) -> None:
+    DeployOptions(version=version).validate()
+
+
+@pytest.mark.parametrize("ref", ["v1.1.0", "HEAD~1", "0123abc", "release/2026-01"])
+def test_commit_and_tag_names_pass(ref: str) -> None:
+    DeployOptions(ref=ref).validate()

@@ -178,3 +178,33 @@ def test_env_assignments_parser() -> None:
     assert env_assignments("A=1 B=2 cmd C=3 --x=4") == ["A", "B"]
     assert env_assignments("env -u X Y=1 cmd; Z=2 other | W=3 x") == ["Y", "Z", "W"]
     assert env_assignments("python run.py --threshold=5") == []
+
+
+# ---- labels and commands that cannot reach pueue intact ---------------------------------
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    ('label = "{symbol}@{threshold}"', 'label = "{symbol}\\u0000{threshold}"', "NUL"),
+    ('label = "{symbol}@{threshold}"', 'label = "{symbol}\\n{threshold}"', "tab/newline"),
+    ('label = "{symbol}@{threshold}"', 'label = "' + "x" * 300 + '{symbol}{threshold}"',
+     "longer than 256"),
+    ('--threshold {threshold}"', '--threshold {threshold}\\r"', "carriage return"),
+    ('--threshold {threshold}"', '--threshold {threshold}\\u0000"', "a NUL"),
+    ('--threshold {threshold}"', '--threshold {threshold} ' + "y" * 140_000 + '"',
+     "over the 131072-byte limit"),
+])
+def test_labels_and_commands_pueue_cannot_take(old: str, new: str, needle: str) -> None:
+    msg = error(BASE.replace(old, new))
+    assert needle in msg and "pb.toml" in msg
+    assert len(msg) < 400  # a huge value is cut short in the one line
+
+
+def test_quotes_dollar_and_backticks_in_labels_are_fine() -> None:
+    p = plan(BASE.replace('label = "{symbol}@{threshold}"',
+                          'label = "q\'\\"$(x)`y`:{symbol}@{threshold}"'))
+    assert p.jobs[0].label == "q'\"$(x)`y`:BTC@250"
+
+
+def test_duplicate_labels_from_collapsing_values() -> None:
+    msg = error(BASE.replace('["BTC", "ETH"]', '["x-", "x"]').replace(
+        "[250, 500]", '["y", "-y"]').replace('"{symbol}@{threshold}"', '"{symbol}{threshold}"'))
+    assert "'x-y' is produced twice" in msg

@@ -122,3 +122,53 @@ def test_cli_typo_gives_exit_2_and_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "typo.toml" in lines[0] and "paralel" in lines[0]
+
+
+# ---- the bad-input corpus's rules (tests/e2e/test_bad_input.py runs them through inv) ----
+
+@pytest.mark.parametrize(("mutation", "needle"), [
+    (("parallel = 4", "parallel = 1000000000000"), "<= 4096"),
+    (('job_memory = "5G"', 'job_memory = "9999999T"'), "out of range"),
+    (('ssh = "bigblack"', 'ssh = ""'), "'ssh' is empty"),
+    (('ssh = "bigblack"', 'ssh = "-oProxyCommand=x"'), "no leading '-'"),
+    (('ssh = "bigblack"', 'ssh = "big black"'), "no spaces"),
+    (("[groups.p1]", '[groups."p1;x"]'), "group name 'p1;x'"),
+    (("parallel = 4", 'parallel = "4"'), "write parallel = 4"),
+])
+def test_more_bad_host_files(tmp_path, mutation, needle):
+    with pytest.raises(ConfigError) as exc:
+        load_host_file(write(tmp_path, GOOD.replace(*mutation)))
+    assert needle in str(exc.value) and "h.toml" in str(exc.value)
+
+
+def test_bom_and_crlf_are_accepted(tmp_path):
+    plain = load_host_file(write(tmp_path, GOOD))
+    for raw in (b"\xef\xbb\xbf" + GOOD.encode(), GOOD.replace("\n", "\r\n").encode()):
+        (tmp_path / "h.toml").write_bytes(raw)
+        assert load_host_file(tmp_path / "h.toml") == plain
+
+
+@pytest.mark.parametrize(("raw", "needle"), [
+    (b"", "the file is empty"), (b"  \n", "the file is empty"),
+    (b"ssh = \"caf\xe9\"\n", "not UTF-8"), (b"ssh = \n", "not valid TOML"),
+])
+def test_unreadable_host_files(tmp_path, raw, needle):
+    (tmp_path / "h.toml").write_bytes(raw)
+    with pytest.raises(ConfigError, match=needle):
+        load_host_file(tmp_path / "h.toml")
+
+
+def test_defaults_file_mistakes_are_blamed_on_it(tmp_path):
+    write(tmp_path, GOOD)
+    write(tmp_path, "memcap = true\n", "_defaults.toml")
+    with pytest.raises(ConfigError) as exc:
+        load_inventory(tmp_path)
+    assert "_defaults.toml" in str(exc.value) and "'memcap'" in str(exc.value)
+
+
+@pytest.mark.parametrize(("spec", "needle"), [("a,,b", "empty host name"), ("a,", "empty host name"),
+                                             ("a,a", "twice")])
+def test_host_lists_with_holes_or_repeats(tmp_path, spec, needle):
+    inv = {n: load_host_file(write(tmp_path, GOOD, f"{n}.toml")) for n in ("a", "b")}
+    with pytest.raises(ConfigError, match=needle):
+        select_hosts(inv, spec)

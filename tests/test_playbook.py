@@ -139,3 +139,34 @@ def test_unknown_keys_and_groups() -> None:
 
 def test_name_must_be_a_directory_name() -> None:
     assert "may hold letters" in error(BASE.replace('name = "t"', 'name = "a/b"'))
+
+
+# ---- the bad-input corpus's rules (tests/e2e/test_bad_input.py runs them through inv) ----
+
+def test_unknown_group_names_the_playbook_the_host_file_and_the_fix() -> None:
+    msg = error(BASE.replace('group = "p1"', 'group = "gpu"'))
+    assert "pb.toml" in msg and "hosts/h.toml" in msg and "add [groups.gpu]" in msg
+
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    ('group = "p1"', 'group = "p1"\nworkdir = "~/{symbol}"', "use a fixed path"),
+    ('group = "p1"', 'group = "p1"\nworkdir = 5', "workdir must be a directory path"),
+    ('group = "p1"', 'group = "p1"\nretry_budget = "2"', "write retry_budget = 2"),
+    ('group = "p1"', 'group = "p1"\nmemory_max = "9999999T"', "out of range"),
+])
+def test_bad_values_name_the_playbook(old: str, new: str, needle: str) -> None:
+    msg = error(BASE.replace(old, new))
+    assert needle in msg and "pb.toml" in msg
+
+
+def test_bom_crlf_and_empty_files(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.toml"
+    plain.write_text(BASE)
+    want = plan_batch(load_playbook(plain), host()).jobs
+    for name, raw in (("bom", b"\xef\xbb\xbf" + BASE.encode()),
+                      ("crlf", BASE.replace("\n", "\r\n").encode())):
+        (tmp_path / f"{name}.toml").write_bytes(raw)
+        assert plan_batch(load_playbook(tmp_path / f"{name}.toml"), host()).jobs == want
+    (tmp_path / "empty.toml").write_text("\n")
+    with pytest.raises(ConfigError, match="empty.toml: the file is empty"):
+        load_playbook(tmp_path / "empty.toml")

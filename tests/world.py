@@ -94,6 +94,8 @@ SFTP_SERVER_CANDIDATES = (
 LOGIN_WRAPPER = """#!/bin/sh
 # jobsafe e2e world: start every SSH session in the simulated host's $HOME.
 cd "$HOME" || exit 1
+# opt-in (SimHost.log_sessions): one line per session, outside HOME
+[ -f ../sessions.log ] && echo session >>../sessions.log
 cmd=$SSH_ORIGINAL_COMMAND
 unset SSH_ORIGINAL_COMMAND
 case "$cmd" in
@@ -331,6 +333,21 @@ class SimHost:
     @property
     def python(self) -> Path:
         return self.project_dir / ".venv" / "bin" / "python"
+
+    @property
+    def session_log(self) -> Path:
+        return self.dir / "sessions.log"
+
+    def log_sessions(self) -> None:
+        """From now on the login wrapper counts every SSH session (SFTP included)."""
+        self.session_log.touch()
+
+    def sessions(self) -> int:
+        """SSH sessions opened since `log_sessions` (0 when not logging)."""
+        try:
+            return len(self.session_log.read_text().splitlines())
+        except OSError:
+            return 0
 
     @property
     def host_key_line(self) -> str:
