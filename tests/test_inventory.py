@@ -166,8 +166,8 @@ def test_defaults_file_mistakes_are_blamed_on_it(tmp_path):
     assert "_defaults.toml" in str(exc.value) and "'memcap'" in str(exc.value)
 
 
-@pytest.mark.parametrize(("spec", "needle"), [("a,,b", "empty host name"), ("a,", "empty host name"),
-                                             ("a,a", "twice")])
+@pytest.mark.parametrize(("spec", "needle"), [("a,,b", "empty host name"),
+                                             ("a,", "empty host name"), ("a,a", "twice")])
 def test_host_lists_with_holes_or_repeats(tmp_path, spec, needle):
     inv = {n: load_host_file(write(tmp_path, GOOD, f"{n}.toml")) for n in ("a", "b")}
     with pytest.raises(ConfigError, match=needle):
