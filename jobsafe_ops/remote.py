@@ -117,6 +117,13 @@ class Remote:
         return self._checked(text, self._stream(text, on_line, timeout=timeout), check)
 
     def _checked(self, text: str, result: Result, check: bool) -> Result:
+        if result.exited < 0:
+            # No exit status: the session was killed or the connection dropped mid-command
+            # (paramiko reports -1, subprocess -signal). Its output is cut short, so it is
+            # never an answer, not even for check=False callers that read non-zero exits.
+            raise RemoteError(f"{self.host.name}: `{_short(text)}` died without an exit "
+                              "status (connection dropped or the session was killed); "
+                              "rerun the same command once the host is back (it converges)")
         if check and not result.ok:
             first = (result.stderr.strip() or result.stdout.strip()).splitlines()
             detail = first[0] if first else f"exit {result.exited}"
@@ -139,9 +146,13 @@ class Remote:
         data = text.encode()
         try:
             self._put_text(text, tmp, mode)
-        except RemoteError:
+        except (RemoteError, UploadRefused) as exc:
             with suppress(RemoteError):  # the connection may be gone too
                 self.run(["rm", "-f", tmp], check=False)
+            if isinstance(exc, UploadRefused):
+                raise RemoteError(f"{self.host.name}: cannot upload {remote_path}: {exc}; "
+                                  "check free space and permissions of that directory on "
+                                  "the host") from None
             raise
         result = self.run(verify_and_rename(tmp, remote_path, len(data),
                                             hashlib.sha256(data).hexdigest()), check=False)
@@ -171,13 +182,15 @@ def verify_and_rename(tmp: str, final: str, size: int, sha256: str) -> str:
             "exit 1; fi")
 
 
-def _upload_error(host: str, path: str, exc: BaseException) -> RemoteError:
-    """An SFTP/local write refused by the host (read-only, full, gone) as one line."""
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    if reason == "Failure":  # SFTP's generic status: sftp-server does not say why
-        reason = "the host refused the write (disk full or quota?)"
-    return RemoteError(f"{host}: cannot upload {path}: {reason}; "
-                       "check free space and permissions of that directory on the host")
+class UploadRefused(Exception):
+    """The host refused a file write (read-only, full, over quota, not a directory)."""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> UploadRefused:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if reason == "Failure":  # SFTP's generic status: sftp-server does not say why
+            reason = "the host refused the write (disk full or over quota?)"
+        return cls(reason)
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -229,7 +242,7 @@ class LocalRemote(Remote):
             p.write_text(text)
             p.chmod(mode)
         except OSError as exc:
-            raise _upload_error(self.host.name, path, exc) from None
+            raise UploadRefused.of(exc) from None
 
 
 class SSHRemote(Remote):
@@ -283,7 +296,7 @@ class SSHRemote(Remote):
         except _connection_lost() as exc:
             if not self.conn.is_connected:
                 raise self._lost(exc) from None
-            raise _upload_error(self.host.name, path, exc) from None
+            raise UploadRefused.of(exc) from None
 
     def _lost(self, exc: BaseException) -> RemoteError:
         detail = str(exc) or type(exc).__name__

@@ -127,3 +127,12 @@ def test_a_refused_write_is_one_remote_error_naming_the_host(tmp_path):
     text = str(err.value)
     assert text.startswith("h1: cannot upload ") and "Not a directory" in text
     assert "\n" not in text
+
+
+def test_a_command_without_an_exit_status_is_never_an_answer(tmp_path):
+    """Killed mid-command (or the link dropped): even check=False raises, naming the host;
+    a cut-short output must not be read as, e.g., "no receipts"."""
+    with pytest.raises(RemoteError) as err:
+        _local(tmp_path).run("echo partial; kill -9 $$", check=False)
+    assert str(err.value).startswith("h1: `echo partial; kill -9 $$` died without an exit")
+    assert _local(tmp_path).run("exit 3", check=False).exited == 3  # a real status is fine
