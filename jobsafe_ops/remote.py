@@ -9,6 +9,7 @@ UserKnownHostsFile, and refuse unknown or changed keys with the offered fingerpr
 from __future__ import annotations
 
 import base64
+import errno
 import functools
 import hashlib
 import logging
@@ -397,6 +398,12 @@ def _harden(conn: Any, name: str) -> None:
         _harden(gateway, f"{name} (via ProxyJump {gateway.host})")
 
 
+# Network-level failures worth a retry; any other OSError (a missing key file...) is not.
+_TRANSIENT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED,
+                               errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                               errno.EHOSTDOWN, errno.ENETDOWN, errno.EPIPE})
+
+
 def _log_attempt(state: RetryCallState) -> None:
     """Shown to a person at a terminal only: cron and --json callers get the final line
     alone ("unreachable ... after N attempts"), stderr stays one line per host."""
@@ -449,7 +456,11 @@ def _open(conn: Any, name: str) -> None:
     except socket.gaierror as exc:
         raise RemoteError(f"{name}: cannot resolve {conn.host} ({exc})") from None
     except OSError as exc:
-        raise TransientConnectError(str(exc)) from None
+        if exc.errno in _TRANSIENT_ERRNOS or isinstance(exc, (ConnectionError, socket.timeout)):
+            raise TransientConnectError(str(exc)) from None
+        # e.g. an IdentityFile that does not exist: no retry fixes the laptop's own config
+        raise RemoteError(f"{name}: cannot connect as {conn.user}@{conn.host}:{conn.port}: "
+                          f"{exc}; check IdentityFile / ssh_config") from None
 
 
 def _runner_class() -> Any:

@@ -136,3 +136,21 @@ def test_a_command_without_an_exit_status_is_never_an_answer(tmp_path):
         _local(tmp_path).run("echo partial; kill -9 $$", check=False)
     assert str(err.value).startswith("h1: `echo partial; kill -9 $$` died without an exit")
     assert _local(tmp_path).run("exit 3", check=False).exited == 3  # a real status is fine
+
+
+def test_a_local_config_problem_is_not_retried_as_unreachable():
+    """A missing IdentityFile surfaces from paramiko as FileNotFoundError: an OSError, yet
+    no retry can fix it, and "unreachable" would send the operator the wrong way."""
+    conn = FlakyConn(FileNotFoundError(2, "No such file or directory"))
+    with pytest.raises(RemoteError) as err:
+        remote._open(conn, "h")
+    assert conn.calls == 1
+    assert "check IdentityFile" in str(err.value) and "unreachable" not in str(err.value)
+
+
+def test_network_oserrors_are_transient():
+    import errno
+
+    conn = FlakyConn(OSError(errno.EHOSTUNREACH, "No route to host"), 1)
+    remote._open(conn, "h")
+    assert conn.calls == 2
