@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .pueue import PueueState, Task, parse_status, status_argv
+from .errors import RemoteError
+from .pueue import PueueState, Task, parse_status, status_argv, status_failure
 from .remote import Remote
 
 
@@ -99,5 +100,8 @@ def build_audit(host: str, state: PueueState, group: str | None = None,
 
 def read_state(remote: Remote, group: str | None = None) -> PueueState:
     """`pueue status --json [--group G]`: --group filters tasks on the host (groups stay)."""
-    result = remote.run(status_argv(remote.host.pueue, group))
+    result = remote.run(status_argv(remote.host.pueue, group), check=False)
+    if not result.ok:
+        text = result.stderr + result.stdout
+        raise RemoteError(f"{remote.host.name}: {status_failure(text, result.exited)}")
     return parse_status(result.stdout)

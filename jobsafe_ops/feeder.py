@@ -25,8 +25,9 @@ is named by label and resolved here, never carried over from an older session (p
 reuses ids after `clean`).
 
 stdout protocol for the laptop: `@@progress DONE TOTAL` lines, then one `@@summary {json}`.
-Exit codes: 0 ok, 1 some lines failed (see summary), 2 bad input, 75 another feeder holds
-the batch lock (still, after --lock-wait seconds).
+Exit codes: 0 ok, 1 some lines failed (see summary), 2 bad input (including a commands
+file whose sha256 or line count differs from `--sha256`/`--count`: a torn upload is never
+fed), 75 another feeder holds the batch lock (still, after --lock-wait seconds).
 """
 
 from __future__ import annotations
@@ -121,6 +122,23 @@ def read_json_lines(path: str) -> list[dict[str, Any]]:
                 raise SystemExit(f"{path}:{n}: not JSON ({exc})") from None
             out.append(item)
     return out
+
+
+def check_upload(path: str, sha256: str | None, count: int | None) -> None:
+    """Refuse a commands file that is not the one the laptop sent (a torn or stale upload):
+    its sha256 and its number of lines must be the ones given on the command line. Checked
+    before anything is read from it, so a partial file is never fed."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    lines = sum(1 for raw in data.splitlines() if raw.strip())
+    if count is not None and lines != count:
+        raise SystemExit(f"{path}: {lines} line(s), expected {count}: incomplete upload; "
+                         "nothing added (rerun submit-batch to upload it again)")
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256.lower():
+        raise SystemExit(f"{path}: sha256 {digest[:12]}... differs from the uploaded "
+                         f"{sha256[:12]}...: corrupt or replaced; nothing added (rerun "
+                         "submit-batch to upload it again)")
 
 
 def validate(lines: list[dict[str, Any]]) -> None:
@@ -283,8 +301,9 @@ def wait_for_lock(fd: int, seconds: float) -> bool:
 
 
 def feed(args: argparse.Namespace) -> int:
-    lines = read_json_lines(args.commands)
     try:
+        check_upload(args.commands, args.sha256, args.count)
+        lines = read_json_lines(args.commands)
         validate(lines)
     except SystemExit as exc:
         emit("@@summary " + json.dumps({"fatal": str(exc)}))
@@ -372,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--pass-env", action="append", default=[])
     f.add_argument("--lock-wait", type=float, default=0.0,
                    help="seconds to wait for another feeder of this batch (default: none)")
+    f.add_argument("--sha256", help="refuse the commands file unless its sha256 is this")
+    f.add_argument("--count", type=int, help="refuse it unless it has this many lines")
     u = sub.add_parser("unit", help="run one unit's commands with bounded parallelism")
     u.add_argument("unit_file")
     u.add_argument("--done", required=True)

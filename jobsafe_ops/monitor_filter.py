@@ -29,6 +29,7 @@ from typing import Any
 _UTC = timezone.utc  # noqa: UP017 - datetime.UTC is 3.11+; this runs on the host's python3
 
 SCHEMA = 1
+STATUS_FAILED = "pueue status failed: "
 FAILED = ("failed", "killed", "dependency_failed", "errored", "failed_to_spawn")
 ACTIVE = ("queued", "running", "paused", "stashed", "locked")
 _RESULTS = {"Success": "success", "Killed": "killed", "Errored": "errored",
@@ -407,11 +408,6 @@ def _pueue(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
-def _first_line(text: str, rc: int) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[0] if lines else f"exit {rc}"
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     before = swap_counters()
@@ -426,8 +422,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except OSError as exc:
         proc = subprocess.CompletedProcess(status_argv, 127, "", str(exc))
     if proc.returncode != 0:
-        out["error"] = "pueue status failed: " + _first_line(proc.stderr or proc.stdout,
-                                                              proc.returncode)
+        # every line: the laptop turns pueue's multi-line report into one line + the fix
+        out["error"] = STATUS_FAILED + ((proc.stderr or proc.stdout).strip()
+                                        or f"exit {proc.returncode}")
     else:
         try:
             data = load_state(proc.stdout, None if args.all_tasks else args.group)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .inventory import Host
-from .pueue import PueueState, parse_status, parse_version
+from .pueue import PueueState, parse_status, parse_version, status_failure
 from .remote import Remote, program
 
 MEMCAP_TEST_MAX = "64M"
@@ -195,11 +195,7 @@ def parse_probe(host: str, text: str, project_dir: str | None = None) -> Probe:
             for g in state.groups.values()
         )
     else:
-        pueue_error = (status_text.splitlines() or ["pueue status failed"])[0].strip()
-        if "connecting to daemon" in status_text or "Did you start it" in status_text:
-            pueue_error = "pueue daemon not running (start it with `pueued -d`)"
-        elif "not found" in status_text:
-            pueue_error = f"pueue not found on the host: {pueue_error}"
+        pueue_error = status_failure(status_text, status_rc)
     cg = (s.get("cgroup") or [""])[0] or None
     return Probe(
         host=host, nproc=nproc, mem_total=mem.get("MemTotal"),

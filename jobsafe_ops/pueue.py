@@ -339,3 +339,22 @@ def parse_log(text: str) -> dict[int, str]:
     except json.JSONDecodeError:
         return {}
     return {int(k): str(v.get("output", "")) for k, v in data.items() if isinstance(v, dict)}
+
+
+DAEMON_DOWN = ("pueue daemon not running (`pueue status` cannot connect to it); start it "
+               "on the host: `pueued -d` or `systemctl --user start pueued`, then rerun")
+
+
+def status_failure(text: str, rc: int | str = 1) -> str:
+    """A failed `pueue status` as one line with the fix. pueue's error is an eyre report
+    whose first line is a bare "Error:"; the numbered causes under it say what happened."""
+    if "connecting to daemon" in text or "Did you start it" in text:
+        return DAEMON_DOWN
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "not found" in text or str(rc) in ("127", "rc 127"):
+        return f"pueue not found on the host: {lines[0] if lines else text.strip()}; " \
+               "install it or set `pueue` in the host file to its full path"
+    causes = [m.group(1) for ln in lines if (m := re.match(r"^\d+:\s*(.+)$", ln))]
+    if causes:
+        return "pueue status failed: " + "; ".join(causes)
+    return "pueue status failed: " + (lines[0] if lines else f"exit {rc}")

@@ -9,7 +9,10 @@ UserKnownHostsFile, and refuse unknown or changed keys with the offered fingerpr
 from __future__ import annotations
 
 import base64
+import errno
+import functools
 import hashlib
+import logging
 import os
 import re
 import shlex
@@ -18,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,10 @@ from tenacity import (
 
 from .errors import ConfigError, HostKeyError, RemoteError
 from .inventory import Host
+
+# paramiko's transport thread logs a traceback for every failed handshake through the
+# logging module's last-resort handler (stderr): the operator gets our one line instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CONNECT_TIMEOUT = float(os.environ.get("JOBSAFE_CONNECT_TIMEOUT", "10"))
 CONNECT_ATTEMPTS = int(os.environ.get("JOBSAFE_CONNECT_ATTEMPTS", "3"))
@@ -132,6 +139,13 @@ class Remote:
         return self._checked(text, self._stream(text, on_line, timeout=timeout), check)
 
     def _checked(self, text: str, result: Result, check: bool) -> Result:
+        if result.exited < 0:
+            # No exit status: the session was killed or the connection dropped mid-command
+            # (paramiko reports -1, subprocess -signal). Its output is cut short, so it is
+            # never an answer, not even for check=False callers that read non-zero exits.
+            raise RemoteError(f"{self.host.name}: `{_short(text)}` died without an exit "
+                              "status (connection dropped or the session was killed); "
+                              "rerun the same command once the host is back (it converges)")
         if check and not result.ok:
             first = (result.stderr.strip() or result.stdout.strip()).splitlines()
             detail = first[0] if first else f"exit {result.exited}"
@@ -147,10 +161,27 @@ class Remote:
         return result
 
     def put_text(self, text: str, remote_path: str, mode: int = 0o644) -> None:
-        """Write a file on the host atomically: upload to a temp name, then rename."""
+        """Write a file on the host atomically: upload to a temp name, check its size and
+        sha256 on the host, then rename. A refused or torn upload (read-only or full disk,
+        dropped connection) never takes the final name; its temp file is removed."""
         tmp = f"{remote_path}.tmp.{os.getpid()}"
-        self._put_text(text, tmp, mode)
-        self.run(["mv", "-f", tmp, remote_path])
+        data = text.encode()
+        try:
+            self._put_text(text, tmp, mode)
+        except (RemoteError, UploadRefused) as exc:
+            with suppress(RemoteError):  # the connection may be gone too
+                self.run(["rm", "-f", tmp], check=False)
+            if isinstance(exc, UploadRefused):
+                raise RemoteError(f"{self.host.name}: cannot upload {remote_path}: {exc}; "
+                                  "check free space and permissions of that directory on "
+                                  "the host") from None
+            raise
+        result = self.run(verify_and_rename(tmp, remote_path, len(data),
+                                            hashlib.sha256(data).hexdigest()), check=False)
+        if not result.ok:
+            detail = (result.stderr.strip() or result.stdout.strip()
+                      or f"exit {result.exited}").splitlines()[-1]
+            raise RemoteError(f"{self.host.name}: upload of {remote_path} refused: {detail}")
 
     def _run(self, text: str, *, timeout: float | None, stdin: str | None) -> Result:
         raise NotImplementedError
@@ -160,6 +191,28 @@ class Remote:
 
     def close(self) -> None:
         pass
+
+
+def verify_and_rename(tmp: str, final: str, size: int, sha256: str) -> str:
+    """One shell line: rename `tmp` to `final` only when it has exactly `size` bytes and
+    this sha256; otherwise remove it and fail (the file never appears half-written)."""
+    t, f = program(tmp), program(final)
+    return (f'if [ "$(wc -c < {t})" -eq {size} ] && '
+            f'[ "$(sha256sum < {t} | cut -c1-64)" = {quote(sha256)} ]; '
+            f"then mv -f {t} {f}; else rm -f {t}; "
+            f"echo 'uploaded copy is incomplete or corrupt (disk full?); removed' >&2; "
+            "exit 1; fi")
+
+
+class UploadRefused(Exception):
+    """The host refused a file write (read-only, full, over quota, not a directory)."""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> UploadRefused:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if reason == "Failure":  # SFTP's generic status: sftp-server does not say why
+            reason = "the host refused the write (disk full or over quota?)"
+        return cls(reason)
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -207,8 +260,11 @@ class LocalRemote(Remote):
 
     def _put_text(self, text: str, path: str, mode: int) -> None:
         p = Path(os.path.expanduser(path))
-        p.write_text(text)
-        p.chmod(mode)
+        try:
+            p.write_text(text)
+            p.chmod(mode)
+        except OSError as exc:
+            raise UploadRefused.of(exc) from None
 
 
 class SSHRemote(Remote):
@@ -228,8 +284,8 @@ class SSHRemote(Remote):
             )
         except CommandTimedOut:
             raise RemoteError(f"{self.host.name}: `{_short(text)}` timed out") from None
-        except (OSError, EOFError) as exc:
-            raise RemoteError(f"{self.host.name}: connection lost ({exc})") from None
+        except _connection_lost() as exc:
+            raise self._lost(exc) from None
         return Result(text, r.stdout, r.stderr, r.exited)
 
     def _stream(self, text: str, on_line: Callable[[str], None], *,
@@ -242,22 +298,48 @@ class SSHRemote(Remote):
                               out_stream=sink, err_stream=_LineSink(lambda _line: None))
         except CommandTimedOut:
             raise RemoteError(f"{self.host.name}: `{_short(text)}` timed out") from None
-        except (OSError, EOFError) as exc:
-            raise RemoteError(f"{self.host.name}: connection lost ({exc})") from None
+        except _connection_lost() as exc:
+            raise self._lost(exc) from None
         sink.close()
         return Result(text, r.stdout, r.stderr, r.exited)
 
     def _put_text(self, text: str, path: str, mode: int) -> None:
         # SFTP does not expand ~ (fabric/transfer.py): relative paths are from $HOME.
         rel = path[2:] if path.startswith("~/") else path
-        sftp = self.conn.sftp()
-        with sftp.open(rel, "w") as fh:
-            fh.set_pipelined(True)
-            fh.write(text.encode())
-        sftp.chmod(rel, mode)
+        try:
+            sftp = self.conn.sftp()
+        except _connection_lost() as exc:
+            raise self._lost(exc) from None
+        try:
+            with sftp.open(rel, "w") as fh:
+                fh.set_pipelined(True)
+                fh.write(text.encode())
+            sftp.chmod(rel, mode)
+        except _connection_lost() as exc:
+            if not self.conn.is_connected:
+                raise self._lost(exc) from None
+            raise UploadRefused.of(exc) from None
+
+    def _lost(self, exc: BaseException) -> RemoteError:
+        detail = str(exc) or type(exc).__name__
+        return RemoteError(f"{self.host.name}: connection lost ({detail}); "
+                           "rerun the same command once the host is back (it converges)")
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.conn.close()
+        except _connection_lost():  # closing a connection the host already dropped
+            pass
+
+
+@functools.cache
+def _connection_lost() -> tuple[type[BaseException], ...]:
+    """A dropped connection surfaces as a socket error, an EOF, or paramiko's "SSH session
+    not active" / "Server connection dropped" (SSHException) at the next channel. paramiko
+    is imported lazily: planning and --help never pay for it."""
+    import paramiko
+
+    return (OSError, EOFError, paramiko.SSHException)
 
 
 class _LineSink:
@@ -337,14 +419,23 @@ def _harden(conn: Any, name: str) -> None:
         _harden(gateway, f"{name} (via ProxyJump {gateway.host})")
 
 
+# Network-level failures worth a retry; any other OSError (a missing key file...) is not.
+_TRANSIENT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED,
+                               errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                               errno.EHOSTDOWN, errno.ENETDOWN, errno.EPIPE})
+
+
 def _log_attempt(state: RetryCallState) -> None:
+    """Shown to a person at a terminal only: cron and --json callers get the final line
+    alone ("unreachable ... after N attempts"), stderr stays one line per host."""
     exc = state.outcome.exception() if state.outcome else None
     from rich.markup import escape
 
     from .console import err_console
 
-    err_console.print(f"[yellow]connect attempt {state.attempt_number} failed: "
-                      f"{escape(str(exc))}; retrying")
+    if err_console.is_terminal:
+        err_console.print(f"[yellow]connect attempt {state.attempt_number} failed: "
+                          f"{escape(str(exc))}; retrying")
 
 
 @retry(
@@ -374,8 +465,12 @@ def _open(conn: Any, name: str) -> None:
             f"{name}: authentication failed as {conn.user}@{conn.host}:{conn.port} ({exc}); "
             "check IdentityFile / ssh-agent"
         ) from None
-    except (NoValidConnectionsError, ConnectionRefusedError, ConnectionResetError,
-            TimeoutError) as exc:
+    except NoValidConnectionsError as exc:
+        # paramiko's text is "[Errno None] Unable to connect to port P on H"; say why
+        reasons = {os.strerror(e.errno) if getattr(e, "errno", None) else str(e)
+                   for e in exc.errors.values()}
+        raise TransientConnectError(", ".join(sorted(reasons)) or str(exc)) from None
+    except (ConnectionRefusedError, ConnectionResetError, TimeoutError) as exc:
         raise TransientConnectError(str(exc) or type(exc).__name__) from None
     except paramiko.SSHException as exc:
         if "Error reading SSH protocol banner" in str(exc):
@@ -384,7 +479,11 @@ def _open(conn: Any, name: str) -> None:
     except socket.gaierror as exc:
         raise RemoteError(f"{name}: cannot resolve {conn.host} ({exc})") from None
     except OSError as exc:
-        raise TransientConnectError(str(exc)) from None
+        if exc.errno in _TRANSIENT_ERRNOS or isinstance(exc, (ConnectionError, socket.timeout)):
+            raise TransientConnectError(str(exc)) from None
+        # e.g. an IdentityFile that does not exist: no retry fixes the laptop's own config
+        raise RemoteError(f"{name}: cannot connect as {conn.user}@{conn.host}:{conn.port}: "
+                          f"{exc}; check IdentityFile / ssh_config") from None
 
 
 def _runner_class() -> Any:

@@ -40,7 +40,7 @@ from .probe import (
     sections,
     verdicts,
 )
-from .pueue import log_argv, parse_log, status_argv
+from .pueue import log_argv, parse_log, status_argv, status_failure
 from .remote import Remote, join, program
 
 EXIT_STILL_RUNNING = EXIT_REFUSED  # 3: the errors.py table documents it for monitor
@@ -306,7 +306,7 @@ def parse_plain(remote: Remote, text: str, opts: Options) -> dict[str, Any]:
     body = "\n".join(lines[:-1]).strip()
     payload: dict[str, Any] = {"via": "plain"}
     if rc != "rc 0" or not body.startswith("{"):
-        payload["error"] = "pueue status failed: " + ((body.splitlines() or [rc])[0])
+        payload["error"] = status_failure(body, rc)
     else:
         # the plain listing is `--group`-filtered: a dependency it lacks may live in
         # another group, so it is not taken as "gone" (complete=False)
@@ -353,7 +353,10 @@ def snapshot_from(host: str, payload: Mapping[str, Any], opts: Options, *,
                   at: datetime | None = None, sent: int = 0, received: int = 0) -> Snapshot:
     """Filter output (or the plain fallback's equivalent) -> Snapshot. Pure."""
     if payload.get("error"):
-        raise RemoteError(f"{host}: {payload['error']}")
+        error = str(payload["error"])
+        if error.startswith(monitor_filter.STATUS_FAILED):  # pueue's own words, all lines
+            error = status_failure(error[len(monitor_filter.STATUS_FAILED):])
+        raise RemoteError(f"{host}: {error}")
     h = payload.get("health") or {}
     load = h.get("load")
     counters = h.get("swap_counters")

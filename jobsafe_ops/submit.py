@@ -13,6 +13,7 @@ connection (the decisions themselves are pure, in batch.py):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -37,9 +38,10 @@ from .cli import fan_out, finish, hosts_for, positive_int, require
 from .console import console
 from .errors import ConfigError, RefusedError, RemoteError
 from .inventory import Host
+from .monitor_filter import STATUS_FAILED
 from .playbook import JobSpec, Plan, load_playbook, plan_batch
 from .probe import run_probe, sections
-from .pueue import clean_argv, group_add_argv
+from .pueue import clean_argv, group_add_argv, status_failure
 from .remote import Remote, quote, session
 from .retry import RE_ADD_ACTION, used_from_journal
 from .submit_view import batch_view, progress_bars
@@ -143,7 +145,7 @@ def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: boo
     remote.run(["mkdir", "-p", f"{bdir}/units"])
     remote.put_text(FEEDER_SOURCE.read_text(), f"{bdir}/feeder.py", 0o755)
     remote.put_text(text, f"{bdir}/commands.jsonl")
-    summary = run_feeder(remote, bdir, report.pueue, plan.pass_env, progress)
+    summary = run_feeder(remote, bdir, report.pueue, plan.pass_env, progress, text)
     added = tuple((str(lbl), int(tid)) for lbl, tid in summary.get("added", []))
     errors = tuple((str(lbl), str(e)) for lbl, e in summary.get("errors", []))
     existing = tuple(str(lbl) for lbl, _ in summary.get("existing", []))
@@ -165,12 +167,16 @@ def ensure_group(remote: Remote, group: str, parallel: int) -> None:
 
 
 def run_feeder(remote: Remote, batch_dir: str, pueue: str, pass_env: Sequence[str],
-               progress: Progress | None) -> dict[str, Any]:
+               progress: Progress | None, commands: str) -> dict[str, Any]:
+    """Run the uploaded feeder; it refuses a commands file that is not `commands` (sha256
+    and line count), so a torn or stale upload is never fed."""
     host = remote.host
     argv = ["python3", f"{batch_dir}/feeder.py", "feed", f"{batch_dir}/commands.jsonl",
             "--receipts", f"{batch_dir}/receipts.tsv", "--pueue", pueue,
             "--jobs", str(FEED_JOBS), "--lock-wait", str(FEEDER_LOCK_WAIT),
-            *(f"--pass-env={n}" for n in pass_env)]
+            *(f"--pass-env={n}" for n in pass_env),
+            "--sha256", hashlib.sha256(commands.encode()).hexdigest(),
+            "--count", str(commands.count("\n"))]
     summary: dict[str, Any] = {}
 
     def on_line(line: str) -> None:
@@ -186,7 +192,10 @@ def run_feeder(remote: Remote, batch_dir: str, pueue: str, pass_env: Sequence[st
                            f"after {FEEDER_LOCK_WAIT:g}s; wait for it to finish, then rerun "
                            "(it converges)")
     if "fatal" in summary:
-        raise RemoteError(f"{host.name}: feeder: {summary['fatal']}")
+        fatal = str(summary["fatal"])
+        if fatal.startswith(STATUS_FAILED):  # pueue's multi-line report -> one line + fix
+            fatal = status_failure(fatal[len(STATUS_FAILED):])
+        raise RemoteError(f"{host.name}: feeder: {fatal}")
     if not summary:
         detail = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()
         raise RemoteError(f"{host.name}: feeder failed (exit {result.exited}): "

@@ -28,7 +28,9 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str], Callable[[int, int]
     `@@progress DONE TOTAL` lines."""
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
-                        transient=True, disable=not enabled)
+                        transient=True,
+                        # not a terminal (cron, CI): no bar, and no blank line left behind
+                        disable=not enabled or not err_console.is_terminal)
     tasks: dict[str, Any] = {}
 
     def for_host(name: str) -> Callable[[int, int], None] | None:

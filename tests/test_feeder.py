@@ -336,3 +336,27 @@ def test_feeder_writes_unit_files_before_adding(daemon: Daemon, batch: Path) -> 
     s = summary(feed(daemon, batch, write_commands(batch / "c.jsonl", [line])))
     assert [lbl for lbl, _ in s["added"]] == ["pb:unit-00000-abc"]
     assert [json.loads(x) for x in unit_file.read_text().splitlines()] == inner
+
+
+def test_a_torn_or_replaced_commands_file_is_never_fed(daemon: Daemon, batch: Path) -> None:
+    """The laptop passes the sha256 and line count of what it uploaded: a file cut short
+    (full disk, dropped connection) or changed since is refused before any add."""
+    import hashlib
+
+    text = "".join(json.dumps(x) + "\n" for x in jobs(batch, 5))
+    digest, count = hashlib.sha256(text.encode()).hexdigest(), str(text.count("\n"))
+    torn = batch / "torn.jsonl"
+    torn.write_text(text[: text.index("\n", len(text) // 2) + 1])  # whole lines, 3 of 5
+    proc = feed(daemon, batch, torn, "--sha256", digest, "--count", count)
+    assert proc.returncode == 2 and "3 line(s), expected 5" in summary(proc)["fatal"]
+    cut = batch / "cut.jsonl"
+    cut.write_text(text[:-10])  # mid-line: same line count, wrong digest
+    proc = feed(daemon, batch, cut, "--sha256", digest, "--count", count)
+    assert proc.returncode == 2 and "sha256" in summary(proc)["fatal"]
+    assert daemon.tasks() == [] and not (batch / "receipts.tsv").exists()
+
+    whole = batch / "whole.jsonl"
+    whole.write_text(text)
+    proc = feed(daemon, batch, whole, "--sha256", digest, "--count", count)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(summary(proc)["added"]) == 5 and len(daemon.tasks()) == 5

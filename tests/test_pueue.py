@@ -180,3 +180,35 @@ def test_dependency_in_another_group_is_not_blocked():
     data["tasks"]["2"]["dependencies"] = [77]
     state = parse_status(json.dumps(data))
     assert state.state_of(state.tasks[2]) == "queued"
+
+
+# pueue 4's eyre report when the daemon is down (the stand-in prints the same shape)
+DAEMON_DOWN_REPORT = """Error:
+   0: Failed to initialize client.
+   1: Failed to initialize stream.
+   2: I/O error at path "/run/user/1000/pueue.socket" while connecting to daemon. Did you \
+start it?:
+   2: Connection refused (os error 111)
+
+Location:
+   pueue_lib/src/network/client.rs:85
+"""
+
+
+def test_status_failure_names_a_stopped_daemon_and_the_fix():
+    from jobsafe_ops.pueue import status_failure
+
+    text = status_failure(DAEMON_DOWN_REPORT, 1)
+    assert text.startswith("pueue daemon not running")
+    assert "`pueued -d`" in text and "systemctl --user start pueued" in text
+    assert "\n" not in text
+
+
+def test_status_failure_keeps_the_causes_of_any_other_report():
+    from jobsafe_ops.pueue import status_failure
+
+    report = "Error: \n   0: Failed to read state\n   1: Permission denied (os error 13)\n"
+    assert status_failure(report, 1) == \
+        "pueue status failed: Failed to read state; Permission denied (os error 13)"
+    assert status_failure("sh: 1: pueue: not found", 127).startswith("pueue not found")
+    assert status_failure("", 3) == "pueue status failed: exit 3"

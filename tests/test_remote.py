@@ -69,3 +69,88 @@ def test_changed_key_names_both_fingerprints():
 def test_join_round_trips_through_the_shell(value):
     argv = ["/usr/bin/printf", "%s", value]
     assert shlex.split(remote.join(argv)) == argv
+
+
+def test_dns_failure_is_one_error_and_never_retried():
+    import socket
+
+    conn = FlakyConn(socket.gaierror(-2, "Name or service not known"))
+    with pytest.raises(RemoteError) as err:
+        remote._open(conn, "h")
+    assert conn.calls == 1 and "cannot resolve 10.0.0.1" in str(err.value)
+
+
+def test_refused_is_named_as_such():
+    conn = FlakyConn(NoValidConnectionsError({("10.0.0.1", 22): ConnectionRefusedError(
+        111, "Connection refused")}))
+    with pytest.raises(remote.TransientConnectError, match="^Connection refused$"):
+        remote._open(conn, "h")
+    assert conn.calls == remote.CONNECT_ATTEMPTS
+
+
+# ---- put_text: temp name, verified on the host, then renamed ---------------------------
+
+class TornUpload(remote.LocalRemote):
+    """Writes only the first half, as a full disk or a dropped link would leave it."""
+
+    def _put_text(self, text: str, path: str, mode: int) -> None:
+        super()._put_text(text[: len(text) // 2], path, mode)
+
+
+def _local(tmp_path, cls=remote.LocalRemote):
+    from jobsafe_ops.inventory import Host
+
+    return cls(Host(name="h1", ssh="local", project_dir=str(tmp_path), package="x"))
+
+
+def test_put_text_verifies_then_renames(tmp_path):
+    target = tmp_path / "commands.jsonl"
+    _local(tmp_path).put_text("a\nb\n", str(target), 0o600)
+    assert target.read_text() == "a\nb\n" and oct(target.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in tmp_path.iterdir()] == ["commands.jsonl"]  # no temp left
+
+
+def test_a_torn_upload_never_takes_the_final_name(tmp_path):
+    target = tmp_path / "commands.jsonl"
+    target.write_text("old\n")
+    with pytest.raises(RemoteError) as err:
+        _local(tmp_path, TornUpload).put_text("x" * 1000 + "\n", str(target))
+    assert "h1: upload of" in str(err.value) and "incomplete or corrupt" in str(err.value)
+    assert target.read_text() == "old\n"  # the previous file stays whole
+    assert [p.name for p in tmp_path.iterdir()] == ["commands.jsonl"]  # temp removed
+
+
+def test_a_refused_write_is_one_remote_error_naming_the_host(tmp_path):
+    (tmp_path / "batch").write_text("a file where a directory should be")
+    with pytest.raises(RemoteError) as err:
+        _local(tmp_path).put_text("a\n", str(tmp_path / "batch" / "commands.jsonl"))
+    text = str(err.value)
+    assert text.startswith("h1: cannot upload ") and "Not a directory" in text
+    assert "\n" not in text
+
+
+def test_a_command_without_an_exit_status_is_never_an_answer(tmp_path):
+    """Killed mid-command (or the link dropped): even check=False raises, naming the host;
+    a cut-short output must not be read as, e.g., "no receipts"."""
+    with pytest.raises(RemoteError) as err:
+        _local(tmp_path).run("echo partial; kill -9 $$", check=False)
+    assert str(err.value).startswith("h1: `echo partial; kill -9 $$` died without an exit")
+    assert _local(tmp_path).run("exit 3", check=False).exited == 3  # a real status is fine
+
+
+def test_a_local_config_problem_is_not_retried_as_unreachable():
+    """A missing IdentityFile surfaces from paramiko as FileNotFoundError: an OSError, yet
+    no retry can fix it, and "unreachable" would send the operator the wrong way."""
+    conn = FlakyConn(FileNotFoundError(2, "No such file or directory"))
+    with pytest.raises(RemoteError) as err:
+        remote._open(conn, "h")
+    assert conn.calls == 1
+    assert "check IdentityFile" in str(err.value) and "unreachable" not in str(err.value)
+
+
+def test_network_oserrors_are_transient():
+    import errno
+
+    conn = FlakyConn(OSError(errno.EHOSTUNREACH, "No route to host"), 1)
+    remote._open(conn, "h")
+    assert conn.calls == 2

@@ -115,9 +115,9 @@ def test_fallback_without_python3_gives_the_same_summary(scripted: dict[str, Any
 def test_daemon_down_is_a_remote_error(scripted: dict[str, Any],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_PUEUE_DOWN", "1")
-    with pytest.raises(RemoteError, match="Did you start it"):
+    with pytest.raises(RemoteError, match="pueue daemon not running .*pueued -d"):
         read_snapshot(LocalRemote(scripted["host"]), Options(group="p1", swap_window=0))
-    with pytest.raises(RemoteError, match="Did you start it"):
+    with pytest.raises(RemoteError, match="pueue daemon not running .*pueued -d"):
         read_snapshot(LocalRemote(scripted["host"]),
                       Options(group="p1", python="no-such-python3"))
 

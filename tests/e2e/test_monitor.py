@@ -222,7 +222,7 @@ def test_unreachable_host_and_dead_daemon_exit_4(world: World,
     settle(m1, "gok")
     m3.stop_pueued()
     rc, _, err = monitor(world, "--host", "m3", "--group", "gdown", "--once", "--json")
-    assert rc == 4 and "pueue status failed" in err
+    assert rc == 4 and "m3: pueue daemon not running" in err and "pueued -d" in err
     m3.stop_sshd()
     rc, doc, err = monitor(world, "--host", "m3", "--group", "gdown", "--once", "--json")
     assert rc == 4 and "m3" in err
