@@ -37,6 +37,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -111,16 +112,27 @@ def emit(text: str) -> None:
 
 
 def read_json_lines(path: str) -> list[dict[str, Any]]:
+    """JSON objects, one per line (blank lines skipped; a UTF-8 BOM and CRLF endings are
+    accepted). Anything else is refused with the file, the line and the fix."""
+    regen = "regenerate it with `inv submit-batch`"
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                item = json.loads(raw)
-            except ValueError as exc:
-                raise SystemExit(f"{path}:{n}: not JSON ({exc})") from None
-            out.append(item)
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            raw_lines = list(fh)
+    except UnicodeDecodeError as exc:
+        raise SystemExit(f"{path}: not UTF-8 (byte {exc.start}); {regen}") from None
+    for n, raw in enumerate(raw_lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except ValueError as exc:
+            raise SystemExit(f"{path}:{n}: not JSON ({exc}); {regen}") from None
+        if not isinstance(item, dict):
+            raise SystemExit(f"{path}:{n}: a JSON {type(item).__name__}, not an object; {regen}")
+        out.append(item)
+    if not out:
+        raise SystemExit(f"{path}: the file is empty: nothing to feed; {regen}")
     return out
 
 
@@ -141,17 +153,76 @@ def check_upload(path: str, sha256: str | None, count: int | None) -> None:
                          "submit-batch to upload it again)")
 
 
-def validate(lines: list[dict[str, Any]]) -> None:
-    seen = set()
+# Mirrors of jobsafe_ops.invariants / inventory limits (the feeder cannot import them).
+MAX_LABEL = 256
+MAX_COMMAND = 131072
+LINE_KEYS = {"label", "group", "workdir", "command", "after", "unit_file", "unit_commands"}
+UNIT_KEYS = {"label", "workdir", "command"}
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_job(where: str, item: dict[str, Any], keys: set[str], required: tuple[str, ...],
+               regen: str) -> None:
+    unknown = sorted(set(item) - keys)
+    if unknown:
+        raise SystemExit(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(keys))})"
+                         f"; {regen}")
+    for key in required:
+        if not isinstance(item.get(key), str) or not item[key].strip():
+            raise SystemExit(f"{where}: {key!r} is missing or not a non-empty string; {regen}")
+    label = item["label"]
+    if any(ch in label for ch in "\t\n\r\0") or len(label) > MAX_LABEL:
+        raise SystemExit(f"{where}: label {label[:60]!r} holds a tab/newline/NUL or is longer "
+                         f"than {MAX_LABEL} characters (receipts are label<TAB>id lines); "
+                         f"{regen}")
+    if not item["workdir"].startswith("/"):
+        raise SystemExit(f"{where}: workdir {item['workdir'][:60]!r} is not absolute (jobs get "
+                         f"an explicit working directory); {regen}")
+    command = item["command"]
+    if "\0" in command or "\r" in command or len(command.encode()) > MAX_COMMAND:
+        raise SystemExit(f"{where}: command {command[:60]!r} holds a NUL or carriage return, or "
+                         f"is over {MAX_COMMAND} bytes; {regen}")
+
+
+def validate(path: str, lines: list[dict[str, Any]]) -> None:
+    """Every line is checked before the first add: a bad line anywhere adds nothing."""
+    regen = "regenerate it with `inv submit-batch`"
+    position: dict[str, int] = {}
     for n, line in enumerate(lines, 1):
-        for key in ("label", "group", "workdir", "command"):
-            if not isinstance(line.get(key), str) or not line[key]:
-                raise SystemExit(f"line {n}: missing {key!r}")
-        if not line["workdir"].startswith("/"):
-            raise SystemExit(f"line {n}: workdir {line['workdir']!r} is not absolute")
-        if line["label"] in seen:
-            raise SystemExit(f"line {n}: label {line['label']!r} appears twice")
-        seen.add(line["label"])
+        where = f"{path}:{n}"
+        _check_job(where, line, LINE_KEYS, ("label", "group", "workdir", "command"), regen)
+        if line["label"] in position:
+            raise SystemExit(f"{where}: label {line['label']!r} appears twice (labels identify "
+                             f"jobs); {regen}")
+        position[line["label"]] = n
+        if not GROUP_NAME.fullmatch(line["group"]):
+            raise SystemExit(f"{where}: group {line['group'][:60]!r} is not a pueue group name "
+                             f"(letters, digits, '.', '_', '-'); {regen}")
+        if "unit_file" in line or "unit_commands" in line:
+            _check_unit(where, line, regen)
+    for n, line in enumerate(lines, 1):
+        after = line.get("after", [])
+        if not isinstance(after, list) or not all(isinstance(d, str) and d for d in after):
+            raise SystemExit(f"{path}:{n}: 'after' must be a list of labels; {regen}")
+        # a label not in the file is an upstream added by an earlier run: resolved at add time
+        later = [d for d in after if position.get(d, 0) >= n]
+        if later:
+            raise SystemExit(f"{path}:{n}: 'after' names {later[0]!r}, which is this line or "
+                             f"a later one (upstream jobs come first); {regen}")
+
+
+def _check_unit(where: str, line: dict[str, Any], regen: str) -> None:
+    unit_file, inner = line.get("unit_file"), line.get("unit_commands")
+    if not isinstance(unit_file, str) or not unit_file.startswith("/"):
+        raise SystemExit(f"{where}: 'unit_file' must be an absolute path next to "
+                         f"'unit_commands'; {regen}")
+    if not isinstance(inner, list) or not inner:
+        raise SystemExit(f"{where}: 'unit_commands' must be a non-empty list; {regen}")
+    for k, cmd in enumerate(inner):
+        if not isinstance(cmd, dict):
+            raise SystemExit(f"{where}: unit_commands[{k}] is not an object; {regen}")
+        _check_job(f"{where}: unit_commands[{k}]", cmd, UNIT_KEYS,
+                   ("label", "workdir", "command"), regen)
 
 
 def add_argv(pueue: str, line: dict[str, Any], after: list[int]) -> list[str]:
@@ -304,7 +375,7 @@ def feed(args: argparse.Namespace) -> int:
     try:
         check_upload(args.commands, args.sha256, args.count)
         lines = read_json_lines(args.commands)
-        validate(lines)
+        validate(args.commands, lines)
     except SystemExit as exc:
         emit("@@summary " + json.dumps({"fatal": str(exc)}))
         return EXIT_BAD_INPUT

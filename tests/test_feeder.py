@@ -282,6 +282,103 @@ def test_bad_commands_file_adds_nothing(daemon: Daemon, batch: Path) -> None:
     assert daemon.tasks() == []
 
 
+# ---- bad commands files: refused whole, before the first add ------------------------------
+
+def _line(label: str = "a", **over: Any) -> dict[str, Any]:
+    return {"label": label, "group": "p1", "workdir": "/tmp", "command": "true", "after": [],
+            **over}
+
+
+def _lines(*items: dict[str, Any]) -> bytes:
+    return "".join(json.dumps(x) + "\n" for x in items).encode()
+
+
+def _unit(**over: Any) -> dict[str, Any]:
+    base = {"unit_file": "/tmp/u.jsonl",
+            "unit_commands": [{"label": "x", "workdir": "/tmp", "command": "true"}]}
+    return _line("u", **{**base, **over})
+
+
+BAD_COMMANDS: dict[str, tuple[bytes, tuple[str, ...]]] = {
+    "not_json": (b'{"label": "a", \n', (":1: not JSON",)),
+    "not_object": (b"[1, 2]\n", (":1: a JSON list, not an object",)),
+    "empty": (b"", ("the file is empty",)),
+    "blank_lines_only": (b"\n  \n", ("the file is empty",)),
+    "not_utf8": (b'{"label": "\xff"}\n', ("not UTF-8",)),
+    "unknown_key": (_lines(_line(lable="x")), (":1: unknown key 'lable'",)),
+    "missing_label": (_lines({k: v for k, v in _line().items() if k != "label"}),
+                      ("'label' is missing",)),
+    "label_not_string": (_lines(_line(label=5)), ("'label' is missing or not a non-empty",)),
+    "label_blank": (_lines(_line(label="  ")), ("'label' is missing",)),
+    "label_newline": (_lines(_line("a\nb")), ("tab/newline/NUL",)),
+    "label_tab": (_lines(_line("a\tb")), ("tab/newline/NUL",)),
+    "label_huge": (_lines(_line("x" * 1_000_000)), ("longer than 256",)),
+    "workdir_relative": (_lines(_line(workdir="project")), ("'project' is not absolute",)),
+    "workdir_missing": (_lines({k: v for k, v in _line().items() if k != "workdir"}),
+                        ("'workdir' is missing",)),
+    "command_nul": (_lines(_line(command="echo a\0b")), ("NUL or carriage return",)),
+    "command_cr": (_lines(_line(command="echo a\r")), ("NUL or carriage return",)),
+    "command_huge": (_lines(_line(command="x" * 200_000)), ("over 131072 bytes",)),
+    "group_metachar": (_lines(_line(group="p1;touch pwned")), ("not a pueue group name",)),
+    "group_leading_dash": (_lines(_line(group="-p1")), ("not a pueue group name",)),
+    "duplicate_label": (_lines(_line("a"), _line("b"), _line("a")),
+                        (":3: label 'a' appears twice",)),
+    "after_not_list": (_lines(_line(after="a")), ("'after' must be a list",)),
+    "after_not_labels": (_lines(_line(after=[3])), ("'after' must be a list",)),
+    "after_self": (_lines(_line("a", after=["a"])), ("names 'a', which is this line",)),
+    "after_forward": (_lines(_line("a", after=["b"]), _line("b")),
+                      (":1: 'after' names 'b'", "upstream jobs come first")),
+    "unit_file_relative": (_lines(_unit(unit_file="u.jsonl")), ("'unit_file' must be an absolute",)),
+    "unit_commands_empty": (_lines(_unit(unit_commands=[])), ("'unit_commands' must be a non",)),
+    "unit_command_not_object": (_lines(_unit(unit_commands=["true"])),
+                                ("unit_commands[0] is not an object",)),
+    "unit_command_relative": (_lines(_unit(unit_commands=[
+        {"label": "x", "workdir": "rel", "command": "true"}])),
+        ("unit_commands[0]", "'rel' is not absolute")),
+    # good lines first, the bad one last: still nothing is added
+    "bad_last_line": (_lines(_line("a"), _line("b"), _line("c", workdir="rel")),
+                      (":3: workdir 'rel' is not absolute",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_COMMANDS))
+def test_bad_commands_file_is_refused_whole(daemon: Daemon, batch: Path, name: str) -> None:
+    """The feeder is the host-side gate: a commands file that is not what submit-batch
+    writes (hand-edited, damaged, another version's) gets exit 2 and one line naming the
+    file, the line and the fix, before any add - no task, no receipt, no unit file."""
+    content, expect = BAD_COMMANDS[name]
+    path = batch / f"{name}.jsonl"
+    path.write_bytes(content)
+    proc = feed(daemon, batch, path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    fatal = summary(proc)["fatal"]
+    assert "\n" not in fatal and len(fatal) < 400, fatal
+    assert fatal.startswith(str(path)) and "regenerate it with `inv submit-batch`" in fatal
+    for part in expect:
+        assert part in fatal, fatal
+    assert daemon.tasks() == [] and not (batch / "receipts.tsv").exists()
+    assert not Path("/tmp/u.jsonl").exists() and not (batch / "work" / "pwned").exists()
+
+
+def test_bom_and_crlf_commands_file_is_fed(daemon: Daemon, batch: Path) -> None:
+    """Accepted on purpose: an editor's BOM or CRLF endings change no JSON value."""
+    text = "".join(json.dumps(x) + "\r\n" for x in jobs(batch, 2))
+    path = batch / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    proc = feed(daemon, batch, path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(t["label"] for t in daemon.tasks()) == sorted(x["label"] for x in jobs(batch, 2))
+
+
+def test_feeder_limits_mirror_the_planner() -> None:
+    """The feeder cannot import jobsafe_ops: its copies of the limits must stay equal."""
+    from jobsafe_ops import feeder, invariants, inventory
+
+    assert (feeder.MAX_LABEL, feeder.MAX_COMMAND) == (invariants.MAX_LABEL,
+                                                      invariants.MAX_COMMAND)
+    assert feeder.GROUP_NAME.pattern.strip("^$") == inventory._GROUP_NAME.pattern.strip("^$")
+
+
 def test_lean_environment_reaches_pueue(daemon: Daemon, batch: Path) -> None:
     commands = write_commands(batch / "c.jsonl", jobs(batch, 1))
     proc = feed(daemon, batch, commands, "--pass-env", "KEEP_ME",
