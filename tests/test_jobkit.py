@@ -311,6 +311,49 @@ def test_scoped_glob_unknown_field_and_missing_dir(chunks, tmp_path):
     assert scoped_glob(empty, direction="long") == []
 
 
+@pytest.fixture
+def merged_dir(tmp_path):
+    """Phase a's and phase ab's chunks side by side, plus a value with glob characters."""
+    for name in ("_chunk_a_1.parquet", "_chunk_a_2.parquet", "_chunk_ab_1.parquet",
+                 "_chunk_b_1.parquet", "_chunk_[x]_1.parquet", "_chunk_x_1.parquet"):
+        (tmp_path / name).write_text(name)
+    return tmp_path
+
+
+def test_scoped_glob_pattern_form_matches_one_category(merged_dir):
+    got = scoped_glob(merged_dir, "_chunk_{phase}_*.parquet", phase="a")
+    assert [p.name for p in got] == ["_chunk_a_1.parquet", "_chunk_a_2.parquet"]
+    # a value is matched literally: '[x]' is not the character class matching 'x'
+    got = scoped_glob(merged_dir, "_chunk_{phase}_*.parquet", phase="[x]")
+    assert [p.name for p in got] == ["_chunk_[x]_1.parquet"]
+    assert scoped_glob(merged_dir / "nope", "_chunk_{phase}_*", phase="a") == []
+
+
+@pytest.mark.parametrize(("pattern", "pinned", "error", "says"), [
+    ("_chunk_*.parquet", {}, UnscopedGlobError, "has no {category} placeholder"),
+    ("_chunk_{phase}_*.parquet", {}, UnscopedGlobError, "category 'phase' is not pinned"),
+    ("_chunk_{phase}*.parquet", {"phase": "a"}, UnscopedGlobError, "a wildcard touches"),
+    ("*{phase}_1.parquet", {"phase": "a"}, UnscopedGlobError, "a wildcard touches"),
+    ("_chunk_{phase}_*.parquet", {"phase": "*"}, UnscopedGlobError, "pinned to '*'"),
+    ("_chunk_{phase}_*.parquet", {"phase": "a?"}, UnscopedGlobError, "pinned to 'a?'"),
+    ("_chunk_{phase}_*.parquet", {"phase": "../a"}, UnscopedGlobError, "no '/'"),
+    ("_chunk_{phase}_*.parquet", {"phase": "a", "side": "long"}, ParamError,
+     "'side' is not a placeholder"),
+    ("_chunk_{1x}_*.parquet", {}, ParamError, "is not a name"),
+])
+def test_scoped_glob_pattern_form_refuses(merged_dir, pattern, pinned, error, says):
+    with pytest.raises(error) as err:
+        scoped_glob(merged_dir, pattern, **pinned)
+    assert says in str(err.value)
+
+
+def test_scoped_glob_forms_are_not_mixed(chunks, tmp_path):
+    with pytest.raises(ParamError, match="not a pattern"):
+        scoped_glob(chunks, "chunk_*", direction="long")
+    with pytest.raises(ParamError, match="no pattern"):
+        scoped_glob(tmp_path, phase="a")
+
+
 # ---- append_ndjson / read_ndjson --------------------------------------------------------
 
 
