@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from jobsafe_ops.jobkit import (
     read_ndjson,
     remove,
     scoped_glob,
+    sweep_temps,
     validate_merged,
     validate_values,
 )
@@ -257,6 +259,18 @@ def test_torn_checkpoint_loads_as_none_foreign_json_is_an_error(tmp_path):
     ckpt.path.write_text('{"rows": 5}')
     with pytest.raises(JobkitError, match="not a jobkit cursor"):
         ckpt.load()
+
+
+def test_sweep_temps_removes_only_old_stranded_temps(tmp_path):
+    old = time.time() - 7200
+    for name in (".ckpt_old.tmp", "keep.tmp", ".ckpt_x.json"):
+        (tmp_path / name).write_text("x")
+        os.utime(tmp_path / name, (old, old))
+    (tmp_path / ".ckpt_live.tmp").write_text("a writer's temp, seconds old")
+    assert sweep_temps(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt_live.tmp", ".ckpt_x.json",
+                                                          "keep.tmp"]
+    assert sweep_temps(tmp_path / "missing") == 0
 
 
 def test_checkpoint_state_must_be_json(tmp_path):

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from jobsafe_ops.jobkit import Checkpoint, append_ndjson, atomic_write, remove
+from jobsafe_ops.jobkit import Checkpoint, append_ndjson, atomic_write, remove, sweep_temps
+from jobsafe_ops.jobkit.files import STALE_TEMP_AGE
 
 CTX = mp.get_context("fork")
 pytestmark = pytest.mark.timeout(120)
@@ -199,5 +200,15 @@ def test_sigkill_mid_save_leaves_a_complete_file(tmp_path, kind):
         else:
             check_version(path.read_bytes())
     # A kill can strand a temp file (cleanup needs a live process); the target never is one.
-    assert all(n.endswith(".tmp") for n in leftovers(tmp_path))
-    assert {p.name for p in tmp_path.iterdir()} - set(leftovers(tmp_path)) == {path.name}
+    stranded = leftovers(tmp_path)
+    assert all(n.endswith(".tmp") for n in stranded)
+    assert {p.name for p in tmp_path.iterdir()} - set(stranded) == {path.name}
+    # the next job start sweeps them once they are old enough not to be a live writer's
+    old = time.time() - 2 * STALE_TEMP_AGE
+    for name in stranded:
+        os.utime(tmp_path / name, (old, old))
+    if kind == "checkpoint":
+        Checkpoint(path).load()
+    else:
+        assert sweep_temps(tmp_path) == len(stranded)
+    assert leftovers(tmp_path) == [] and path.exists()

@@ -8,6 +8,7 @@ Standard library only (it runs in the job's venv, which has no fabric, invoke or
 | `Checkpoint` (`load`, `save`, `mark_complete`) | INV-3 atomic saves; AP-15 never deleted |
 | `atomic_write`, `atomic_write_json`, `load_json` | INV-3: never a partial file; None on bad JSON |
 | `remove` | INV-2 idempotent delete; refuses a cursor without a reason (AP-15) |
+| `sweep_temps` | temps stranded by a kill mid-save, over an hour old (`Checkpoint.load` calls it) |
 | `scoped_glob` | AP-17/INV-9: every category pinned, no wildcard category |
 | `append_ndjson`, `read_ndjson` | flock-serialized multi-line appends that never interleave |
 | `validate_merged`, `validate_values` | INV-9 post-merge contamination check |
@@ -23,7 +24,14 @@ from .errors import (
     ParamError,
     UnscopedGlobError,
 )
-from .files import atomic_write, atomic_write_json, is_cursor, load_json, remove
+from .files import (
+    atomic_write,
+    atomic_write_json,
+    is_cursor,
+    load_json,
+    remove,
+    sweep_temps,
+)
 from .merge import validate_merged, validate_values
 from .ndjson import append_ndjson, read_ndjson
 from .paths import CheckpointSpec, checkpoint_path, decode_value, encode_value
@@ -33,6 +41,6 @@ __all__ = [
     "Checkpoint", "CheckpointSpec", "ContaminationError", "CursorRemovalRefused",
     "JobkitError", "ParamError", "Saved", "UnscopedGlobError", "append_ndjson",
     "atomic_write", "atomic_write_json", "checkpoint_path", "decode_value", "encode_value",
-    "is_cursor", "load_json", "read_ndjson", "remove", "scoped_glob", "validate_merged",
-    "validate_values",
+    "is_cursor", "load_json", "read_ndjson", "remove", "scoped_glob", "sweep_temps",
+    "validate_merged", "validate_values",
 ]

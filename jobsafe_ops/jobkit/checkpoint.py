@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import JobkitError
-from .files import StrPath, atomic_write, load_json
+from .files import StrPath, atomic_write, load_json, sweep_temps
 from .paths import CheckpointSpec, Value
 
 CURSOR_KEY = "jobkit_cursor"
@@ -49,7 +49,9 @@ class Checkpoint:
     def load(self) -> Saved | None:
         """The last saved cursor, or None when there is none or it is undecodable (the job
         then starts fresh, INV-3). A decodable file that is not a cursor is an error: it
-        belongs to something else and must not be overwritten."""
+        belongs to something else and must not be overwritten. Temps stranded by earlier
+        kills mid-save (over an hour old) are swept from the directory first."""
+        sweep_temps(self.path.parent)
         data = load_json(self.path)
         if data is None:
             return None

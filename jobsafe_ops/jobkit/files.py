@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import tempfile
+import time
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from .errors import CursorRemovalRefused
 
 TEMP_PREFIX = ".ckpt_"
 TEMP_SUFFIX = ".tmp"
+STALE_TEMP_AGE = 3600.0  # seconds; a live writer renames its temp within moments
 # A cursor file written by Checkpoint starts with this key, so remove() can recognise one
 # in any process, long after the job that declared it has exited (AP-15).
 CURSOR_HEAD = b'{"jobkit_cursor":'
@@ -89,6 +91,29 @@ def remove(path: StrPath, *, reason: str | None = None) -> None:
             "makes the next run start over (AP-15); keep it (Checkpoint.mark_complete records "
             "completion), or pass reason='...' when the job is really starting fresh")
     target.unlink(missing_ok=True)
+
+
+def sweep_temps(directory: StrPath, *, older_than: float = STALE_TEMP_AGE) -> int:
+    """Remove the `.ckpt_*.tmp` files that writers killed mid-save left in `directory`
+    (only ours, and only those not modified for `older_than` seconds, so a live writer's
+    temp is never touched); a temp gone meanwhile is fine. Returns how many were removed.
+    `Checkpoint.load()` calls it, so temps do not pile up over restarts."""
+    cutoff = time.time() - older_than
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not (entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(TEMP_SUFFIX)):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue  # another process swept it first (INV-2)
+    return removed
 
 
 def is_cursor(path: StrPath) -> bool:
