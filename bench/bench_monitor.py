@@ -95,11 +95,13 @@ def main() -> int:
         host = world.add_host("bench", pueue=False, project=False)
         t0 = time.perf_counter()
         state = synthetic_state(args.tasks, str(host.home))
+        # jobsafe: ignore[non-atomic-checkpoint-write] - synthetic state, daemon not started yet
         host.state_file.write_text(json.dumps(state, separators=(",", ":")))
         build = time.perf_counter() - t0
         host.start_pueued(timeout=120)
         for label, cmd in (("live:a", "sleep 120"), ("live:b", "sleep 120"),
                            ("live:c", "true"), ("live:bad", "echo boom; exit 3")):
+            # jobsafe: ignore[ssh-per-job] - four live tasks, not a batch
             host.run(f'pueue add --group p1 --label {label} -w "$HOME" -- "{cmd}"', check=True)
         time.sleep(1.0)
         os.environ.update(world.env())
