@@ -51,6 +51,7 @@ EXIT_BAD_INPUT = 2
 EXIT_LOCKED = 75
 ADD_TIMEOUT = 120.0
 PROGRESS_EVERY = 0.2  # seconds between progress lines
+REGENERATE = "regenerate it with `inv submit-batch`"  # the fix for a bad commands file
 
 # pueue stores the add-time client environment in every task (state.json grows, secrets
 # land on disk - REQUIREMENTS 1.11.6): add with this allow-list only, plus --pass-env.
@@ -114,7 +115,7 @@ def emit(text: str) -> None:
 def read_json_lines(path: str) -> list[dict[str, Any]]:
     """JSON objects, one per line (blank lines skipped; a UTF-8 BOM and CRLF endings are
     accepted). Anything else is refused with the file, the line and the fix."""
-    regen = "regenerate it with `inv submit-batch`"
+    regen = REGENERATE
     out = []
     try:
         with open(path, encoding="utf-8-sig") as fh:
@@ -186,7 +187,7 @@ def _check_job(where: str, item: dict[str, Any], keys: set[str], required: tuple
 
 def validate(path: str, lines: list[dict[str, Any]]) -> None:
     """Every line is checked before the first add: a bad line anywhere adds nothing."""
-    regen = "regenerate it with `inv submit-batch`"
+    regen = REGENERATE
     position: dict[str, int] = {}
     for n, line in enumerate(lines, 1):
         where = f"{path}:{n}"
