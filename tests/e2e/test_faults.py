@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_deploy import _host as deploy_host
 from tests.e2e.test_deploy import (
     add,
     fresh,
@@ -140,8 +141,7 @@ def faulty(world: World) -> World:
 
 
 def _host(world: World, name: str, **kw: Any) -> SimHost:
-    host = world.add_host(name, **kw)
-    host.run("pueue group add p1 -p 2 && pueue group add p2 -p 1", check=True)
+    host = deploy_host(world, name, **kw)  # groups p1 (2) and p2 (1), as in test_deploy
     (host.home / ".fault").mkdir()
     return host
 
