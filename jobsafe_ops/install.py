@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -14,7 +15,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
-    stop_before_delay,
     wait_exponential,
 )
 
@@ -190,6 +190,29 @@ def install_outcome(exited: int, output: str, dist: str, version: str) -> str:
     return "not-found" if any(re.search(p, text) for p in patterns) else "error"
 
 
+class Deadline:
+    """tenacity stop and wait that spend the whole --upgrade-timeout: each back-off sleep
+    is cut to the time left, so the last attempt runs at the deadline, never after it.
+    (`stop_before_delay` gave up as soon as the next full back-off would cross the
+    deadline: 20 s stopped after 11 s, 300 s up to a minute early.)"""
+
+    def __init__(self, budget: float, first_wait: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.deadline = clock() + budget
+        self.backoff = wait_exponential(multiplier=first_wait, min=first_wait, max=60)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - self.clock())
+
+    def stop(self, state: RetryCallState) -> bool:
+        """After a failed attempt: stop once the deadline is reached (that was the last)."""
+        return self.remaining() <= 0
+
+    def wait(self, state: RetryCallState) -> float:
+        return min(float(self.backoff(state)), self.remaining())
+
+
 def upgrade_argv(ctx: DeployContext, version: str) -> list[str]:
     dist = ctx.host.dist_name
     return ["uv", "pip", "install", "--python", ctx.python, "--refresh-package", dist,
@@ -218,11 +241,11 @@ def upgrade(ctx: DeployContext) -> StepResult:
                           f"{opts.upgrade_timeout:g}s while the index lacks it")
     attempts: list[dict[str, Any]] = []
     started = time.monotonic()
-    deadline = started + opts.upgrade_timeout
+    first_wait = min(5.0, max(0.5, opts.upgrade_timeout / 30))
+    budget = Deadline(opts.upgrade_timeout, first_wait)
 
     def attempt() -> None:
-        remaining = max(10.0, deadline - time.monotonic())
-        r = ctx.remote.run(argv, check=False, timeout=remaining)
+        r = ctx.remote.run(argv, check=False, timeout=max(10.0, budget.remaining()))
         outcome = install_outcome(r.exited, r.stdout + r.stderr, ctx.host.dist_name,
                                   version)
         lines = [ln.strip() for ln in (r.stderr or r.stdout).splitlines() if ln.strip()]
@@ -242,12 +265,9 @@ def upgrade(ctx: DeployContext) -> StepResult:
         ctx.say(f"  {ctx.host.dist_name}=={opts.version} not visible on {ctx.host.index_url}"
                 f" yet; next attempt in {wait:.1f}s")
 
-    first_wait = min(5.0, max(0.5, opts.upgrade_timeout / 30))
     try:
-        Retrying(retry=retry_if_exception_type(VersionNotVisible),
-                 stop=stop_before_delay(opts.upgrade_timeout),
-                 wait=wait_exponential(multiplier=first_wait, min=first_wait, max=60),
-                 before_sleep=note, reraise=True)(attempt)
+        Retrying(retry=retry_if_exception_type(VersionNotVisible), stop=budget.stop,
+                 wait=budget.wait, before_sleep=note, reraise=True)(attempt)
     except RemoteError as exc:
         journal.append(ctx.host.name, "upgrade", [], result="failed", to=opts.version,
                        attempts=len(attempts), reason=str(exc))

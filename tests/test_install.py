@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tenacity import Retrying, retry_if_exception_type
 
 from jobsafe_ops import install as i
 from jobsafe_ops.deploy_context import DeployOptions, Install
+from jobsafe_ops.install import Deadline, VersionNotVisible
 
 
 def test_parse_install() -> None:
@@ -114,3 +116,58 @@ def test_verify_script_editable_vs_stale_wheel(tmp_path: Path) -> None:
     assert wheel["code"]["matches_checkout"] is False  # AP-5: old code still installed
     gone = _run_verify_script(tmp_path, site.parent, "mypkg:missing")
     assert "AttributeError" in gone["code"]["error"]
+
+
+class FakeClock:
+    """Time that moves only when the retry loop sleeps (or an attempt takes time)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += seconds
+
+
+@pytest.mark.parametrize(("budget", "attempt_takes"), [(20.0, 0.0), (20.0, 0.7), (300.0, 1.3),
+                                                       (2.0, 0.0)])
+def test_upgrade_deadline_spends_the_whole_budget(budget: float, attempt_takes: float) -> None:
+    """--upgrade-timeout 20 used to stop after 11 s (stop_before_delay will not start a
+    sleep that crosses the deadline): the last attempt now runs at the deadline, none after."""
+    clock = FakeClock()
+    start = clock.now
+    first_wait = min(5.0, max(0.5, budget / 30))
+    deadline = Deadline(budget, first_wait, clock=clock)
+    at: list[float] = []
+
+    def attempt() -> None:
+        at.append(clock.now - start)
+        clock.now += attempt_takes
+        raise VersionNotVisible("not on the index yet")
+
+    with pytest.raises(VersionNotVisible):
+        Retrying(retry=retry_if_exception_type(VersionNotVisible), stop=deadline.stop,
+                 wait=deadline.wait, sleep=clock.sleep, reraise=True)(attempt)
+    assert at[-1] == pytest.approx(budget)  # the last attempt is at the deadline
+    assert all(t <= budget + 1e-9 for t in at)  # and never after it
+    assert at == sorted(at) and len(at) >= 3
+    assert at[1] - at[0] == pytest.approx(first_wait + attempt_takes)  # back-off kept
+
+
+def test_upgrade_deadline_stops_when_an_attempt_overruns_it() -> None:
+    clock = FakeClock()
+    deadline = Deadline(10.0, 1.0, clock=clock)
+    at: list[float] = []
+
+    def attempt() -> None:
+        at.append(clock.now)
+        clock.now += 30.0  # one slow attempt eats the whole budget
+        raise VersionNotVisible("not yet")
+
+    with pytest.raises(VersionNotVisible):
+        Retrying(retry=retry_if_exception_type(VersionNotVisible), stop=deadline.stop,
+                 wait=deadline.wait, sleep=clock.sleep, reraise=True)(attempt)
+    assert len(at) == 1
