@@ -17,6 +17,7 @@ from .console import console, err_console
 from .errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_NOTHING_SELECTED,
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_REFUSED,
@@ -67,8 +68,9 @@ def print_error(error: object) -> None:
 MAX_WORKERS = 8  # hosts handled at once: SSH sessions and local threads stay bounded
 VERDICTS = frozenset({EXIT_OK, EXIT_FAILED})  # codes of a run that completed on its host
 # the most urgent verdict wins when every host completed: failed jobs (1) need action more
-# than work still running (monitor's 3), which beats all done (0)
-_URGENCY = {EXIT_FAILED: 2, EXIT_REFUSED: 1, EXIT_OK: 0}
+# than work still running (monitor's 3), which beats nothing selected (monitor's 6: a host
+# with an empty group is suspicious), which beats all done (0)
+_URGENCY = {EXIT_FAILED: 3, EXIT_REFUSED: 2, EXIT_NOTHING_SELECTED: 1, EXIT_OK: 0}
 
 
 def combined_exit_code(rows: Sequence[tuple[bool, int]]) -> int:
@@ -77,7 +79,8 @@ def combined_exit_code(rows: Sequence[tuple[bool, int]]) -> int:
     One host: its code. Every host the same code: that code (all 0, all 1, all 4...).
     Some host did not complete (unreachable, refused, bad input, deploy failed): 5 (partial;
     the per-host codes are in the table and in --json). Every host completed with different
-    verdicts: the most urgent one, 1 (jobs failed) over 3 (monitor: still running) over 0.
+    verdicts: the most urgent one, 1 (jobs failed) over 3 (monitor: still running) over 6
+    (monitor: nothing selected) over 0.
     """
     codes = [code for _, code in rows]
     if not codes:

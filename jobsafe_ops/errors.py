@@ -2,7 +2,8 @@
 
 Exit codes (the README's table is generated from EXIT_CODES):
 0 ok, 1 jobs failed / findings, 2 bad input or config, 3 refused for safety,
-4 host unreachable / remote error, 5 partial (some hosts failed), 130 interrupted.
+4 host unreachable / remote error, 5 partial (some hosts failed), 6 monitor: nothing
+selected (empty group, or no label matches --label-glob), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 3
 EXIT_UNREACHABLE = 4
 EXIT_PARTIAL = 5
+EXIT_NOTHING_SELECTED = 6
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -23,6 +25,8 @@ EXIT_CODES: dict[int, str] = {
     "memory cap unavailable, retry budget spent; for monitor: still running at timeout",
     EXIT_UNREACHABLE: "host unreachable, host key refused, or a remote command failed",
     EXIT_PARTIAL: "partial: some hosts of a multi-host run failed",
+    EXIT_NOTHING_SELECTED: "monitor: nothing selected (the group has no tasks, or no label "
+    "matches --label-glob); --until-done stops on it",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -4,9 +4,12 @@ in `monitor_view.py`.
 
 Exit codes (cron): 0 every label of the group done and succeeded; 1 some failed (or are
 blocked forever behind a failed dependency); 3 still running or queued at the end (timeout,
-or `--once` while work remains); 4 host unreachable or pueue not answering. Several hosts
+or `--once` while work remains); 4 host unreachable or pueue not answering; 6 nothing
+selected (the group has no tasks, or no label matches --label-glob: nothing can ever
+finish, so --until-done stops after one confirming poll). Several hosts
 (cli.combined_exit_code): all the same code -> that code; some host unreadable -> 5;
-every host read -> 1 if any shows failures, else 3 if work remains, else 0.
+every host read -> 1 if any shows failures, else 3 if work remains, else 6 if some host
+selected nothing, else 0.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .cli import HostRow, combined_exit_code, each, hosts_for, print_error
 from .errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    EXIT_NOTHING_SELECTED,
     EXIT_OK,
     EXIT_UNREACHABLE,
     ConfigError,
@@ -33,7 +37,10 @@ from .snapshot import EXIT_STILL_RUNNING, Options, Snapshot, read_snapshot
 # ---- several hosts, many polls -----------------------------------------------------------
 
 GIVE_UP_POLLS = 3  # --until-done: a host failing this many polls in a row stops being awaited
-MONITOR_VERDICTS = frozenset({EXIT_OK, EXIT_FAILED, EXIT_STILL_RUNNING})
+# --until-done: an empty selection on this many polls in a row is final (the second poll
+# confirms it: a submit that was adding the first tasks at the first poll shows by then)
+EMPTY_POLLS = 2
+MONITOR_VERDICTS = frozenset({EXIT_OK, EXIT_FAILED, EXIT_STILL_RUNNING, EXIT_NOTHING_SELECTED})
 
 
 @dataclass(frozen=True)
@@ -120,12 +127,14 @@ def watch(
     clock: Callable[[], float] = time.monotonic,
 ) -> list[HostResult]:
     """Poll every host until all watched groups are settled (`stop_when_settled`), the
-    timeout passes, or once. A host error is retried on the next poll while the others
-    are watched on; a host failing GIVE_UP_POLLS polls in a row (or with bad input) is no
-    longer awaited, so one dead host does not keep --until-done alive forever. The last
-    poll decides the exit code."""
+    timeout passes, or once. A host whose selection is empty on EMPTY_POLLS polls in a
+    row counts as settled (exit 6, not "still running" forever). A host error is retried
+    on the next poll while the others are watched on; a host failing GIVE_UP_POLLS polls
+    in a row (or with bad input) is no longer awaited, so one dead host does not keep
+    --until-done alive forever. The last poll decides the exit code."""
     deadline = None if timeout is None else clock() + timeout
     misses = [0] * len(watchers)
+    empties = [0] * len(watchers)
     while True:
         board = poll_all(watchers)
         on_poll(board)
@@ -133,8 +142,10 @@ def watch(
             return board
         misses = [0 if r.snapshot is not None else n + 1 for r, n in zip(board, misses,
                                                                          strict=True)]
-        if stop_when_settled and all(_finished(r, n) for r, n in zip(board, misses,
-                                                                      strict=True)):
+        empties = [n + 1 if r.snapshot is not None and r.snapshot.empty else 0
+                   for r, n in zip(board, empties, strict=True)]
+        if stop_when_settled and all(_finished(r, n, e) for r, n, e in zip(
+                board, misses, empties, strict=True)):
             return board
         if deadline is not None and clock() >= deadline:
             return board
@@ -142,10 +153,11 @@ def watch(
         sleep(wait)
 
 
-def _finished(r: HostResult, misses: int) -> bool:
-    """Nothing more to wait for on this host: settled, or given up on."""
+def _finished(r: HostResult, misses: int, empties: int = 0) -> bool:
+    """Nothing more to wait for on this host: settled, nothing selected on EMPTY_POLLS
+    polls in a row, or given up on."""
     if r.snapshot is not None:
-        return r.snapshot.settled
+        return r.snapshot.settled or empties >= EMPTY_POLLS
     bad_input = r.error is not None and r.error.exit_code == EXIT_BAD_INPUT
     return bad_input or misses >= GIVE_UP_POLLS
 
@@ -207,4 +219,6 @@ def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool
     for r in board:
         if r.error is not None:
             print_error(r.error)
+        elif r.snapshot is not None and r.snapshot.exit_code == EXIT_NOTHING_SELECTED:
+            print_error(r.snapshot.nothing_selected())
     return board_exit_code(board)

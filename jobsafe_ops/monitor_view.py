@@ -21,7 +21,8 @@ COUNT_COLUMNS = ("queued", "running", "paused", "stashed", "blocked", "success",
 OUTCOME_STYLE = {"done": "green", "running": "cyan", "empty": "dim", "failing": "yellow",
                  "failed": "bold red"}
 EXIT_TEXT = {0: "all done, all succeeded", 1: "some failed", 3: "still running",
-             4: "host unreachable", 2: "bad input", 5: "some hosts failed (see their rows)"}
+             4: "host unreachable", 2: "bad input", 5: "some hosts failed (see their rows)",
+             6: "nothing selected (no task in the group, or none matches --label-glob)"}
 
 
 def _size(n: int | None) -> str:

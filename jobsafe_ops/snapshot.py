@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import monitor_filter
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, RemoteError
+from .errors import EXIT_FAILED, EXIT_NOTHING_SELECTED, EXIT_OK, EXIT_REFUSED, RemoteError
 from .inventory import Host
 from .probe import (
     LOADAVG,
@@ -251,15 +251,36 @@ class Snapshot:
         return all(g.settled for g in self.watched) and bool(self.watched)
 
     @property
-    def exit_code(self) -> int:
+    def empty(self) -> bool:
+        """Nothing selected: no task in the watched group(s) (cleaned, never filled, or no
+        label matches --label-glob). Not "still running": nothing can ever finish."""
+        return sum(g.total for g in self.watched) == 0
+
+    @property
+    def verdict(self) -> str:
         if self.failures:
-            return EXIT_FAILED
-        return EXIT_OK if self.settled else EXIT_STILL_RUNNING
+            return "failed"
+        if self.empty:
+            return "nothing_selected"
+        return "done" if self.settled else "running"
+
+    @property
+    def exit_code(self) -> int:
+        return {"failed": EXIT_FAILED, "nothing_selected": EXIT_NOTHING_SELECTED,
+                "done": EXIT_OK}.get(self.verdict, EXIT_STILL_RUNNING)
+
+    def nothing_selected(self) -> str:
+        """The operator's one line for an empty selection (cron mails it)."""
+        what = f"group {self.group!r}" if self.group else "every group"
+        glob = f" matching --label-glob {self.label_glob!r}" if self.label_glob else ""
+        return (f"{self.host}: nothing selected: {what} has no tasks{glob}; check --group"
+                f"{' and --label-glob' if glob else ''} (or the group was cleaned)")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "host": self.host, "at": self.at.isoformat(), "group": self.group,
             "label_glob": self.label_glob, "exit_code": self.exit_code,
+            "verdict": self.verdict,
             "groups": [g.to_dict() for g in self.watched], "health": self.health.to_dict(),
             "via": self.via, "bytes": {"sent": self.sent, "received": self.received},
         }

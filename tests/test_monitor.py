@@ -114,3 +114,53 @@ def test_until_done_waits_for_a_dead_host_while_others_still_run() -> None:
     clock = Clock()
     board = watch([dead, live], interval=5, sleep=clock.sleep, clock=clock)  # type: ignore[list-item]
     assert dead.polls == 3 and board_exit_code(board) == 0  # it came back in time
+
+
+# ---- nothing selected (exit 6) ---------------------------------------------------------------
+
+def test_an_empty_group_is_nothing_selected_not_still_running() -> None:
+    empty = snap_of(state())  # a cleaned group: declared, no task
+    assert empty.exit_code == 6 and empty.verdict == "nothing_selected"
+    assert empty.to_dict()["verdict"] == "nothing_selected"
+    assert "nothing selected: group 'p1' has no tasks" in empty.nothing_selected()
+    running = snap_of(state(task(1, "a", RUNNING)))
+    assert running.exit_code == 3 and running.verdict == "running"
+
+
+def test_a_label_glob_matching_nothing_is_nothing_selected() -> None:
+    data = state(task(1, "BTC@1", RUNNING), task(2, "BTC@2", done("Success")))
+    typo = snap_of(data, glob="BCT*")
+    assert typo.exit_code == 6
+    line = typo.nothing_selected()
+    assert "matching --label-glob 'BCT*'" in line and "check --group and --label-glob" in line
+    assert snap_of(data, glob="BTC*").exit_code == 3
+
+
+def test_until_done_stops_on_an_empty_selection_after_one_confirming_poll() -> None:
+    empty = HostResult("h", snap_of(state()))
+    w, clock = Scripted([empty]), Clock()
+    # no timeout: before exit 6 this polled forever ("exit 3: still running")
+    board = watch([w], interval=10, sleep=clock.sleep, clock=clock)  # type: ignore[list-item]
+    assert w.polls == 2 and clock.t == 10 and board_exit_code(board) == 6
+
+
+def test_until_done_keeps_waiting_when_an_empty_group_fills() -> None:
+    empty = HostResult("h", snap_of(state()))
+    running = HostResult("h", snap_of(state(task(1, "a", RUNNING))))
+    finished = HostResult("h", snap_of(state(task(1, "a", done("Success")))))
+    w, clock = Scripted([empty, running, empty, running, finished]), Clock()
+    board = watch([w], interval=10, sleep=clock.sleep, clock=clock)  # type: ignore[list-item]
+    assert w.polls == 5 and board_exit_code(board) == 0  # one empty poll alone never ends it
+
+
+def test_nothing_selected_over_several_hosts() -> None:
+    empty = HostResult("e", snap_of(state(), host="e"))
+    ok = HostResult("a", snap_of(state(task(1, "a", done("Success"))), host="a"))
+    running = HostResult("b", snap_of(state(task(1, "a", RUNNING)), host="b"))
+    failed = HostResult("c", snap_of(state(task(1, "a", done({"Failed": 9}))), host="c"))
+    down = HostResult("d", error=RemoteError("d: unreachable"))
+    assert board_exit_code([empty, empty]) == 6
+    assert board_exit_code([ok, empty]) == 6  # a host with nothing to watch is suspicious
+    assert board_exit_code([running, empty]) == 3  # work remains
+    assert board_exit_code([failed, empty]) == 1
+    assert board_exit_code([down, empty]) == 5

@@ -165,6 +165,37 @@ def test_until_done_timeout_exits_3(world: World, m1: SimHost) -> None:
     assert [r["label"] for r in group_of(doc)["running"]] == ["slow"]
 
 
+def test_empty_selection_exits_6_and_until_done_stops(world: World, m1: SimHost) -> None:
+    """A cleaned group and a --label-glob that matches nothing: "nothing selected" (exit 6),
+    not "exit 3: still running", and --until-done without --timeout ends (from cron it
+    used to poll forever)."""
+    make_group(m1, "gclean")
+    add(m1, "gclean", "BTC@250", "true")
+    settle(m1, "gclean")
+    m1.run("pueue clean --group gclean", check=True)  # the group is now empty
+    start = time.monotonic()
+    rc, doc, err = monitor(world, "--host", "m1", "--group", "gclean", "--until-done",
+                           "--interval", "0.5", "--json", timeout=60)
+    assert rc == 6, err
+    assert time.monotonic() - start < 30
+    assert doc["exit_code"] == 6 and doc["verdict"] == "nothing_selected"
+    assert group_of(doc)["total"] == 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "m1: nothing selected: group 'gclean' has no tasks" in lines[0]
+
+    add(m1, "gclean", "BTC@250:2020", "sleep 60")
+    wait_running(m1, "gclean", 1)
+    rc, text, err = monitor(world, "--host", "m1", "--group", "gclean", "--label-glob",
+                            "BCT*", "--until-done", "--interval", "0.5", timeout=60)
+    assert rc == 6, err
+    assert "exit 6: nothing selected" in " ".join(text.split())
+    assert "matching --label-glob 'BCT*'" in err
+    rc, _, err = monitor(world, "--host", "m1", "--group", "gclean", "--label-glob", "BTC*",
+                         "--once")
+    assert rc == 3, err  # the right glob: still running
+    m1.run("pueue kill --group gclean", check=True)
+
+
 # ---- identity by label -----------------------------------------------------------------------
 
 def test_monitoring_by_label_survives_a_requeue_with_new_ids(world: World, m1: SimHost) -> None:
