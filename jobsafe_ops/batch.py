@@ -3,7 +3,8 @@ talks to the host and calls these).
 
 * `decide` per label: skip queued/running/succeeded, re-add failed ones under retry.py's
   rules as `<label>-retry-N`, hold dependants of failures;
-* `memcap_policy`: refuse uncapped memory (INV-7) unless --allow-uncapped; refuse nothing
+* `memcap_policy`: refuse uncapped memory (INV-7) unless --allow-uncapped or the host
+  file declares `memory_cap = false` (then run uncapped, and say so); refuse nothing
   else silently; `command_line` wraps each job in its cap;
 * `hygiene`: `pueue clean -g G --successful-only` when the state file is large (AP-10),
   never in a group whose dependency chain is unfinished;
@@ -147,21 +148,40 @@ class Memcap:
     probe_ok: bool
     reason: str
     refusal: str | None = None
+    # who decided that jobs the playbook caps run without a cap: "memory_cap = false"
+    # (the host file) or "--allow-uncapped" (this run); None when nothing is uncapped
+    uncapped_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"required": self.required, "wrap": self.wrap, "probe_ok": self.probe_ok,
-                "reason": self.reason, "refusal": self.refusal}
+                "reason": self.reason, "refusal": self.refusal,
+                "uncapped_by": self.uncapped_by}
 
 
 def memcap_policy(plan: Plan, host: Host, probe_ok: bool, probe_reason: str,
                   allow_uncapped: bool) -> Memcap:
-    """INV-7: a job the playbook caps (or any job on a host with memory_cap = true) runs
-    under systemd-run MemoryMax + MemorySwapMax=0, or not at all unless --allow-uncapped."""
+    """INV-7: on a host with memory_cap = true (the default) every job runs under
+    systemd-run MemoryMax + MemorySwapMax=0, or not at all unless --allow-uncapped.
+
+    `memory_cap = false` is the operator's declaration that caps are not required on the
+    host: a job with memory_max is still capped where the probe says caps work; where
+    they do not, it runs uncapped instead of being refused (no --allow-uncapped needed),
+    and the summary, the JSON (`uncapped_by`) and the journal say so."""
     specs = (*plan.jobs, *plan.after)
-    required = host.memory_cap or plan.wants_memory_cap
-    if not required:
-        return Memcap(False, False, probe_ok, "no memory_max in the playbook and "
-                      f"memory_cap = false for {host.name}")
+    if not host.memory_cap:
+        wanted = [s.label for s in specs if s.memory_max]
+        if not wanted:
+            return Memcap(False, False, probe_ok, "no memory_max in the playbook and "
+                          f"memory_cap = false for {host.name}")
+        if probe_ok:
+            return Memcap(False, True, probe_ok, "systemd-run --user --scope MemoryMax + "
+                          "MemorySwapMax=0 on the jobs with memory_max (memory_cap = false: "
+                          "the others run uncapped)")
+        return Memcap(False, False, probe_ok,
+                      f"UNCAPPED (memory_cap = false in {host.source or 'the host file'}): "
+                      f"{len(wanted)} job(s) with memory_max run without a memory cap "
+                      f"(caps do not work on {host.name}: {probe_reason})",
+                      uncapped_by="memory_cap = false")
     uncapped = [s.label for s in specs if not s.memory_max]
     problem = None
     if not probe_ok:
@@ -174,7 +194,8 @@ def memcap_policy(plan: Plan, host: Host, probe_ok: bool, probe_reason: str,
         return Memcap(True, True, probe_ok, "systemd-run --user --scope MemoryMax + "
                       "MemorySwapMax=0 on every job")
     if allow_uncapped:
-        return Memcap(True, probe_ok, probe_ok, f"UNCAPPED (--allow-uncapped): {problem}")
+        return Memcap(True, probe_ok, probe_ok, f"UNCAPPED (--allow-uncapped): {problem}",
+                      uncapped_by="--allow-uncapped")
     return Memcap(True, False, probe_ok, problem,
                   refusal=f"{problem}; refusing to run jobs without a hard memory cap "
                   "(INV-7). Fix the host or rerun with --allow-uncapped")

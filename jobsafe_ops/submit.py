@@ -3,7 +3,8 @@ connection (the decisions themselves are pure, in batch.py):
 
 1. probe (one round trip: state, home, memcap, state-file size) + facts (receipts,
    working dirs) - verify before mutate (SKILL 2);
-2. decide per label; refuse uncapped memory (INV-7) unless --allow-uncapped;
+2. decide per label; refuse uncapped memory (INV-7) unless --allow-uncapped or the host
+   file's memory_cap = false (then uncapped, said in the summary, JSON and journal);
 3. `pueue clean -g G --successful-only` when the state file is large (AP-10); create
    missing groups (parallel never 0);
 4. upload feeder.py + one commands file (temp name + rename), run the feeder in the same
@@ -206,9 +207,10 @@ def run_feeder(remote: Remote, batch_dir: str, pueue: str, pass_env: Sequence[st
 def _journal(host: Host, plan: Plan, report: BatchReport, added: Sequence[tuple[str, int]],
              errors: Sequence[tuple[str, str]]) -> None:
     result = "ok" if not errors else "partial"
+    uncapped = {"uncapped": report.memcap.reason} if report.memcap.uncapped_by else {}
     journal.append(host.name, ACTION, [lbl for lbl, _ in added], result,
                    playbook=plan.playbook, mode=report.mode, errors=len(errors),
-                   skipped=report.count("skip"))
+                   skipped=report.count("skip"), **uncapped)
     new = {lbl for lbl, _ in added}
     retries: dict[str, list[str]] = {}
     for it in report.items:

@@ -82,7 +82,7 @@ def batch_view(r: BatchReport) -> RenderableType:
         summary.add_row("errors", f"[bold red]{c['errors']}")
     m = r.memcap
     cap = ("[green]on: " if m.wrap else "[bold red]refused: " if m.refusal
-           else "[yellow]off: " if m.required else "off: ") + m.reason
+           else "[yellow]off: " if m.required or m.uncapped_by else "off: ") + m.reason
     summary.add_row("memory cap", cap)
     for cl in r.cleans:
         summary.add_row("state hygiene", f"{'pueue clean -g ' + cl.group if cl.run else 'skip'}"

@@ -209,13 +209,31 @@ def test_memcap_wraps_when_the_probe_says_it_works() -> None:
 
 
 def test_memcap_refused_with_the_probe_reason() -> None:
-    m = memcap_policy(make_plan(CAPPED), host(), False, "Failed to connect to bus",
-                      allow_uncapped=False)
+    """memory_cap = true (the default) and caps that do not work: refused (INV-7) unless
+    --allow-uncapped is typed."""
+    m = memcap_policy(make_plan(CAPPED), host(memory_cap=True), False,
+                      "Failed to connect to bus", allow_uncapped=False)
     assert not m.wrap and m.refusal and "Failed to connect to bus" in m.refusal
     assert "--allow-uncapped" in m.refusal
-    allowed = memcap_policy(make_plan(CAPPED), host(), False, "Failed to connect to bus",
-                            allow_uncapped=True)
+    allowed = memcap_policy(make_plan(CAPPED), host(memory_cap=True), False,
+                            "Failed to connect to bus", allow_uncapped=True)
     assert allowed.refusal is None and not allowed.wrap and "UNCAPPED" in allowed.reason
+    assert allowed.uncapped_by == "--allow-uncapped"
+
+
+def test_memcap_false_in_the_host_file_runs_uncapped_and_says_so() -> None:
+    """The host file's memory_cap = false is the operator's decision: a playbook with
+    memory_max is not refused there (it was, exit 3, without --allow-uncapped)."""
+    h = host(memory_cap=False, source="hosts/h.toml")
+    m = memcap_policy(make_plan(CAPPED), h, False, "Failed to connect to bus",
+                      allow_uncapped=False)
+    assert m.refusal is None and not m.wrap and m.uncapped_by == "memory_cap = false"
+    assert m.reason.startswith("UNCAPPED (memory_cap = false in hosts/h.toml)")
+    assert "Failed to connect to bus" in m.reason
+    assert m.to_dict()["uncapped_by"] == "memory_cap = false"
+    # caps that work are still applied to the jobs that ask for them
+    works = memcap_policy(make_plan(CAPPED), h, True, "ok", allow_uncapped=False)
+    assert works.wrap and works.refusal is None and works.uncapped_by is None
 
 
 def test_host_memory_cap_needs_a_value() -> None:

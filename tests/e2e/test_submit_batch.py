@@ -261,16 +261,50 @@ command = "true"
 
 def test_memory_cap_refused_where_unsupported(world: World, host: SimHost,
                                               tmp_path: Path) -> None:
+    """memory_cap = true (the default) on a host whose caps do not work: refused (exit 3)
+    unless --allow-uncapped is typed."""
     body = 'memory_max = "256M"\n' + SWEEP.replace(
         'label = "{symbol}@{threshold}"', 'label = "mc:{symbol}@{threshold}"')
     path = playbook(tmp_path, "memcap", body)
-    proc = inv(world, "--host", "sb", "--playbook", str(path))
+    inv_dir = tmp_path / "inv"  # the same host, declared able to cap
+    shutil.copytree(world.inventory, inv_dir)
+    text = (inv_dir / "sb.toml").read_text()
+    assert "memory_cap = false" in text
+    (inv_dir / "sb.toml").write_text(text.replace("memory_cap = false", "memory_cap = true"))
+    proc = inv(world, "--host", "sb", "--playbook", str(path), "--inventory", str(inv_dir))
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "memory caps do not work on sb" in proc.stderr and "--allow-uncapped" in proc.stderr
     assert tasks(host, "mc:") == []
-    out = submit(world, path, "--allow-uncapped")
+    out = submit(world, path, "--allow-uncapped", "--inventory", str(inv_dir))
     assert out["counts"]["added"] == 4 and "UNCAPPED" in out["memcap"]["reason"]
+    assert out["memcap"]["uncapped_by"] == "--allow-uncapped"
     assert all(not t["command"].startswith("systemd-run") for t in tasks(host, "mc:"))
+
+
+def test_memory_cap_false_in_the_host_file_runs_uncapped_and_says_so(
+        world: World, host: SimHost, tmp_path: Path) -> None:
+    """The host file's memory_cap = false is the operator's decision: a playbook with
+    memory_max runs there uncapped, no --allow-uncapped needed (it was refused, exit 3,
+    on every run), and the summary, the JSON and the journal say so."""
+    assert "memory_cap = false" in (world.inventory / "sb.toml").read_text()
+    body = 'memory_max = "256M"\n' + SWEEP.replace(
+        'label = "{symbol}@{threshold}"', 'label = "mf:{symbol}@{threshold}"')
+    path = playbook(tmp_path, "memfalse", body)
+    journal = world.laptop / ".local/state/jobsafe-ops/journal.ndjson"
+    before = journal.read_text().count("\n") if journal.exists() else 0
+    proc = inv(world, "--host", "sb", "--playbook", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = next(ln for ln in proc.stdout.splitlines() if "memory cap" in ln)
+    assert "off: UNCAPPED (memory_cap = false" in row  # the summary's memory cap row
+    assert len(tasks(host, "mf:")) == 4
+    assert all(not t["command"].startswith("systemd-run") for t in tasks(host, "mf:"))
+    new = [json.loads(line) for line in journal.read_text().splitlines()[before:]]
+    adds = [e for e in new if e["action"] == "submit-batch" and e["host"] == "sb"]
+    assert adds and "UNCAPPED (memory_cap = false" in adds[-1]["uncapped"]
+    out = submit(world, path)  # rerun: converged, and the JSON says it too
+    assert out["counts"]["added"] == 0 and out["memcap"]["uncapped_by"] == "memory_cap = false"
+    assert "4 job(s) with memory_max run without a memory cap" in out["memcap"]["reason"]
+    assert out["memcap"]["refusal"] is None and out["memcap"]["wrap"] is False
 
 
 # ---- state hygiene -------------------------------------------------------------------------
