@@ -98,9 +98,12 @@ def build_audit(host: str, state: PueueState, group: str | None = None,
     return Audit(host=host, at=now, groups=tuple(out))
 
 
-def read_state(remote: Remote, group: str | None = None) -> PueueState:
-    """`pueue status --json [--group G]`: --group filters tasks on the host (groups stay)."""
-    result = remote.run(status_argv(remote.host.pueue, group), check=False)
+def read_state(remote: Remote, group: str | None = None, *,
+               readonly: bool = False) -> PueueState:
+    """`pueue status --json [--group G]`: --group filters tasks on the host (groups stay).
+    `readonly`: a poll that may reconnect if the connection dropped (remote.Remote)."""
+    result = remote.run(status_argv(remote.host.pueue, group), check=False,
+                        readonly=readonly)
     if not result.ok:
         text = result.stderr + result.stdout
         raise RemoteError(f"{remote.host.name}: {status_failure(text, result.exited)}")

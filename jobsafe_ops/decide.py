@@ -66,7 +66,7 @@ def _decided(ctx: DeployContext, status: str, detail: str, **data: Any) -> StepR
 
 
 def _busy(ctx: DeployContext, groups: set[str], ids: set[int] | None) -> list[Task]:
-    ctx.state = read_state(ctx.remote)
+    ctx.state = read_state(ctx.remote, readonly=True)  # a poll: may reconnect, noted
     return [t for t in ctx.state.tasks if t.group in groups and t.state in RUNNING
             and (ids is None or t.id in ids)]
 

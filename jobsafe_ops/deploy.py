@@ -135,7 +135,7 @@ class Sample:
 
 
 def take_sample(ctx: DeployContext, started: float, swap_interval: float) -> Sample:
-    probe = run_probe(ctx.remote, swap_interval=swap_interval)
+    probe = run_probe(ctx.remote, swap_interval=swap_interval, readonly=True)  # a poll
     vs = {v.name: v for v in verdicts(probe, ctx.host)}
     by_key = {(t.group, t.label): t for t in (probe.state.tasks if probe.state else ())}
     tasks = {f"{r.group}/{r.label}": (by_key[(r.group, r.label)].state
@@ -217,6 +217,7 @@ class DeployReport:
     commit_after: str | None = None
     planned: tuple[str, ...] = ()
     error: str = ""  # the refusal or failure that stopped the run
+    notes: tuple[str, ...] = ()  # reconnects of read-only polls (remote.Remote)
 
     @property
     def ok(self) -> bool:
@@ -227,7 +228,7 @@ class DeployReport:
                 "verdict": self.verdict, "policy": self.policy,
                 "commit_before": self.commit_before, "commit_after": self.commit_after,
                 "steps": [s.to_dict() for s in self.steps], "planned": list(self.planned),
-                "error": self.error}
+                "error": self.error, "notes": list(self.notes)}
 
 
 def run_deploy(ctx: DeployContext, steps: Sequence[Step] = STEPS) -> DeployReport:
@@ -257,7 +258,7 @@ def run_deploy(ctx: DeployContext, steps: Sequence[Step] = STEPS) -> DeployRepor
     return DeployReport(ctx.host.name, ctx.options.dry, tuple(results), code,
                         _verdict(ctx, code, error), ctx.policy, ctx.commit_before,
                         ctx.commit_after or (None if ctx.options.dry else ctx.commit_before),
-                        tuple(ctx.planned), error)
+                        tuple(ctx.planned), error, tuple(ctx.remote.reconnects))
 
 
 def _release(ctx: DeployContext) -> None:
@@ -309,5 +310,8 @@ def _verdict(ctx: DeployContext, code: int, error: str) -> str:
         parts.append(f"retry budget spent for {', '.join(ctx.exhausted)}")
     if ctx.monitor_ok is not None:
         parts.append("monitor OK" if ctx.monitor_ok else "monitor FAILED")
+    if ctx.remote.reconnects:
+        parts.append(f"reconnected {len(ctx.remote.reconnects)}x for read-only polls "
+                     "(see notes)")
     word = "OK" if code == EXIT_OK else f"ATTENTION (exit {code})"
     return f"{name}: {word}: " + "; ".join(parts)

@@ -222,9 +222,11 @@ def dotenv_exposed(mode: str) -> bool:
     return int(mode, 8) & 0o077 != 0
 
 
-def run_probe(remote: Remote, swap_interval: float = 1.0) -> Probe:
+def run_probe(remote: Remote, swap_interval: float = 1.0, *, readonly: bool = False) -> Probe:
+    """`readonly`: a poll (deploy's monitor window) that may reconnect (remote.Remote)."""
     host = remote.host
-    result = remote.run(probe_script(host.pueue, swap_interval, host.project_dir), check=False)
+    result = remote.run(probe_script(host.pueue, swap_interval, host.project_dir), check=False,
+                        readonly=readonly)
     return parse_probe(host.name, result.stdout, host.project_dir)
 
 

@@ -116,16 +116,29 @@ class TransientConnectError(Exception):
     """Refused / reset / timed out: worth a retry, unlike auth and host-key failures."""
 
 
+class ConnectionDropped(RemoteError):
+    """The connection died under a command, or was found dead before one (exit 4)."""
+
+
 class Remote:
-    """A transport bound to one host; counts connections and round trips (for bench/)."""
+    """A transport bound to one host; counts connections and round trips (for bench/).
+
+    `run(..., readonly=True)` marks a command that only reads and is safe to send again
+    (the polls of deploy's --on-running wait and monitor): if the connection is found dead,
+    or dies under it, it is reopened within the connect-retry policy, the command is sent
+    once more, and `reconnects` says so (the deploy report shows it). Every other command
+    counts as mutating (the fail-safe default): a dead connection ends the run with exit 4,
+    never silently reopened."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
         self.connections_opened = 0
         self.round_trips = 0
+        self.reconnects: list[str] = []  # one note per reopened connection
 
     def run(self, command: str | Sequence[str], *, check: bool = True,
-            timeout: float | None = None, stdin: str | None = None) -> Result:
+            timeout: float | None = None, stdin: str | None = None,
+            readonly: bool = False) -> Result:
         text = shell_line(command)
         self.round_trips += 1
         return self._checked(text, self._run(text, timeout=timeout, stdin=stdin), check)
@@ -143,9 +156,10 @@ class Remote:
             # No exit status: the session was killed or the connection dropped mid-command
             # (paramiko reports -1, subprocess -signal). Its output is cut short, so it is
             # never an answer, not even for check=False callers that read non-zero exits.
-            raise RemoteError(f"{self.host.name}: `{_short(text)}` died without an exit "
-                              "status (connection dropped or the session was killed); "
-                              "rerun the same command once the host is back (it converges)")
+            raise ConnectionDropped(f"{self.host.name}: `{_short(text)}` died without an "
+                                    "exit status (connection dropped or the session was "
+                                    "killed); rerun the same command once the host is back "
+                                    "(it converges)")
         if check and not result.ok:
             first = (result.stderr.strip() or result.stdout.strip()).splitlines()
             detail = first[0] if first else f"exit {result.exited}"
@@ -268,15 +282,64 @@ class LocalRemote(Remote):
 
 
 class SSHRemote(Remote):
+    """Fabric's Connection reopens itself on `run`/`sftp` whenever its transport is gone
+    (fabric.connection's `@opens` calls `open()`, a no-op only while `is_connected`): a
+    killed session was silently replaced by a new one mid-deploy. Here the connection is
+    reopened only explicitly, for a read-only command (see Remote); `_Connection` refuses
+    any other reopening."""
+
     def __init__(self, host: Host, connection: Any) -> None:
         super().__init__(host)
         self.conn = connection
+
+    def run(self, command: str | Sequence[str], *, check: bool = True,
+            timeout: float | None = None, stdin: str | None = None,
+            readonly: bool = False) -> Result:
+        if not readonly:
+            return super().run(command, check=check, timeout=timeout, stdin=stdin)
+        text = shell_line(command)
+        if not self.conn.is_connected:
+            self._reopen(f"before `{_short(text)}`")
+        try:
+            return super().run(command, check=check, timeout=timeout, stdin=stdin)
+        except ConnectionDropped:
+            self._reopen(f"while `{_short(text)}` ran")
+        return super().run(command, check=check, timeout=timeout, stdin=stdin)
+
+    def _reopen(self, when: str) -> None:
+        """A new connection (host keys still checked), within the connect-retry policy."""
+        with suppress(*_connection_lost()):
+            self.conn.close()
+        self.conn._sftp = None  # an SFTP client of the dead transport is never reused
+        self.conn.allow_reopen = True
+        started = time.monotonic()
+        try:
+            _open(self.conn, self.host.name)
+        except TransientConnectError as exc:
+            raise RemoteError(
+                f"{self.host.name}: the connection dropped {when} and the host is "
+                f"unreachable after {CONNECT_ATTEMPTS} attempts in "
+                f"{time.monotonic() - started:.1f}s: {exc}") from None
+        finally:
+            self.conn.allow_reopen = False
+        self.connections_opened += 1
+        self.reconnects.append(f"connection dropped {when}; reopened for that read-only "
+                               "poll (nothing was changed over the lost connection)")
+
+    def _alive(self, text: str) -> None:
+        """Before a mutating command: a dead connection is the end of this host's run."""
+        if not self.conn.is_connected:
+            raise ConnectionDropped(
+                f"{self.host.name}: connection lost before `{_short(text)}`; not reopened "
+                "for a command that changes the host; rerun the same command once the "
+                "host is back (it converges)")
 
     def _run(self, text: str, *, timeout: float | None, stdin: str | None) -> Result:
         import io
 
         from invoke.exceptions import CommandTimedOut
 
+        self._alive(text)
         try:
             r = self.conn.run(
                 text, hide=True, warn=True, timeout=timeout,
@@ -293,6 +356,7 @@ class SSHRemote(Remote):
         from invoke.exceptions import CommandTimedOut
 
         sink = _LineSink(on_line)
+        self._alive(text)
         try:
             r = self.conn.run(text, hide=False, warn=True, timeout=timeout, in_stream=False,
                               out_stream=sink, err_stream=_LineSink(lambda _line: None))
@@ -306,6 +370,7 @@ class SSHRemote(Remote):
     def _put_text(self, text: str, path: str, mode: int) -> None:
         # SFTP does not expand ~ (fabric/transfer.py): relative paths are from $HOME.
         rel = path[2:] if path.startswith("~/") else path
+        self._alive(f"upload {path}")
         try:
             sftp = self.conn.sftp()
         except _connection_lost() as exc:
@@ -322,8 +387,8 @@ class SSHRemote(Remote):
 
     def _lost(self, exc: BaseException) -> RemoteError:
         detail = str(exc) or type(exc).__name__
-        return RemoteError(f"{self.host.name}: connection lost ({detail}); "
-                           "rerun the same command once the host is back (it converges)")
+        return ConnectionDropped(f"{self.host.name}: connection lost ({detail}); "
+                                 "rerun the same command once the host is back (it converges)")
 
     def close(self) -> None:
         try:
@@ -502,17 +567,41 @@ def _runner_class() -> Any:
     return Runner
 
 
+@functools.cache
+def _connection_class() -> Any:
+    """Fabric's Connection that opens once: a later `open()` (Fabric's implicit reopen on
+    `run`/`sftp` after the transport died) fails as a dropped connection, unless SSHRemote
+    reopens it on purpose (`allow_reopen`, read-only commands only)."""
+    import paramiko
+    from fabric import Connection
+
+    class Once(Connection):  # type: ignore[misc]  # fabric: untyped
+        allow_reopen = False
+        opened_once = False
+
+        def open(self) -> Any:
+            if self.is_connected:
+                return None
+            if self.opened_once and not self.allow_reopen:
+                raise paramiko.SSHException("the connection dropped; not reopened")
+            result = super().open()
+            self.opened_once = True
+            return result
+
+    return Once
+
+
 def connection(host: Host) -> Any:
     """The Fabric Connection for a host, not yet opened. Fabric's remote runner defaults to
     `replace_env=True` and `run.env` is empty, and we never pass `env=`: nothing of the
     laptop's environment reaches the host (no `export K=V &&` prefix from inline_ssh_env,
     no SSH env requests). tests/test_env_hygiene.py checks it through SSHRemote."""
-    from fabric import Config, Connection
+    from fabric import Config
 
     cfg_path = _ssh_config_path()
     config = Config(runtime_ssh_path=cfg_path) if cfg_path else Config()
     config.runners.remote = _runner_class()
-    return Connection(host.ssh, config=config, connect_timeout=int(CONNECT_TIMEOUT))
+    return _connection_class()(host.ssh, config=config, connect_timeout=int(CONNECT_TIMEOUT))
 
 
 def connect(host: Host) -> Remote:

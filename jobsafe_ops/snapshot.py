@@ -409,7 +409,7 @@ def snapshot_from(host: str, payload: Mapping[str, Any], opts: Options, *,
 def read_snapshot(remote: Remote, opts: Options, previous: Snapshot | None = None) -> Snapshot:
     """One poll, one remote command (two on a host without python3 with failed labels)."""
     command = poll_command(remote.host, opts)
-    result = remote.run(command, check=False)
+    result = remote.run(command, check=False, readonly=True)  # a poll: may reconnect
     text = result.stdout
     if text.lstrip().startswith("@@plain"):
         payload = parse_plain(remote, text, opts)

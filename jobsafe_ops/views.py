@@ -118,6 +118,7 @@ def deploy_view(report: Any) -> RenderableType:
     if report.planned:
         parts.append(Text("remote commands it would run (nothing was changed):", style="bold"))
         parts.extend(Text(f"  {cmd}") for cmd in report.planned)
+    parts.extend(Text(f"note: {n}", style="yellow") for n in getattr(report, "notes", ()))
     style = "bold green" if report.exit_code == 0 else "bold red"
     parts.append(Text(f"VERDICT {report.verdict}", style=style))
     return RGroup(*parts)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -139,6 +140,7 @@ def test_fabric_forwards_no_local_environment(monkeypatch: pytest.MonkeyPatch) -
     channel = FakeChannel()
     conn.open = lambda: None  # no network: the runner talks to the fake channel
     conn.create_session = lambda: channel
+    conn.transport = SimpleNamespace(active=True)  # reads as connected (is_connected)
     ssh = remote_mod.SSHRemote(host, conn)
     ssh.run(["pueue", "status", "--json"])
     ssh.stream(["python3", "feeder.py"], lambda line: None)
