@@ -65,8 +65,8 @@ def test_exit_codes_single_host() -> None:
     ok = snap_of(state(task(1, "a", done("Success"))))
     failed = snap_of(state(task(1, "a", done({"Failed": 1})), task(2, "b", RUNNING)))
     running = snap_of(state(task(1, "a", done("Success")), task(2, "b", RUNNING)))
-    empty = snap_of(state())
-    assert (ok.exit_code, failed.exit_code, running.exit_code, empty.exit_code) == (0, 1, 3, 6)  # empty: nothing selected
+    empty = snap_of(state())  # nothing selected: 6
+    assert (ok.exit_code, failed.exit_code, running.exit_code, empty.exit_code) == (0, 1, 3, 6)
 
 
 # ---- the real command, run locally against a scripted pueue (conftest.py) ------------------
