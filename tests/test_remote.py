@@ -154,3 +154,133 @@ def test_network_oserrors_are_transient():
     conn = FlakyConn(OSError(errno.EHOSTUNREACH, "No route to host"), 1)
     remote._open(conn, "h")
     assert conn.calls == 2
+
+
+# ---- a dropped connection: never reopened silently (read-only polls excepted) -------------
+
+class DroppingConn:
+    """Fabric's Connection as SSHRemote uses it: `is_connected`, `open`, `close`, `run`.
+    `drop_after`: the link dies once that many commands ran; `die_mid`: that command dies
+    without an exit status (paramiko's -1) and takes the link with it."""
+
+    host, port, user = "10.0.0.1", 22, "op"
+
+    def __init__(self, drop_after: int | None = None, die_mid: int | None = None,
+                 refuse_opens: bool = False) -> None:
+        self.connected, self.opens, self.commands = True, 0, []
+        self.drop_after, self.die_mid, self.refuse_opens = drop_after, die_mid, refuse_opens
+        self.allow_reopen = False
+        self._sftp = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self.connected
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.refuse_opens:
+            raise ConnectionRefusedError("refused")
+        self.connected = True
+
+    def close(self) -> None:
+        self.connected = False
+
+    def run(self, text, **kw):  # noqa: ANN001, ANN003, ANN201 - fabric's untyped signature
+        assert self.connected, "a command was sent over a dead connection"
+        self.commands.append(text)
+        n = len(self.commands)
+        exited = 0
+        if self.die_mid == n:
+            self.connected, exited = False, -1
+        elif self.drop_after == n:
+            self.connected = False
+        return type("R", (), {"stdout": f"out {n}", "stderr": "", "exited": exited})()
+
+
+def ssh(conn: DroppingConn) -> remote.SSHRemote:
+    from jobsafe_ops.inventory import Host
+
+    host = Host(name="h", ssh="op@10.0.0.1", project_dir="~/p", package="x", groups={})
+    return remote.SSHRemote(host, conn)
+
+
+def test_a_mutating_command_on_a_dropped_connection_ends_the_run():
+    conn = DroppingConn(drop_after=1)
+    r = ssh(conn)
+    r.run("pueue status --json", readonly=True)
+    with pytest.raises(remote.ConnectionDropped) as err:
+        r.run(["git", "reset", "--hard"])  # mutating: the default
+    assert err.value.exit_code == 4
+    assert "h: connection lost before `git reset --hard`; not reopened" in str(err.value)
+    assert conn.opens == 0 and conn.commands == ["pueue status --json"]
+    assert r.reconnects == []
+    with pytest.raises(remote.ConnectionDropped):
+        r.stream(["python3", "feeder.py"], lambda line: None)
+    assert conn.opens == 0
+
+
+def test_a_read_only_poll_reconnects_once_and_says_so():
+    conn = DroppingConn(drop_after=1)
+    r = ssh(conn)
+    r.run("pueue status --json", readonly=True)
+    out = r.run("pueue status --json", readonly=True)
+    assert out.stdout == "out 2" and conn.opens == 1 and r.connections_opened == 1
+    assert len(r.reconnects) == 1
+    assert "dropped before `pueue status --json`; reopened" in r.reconnects[0]
+    assert not conn.allow_reopen  # only ever allowed for that one reopening
+    r.run(["git", "reset", "--hard"])  # the new connection serves the rest of the run
+
+
+def test_a_read_only_poll_that_dies_mid_command_is_resent_once():
+    conn = DroppingConn(die_mid=1)
+    r = ssh(conn)
+    out = r.run("pueue status --json", readonly=True)
+    assert out.stdout == "out 2" and out.exited == 0 and conn.opens == 1
+    assert conn.commands == ["pueue status --json"] * 2
+    assert "while `pueue status --json` ran" in r.reconnects[0]
+
+
+def test_a_mutating_command_that_dies_mid_command_is_never_resent():
+    conn = DroppingConn(die_mid=1)
+    r = ssh(conn)
+    with pytest.raises(remote.ConnectionDropped, match="died without an exit status"):
+        r.run(["pueue", "add", "--", "true"])
+    assert conn.opens == 0 and len(conn.commands) == 1
+
+
+def test_a_read_only_reconnect_within_the_connect_retry_policy():
+    conn = DroppingConn(drop_after=1, refuse_opens=True)
+    r = ssh(conn)
+    r.run("pueue status --json", readonly=True)
+    with pytest.raises(RemoteError, match="unreachable after") as err:
+        r.run("pueue status --json", readonly=True)
+    assert err.value.exit_code == 4
+    assert conn.opens == remote.CONNECT_ATTEMPTS  # bounded, then one line
+
+
+def test_fabric_never_reopens_a_dropped_connection_on_its_own(monkeypatch):
+    """Fabric's `run`/`sftp` call `open()` whenever the transport is gone (`@opens`): the
+    Connection we build refuses a second opening unless SSHRemote asks for it."""
+    from types import SimpleNamespace
+
+    import fabric.connection
+
+    opened: list[int] = []
+
+    def fake_open(self):  # noqa: ANN001, ANN202
+        opened.append(1)
+        self.transport = SimpleNamespace(active=True)
+
+    monkeypatch.setattr(fabric.connection.Connection, "open", fake_open)
+    from jobsafe_ops.inventory import Host
+
+    host = Host(name="h", ssh="op@h.invalid:2222", project_dir="~/p", package="x", groups={})
+    conn = remote.connection(host)
+    conn.open()
+    conn.transport = SimpleNamespace(active=False)  # the session's sshd was killed
+    with pytest.raises(paramiko.SSHException, match="not reopened"):
+        conn.open()
+    assert len(opened) == 1
+    conn.allow_reopen = True
+    conn.open()
+    assert len(opened) == 2
