@@ -265,6 +265,11 @@ def _release(ctx: DeployContext) -> None:
     if ctx.lock_owner is None:
         return
     try:
+        # idempotent and only ever our own lock: worth a fresh connection if the run's
+        # died (noted in the report), unlike the mutating steps themselves
+        note = ctx.remote.reopen_if_dropped("to release the deploy lock")
+        if note:
+            ctx.say(note)
         if not locking.release(ctx.remote, ctx.lock_path, ctx.lock_owner):
             ctx.say(f"the lock {ctx.lock_path} was no longer ours (broken by someone else?)")
     except Exception as exc:  # noqa: BLE001 - never mask the run's own outcome

@@ -151,6 +151,12 @@ class Remote:
         self.round_trips += 1
         return self._checked(text, self._stream(text, on_line, timeout=timeout), check)
 
+    def reopen_if_dropped(self, purpose: str) -> str | None:
+        """Reopen a dead connection on purpose for one idempotent clean-up of our own
+        (deploy's lock release, which removes only a lock whose owner file is ours); the
+        note is returned and kept in `reconnects`. No-op while the connection is alive."""
+        return None
+
     def _checked(self, text: str, result: Result, check: bool) -> Result:
         if result.exited < 0:
             # No exit status: the session was killed or the connection dropped mid-command
@@ -306,7 +312,14 @@ class SSHRemote(Remote):
             self._reopen(f"while `{_short(text)}` ran")
         return super().run(command, check=check, timeout=timeout, stdin=stdin)
 
-    def _reopen(self, when: str) -> None:
+    def reopen_if_dropped(self, purpose: str) -> str | None:
+        if self.conn.is_connected:
+            return None
+        self._reopen("between commands", f"reopened {purpose}")
+        return self.reconnects[-1]
+
+    def _reopen(self, when: str, what: str = "reopened for that read-only poll "
+                "(nothing was changed over the lost connection)") -> None:
         """A new connection (host keys still checked), within the connect-retry policy."""
         with suppress(*_connection_lost()):
             self.conn.close()
@@ -323,8 +336,7 @@ class SSHRemote(Remote):
         finally:
             self.conn.allow_reopen = False
         self.connections_opened += 1
-        self.reconnects.append(f"connection dropped {when}; reopened for that read-only "
-                               "poll (nothing was changed over the lost connection)")
+        self.reconnects.append(f"connection dropped {when}; {what}")
 
     def _alive(self, text: str) -> None:
         """Before a mutating command: a dead connection is the end of this host's run."""

@@ -284,3 +284,14 @@ def test_fabric_never_reopens_a_dropped_connection_on_its_own(monkeypatch):
     conn.allow_reopen = True
     conn.open()
     assert len(opened) == 2
+
+
+def test_the_lock_release_may_reopen_on_purpose_and_says_so():
+    conn = DroppingConn(drop_after=1)
+    r = ssh(conn)
+    assert r.reopen_if_dropped("to release the deploy lock") is None  # alive: no-op
+    r.run(["mkdir", "lock"])
+    note = r.reopen_if_dropped("to release the deploy lock")
+    assert note == ("connection dropped between commands; reopened to release the "
+                    "deploy lock")
+    assert conn.opens == 1 and r.reconnects == [note]

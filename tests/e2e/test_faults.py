@@ -9,7 +9,8 @@ module's world runs every SSH session through a login wrapper (sshd's ForceComma
 obeys rule files in the host's ``~/.fault/``:
 
 * ``rule``: ``N MODE TEXT``: the Nth session command containing TEXT drops the connection,
-  ``before`` running it or ``after`` it ran (its reply lost);
+  ``before`` running it or ``after`` it ran (its reply lost), or ``idle``: it runs and
+  answers, and the connection dies a moment later, while the client is idle;
 * ``listener``: a drop also kills the listening sshd (the host's sshd is gone until the
   test restarts it), not only this connection's sshd;
 * ``add-rule``: ``N count`` (the Nth ``pueue add``) or ``1 after`` (the first ``--after``
@@ -23,6 +24,7 @@ sshd leaves behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -74,8 +76,12 @@ if [ -f "$FAULT_DIR/rule" ]; then
       echo "$seen" > "$FAULT_DIR/seen"
       if [ "$seen" -eq "$n" ]; then
         rm -f "$FAULT_DIR/rule"
-        [ "$mode" = after ] && "${SHELL:-/bin/sh}" -c "$cmd"
-        exec @DROP@
+        if [ "$mode" = idle ]; then
+          setsid @IDLE@ $$ </dev/null >/dev/null 2>&1 &
+        else
+          [ "$mode" = after ] && "${SHELL:-/bin/sh}" -c "$cmd"
+          exec @DROP@
+        fi
       fi ;;
   esac
 fi
@@ -102,6 +108,24 @@ while [ "${p:-0}" -gt 1 ] && [ "$p" != "$listener" ]; do
 done
 [ -f "$HOME/.fault/listener" ] && kill -9 "$listener"
 kill -9 -- "-$pgid"
+"""
+
+IDLE_DROP = r"""#!/bin/sh
+# Drop an SSH connection while its client is idle: note the sshd processes above session
+# command $1 (up to the listening sshd), wait until that command has exited (its exit
+# status is on its way), then SIGKILL them a moment later.
+listener=$(cat "$HOME/../sshd.pid" 2>/dev/null || echo 0)
+pids=
+p=$(awk '{print $4}' "/proc/$1/stat")
+while [ "${p:-0}" -gt 1 ] && [ "$p" != "$listener" ]; do
+  next=$(awk '{print $4}' "/proc/$p/stat" 2>/dev/null)
+  case "$(cat "/proc/$p/comm" 2>/dev/null)" in sshd*) pids="$pids $p" ;; esac
+  p=$next
+done
+while kill -0 "$1" 2>/dev/null; do sleep 0.05; done
+sleep 0.3
+echo drop >> "$HOME/.fault/drops"
+kill -9 $pids
 """
 
 PUEUE_SHIM = r"""#!/bin/sh
@@ -134,7 +158,11 @@ def faulty(world: World) -> World:
     drop = world.root / "fault-drop.sh"
     drop.write_text(DROP)
     drop.chmod(0o755)
+    idle = world.root / "fault-idle-drop.sh"
+    idle.write_text(IDLE_DROP)
+    idle.chmod(0o755)
     world.login_wrapper.write_text(WRAPPER.replace("@DROP@", shlex.quote(str(drop)))
+                                   .replace("@IDLE@", shlex.quote(str(idle)))
                                    .replace("@SFTP@", shlex.quote(world.sftp_server)))
     world.login_wrapper.chmod(0o755)
     return world
@@ -307,6 +335,89 @@ def test_deploy_dropped_in_each_step_then_rerun_converges(
     assert all(g["status"] == "Running" for g in host.pueue_status()["groups"].values())
     if step == "upgrade":
         assert venv_version(host)[0] == "1.7.0"
+
+
+# ---- 1b. reconnects: read-only polls may, mutating commands never ---------------------------
+
+def kill_sessions(host: SimHost) -> int:
+    """SIGKILL every per-connection sshd process of the host (`sshd: user@notty` and its
+    privileged parent), not the listener: what the issue's operator did by hand."""
+    listener = int((host.home.parent / "sshd.pid").read_text())
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            name = stat.with_name("comm").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith("sshd"):
+            parents[int(stat.parent.name)] = int(fields[1])
+    killed = 0
+    for pid in parents:
+        p = parents.get(pid)
+        while p is not None and p != listener:
+            p = parents.get(p)
+        if p == listener:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+                killed += 1
+    return killed
+
+
+def test_deploy_wait_poll_reconnects_after_a_killed_session_and_says_so(
+        faulty: World, fd: SimHost) -> None:
+    """The issue: the session killed while `--on-running wait` polled. The poll only reads,
+    so it reconnects (connect-retry policy) and the deploy goes on, and the report says so
+    (it used to reopen silently)."""
+    fresh(fd)
+    add(fd, "Wpoll@run", "sleep 4")
+    wait_for(lambda: state_of(fd, "Wpoll@run") == "Running", what="setup")
+    faulty.commit_to_origin({"NOTES": "wait-poll reconnect\n"}, "wait-poll reconnect")
+    target = faulty.origin_head()
+    killed: list[int] = []
+    # --wait-timeout 20: a poll every second (about 20 per window)
+    r, report = deploy_json(faulty, fd, "--on-running", "wait", "--wait-timeout", "20",
+                            "--watch", "0",
+                            on_stderr=("waiting: 1 still running",
+                                       lambda: killed.append(kill_sessions(fd))))
+    assert killed and killed[0] >= 1, "no session was killed"
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    notes = report["notes"]
+    assert len(notes) == 1 and "connection dropped" in notes[0], notes
+    assert "reopened for that read-only poll" in notes[0] and "status" in notes[0]
+    assert "reconnected 1x for read-only polls" in report["verdict"]
+    assert head(fd) == target and not lock_exists(fd)
+    assert not [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+
+
+def test_deploy_mutating_step_on_a_dropped_connection_ends_with_exit_4(
+        faulty: World, fw: SimHost) -> None:
+    """The connection dies while deploy is idle between two mutating commands (UPGRADE's
+    back-off between two `uv pip install` attempts): Fabric would reopen it on the next
+    `run`; the host's run ends instead, exit 4 and one line, and the lock is released."""
+    fresh(fw)
+    arm(fw, "pip install", mode="idle")  # attempt 1 answers "not found", then the link dies
+    try:
+        r = inv(faulty, "deploy", "--host", fw.name, "--on-running", "keep", "--watch", "0",
+                "--version", "8.8.8", "--upgrade-timeout", "60")
+        assert dropped(fw), f"the fault never fired: {r.stderr}"
+        line = one_line_error(r, fw.name, notes=True)
+        assert "connection lost before `uv pip install" in line, line
+        assert "not reopened for a command that changes the host" in line
+        assert "upgrade attempt 1: not-found" in r.stderr
+        assert "upgrade attempt 2" not in r.stderr  # never resent on a new connection
+        assert not lock_exists(fw)  # the release reconnects to remove our own lock
+        assert "reopened to release the deploy lock" in r.stderr
+    finally:
+        disarm(fw)
+
+
+def deploy_json(world: World, host: SimHost, *args: str,
+                on_stderr: tuple[str, Any]) -> tuple[subprocess.CompletedProcess[str],
+                                                     dict[str, Any]]:
+    from tests.e2e.test_deploy import deploy as run_deploy
+
+    return run_deploy(world, host, *args, on_stderr=on_stderr)
 
 
 # ---- 2. the connection dropped at each feeder position ---------------------------------------
