@@ -291,8 +291,8 @@ class SSHRemote(Remote):
     """Fabric's Connection reopens itself on `run`/`sftp` whenever its transport is gone
     (fabric.connection's `@opens` calls `open()`, a no-op only while `is_connected`): a
     killed session was silently replaced by a new one mid-deploy. Here the connection is
-    reopened only explicitly, for a read-only command (see Remote); `_Connection` refuses
-    any other reopening."""
+    reopened only explicitly, for a read-only command (see Remote); `_connection_class`
+    refuses any other reopening."""
 
     def __init__(self, host: Host, connection: Any) -> None:
         super().__init__(host)
@@ -588,6 +588,8 @@ def _connection_class() -> Any:
     from fabric import Connection
 
     class Once(Connection):  # type: ignore[misc]  # fabric: untyped
+        # class attributes on purpose: invoke's DataProxy turns a set of an attribute the
+        # class lacks into a config key
         allow_reopen = False
         opened_once = False
 
