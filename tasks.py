@@ -68,7 +68,8 @@ def demo(c, keep=False, debug=False):
 @task(help={
     "host": HOST, "group": "pueue group to watch (required); work is identified by label",
     "label_glob": "only labels matching this glob, e.g. 'BTC*@250:*'",
-    "once": "poll once, print, exit (cron): 0 done+ok, 1 failed, 3 still running, 4 unreachable",
+    "once": "poll once, print, exit (cron): 0 done+ok, 1 failed, 3 still running, 4 unreachable, "
+            "6 nothing selected",
     "until_done": "poll until nothing can run any more (or --timeout), then exit as --once",
     "timeout": "seconds before giving up (exit 3 if work remains); default: no limit",
     "interval": "seconds between polls (default 30)",
