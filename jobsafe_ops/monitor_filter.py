@@ -37,12 +37,17 @@ _RESULTS = {"Success": "success", "Killed": "killed", "Errored": "errored",
 _NOT_IN_STATE = "missing"
 # A fresh re-add of a failed job is labelled `<label>-retry-N` (AP-3; jobsafe_ops/retry.py):
 # all attempts of a job share the base label, and the newest attempt decides its state.
-_RETRY_RE = re.compile(r"^(?P<base>.+)-retry-[1-9][0-9]*$")
+_RETRY_RE = re.compile(r"^(?P<base>.+)-retry-(?P<n>[1-9][0-9]*)$")
 
 
 def base_label(label: str) -> str:
     m = _RETRY_RE.match(label)
     return m.group("base") if m else label
+
+
+def attempt_of(label: str | None) -> int:
+    m = _RETRY_RE.match(label or "")
+    return int(m.group("n")) if m else 0
 
 
 # ---- pueue status (v3 and v4) ------------------------------------------------------------
@@ -233,7 +238,8 @@ def summarize(
         }
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     attempts: dict[tuple[str, str], int] = {}
-    for tid in sorted(tasks):
+    # the highest retry number wins, then the highest id (ledger outcomes have ids < 0)
+    for tid in sorted(tasks, key=lambda i: (attempt_of(tasks[i]["label"]), i)):
         t = tasks[tid]
         if t["group"] not in groups:
             continue
@@ -281,7 +287,8 @@ def summarize(
                 g["truncated"][kind] = len(g[kind]) - limit
                 del g[kind][limit:]
         for e in g["failed"][:log_labels]:
-            wanted[e["_id"]] = (e["label"], e["state"])
+            if e["_id"] >= 0:  # < 0: cleaned from pueue, known from the ledger only
+                wanted[e["_id"]] = (e["label"], e["state"])
         for e in g["failed"]:
             e["_log_id"] = e.pop("_id")
     summary: dict[str, Any] = {"schema": SCHEMA, "group": group, "glob": glob,
@@ -336,6 +343,173 @@ def log_tails(directory: str, ids: list[int], lines: int,
         text = data.decode("utf-8", "replace").rstrip("\n")
         out[str(tid)] = {"output": "\n".join(text.splitlines()[-lines:])}
     return out
+
+
+# ---- the ledger: outcomes recorded on the host (feeder.py `run` / `unit`) ---------------
+
+LEDGER_ROOT = "~/.local/state/jobsafe-ops/batches"  # jobsafe_ops.submit.BATCH_ROOT
+LEDGER_NAME = "ledger.ndjson"  # feeder.LEDGER_NAME
+_UNIT_RE = re.compile(r":unit-[0-9]{5}-[0-9a-f]{8}$")  # batch.make_units labels
+
+
+def read_ledger(path: str, group: str | None = None,
+                into: dict[tuple[str, str], dict[str, Any]] | None = None
+                ) -> dict[tuple[str, str], dict[str, Any]]:
+    """The last record per (group, label) of one ledger, in one sequential scan (the file
+    is append-only and may be large: nothing is rebuilt). A line without its newline (a
+    torn last write) or that is not a JSON object is skipped. With `group`, lines are
+    pre-filtered on the compact `"group":"G"` the writer prints before being decoded."""
+    out = {} if into is None else into
+    needle = ('"group":' + json.dumps(group) + ",").encode() if group is not None else None
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return out
+    with fh:
+        for raw in fh:
+            if not raw.endswith(b"\n") or (needle is not None and needle not in raw):
+                continue
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict) or not isinstance(rec.get("label"), str) \
+                    or not isinstance(rec.get("group"), str):
+                continue
+            if group is not None and rec["group"] != group:
+                continue
+            rec["_ledger"] = path
+            out[(rec["group"], rec["label"])] = rec
+    return out
+
+
+def _alive(rec: dict[str, Any], boot: str) -> bool:
+    pid = rec.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or (rec.get("boot") and rec.get("boot") != boot):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _boot_id() -> str:
+    return _read("/proc/sys/kernel/random/boot_id").strip()
+
+
+def outcome(rec: dict[str, Any], boot: str | None = None) -> str:
+    """success | failed | killed | running for the last record of a label: an `end` says;
+    a `start` alone is running while its process lives, else it was killed (SIGKILL)."""
+    if rec.get("event") == "end":
+        value = rec.get("outcome")
+        if value in ("success", "failed", "killed"):
+            return str(value)
+        return "success" if rec.get("exit") == 0 else "failed"
+    return "running" if _alive(rec, _boot_id() if boot is None else boot) else "killed"
+
+
+def relevant(records: dict[tuple[str, str], dict[str, Any]], boot: str | None = None
+             ) -> list[dict[str, Any]]:
+    """Records that can change what a view or a rerun decides: every attempt of a job
+    (group, base label) and every command of a unit that has a failure on record. A job
+    whose attempts all succeeded adds nothing to a failure view (keeps the output small)."""
+    boot = _boot_id() if boot is None else boot
+    bad_jobs: set[tuple[str, str]] = set()
+    bad_units: set[tuple[str, str]] = set()
+    for (group, label), rec in records.items():
+        rec["_outcome"] = outcome(rec, boot)
+        if rec["_outcome"] in ("failed", "killed"):
+            bad_jobs.add((group, base_label(label)))
+            if rec.get("unit"):
+                bad_units.add((group, str(rec["unit"])))
+    return [rec for (group, label), rec in records.items()
+            if rec["_outcome"] != "running"
+            and ((group, base_label(label)) in bad_jobs
+                 or (group, str(rec.get("unit"))) in bad_units)]
+
+
+def ledger_paths(root: str = LEDGER_ROOT) -> list[str]:
+    root = os.path.expanduser(root)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    paths = [os.path.join(root, n, LEDGER_NAME) for n in names]
+    return [p for p in paths if os.path.isfile(p)]
+
+
+def ledger_task(rec: dict[str, Any], tid: int) -> dict[str, Any]:
+    """A ledger record as a pueue v4 status task (so every reader judges it the same way),
+    id < 0: it is no longer in pueue, and its id must never reach `pueue log`."""
+    state = rec.get("_outcome") or outcome(rec)
+    times = {"enqueued_at": rec.get("start"), "start": rec.get("start"), "end": rec.get("end")}
+    result: Any = {"Failed": int(rec.get("exit") or 1)} if state == "failed" else (
+        "Killed" if state == "killed" else "Success")
+    return {
+        "id": tid, "group": rec["group"], "label": rec["label"],
+        "original_command": str(rec.get("command") or ""),
+        "command": str(rec.get("command") or ""), "path": str(rec.get("workdir") or ""),
+        "envs": {}, "dependencies": [], "priority": 0, "created_at": rec.get("start"),
+        "status": {"Done": {**times, "result": result}},
+        "ledger": rec.get("_ledger"), "unit": rec.get("unit"), "exit": rec.get("exit"),
+    }
+
+
+def merge_ledger(data: dict[str, Any], records: list[dict[str, Any]]) -> int:
+    """Add to a `pueue status --json` dict the recorded outcomes of labels pueue no longer
+    has (cleaned): a cleaned failure stays failed until a later attempt succeeds. A failed
+    or killed unit whose failures are on record per command is replaced by its commands
+    (units mode: each command is judged by its own label). Returns how many were added."""
+    tasks = data.setdefault("tasks", {})
+    present = {(t.get("group"), t.get("label")) for t in tasks.values()}
+    failed_units = {(r["group"], str(r.get("unit"))) for r in records
+                    if r.get("unit") and r.get("_outcome") in ("failed", "killed")}
+    for key, raw in list(tasks.items()):
+        label = raw.get("label")
+        if isinstance(label, str) and _UNIT_RE.search(base_label(label)) and \
+                (raw.get("group"), base_label(label)) in failed_units and \
+                task_state(raw)[0] in FAILED:
+            del tasks[key]
+    new = [r for r in records if (r["group"], r["label"]) not in present]
+    new.sort(key=lambda r: (attempt_of(r["label"]), str(r.get("end") or r.get("start"))))
+    for n, rec in enumerate(new):
+        tid = n - len(new)  # -len .. -1: the newest record gets the highest id
+        tasks[str(tid)] = ledger_task(rec, tid)
+    return len(new)
+
+
+def ledger_records(group: str | None, root: str = LEDGER_ROOT,
+                   paths: list[str] | None = None) -> list[dict[str, Any]]:
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in ledger_paths(root) if paths is None else paths:
+        read_ledger(path, group, records)
+    return relevant(records)
+
+
+def ledger_main(argv: list[str]) -> int:
+    """`ledger [--group G] [--ledger PATH]...`: the relevant records as one JSON line
+    (submit-batch, audit and retry-failed merge them into the pueue state they read)."""
+    parser = argparse.ArgumentParser(prog="jobsafe-monitor-filter ledger")
+    parser.add_argument("--group")
+    parser.add_argument("--root", default=LEDGER_ROOT)
+    parser.add_argument("--ledger", action="append", help="read only these ledgers")
+    parser.add_argument("--succeeded", action="store_true",
+                        help="also list every label whose last outcome is a success")
+    args = parser.parse_args(argv)
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    paths = ledger_paths(args.root) if args.ledger is None else [
+        os.path.expanduser(p) for p in args.ledger]
+    for path in paths:
+        read_ledger(path, args.group, records)
+    out: dict[str, Any] = {"records": relevant(records)}
+    if args.succeeded:
+        out["succeeded"] = sorted({lbl for (_, lbl), r in records.items()
+                                   if r["_outcome"] == "success"})
+    sys.stdout.write(json.dumps(out, separators=(",", ":")) + "\n")
+    return 0
 
 
 # ---- host health -------------------------------------------------------------------------
@@ -431,6 +605,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as exc:
             data = None
             out["error"] = f"pueue status --json returned invalid JSON ({exc})"
+        if data is not None and args.group and not args.all_tasks and not args.no_ledger:
+            merge_ledger(data, ledger_records(args.group, args.ledger_root))
         if data is not None:
             summary, wanted = summarize(data, args.group, args.glob, args.limit,
                                         args.log_labels, chains=args.all_tasks)
@@ -472,6 +648,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--log-lines", type=int, default=5)
     parser.add_argument("--swap-window", type=float, default=0.25)
     parser.add_argument("--all-tasks", action="store_true")
+    parser.add_argument("--ledger-root", default=LEDGER_ROOT)
+    parser.add_argument("--no-ledger", action="store_true")
+    if argv[:1] == ["ledger"]:
+        return ledger_main(argv[1:])
     args = parser.parse_args(argv)
     sys.stdout.write(json.dumps(run(args), separators=(",", ":")) + "\n")
     return 0
