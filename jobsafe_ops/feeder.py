@@ -439,9 +439,12 @@ def append_record(path: str, record: dict[str, Any]) -> None:
     """One NDJSON line, flock-serialized and fsynced, in one write (readers ignore a torn
     last line). Compact separators: readers pre-filter lines on `"group":"G"`."""
     line = (json.dumps(record, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line: end it, keep ours whole
+            line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:
