@@ -45,6 +45,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -252,9 +253,25 @@ def add_argv(pueue: str, line: dict[str, Any], after: list[int]) -> list[str]:
 def mark(line: dict[str, Any]) -> str:
     """The receipt mark of a line whose command records outcomes (the `run` wrapper, or a
     unit whose runner writes the ledger)."""
-    words = line["command"].split()
-    return LEDGER_MARK if len(words) > 2 and words[1].rstrip("'").endswith("feeder.py") and \
+    try:
+        words = shlex.split(line["command"])
+    except ValueError:
+        return ""
+    return LEDGER_MARK if len(words) > 2 and words[1].endswith("feeder.py") and \
         words[2] in ("run", "unit") and "--ledger" in words else ""
+
+
+def inner_command(command: str) -> str:
+    """The job's own shell command inside the `run` wrapper (ledger.wrap), else `command`:
+    what a check of the job's first program must look at."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    if len(words) > 6 and words[1].endswith("feeder.py") and words[2] == "run" \
+            and words[-4:-1] == ["--", "sh", "-c"]:
+        return words[-1]
+    return command
 
 
 def status_labels(pueue: str, group: str, env: dict[str, str]) -> dict[str, int]:
@@ -503,7 +520,7 @@ def run_wrapped(args: argparse.Namespace) -> int:
         sys.stderr.write("feeder.py run: no command after --\n")
         return EXIT_BAD_INPUT
     command = argv[2] if len(argv) == 3 and argv[:2] == ["sh", "-c"] else " ".join(
-        shlex_quote(a) for a in argv)
+        shlex.quote(a) for a in argv)
     rec = Recorder(args.ledger, args.label, args.group)
     received: list[str] = []
     child: list[subprocess.Popen[bytes]] = []
@@ -530,12 +547,6 @@ def run_wrapped(args: argparse.Namespace) -> int:
     code = exit_of(child[0].wait())
     rec.ended(code, received[0] if received else None, command, os.getcwd())
     return code
-
-
-def shlex_quote(word: str) -> str:
-    if word and re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", word):
-        return word
-    return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
 # ---- units mode -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 from jobsafe_ops import ledger, monitor_filter
 from jobsafe_ops.batch import decide, make_units
-from jobsafe_ops.feeder import LEDGER_MARK, append_record
+from jobsafe_ops.feeder import LEDGER_MARK, append_record, inner_command
 from jobsafe_ops.playbook import JobSpec
 from jobsafe_ops.pueue import PueueState, Task
 
@@ -153,6 +153,7 @@ def test_merge_adds_cleaned_outcomes_and_pueue_wins_for_labels_it_has() -> None:
     # a retry of a recorded failure runs wrapped again, under its own new label
     inner = ledger.unwrap(ledger.relabel(by["c"].command, "c-retry-1", "g"))
     assert inner == ("/b/p", "c-retry-1", "sh job.sh")
+    assert inner_command(by["c"].command) == "sh job.sh" == inner_command("sh job.sh")
 
 
 def test_monitor_summary_shows_cleaned_failures_until_a_retry_succeeds() -> None:
