@@ -11,11 +11,11 @@ Modes
   unit  UNIT_FILE --done D --parallel N     run a unit's commands (units mode, > 10 K jobs)
   run   --ledger L --label X --group G -- ARGV   run one job, record its outcome (the ledger)
 
-The ledger (`<batch>/ledger.ndjson`): every job records, ON the host, a `start` line when it
-starts and an `end` line when it ends (label, group, batch, attempt, exit code, outcome,
-start, end; the command and workdir of a failure), one JSON object per line, appended with
-flock + fsync, never rewritten. A job killed by SIGKILL leaves its `start` line alone, and
-readers (monitor_filter.py) take a `start` whose process is gone as "killed".
+The ledger (`<batch>/ledger.ndjson`): every job records, ON the host, one `end` line when
+it ends (label, group, batch, attempt, exit code, outcome, start, end; the command and
+workdir of a failure), one JSON object per line, appended with flock + fsync, never
+rewritten. While it runs, `<batch>/running/<digest>.json` holds its start (pid, boot id);
+the end removes it, so a marker whose process is gone (SIGKILL) reads as "killed".
 
 Commands file: JSON lines {"label", "group", "workdir" (absolute), "command", "after":
 [labels]} and, for a unit, "unit_file" + "unit_commands" ([{label, workdir, command}]).
@@ -63,6 +63,7 @@ EXIT_LOCKED = 75
 # receipts (no mark) keep meaning "finished and cleaned".
 LEDGER_MARK = ":L"
 LEDGER_NAME = "ledger.ndjson"
+RUNNING_DIR = "running"
 ADD_TIMEOUT = 120.0
 PROGRESS_EVERY = 0.2  # seconds between progress lines
 REGENERATE = "regenerate it with `inv submit-batch`"  # the fix for a bad commands file
@@ -480,10 +481,21 @@ class Recorder:
         if unit:
             self.base["unit"] = unit
         self.start = ""
+        self.marker = marker_path(ledger, group, label)
 
     def started(self, pid: int) -> None:
+        """The start goes to a marker file, not the ledger (one ledger line per job keeps
+        the scans cheap); the end removes it, so a marker whose process is gone is a job
+        killed by SIGKILL."""
         self.start = now_iso()
-        self.write({"event": "start", "start": self.start, "pid": pid, "boot": boot_id()})
+        record = {**self.base, "event": "start", "start": self.start, "pid": pid,
+                  "boot": boot_id()}
+        try:
+            os.makedirs(os.path.dirname(self.marker), exist_ok=True)
+            with open(self.marker, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            sys.stderr.write(f"jobsafe ledger: cannot mark {self.base['label']}: {exc}\n")
 
     def ended(self, code: int, killed: str | None, command: str, workdir: str) -> None:
         outcome = "killed" if killed else "success" if code == 0 else "failed"
@@ -495,12 +507,22 @@ class Recorder:
             record["command"] = command
             record["workdir"] = workdir
         self.write(record)
+        try:
+            os.unlink(self.marker)
+        except OSError:
+            pass
 
     def write(self, fields: dict[str, Any]) -> None:
         try:
             append_record(self.ledger, {**self.base, **fields})
         except OSError as exc:  # the job's own result matters more than its record
             sys.stderr.write(f"jobsafe ledger: cannot record {self.base['label']}: {exc}\n")
+
+
+def marker_path(ledger: str, group: str, label: str) -> str:
+    """`<batch>/running/<digest>.json`: the start of a job that has not ended (yet)."""
+    digest = hashlib.sha1(f"{group}\0{label}".encode()).hexdigest()[:24]
+    return os.path.join(os.path.dirname(os.path.abspath(ledger)), RUNNING_DIR, digest + ".json")
 
 
 def exit_of(returncode: int) -> int:

@@ -352,15 +352,27 @@ LEDGER_NAME = "ledger.ndjson"  # feeder.LEDGER_NAME
 _UNIT_RE = re.compile(r":unit-[0-9]{5}-[0-9a-f]{8}$")  # batch.make_units labels
 
 
+_PREFIX = b'{"v":1,"label":"'  # the writer's fixed head: {"v":1,"label":…,"group":…,
+_PREFIX_LEN = len(_PREFIX)
+_GROUP_KEY = b'","group":"'
+RUNNING_DIR = "running"  # feeder.RUNNING_DIR: the starts of jobs not ended (yet)
+_UNIT_KEY = re.compile(rb'"unit":("(?:[^"\\]|\\.)*")')
+
+
+def _json_key(value: str) -> bytes:
+    return json.dumps(value, ensure_ascii=True).encode()  # as the writer encodes it
+
+
 def read_ledger(path: str, group: str | None = None,
-                into: dict[tuple[str, str], dict[str, Any]] | None = None
-                ) -> dict[tuple[str, str], dict[str, Any]]:
-    """The last record per (group, label) of one ledger, in one sequential scan (the file
-    is append-only and may be large: nothing is rebuilt). A line without its newline (a
-    torn last write) or that is not a JSON object is skipped. With `group`, lines are
-    pre-filtered on the compact `"group":"G"` the writer prints before being decoded."""
+                into: dict[tuple[bytes, bytes], tuple[bytes, str]] | None = None
+                ) -> dict[tuple[bytes, bytes], tuple[bytes, str]]:
+    """The last line per (group, label) of one ledger, in one sequential scan (the file is
+    append-only and may be large: nothing is rebuilt, and lines are not decoded here: the
+    key is sliced from the writer's fixed `{"v":1,"label":…,"group":…,` head). A line
+    without its newline (a torn last write) is skipped. With `group`, lines are pre-filtered on the
+    compact `"group":"G",` the writer prints. Keys are the JSON-encoded group and label."""
     out = {} if into is None else into
-    needle = ('"group":' + json.dumps(group) + ",").encode() if group is not None else None
+    needle = b'"group":' + _json_key(group) + b"," if group is not None else None
     try:
         fh = open(path, "rb")
     except OSError:
@@ -369,18 +381,47 @@ def read_ledger(path: str, group: str | None = None,
         for raw in fh:
             if not raw.endswith(b"\n") or (needle is not None and needle not in raw):
                 continue
-            try:
-                rec = json.loads(raw)
-            except ValueError:
+            cut = raw.find(_GROUP_KEY, _PREFIX_LEN) if raw.startswith(_PREFIX) else -1
+            gend = raw.find(b'",', cut + len(_GROUP_KEY)) if cut > 0 else -1
+            if gend > 0:  # unescaped quotes are structural: no label can fake this
+                key = (raw[cut + len(_GROUP_KEY) - 1:gend + 1], raw[_PREFIX_LEN - 1:cut + 1])
+            else:  # another writer's layout: decode to find the key
+                rec = _decode((raw, path))
+                if rec is None:
+                    continue
+                key = (_json_key(rec["group"]), _json_key(rec["label"]))
+            if group is not None and key[0] != _json_key(group):
                 continue
-            if not isinstance(rec, dict) or not isinstance(rec.get("label"), str) \
-                    or not isinstance(rec.get("group"), str):
-                continue
-            if group is not None and rec["group"] != group:
-                continue
-            rec["_ledger"] = path
+            out[key] = (raw, path)
+    return out
+
+
+def _decode(entry: tuple[bytes, str]) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(entry[0])
+    except ValueError:
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("label"), str) \
+            or not isinstance(rec.get("group"), str):
+        return None
+    rec["_ledger"] = entry[1]
+    return rec
+
+
+def decoded(raws: dict[tuple[bytes, bytes], tuple[bytes, str]]
+            ) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every last line decoded, by (group, label) (small ledgers and tests)."""
+    out = {}
+    for entry in raws.values():
+        rec = _decode(entry)
+        if rec is not None:
             out[(rec["group"], rec["label"])] = rec
     return out
+
+
+def _succeeded(raw: bytes) -> bool:
+    # unescaped quotes only occur structurally in JSON: no string can fake these
+    return b'"event":"end"' in raw and b'"outcome":"success"' in raw
 
 
 def _alive(rec: dict[str, Any], boot: str) -> bool:
@@ -411,24 +452,97 @@ def outcome(rec: dict[str, Any], boot: str | None = None) -> str:
     return "running" if _alive(rec, _boot_id() if boot is None else boot) else "killed"
 
 
-def relevant(records: dict[tuple[str, str], dict[str, Any]], boot: str | None = None
-             ) -> list[dict[str, Any]]:
+def read_markers(ledger: str, group: str | None = None) -> list[dict[str, Any]]:
+    """The start markers next to a ledger: jobs running now, or killed by SIGKILL."""
+    directory = os.path.join(os.path.dirname(ledger), RUNNING_DIR)
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        try:
+            with open(os.path.join(directory, name), "rb") as fh:
+                rec = _decode((fh.read(), ledger))
+        except OSError:
+            continue
+        if rec is not None and (group is None or rec["group"] == group):
+            out.append(rec)
+    return out
+
+
+def with_markers(raws: dict[tuple[bytes, bytes], Any], markers: list[dict[str, Any]],
+                 boot: str) -> None:
+    """A live marker: the label is running (its older record no longer decides); a dead
+    one whose end is not on record: it was killed (a start record stands for it)."""
+    for m in markers:
+        key = (_json_key(m["group"]), _json_key(m["label"]))
+        if _alive(m, boot):
+            raws.pop(key, None)
+            continue
+        last = raws.get(key)
+        ended = _decode(last) if isinstance(last, tuple) else last
+        if ended is None or ended.get("start") != m.get("start"):
+            raws[key] = m
+
+
+def relevant(raws: dict[tuple[bytes, bytes], Any], boot: str | None = None,
+             markers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Records that can change what a view or a rerun decides: every attempt of a job
     (group, base label) and every command of a unit that has a failure on record. A job
-    whose attempts all succeeded adds nothing to a failure view (keeps the output small)."""
+    whose attempts all succeeded adds nothing to a failure view; successes are decoded
+    only when a failure of their job or unit makes them matter (keeps the scan cheap)."""
     boot = _boot_id() if boot is None else boot
+    if markers:
+        with_markers(raws, markers, boot)
     bad_jobs: set[tuple[str, str]] = set()
-    bad_units: set[tuple[str, str]] = set()
-    for (group, label), rec in records.items():
+    bad_units: set[tuple[bytes, bytes]] = set()
+    out: list[dict[str, Any]] = []
+    successes: list[tuple[tuple[bytes, bytes], tuple[bytes, str]]] = []
+    for key, entry in raws.items():
+        if isinstance(entry, dict):  # a marker
+            rec: dict[str, Any] | None = entry
+        elif _succeeded(entry[0]):
+            if b'"unit":' in entry[0]:  # only a unit's failure can make it matter by unit
+                successes.append((key, entry))
+            continue
+        else:
+            rec = _decode(entry)
+        if rec is None:
+            continue
         rec["_outcome"] = outcome(rec, boot)
+        if rec["_outcome"] == "running":
+            continue
+        out.append(rec)
         if rec["_outcome"] in ("failed", "killed"):
-            bad_jobs.add((group, base_label(label)))
-            if rec.get("unit"):
-                bad_units.add((group, str(rec["unit"])))
-    return [rec for (group, label), rec in records.items()
-            if rec["_outcome"] != "running"
-            and ((group, base_label(label)) in bad_jobs
-                 or (group, str(rec.get("unit"))) in bad_units)]
+            bad_jobs.add((rec["group"], base_label(rec["label"])))
+            if isinstance(rec.get("unit"), str):
+                bad_units.add((key[0], _json_key(rec["unit"])))
+    if not bad_jobs and not bad_units:
+        return out
+    picked: dict[tuple[bytes, bytes], tuple[bytes, str]] = {}
+    for group, base in bad_jobs:  # looked up, not scanned: a job's attempts are -retry-1..N
+        g, b = _json_key(group), _json_key(base)
+        n = 0
+        while True:
+            key = (g, b if n == 0 else b[:-1] + b"-retry-%d\"" % n)
+            entry = raws.get(key)
+            if entry is None and n > 0:
+                break
+            if isinstance(entry, tuple) and _succeeded(entry[0]):
+                picked[key] = entry
+            n += 1
+    if bad_units:  # a unit's commands share nothing but the unit: scan the successes
+        for key, entry in successes:
+            unit = _UNIT_KEY.search(entry[0])
+            if unit is not None and (key[0], unit.group(1)) in bad_units:
+                picked[key] = entry
+    for entry in picked.values():
+        rec = _decode(entry)
+        if rec is not None:
+            rec["_outcome"] = "success"
+            out.append(rec)
+    return out
 
 
 def ledger_paths(root: str = LEDGER_ROOT) -> list[str]:
@@ -438,7 +552,8 @@ def ledger_paths(root: str = LEDGER_ROOT) -> list[str]:
     except OSError:
         return []
     paths = [os.path.join(root, n, LEDGER_NAME) for n in names]
-    return [p for p in paths if os.path.isfile(p)]
+    return [p for p in paths
+            if os.path.isfile(p) or os.path.isdir(os.path.join(os.path.dirname(p), RUNNING_DIR))]
 
 
 def ledger_task(rec: dict[str, Any], tid: int) -> dict[str, Any]:
@@ -483,10 +598,12 @@ def merge_ledger(data: dict[str, Any], records: list[dict[str, Any]]) -> int:
 
 def ledger_records(group: str | None, root: str = LEDGER_ROOT,
                    paths: list[str] | None = None) -> list[dict[str, Any]]:
-    records: dict[tuple[str, str], dict[str, Any]] = {}
+    records: dict[tuple[bytes, bytes], Any] = {}
+    markers: list[dict[str, Any]] = []
     for path in ledger_paths(root) if paths is None else paths:
         read_ledger(path, group, records)
-    return relevant(records)
+        markers.extend(read_markers(path, group))
+    return relevant(records, markers=markers)
 
 
 def ledger_main(argv: list[str]) -> int:
@@ -499,15 +616,17 @@ def ledger_main(argv: list[str]) -> int:
     parser.add_argument("--succeeded", action="store_true",
                         help="also list every label whose last outcome is a success")
     args = parser.parse_args(argv)
-    records: dict[tuple[str, str], dict[str, Any]] = {}
+    records: dict[tuple[bytes, bytes], Any] = {}
+    markers: list[dict[str, Any]] = []
     paths = ledger_paths(args.root) if args.ledger is None else [
         os.path.expanduser(p) for p in args.ledger]
     for path in paths:
         read_ledger(path, args.group, records)
-    out: dict[str, Any] = {"records": relevant(records)}
+        markers.extend(read_markers(path, args.group))
+    out: dict[str, Any] = {"records": relevant(records, markers=markers)}
     if args.succeeded:
-        out["succeeded"] = sorted({lbl for (_, lbl), r in records.items()
-                                   if r["_outcome"] == "success"})
+        out["succeeded"] = sorted({json.loads(key[1]) for key, entry in records.items()
+                                   if isinstance(entry, tuple) and _succeeded(entry[0])})
     sys.stdout.write(json.dumps(out, separators=(",", ":")) + "\n")
     return 0
 

@@ -68,7 +68,7 @@ def facts_script(batch_dir: str, workdirs: Sequence[str]) -> str:
     dirs = " ".join(quote(w) for w in workdirs)
     scan = ledger.scan_command(None, [ledger.ledger_path(batch_dir)], succeeded=True)
     return (f"echo @@receipts; cat {d}/receipts.tsv 2>/dev/null; echo; echo @@ledger; "
-            f"if [ -f {quote(ledger.ledger_path(batch_dir))} ]; then {scan} 2>/dev/null; fi; "
+            f"if [ -d {d} ]; then {scan} 2>/dev/null; fi; "
             "echo; echo @@done; "
             f"awk -F '\\t' '$2 == \"0\" {{print $1}}' {d}/done.tsv 2>/dev/null "
             f"| sort -u | wc -l; echo @@missing; "

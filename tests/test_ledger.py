@@ -36,14 +36,27 @@ def records(tmp_path: Path) -> list[dict[str, Any]]:
 
 # ---- the wrapper ---------------------------------------------------------------------------
 
-def test_wrapper_keeps_the_exit_code_and_records_start_and_end(tmp_path: Path) -> None:
+def markers(tmp_path: Path) -> list[dict[str, Any]]:
+    return monitor_filter.read_markers(str(tmp_path / "ledger.ndjson"))
+
+
+def wait_marker(tmp_path: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while not markers(tmp_path):
+        assert time.monotonic() < deadline, "the wrapper wrote no start marker"
+        time.sleep(0.02)
+    [start] = markers(tmp_path)
+    return start
+
+
+def test_wrapper_keeps_the_exit_code_and_records_the_end(tmp_path: Path) -> None:
     assert run(tmp_path, "j-retry-2", "sh", "-c", "echo out; exit 3").wait() == 3
-    start, end = records(tmp_path)
-    assert start["event"] == "start" and start["pid"] > 0 and start["attempt"] == 2
+    [end] = records(tmp_path)  # one line per job: the end
     assert (end["event"], end["outcome"], end["exit"], end["label"], end["group"]) == (
         "end", "failed", 3, "j-retry-2", "g")
+    assert end["attempt"] == 2 and end["start"] <= end["end"]
     assert end["command"] == "echo out; exit 3" and end["workdir"] == str(tmp_path)
-    assert end["batch"] == tmp_path.name and end["start"] == start["start"] <= end["end"]
+    assert end["batch"] == tmp_path.name and markers(tmp_path) == []  # the end removes it
     assert run(tmp_path, "ok", "true").wait() == 0
     assert records(tmp_path)[-1]["outcome"] == "success"
     assert "command" not in records(tmp_path)[-1]  # successes stay small
@@ -56,10 +69,7 @@ def test_wrapper_reports_a_missing_program_as_127(tmp_path: Path) -> None:
 
 def test_a_terminated_job_is_recorded_killed(tmp_path: Path) -> None:
     proc = run(tmp_path, "t", "sh", "-c", "sleep 30")
-    deadline = time.monotonic() + 10
-    while not (tmp_path / "ledger.ndjson").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_marker(tmp_path)
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 143
@@ -69,18 +79,21 @@ def test_a_terminated_job_is_recorded_killed(tmp_path: Path) -> None:
 
 def test_a_sigkilled_wrapper_leaves_a_start_read_as_killed(tmp_path: Path) -> None:
     proc = run(tmp_path, "k", "sh", "-c", "sleep 30", start_new_session=True)
-    deadline = time.monotonic() + 10
-    while not (tmp_path / "ledger.ndjson").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    [start] = records(tmp_path)
-    assert monitor_filter.outcome(start) == "running"  # its process lives
+    start = wait_marker(tmp_path)
+    assert start["pid"] == proc.pid and monitor_filter.outcome(start) == "running"
+    path = str(tmp_path / "ledger.ndjson")
+    assert monitor_filter.ledger_records("g", paths=[path]) == []  # running: not a failure
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert monitor_filter.outcome(start) == "killed"
+    [lost] = monitor_filter.ledger_records("g", paths=[path])
+    assert (lost["label"], lost["_outcome"]) == ("k", "killed")
 
 
 # ---- reading ---------------------------------------------------------------------------------
+
+def latest(path: Path, group: str) -> dict[tuple[str, str], dict[str, Any]]:
+    return monitor_filter.decoded(monitor_filter.read_ledger(str(path), group))
+
 
 def test_torn_and_foreign_lines_are_ignored_and_the_last_record_wins(tmp_path: Path) -> None:
     path = tmp_path / "ledger.ndjson"
@@ -89,10 +102,10 @@ def test_torn_and_foreign_lines_are_ignored_and_the_last_record_wins(tmp_path: P
                     + json.dumps({**good, "group": "other"}, separators=(",", ":")) + "\n"
                     + json.dumps({**good, "exit": 0, "outcome": "success"},
                                  separators=(",", ":"))[:-5])  # torn: no newline
-    got = monitor_filter.read_ledger(str(path), "g")
+    got = latest(path, "g")
     assert list(got) == [("g", "a")] and got[("g", "a")]["exit"] == 1
     append_record(str(path), {**good, "exit": 0, "outcome": "success"})  # after the torn tail
-    assert monitor_filter.read_ledger(str(path), "g")[("g", "a")]["outcome"] == "success"
+    assert latest(path, "g")[("g", "a")]["outcome"] == "success"
     assert len(path.read_text().splitlines()) == 6  # the torn line was ended, not rewritten
 
 
@@ -125,13 +138,19 @@ def rec(label: str, outcome: str, exit_code: int, **kw: Any) -> dict[str, Any]:
             "command": "sh job.sh", "workdir": "/w", "_ledger": "/b/p/ledger.ndjson", **kw}
 
 
-def test_only_jobs_with_a_failure_on_record_are_relevant() -> None:
-    records = {("g", r["label"]): r for r in (
-        rec("a", "failed", 1), rec("a-retry-1", "success", 0), rec("b", "success", 0),
-        rec("c", "killed", 143), rec("u1", "success", 0, unit="p:unit-00000-abcdef01"),
-        rec("u2", "failed", 2, unit="p:unit-00000-abcdef01"))}
-    got = sorted(r["label"] for r in monitor_filter.relevant(records, boot=""))
-    assert got == ["a", "a-retry-1", "c", "u1", "u2"]  # b: all its attempts succeeded
+def test_only_jobs_with_a_failure_on_record_are_relevant(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.ndjson"
+    for r in (rec("a", "failed", 1), rec("a-retry-1", "success", 0), rec("b", "success", 0),
+              rec("c", "killed", 143), rec("u1", "success", 0, unit="p:unit-00000-abcdef01"),
+              rec("u2", "failed", 2, unit="p:unit-00000-abcdef01"),
+              rec("x", "failed", 1, group="other"), rec('q"uote', "failed", 1)):
+        r.pop("_ledger")
+        append_record(str(path), {"v": 1, "label": r.pop("label"), "group": r.pop("group"),
+                                  **r})
+    raws = monitor_filter.read_ledger(str(path), "g")
+    got = sorted(r["label"] for r in monitor_filter.relevant(raws, boot=""))
+    assert got == ["a", "a-retry-1", "c", "q\"uote", "u1", "u2"]  # b: every attempt succeeded
+    assert all(r["_ledger"] == str(path) for r in monitor_filter.relevant(raws, boot=""))
 
 
 # ---- merging into pueue's state ----------------------------------------------------------
