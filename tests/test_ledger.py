@@ -258,3 +258,14 @@ def test_units_mode_reruns_judge_each_command() -> None:
                    succeeded={"c0", "c1-retry-1", "c2-retry-1"},
                    units={unit.spec.label: unit.jobs})
     assert [(i.label, i.action) for i in again] == [(unit.spec.label, "skip")]
+
+
+def test_receipts_of_recording_jobs_are_marked() -> None:
+    from jobsafe_ops.feeder import mark
+
+    wrapped = ledger.wrap("sh job.sh", "/home/a b/.local/state/jobsafe-ops/batches/p", "L", "g")
+    assert mark({"command": wrapped}) == LEDGER_MARK  # a path with a space, quoted
+    [unit] = make_units([spec("c0")], playbook="p", size=1, parallel=1, batch_dir="/b/p",
+                        wrap=False)
+    assert mark({"command": unit.spec.command}) == LEDGER_MARK
+    assert mark({"command": "sh job.sh"}) == ""  # not recorded: a clean still means done
