@@ -17,7 +17,7 @@ import pytest
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
-GROUPS = {g: {"parallel": 4, "min": 1, "max": 8} for g in ("lg", "lu")}
+GROUPS = {g: {"parallel": 4, "min": 1, "max": 8} for g in ("lg", "lu", "lk")}
 PASS = 'pass_env = ["JOBSAFE_WORLD", "JOBSAFE_WORLD_HOST"]\n'
 # exit 137 (transient: an OOM kill) or 1 (persistent) until the fix file exists
 SCRIPT = """case "$1" in
@@ -178,4 +178,32 @@ mode = ["ok", "oom", "bad"]
     settle(host, "lu", 6)
     assert all(t["status"]["Done"]["result"] == "Success" for t in labels(host, "lu").values())
     code, doc = monitor(world, "lu")
+    assert code == 0, doc
+
+
+def test_a_killed_job_is_remembered_as_killed_and_retried(world: World, host: SimHost,
+                                                          tmp_path: Path) -> None:
+    path = book(tmp_path, "lgk", """
+group = "lk"
+retry_budget = 1
+command = "test -f unstuck || sleep 120"
+label = "lk:stuck"
+""")
+    inv(world, "submit-batch", "--host", "lg", "--playbook", str(path), code=0)
+    deadline = time.monotonic() + 30
+    while "Running" not in labels(host, "lk").get("lk:stuck", {}).get("status", {}):
+        assert time.monotonic() < deadline, labels(host, "lk")
+        time.sleep(0.2)
+    time.sleep(0.5)  # the wrapper has written its start marker
+    host.run("pueue kill --group lk", check=True)  # SIGKILL to the task's process group
+    settle(host, "lk", 1)
+    inv(world, "clean", "--host", "lg", "--group", "lk", code=0)
+    code, doc = monitor(world, "lk")
+    assert code == 1 and failed(doc)["lk:stuck"]["state"] == "killed", doc
+    (host.project_dir / "unstuck").touch()
+    code, out = inv(world, "submit-batch", "--host", "lg", "--playbook", str(path))
+    assert code == 0, out  # killed is transient: re-added within the budget
+    assert [(i["action"], i["new_label"]) for i in out["items"]] == [("add", "lk:stuck-retry-1")]
+    settle(host, "lk", 1)
+    code, doc = monitor(world, "lk")
     assert code == 0, doc
