@@ -269,3 +269,13 @@ def test_receipts_of_recording_jobs_are_marked() -> None:
                         wrap=False)
     assert mark({"command": unit.spec.command}) == LEDGER_MARK
     assert mark({"command": "sh job.sh"}) == ""  # not recorded: a clean still means done
+
+
+def test_the_wrapper_stays_outside_the_memory_cap() -> None:
+    from jobsafe_ops.batch import commands_file
+
+    [item] = decide([spec("m", memory_max=256 * 1024**2)], empty(), {}, budget=1)
+    [line] = [json.loads(x) for x in commands_file([item], True, {}, "/b/p").splitlines()]
+    batch, label, inner = ledger.unwrap(line["command"]) or ("", "", "")
+    assert (batch, label) == ("/b/p", "m")
+    assert shlex.split(inner)[:3] == ["systemd-run", "--user", "--scope"]  # capped inside
