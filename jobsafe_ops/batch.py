@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigError, RefusedError, RemoteError
+from .feeder import LEDGER_MARK
 from .inventory import Host
+from .ledger import ledger_path
+from .ledger import wrap as wrap_command
 from .playbook import JobSpec, Plan
 from .pueue import PueueState, Task
 from .remote import exports, join
@@ -57,10 +60,16 @@ class Item:
 
 
 def decide(specs: Sequence[JobSpec], state: PueueState, receipts: Mapping[str, str], *,
-           budget: int, used: Mapping[tuple[str, str], int] | None = None) -> list[Item]:
+           budget: int, used: Mapping[tuple[str, str], int] | None = None,
+           succeeded: Set[str] = frozenset(),
+           units: Mapping[str, Sequence[JobSpec]] | None = None) -> list[Item]:
     """Per label, in plan order (upstream before dependants). Identity is (group, label)
     and every attempt of a label shares its base (INV-8); the dedup memory is the pueue
-    state plus the host's receipts, so a label cleaned from pueue is not submitted again."""
+    state (merged with the ledger's outcomes of cleaned tasks, ledger.merge) plus the
+    host's receipts. A receipted label pueue no longer has is done only if the ledger
+    says it succeeded (`succeeded`), or if its receipt predates the ledger (no mark).
+    `units`: a unit's jobs; a finished unit whose commands have outcomes on record is
+    judged per command label, exactly like direct mode."""
     retry = plan_retries(state, groups={s.group for s in specs}, budget=budget, used=used)
     ruling = {(d.group, d.base): d for d in retry.decisions}
     attempts: dict[tuple[str, str], list[Task]] = {}
@@ -68,10 +77,33 @@ def decide(specs: Sequence[JobSpec], state: PueueState, receipts: Mapping[str, s
         if t.label is not None:
             attempts.setdefault((t.group, base_label(t.label)), []).append(t)
     receipted = {base_label(label) for label in receipts}
+    proven = {base_label(label) for label in succeeded} | {
+        base_label(label) for label, value in receipts.items() if not value.endswith(LEDGER_MARK)}
+    unproven = receipted - proven
     # base label -> ("add", new) | ("active", label) | ("done", None) | ("bad", label)
     outcome: dict[str, Outcome] = {}
     items: list[Item] = []
     for spec in specs:
+        members = (units or {}).get(spec.label)
+        if members and not attempts.get((spec.group, spec.label)) and any(
+                attempts.get((j.group, j.label)) for j in members):
+            inner = decide([replace(j, after=()) for j in members], state, receipts,
+                           budget=budget, used=used, succeeded=succeeded)
+            bad = [i for i in inner if i.action not in ("add", "skip")]
+            retried = [i for i in inner if i.action == "add"]
+            items.append(Item(spec.label, spec.group, "skip", "finished; its commands are "
+                              "judged one by one (units mode)", kind=spec.kind, job=spec))
+            items.extend(inner)
+            outcome[spec.label] = (("bad", f"{spec.label} (failed commands)") if bad else
+                                   ("bad", f"{spec.label} (commands re-added; rerun after "
+                                    "they finish)") if retried else ("done", None))
+            continue
+        if spec.label in unproven and not attempts.get((spec.group, spec.label)) and not (
+                members and all(base_label(j.label) in proven for j in members)):
+            item, result = _lost(spec, used or {}, budget, outcome)
+            outcome[spec.label] = result
+            items.append(item)
+            continue
         item, result = _one(spec, state, attempts.get((spec.group, spec.label), []),
                             receipted, ruling, outcome)
         if item.action == "add":
@@ -84,6 +116,26 @@ def decide(specs: Sequence[JobSpec], state: PueueState, receipts: Mapping[str, s
 
 
 Outcome = tuple[str, str | None]
+
+
+def _lost(spec: JobSpec, used: Mapping[tuple[str, str], int], budget: int,
+          outcome: Mapping[str, Outcome]) -> tuple[Item, Outcome]:
+    """Submitted (marked receipt), cleaned from pueue, and no outcome on record: it never
+    ran (its dependency failed, or it was removed), so it is not done: re-added fresh."""
+    def item(action: str, reason: str, new: str | None = None) -> Item:
+        return Item(spec.label, spec.group, action, reason, new, kind=spec.kind, job=spec)
+
+    failed_up = [u for u in spec.after if outcome.get(u, ("bad", ""))[0] == "bad"]
+    if failed_up:
+        return item("held", f"cleaned without an outcome, and {failed_up[0]} is not "
+                    "retried"), ("bad", spec.label)
+    spent = used.get((spec.group, spec.label), 0)
+    if spent >= budget:
+        return item("refused", f"cleaned without an outcome on record; retry budget spent "
+                    f"({spent}/{budget})"), ("bad", spec.label)
+    new = retry_label(spec.label, spent + 1)
+    return item("add", "cleaned from pueue without an outcome on record (it never ran); "
+                f"retry {spent + 1}/{budget}", new), ("add", new)
 
 
 def _one(spec: JobSpec, state: PueueState, tasks: list[Task], receipted: set[str],
@@ -265,6 +317,7 @@ class Unit:
     spec: JobSpec  # kind="unit": one pueue task running `feeder.py unit FILE`
     file: str
     commands: tuple[tuple[str, str, str], ...]  # (label, workdir, command)
+    jobs: tuple[JobSpec, ...] = field(default=(), compare=False, repr=False)
 
 
 def make_units(jobs: Sequence[JobSpec], *, playbook: str, size: int, parallel: int,
@@ -289,17 +342,22 @@ def make_units(jobs: Sequence[JobSpec], *, playbook: str, size: int, parallel: i
             label = f"{playbook}:{phase + ':' if phase else ''}unit-{len(units):05d}-{digest}"
             file = f"{batch_dir}/units/{hashlib.sha1(label.encode()).hexdigest()[:16]}.jsonl"
             command = join(["python3", f"{batch_dir}/feeder.py", "unit", file,
-                            "--done", f"{batch_dir}/done.tsv", "--parallel", str(parallel)])
+                            "--done", f"{batch_dir}/done.tsv",
+                            "--ledger", ledger_path(batch_dir), "--group", chunk[0].group,
+                            "--label", label, "--parallel", str(parallel)])
             spec = JobSpec(label=label, group=chunk[0].group, workdir=chunk[0].workdir,
                            command=command, after=after, phase=phase, kind="unit")
             units.append(Unit(spec, file, tuple(
-                (j.label, j.workdir, command_line(j, wrap)) for j in chunk)))
+                (j.label, j.workdir, command_line(j, wrap)) for j in chunk), tuple(chunk)))
             phase_units.setdefault(phase, []).append(label)
     return units
 
 
-def commands_file(items: Sequence[Item], wrap: bool, units: Mapping[str, Unit]) -> str:
-    """The JSON-lines file the feeder reads: only the labels to add, upstream first."""
+def commands_file(items: Sequence[Item], wrap: bool, units: Mapping[str, Unit],
+                  batch_dir: str | None = None) -> str:
+    """The JSON-lines file the feeder reads: only the labels to add, upstream first. With
+    `batch_dir`, each job's command is wrapped to record its outcome in the batch's ledger
+    (ledger.wrap) under the label it is added as."""
     lines = []
     for it in items:
         if it.action != "add" or it.job is None or it.new_label is None:
@@ -314,6 +372,9 @@ def commands_file(items: Sequence[Item], wrap: bool, units: Mapping[str, Unit]) 
                                      for lbl, wd, cmd in unit.commands]
         else:
             line["command"] = command_line(it.job, wrap)
+            if batch_dir:
+                line["command"] = wrap_command(line["command"], batch_dir, it.new_label,
+                                               it.group)
         lines.append(json.dumps(line, ensure_ascii=False))
     return "".join(line + "\n" for line in lines)
 

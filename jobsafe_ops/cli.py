@@ -279,6 +279,7 @@ def probe_cmd(host: str, inventory: str | None, json_out: bool) -> int:
 
 def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: bool) -> int:
     from .audit import build_audit, read_state
+    from .ledger import read_merged
     from .remote import session
     from .views import audit_view
 
@@ -286,7 +287,8 @@ def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: boo
 
     def one(h: Host) -> Any:
         with session(h) as remote:
-            state = read_state(remote, group)
+            # + the ledger: a failure `pueue clean` removed stays failed until a retry succeeds
+            state = read_merged(remote, read_state(remote, group), group)
         if group and group not in state.groups and group not in h.groups:
             # a typo must not read as an empty, healthy group (monitor does the same)
             raise ConfigError(f"{h.name}: group {group!r} is neither on the pueue daemon nor "

@@ -9,6 +9,13 @@ SSH session; every `pueue add` then runs locally on the host.
 Modes
   feed  COMMANDS --receipts R --pueue P     add every job of the commands file to pueue
   unit  UNIT_FILE --done D --parallel N     run a unit's commands (units mode, > 10 K jobs)
+  run   --ledger L --label X --group G -- ARGV   run one job, record its outcome (the ledger)
+
+The ledger (`<batch>/ledger.ndjson`): every job records, ON the host, one `end` line when
+it ends (label, group, batch, attempt, exit code, outcome, start, end; the command and
+workdir of a failure), one JSON object per line, appended with flock + fsync, never
+rewritten. While it runs, `<batch>/running/<digest>.json` holds its start (pid, boot id);
+the end removes it, so a marker whose process is gone (SIGKILL) reads as "killed".
 
 Commands file: JSON lines {"label", "group", "workdir" (absolute), "command", "after":
 [labels]} and, for a unit, "unit_file" + "unit_commands" ([{label, workdir, command}]).
@@ -38,6 +45,8 @@ import hashlib
 import json
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -49,6 +58,12 @@ EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_LOCKED = 75
+# A receipt written for a job whose command records its outcome in the ledger ends in this
+# mark: after a clean, such a label is done only when the ledger says it succeeded. Older
+# receipts (no mark) keep meaning "finished and cleaned".
+LEDGER_MARK = ":L"
+LEDGER_NAME = "ledger.ndjson"
+RUNNING_DIR = "running"
 ADD_TIMEOUT = 120.0
 PROGRESS_EVERY = 0.2  # seconds between progress lines
 REGENERATE = "regenerate it with `inv submit-batch`"  # the fix for a bad commands file
@@ -236,6 +251,30 @@ def add_argv(pueue: str, line: dict[str, Any], after: list[int]) -> list[str]:
     return [*argv, "--", line["command"]]
 
 
+def mark(line: dict[str, Any]) -> str:
+    """The receipt mark of a line whose command records outcomes (the `run` wrapper, or a
+    unit whose runner writes the ledger)."""
+    try:
+        words = shlex.split(line["command"])
+    except ValueError:
+        return ""
+    return LEDGER_MARK if len(words) > 2 and words[1].endswith("feeder.py") and \
+        words[2] in ("run", "unit") and "--ledger" in words else ""
+
+
+def inner_command(command: str) -> str:
+    """The job's own shell command inside the `run` wrapper (ledger.wrap), else `command`:
+    what a check of the job's first program must look at."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    if len(words) > 6 and words[1].endswith("feeder.py") and words[2] == "run" \
+            and words[-4:-1] == ["--", "sh", "-c"]:
+        return words[-1]
+    return command
+
+
 def status_labels(pueue: str, group: str, env: dict[str, str]) -> dict[str, int]:
     """label -> newest task id in the group (one `pueue status --json --group G` read)."""
     proc = subprocess.run([pueue, "status", "--json", "--group", group], env=env,
@@ -303,7 +342,7 @@ class Feeder:
                 if label in self.known or label in receipts:
                     tid = self.known.get(label)
                     if label not in receipts:  # added by a run killed before its receipt
-                        self.receipts.append(label, str(tid))
+                        self.receipts.append(label, str(tid) + mark(line))
                     self.existing.append((label, tid))
                     self.finish_line()
                     continue
@@ -345,7 +384,7 @@ class Feeder:
                 raise RuntimeError((proc.stderr or proc.stdout).strip() or
                                    f"pueue add exited {proc.returncode}")
             tid = int(proc.stdout.strip().splitlines()[-1])
-            self.receipts.append(label, str(tid))
+            self.receipts.append(label, str(tid) + mark(line))
             with self.mutex:
                 self.known[label] = tid
                 self.added.append((label, tid))
@@ -394,6 +433,144 @@ def feed(args: argparse.Namespace) -> int:
         os.close(lock_fd)
 
 
+# ---- the ledger: outcomes recorded on the host -------------------------------------------
+
+_RETRY_N = re.compile(r"-retry-([1-9][0-9]*)$")
+# a termination signal the wrapper forwards to the job (pueue kill --signal, a shutdown)
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
+
+def now_iso() -> str:
+    stamp = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp % 1 * 1e6):06d}Z"
+
+
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def append_record(path: str, record: dict[str, Any]) -> None:
+    """One NDJSON line, flock-serialized and fsynced, in one write (readers ignore a torn
+    last line). Compact separators: readers pre-filter lines on `"group":"G"`."""
+    line = (json.dumps(record, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line: end it, keep ours whole
+            line = b"\n" + line
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Recorder:
+    """The start and end lines of one job (a wrapped pueue task or a command of a unit)."""
+
+    def __init__(self, ledger: str, label: str, group: str, unit: str | None = None) -> None:
+        m = _RETRY_N.search(label)
+        self.ledger = ledger
+        self.base = {"v": 1, "label": label, "group": group,
+                     "batch": os.path.basename(os.path.dirname(os.path.abspath(ledger))),
+                     "attempt": int(m.group(1)) if m else 0}
+        if unit:
+            self.base["unit"] = unit
+        self.start = ""
+        self.marker = marker_path(ledger, group, label)
+
+    def started(self, pid: int) -> None:
+        """The start goes to a marker file, not the ledger (one ledger line per job keeps
+        the scans cheap); the end removes it, so a marker whose process is gone is a job
+        killed by SIGKILL."""
+        self.start = now_iso()
+        record = {**self.base, "event": "start", "start": self.start, "pid": pid,
+                  "boot": boot_id()}
+        try:
+            os.makedirs(os.path.dirname(self.marker), exist_ok=True)
+            with open(self.marker, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            sys.stderr.write(f"jobsafe ledger: cannot mark {self.base['label']}: {exc}\n")
+
+    def ended(self, code: int, killed: str | None, command: str, workdir: str) -> None:
+        outcome = "killed" if killed else "success" if code == 0 else "failed"
+        record: dict[str, Any] = {"event": "end", "exit": code, "outcome": outcome,
+                                  "start": self.start, "end": now_iso()}
+        if killed:
+            record["signal"] = killed
+        if outcome != "success":  # what a retry needs once pueue has forgotten the task
+            record["command"] = command
+            record["workdir"] = workdir
+        self.write(record)
+        try:
+            os.unlink(self.marker)
+        except OSError:
+            pass
+
+    def write(self, fields: dict[str, Any]) -> None:
+        try:
+            append_record(self.ledger, {**self.base, **fields})
+        except OSError as exc:  # the job's own result matters more than its record
+            sys.stderr.write(f"jobsafe ledger: cannot record {self.base['label']}: {exc}\n")
+
+
+def marker_path(ledger: str, group: str, label: str) -> str:
+    """`<batch>/running/<digest>.json`: the start of a job that has not ended (yet)."""
+    digest = hashlib.sha1(f"{group}\0{label}".encode()).hexdigest()[:24]
+    return os.path.join(os.path.dirname(os.path.abspath(ledger)), RUNNING_DIR, digest + ".json")
+
+
+def exit_of(returncode: int) -> int:
+    """subprocess's -N (killed by signal N) -> 128 + N, as a shell reports it."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def run_wrapped(args: argparse.Namespace) -> int:
+    """Run ARGV (the job), record its outcome in the ledger, exit with its exit code. A
+    termination signal sent to the wrapper is passed on to the job; its end is then
+    recorded as "killed". The job stays in the wrapper's process group, so pueue's kill
+    of the group reaches it; SIGKILL leaves only the start line (read as "killed")."""
+    argv = list(args.argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        sys.stderr.write("feeder.py run: no command after --\n")
+        return EXIT_BAD_INPUT
+    command = argv[2] if len(argv) == 3 and argv[:2] == ["sh", "-c"] else " ".join(
+        shlex.quote(a) for a in argv)
+    rec = Recorder(args.ledger, args.label, args.group)
+    received: list[str] = []
+    child: list[subprocess.Popen[bytes]] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        if child and child[0].poll() is None:
+            try:
+                child[0].send_signal(signum)
+            except OSError:
+                pass
+
+    for name in FORWARDED:
+        signal.signal(getattr(signal, name), forward)
+    rec.started(os.getpid())
+    try:
+        child.append(subprocess.Popen(argv))
+    except OSError as exc:
+        sys.stderr.write(f"cannot start {argv[0]}: {exc}\n")
+        rec.ended(127, None, command, os.getcwd())
+        return 127
+    if received:  # a signal between the start line and the spawn
+        forward(getattr(signal, received.pop()), None)
+    code = exit_of(child[0].wait())
+    rec.ended(code, received[0] if received else None, command, os.getcwd())
+    return code
+
+
 # ---- units mode -------------------------------------------------------------------------
 
 def _slot(label: str) -> int:
@@ -406,6 +583,7 @@ def unit(args: argparse.Namespace) -> int:
     log is skipped, so a retried unit (or an overlapping one) converges; a per-label
     record lock keeps two units from running the same label at once."""
     commands = read_json_lines(args.unit_file)
+    unit_label = _RETRY_N.sub("", args.label) if args.label else None
     done = Log(args.done)
     done.refresh()
     lock_fd = os.open(args.done + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -418,20 +596,29 @@ def unit(args: argparse.Namespace) -> int:
             if done.values.get(label) == "0":
                 return
         slot = _slot(label)
+        rec: Recorder | None = None
         fcntl.lockf(lock_fd, fcntl.LOCK_EX, 1, slot)
         try:
             with done.lock:
                 if done.refresh().get(label) == "0":
                     return
+            rec = (Recorder(args.ledger, label, args.group, unit_label)
+                   if args.ledger and args.group else None)
+            if rec is not None:
+                rec.started(os.getpid())
             proc = subprocess.run(["sh", "-c", cmd["command"]], cwd=cmd["workdir"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
-            code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+            code = exit_of(proc.returncode)
             done.append(label, str(code))
+            if rec is not None:
+                rec.ended(code, None, cmd["command"], cmd["workdir"])
         except OSError as exc:
             code = 127
             proc = None
             done.append(label, str(code))
+            if rec is not None:
+                rec.ended(code, None, cmd["command"], cmd["workdir"])
             with out_lock:
                 print(f"=== {label}: cannot start ({exc})", flush=True)
         finally:
@@ -469,7 +656,17 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("unit_file")
     u.add_argument("--done", required=True)
     u.add_argument("--parallel", type=int, default=4)
+    u.add_argument("--ledger", help="record each command's outcome here (per command label)")
+    u.add_argument("--group", help="the unit's pueue group (recorded with each outcome)")
+    u.add_argument("--label", help="the unit's label (recorded with each outcome)")
+    r = sub.add_parser("run", help="run one job and record its outcome in the ledger")
+    r.add_argument("--ledger", required=True)
+    r.add_argument("--label", required=True)
+    r.add_argument("--group", required=True)
+    r.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.mode == "run":
+        return run_wrapped(args)
     return feed(args) if args.mode == "feed" else unit(args)
 
 

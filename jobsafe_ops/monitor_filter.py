@@ -37,12 +37,17 @@ _RESULTS = {"Success": "success", "Killed": "killed", "Errored": "errored",
 _NOT_IN_STATE = "missing"
 # A fresh re-add of a failed job is labelled `<label>-retry-N` (AP-3; jobsafe_ops/retry.py):
 # all attempts of a job share the base label, and the newest attempt decides its state.
-_RETRY_RE = re.compile(r"^(?P<base>.+)-retry-[1-9][0-9]*$")
+_RETRY_RE = re.compile(r"^(?P<base>.+)-retry-(?P<n>[1-9][0-9]*)$")
 
 
 def base_label(label: str) -> str:
     m = _RETRY_RE.match(label)
     return m.group("base") if m else label
+
+
+def attempt_of(label: str | None) -> int:
+    m = _RETRY_RE.match(label or "")
+    return int(m.group("n")) if m else 0
 
 
 # ---- pueue status (v3 and v4) ------------------------------------------------------------
@@ -233,7 +238,8 @@ def summarize(
         }
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     attempts: dict[tuple[str, str], int] = {}
-    for tid in sorted(tasks):
+    # the highest retry number wins, then the highest id (ledger outcomes have ids < 0)
+    for tid in sorted(tasks, key=lambda i: (attempt_of(tasks[i]["label"]), i)):
         t = tasks[tid]
         if t["group"] not in groups:
             continue
@@ -281,7 +287,8 @@ def summarize(
                 g["truncated"][kind] = len(g[kind]) - limit
                 del g[kind][limit:]
         for e in g["failed"][:log_labels]:
-            wanted[e["_id"]] = (e["label"], e["state"])
+            if e["_id"] >= 0:  # < 0: cleaned from pueue, known from the ledger only
+                wanted[e["_id"]] = (e["label"], e["state"])
         for e in g["failed"]:
             e["_log_id"] = e.pop("_id")
     summary: dict[str, Any] = {"schema": SCHEMA, "group": group, "glob": glob,
@@ -336,6 +343,292 @@ def log_tails(directory: str, ids: list[int], lines: int,
         text = data.decode("utf-8", "replace").rstrip("\n")
         out[str(tid)] = {"output": "\n".join(text.splitlines()[-lines:])}
     return out
+
+
+# ---- the ledger: outcomes recorded on the host (feeder.py `run` / `unit`) ---------------
+
+LEDGER_ROOT = "~/.local/state/jobsafe-ops/batches"  # jobsafe_ops.submit.BATCH_ROOT
+LEDGER_NAME = "ledger.ndjson"  # feeder.LEDGER_NAME
+_UNIT_RE = re.compile(r":unit-[0-9]{5}-[0-9a-f]{8}$")  # batch.make_units labels
+
+
+_PREFIX = b'{"v":1,"label":"'  # the writer's fixed head: {"v":1,"label":…,"group":…,
+_PREFIX_LEN = len(_PREFIX)
+_GROUP_KEY = b'","group":"'
+RUNNING_DIR = "running"  # feeder.RUNNING_DIR: the starts of jobs not ended (yet)
+_UNIT_KEY = re.compile(rb'"unit":("(?:[^"\\]|\\.)*")')
+
+
+def _json_key(value: str) -> bytes:
+    return json.dumps(value, ensure_ascii=True).encode()  # as the writer encodes it
+
+
+def read_ledger(path: str, group: str | None = None,
+                into: dict[tuple[bytes, bytes], tuple[bytes, str]] | None = None
+                ) -> dict[tuple[bytes, bytes], tuple[bytes, str]]:
+    """The last line per (group, label) of one ledger, in one sequential scan (the file is
+    append-only and may be large: nothing is rebuilt, and lines are not decoded here: the
+    key is sliced from the writer's fixed `{"v":1,"label":…,"group":…,` head). A line
+    without its newline (a torn last write) is skipped. With `group`, lines are pre-filtered on the
+    compact `"group":"G",` the writer prints. Keys are the JSON-encoded group and label."""
+    out = {} if into is None else into
+    needle = b'"group":' + _json_key(group) + b"," if group is not None else None
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return out
+    with fh:
+        for raw in fh:
+            if not raw.endswith(b"\n") or (needle is not None and needle not in raw):
+                continue
+            cut = raw.find(_GROUP_KEY, _PREFIX_LEN) if raw.startswith(_PREFIX) else -1
+            gend = raw.find(b'",', cut + len(_GROUP_KEY)) if cut > 0 else -1
+            if gend > 0:  # unescaped quotes are structural: no label can fake this
+                key = (raw[cut + len(_GROUP_KEY) - 1:gend + 1], raw[_PREFIX_LEN - 1:cut + 1])
+            else:  # another writer's layout: decode to find the key
+                rec = _decode((raw, path))
+                if rec is None:
+                    continue
+                key = (_json_key(rec["group"]), _json_key(rec["label"]))
+            if group is not None and key[0] != _json_key(group):
+                continue
+            out[key] = (raw, path)
+    return out
+
+
+def _decode(entry: tuple[bytes, str]) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(entry[0])
+    except ValueError:
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("label"), str) \
+            or not isinstance(rec.get("group"), str):
+        return None
+    rec["_ledger"] = entry[1]
+    return rec
+
+
+def decoded(raws: dict[tuple[bytes, bytes], tuple[bytes, str]]
+            ) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every last line decoded, by (group, label) (small ledgers and tests)."""
+    out = {}
+    for entry in raws.values():
+        rec = _decode(entry)
+        if rec is not None:
+            out[(rec["group"], rec["label"])] = rec
+    return out
+
+
+def _succeeded(raw: bytes) -> bool:
+    # unescaped quotes only occur structurally in JSON: no string can fake these
+    return b'"event":"end"' in raw and b'"outcome":"success"' in raw
+
+
+def _alive(rec: dict[str, Any], boot: str) -> bool:
+    pid = rec.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or (rec.get("boot") and rec.get("boot") != boot):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _boot_id() -> str:
+    return _read("/proc/sys/kernel/random/boot_id").strip()
+
+
+def outcome(rec: dict[str, Any], boot: str | None = None) -> str:
+    """success | failed | killed | running for the last record of a label: an `end` says;
+    a `start` alone is running while its process lives, else it was killed (SIGKILL)."""
+    if rec.get("event") == "end":
+        value = rec.get("outcome")
+        if value in ("success", "failed", "killed"):
+            return str(value)
+        return "success" if rec.get("exit") == 0 else "failed"
+    return "running" if _alive(rec, _boot_id() if boot is None else boot) else "killed"
+
+
+def read_markers(ledger: str, group: str | None = None) -> list[dict[str, Any]]:
+    """The start markers next to a ledger: jobs running now, or killed by SIGKILL."""
+    directory = os.path.join(os.path.dirname(ledger), RUNNING_DIR)
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        try:
+            with open(os.path.join(directory, name), "rb") as fh:
+                rec = _decode((fh.read(), ledger))
+        except OSError:
+            continue
+        if rec is not None and (group is None or rec["group"] == group):
+            out.append(rec)
+    return out
+
+
+def with_markers(raws: dict[tuple[bytes, bytes], Any], markers: list[dict[str, Any]],
+                 boot: str) -> None:
+    """A live marker: the label is running (its older record no longer decides); a dead
+    one whose end is not on record: it was killed (a start record stands for it)."""
+    for m in markers:
+        key = (_json_key(m["group"]), _json_key(m["label"]))
+        if _alive(m, boot):
+            raws.pop(key, None)
+            continue
+        last = raws.get(key)
+        ended = _decode(last) if isinstance(last, tuple) else last
+        if ended is None or ended.get("start") != m.get("start"):
+            raws[key] = m
+
+
+def relevant(raws: dict[tuple[bytes, bytes], Any], boot: str | None = None,
+             markers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Records that can change what a view or a rerun decides: every attempt of a job
+    (group, base label) and every command of a unit that has a failure on record. A job
+    whose attempts all succeeded adds nothing to a failure view; successes are decoded
+    only when a failure of their job or unit makes them matter (keeps the scan cheap)."""
+    boot = _boot_id() if boot is None else boot
+    if markers:
+        with_markers(raws, markers, boot)
+    bad_jobs: set[tuple[str, str]] = set()
+    bad_units: set[tuple[bytes, bytes]] = set()
+    out: list[dict[str, Any]] = []
+    successes: list[tuple[tuple[bytes, bytes], tuple[bytes, str]]] = []
+    for key, entry in raws.items():
+        if isinstance(entry, dict):  # a marker
+            rec: dict[str, Any] | None = entry
+        elif _succeeded(entry[0]):
+            if b'"unit":' in entry[0]:  # only a unit's failure can make it matter by unit
+                successes.append((key, entry))
+            continue
+        else:
+            rec = _decode(entry)
+        if rec is None:
+            continue
+        rec["_outcome"] = outcome(rec, boot)
+        if rec["_outcome"] == "running":
+            continue
+        out.append(rec)
+        if rec["_outcome"] in ("failed", "killed"):
+            bad_jobs.add((rec["group"], base_label(rec["label"])))
+            if isinstance(rec.get("unit"), str):
+                bad_units.add((key[0], _json_key(rec["unit"])))
+    if not bad_jobs and not bad_units:
+        return out
+    picked: dict[tuple[bytes, bytes], tuple[bytes, str]] = {}
+    for group, base in bad_jobs:  # looked up, not scanned: a job's attempts are -retry-1..N
+        g, b = _json_key(group), _json_key(base)
+        n = 0
+        while True:
+            key = (g, b if n == 0 else b[:-1] + b"-retry-%d\"" % n)
+            entry = raws.get(key)
+            if entry is None and n > 0:
+                break
+            if isinstance(entry, tuple) and _succeeded(entry[0]):
+                picked[key] = entry
+            n += 1
+    if bad_units:  # a unit's commands share nothing but the unit: scan the successes
+        for key, entry in successes:
+            unit = _UNIT_KEY.search(entry[0])
+            if unit is not None and (key[0], unit.group(1)) in bad_units:
+                picked[key] = entry
+    for entry in picked.values():
+        rec = _decode(entry)
+        if rec is not None:
+            rec["_outcome"] = "success"
+            out.append(rec)
+    return out
+
+
+def ledger_paths(root: str = LEDGER_ROOT) -> list[str]:
+    root = os.path.expanduser(root)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    paths = [os.path.join(root, n, LEDGER_NAME) for n in names]
+    return [p for p in paths
+            if os.path.isfile(p) or os.path.isdir(os.path.join(os.path.dirname(p), RUNNING_DIR))]
+
+
+def ledger_task(rec: dict[str, Any], tid: int) -> dict[str, Any]:
+    """A ledger record as a pueue v4 status task (so every reader judges it the same way),
+    id < 0: it is no longer in pueue, and its id must never reach `pueue log`."""
+    state = rec.get("_outcome") or outcome(rec)
+    times = {"enqueued_at": rec.get("start"), "start": rec.get("start"), "end": rec.get("end")}
+    result: Any = {"Failed": int(rec.get("exit") or 1)} if state == "failed" else (
+        "Killed" if state == "killed" else "Success")
+    return {
+        "id": tid, "group": rec["group"], "label": rec["label"],
+        "original_command": str(rec.get("command") or ""),
+        "command": str(rec.get("command") or ""), "path": str(rec.get("workdir") or ""),
+        "envs": {}, "dependencies": [], "priority": 0, "created_at": rec.get("start"),
+        "status": {"Done": {**times, "result": result}},
+        "ledger": rec.get("_ledger"), "unit": rec.get("unit"), "exit": rec.get("exit"),
+    }
+
+
+def merge_ledger(data: dict[str, Any], records: list[dict[str, Any]]) -> int:
+    """Add to a `pueue status --json` dict the recorded outcomes of labels pueue no longer
+    has (cleaned): a cleaned failure stays failed until a later attempt succeeds. A failed
+    or killed unit whose failures are on record per command is replaced by its commands
+    (units mode: each command is judged by its own label). Returns how many were added."""
+    tasks = data.setdefault("tasks", {})
+    present = {(t.get("group"), t.get("label")) for t in tasks.values()}
+    failed_units = {(r["group"], str(r.get("unit"))) for r in records
+                    if r.get("unit") and r.get("_outcome") in ("failed", "killed")}
+    for key, raw in list(tasks.items()):
+        label = raw.get("label")
+        if isinstance(label, str) and _UNIT_RE.search(base_label(label)) and \
+                (raw.get("group"), base_label(label)) in failed_units and \
+                task_state(raw)[0] in FAILED:
+            del tasks[key]
+    new = [r for r in records if (r["group"], r["label"]) not in present]
+    new.sort(key=lambda r: (attempt_of(r["label"]), str(r.get("end") or r.get("start"))))
+    for n, rec in enumerate(new):
+        tid = n - len(new)  # -len .. -1: the newest record gets the highest id
+        tasks[str(tid)] = ledger_task(rec, tid)
+    return len(new)
+
+
+def ledger_records(group: str | None, root: str = LEDGER_ROOT,
+                   paths: list[str] | None = None) -> list[dict[str, Any]]:
+    records: dict[tuple[bytes, bytes], Any] = {}
+    markers: list[dict[str, Any]] = []
+    for path in ledger_paths(root) if paths is None else paths:
+        read_ledger(path, group, records)
+        markers.extend(read_markers(path, group))
+    return relevant(records, markers=markers)
+
+
+def ledger_main(argv: list[str]) -> int:
+    """`ledger [--group G] [--ledger PATH]...`: the relevant records as one JSON line
+    (submit-batch, audit and retry-failed merge them into the pueue state they read)."""
+    parser = argparse.ArgumentParser(prog="jobsafe-monitor-filter ledger")
+    parser.add_argument("--group")
+    parser.add_argument("--root", default=LEDGER_ROOT)
+    parser.add_argument("--ledger", action="append", help="read only these ledgers")
+    parser.add_argument("--succeeded", action="store_true",
+                        help="also list every label whose last outcome is a success")
+    args = parser.parse_args(argv)
+    records: dict[tuple[bytes, bytes], Any] = {}
+    markers: list[dict[str, Any]] = []
+    paths = ledger_paths(args.root) if args.ledger is None else [
+        os.path.expanduser(p) for p in args.ledger]
+    for path in paths:
+        read_ledger(path, args.group, records)
+        markers.extend(read_markers(path, args.group))
+    out: dict[str, Any] = {"records": relevant(records, markers=markers)}
+    if args.succeeded:
+        out["succeeded"] = sorted({json.loads(key[1]) for key, entry in records.items()
+                                   if isinstance(entry, tuple) and _succeeded(entry[0])})
+    sys.stdout.write(json.dumps(out, separators=(",", ":")) + "\n")
+    return 0
 
 
 # ---- host health -------------------------------------------------------------------------
@@ -431,6 +724,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as exc:
             data = None
             out["error"] = f"pueue status --json returned invalid JSON ({exc})"
+        if data is not None and args.group and not args.all_tasks and not args.no_ledger:
+            merge_ledger(data, ledger_records(args.group, args.ledger_root))
         if data is not None:
             summary, wanted = summarize(data, args.group, args.glob, args.limit,
                                         args.log_labels, chains=args.all_tasks)
@@ -472,6 +767,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--log-lines", type=int, default=5)
     parser.add_argument("--swap-window", type=float, default=0.25)
     parser.add_argument("--all-tasks", action="store_true")
+    parser.add_argument("--ledger-root", default=LEDGER_ROOT)
+    parser.add_argument("--no-ledger", action="store_true")
+    if argv[:1] == ["ledger"]:
+        return ledger_main(argv[1:])
     args = parser.parse_args(argv)
     sys.stdout.write(json.dumps(run(args), separators=(",", ":")) + "\n")
     return 0

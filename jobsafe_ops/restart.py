@@ -15,6 +15,7 @@ from . import retry as retries
 from .audit import read_state
 from .deploy_context import DeployContext, KilledTask, ReAdded, Step, StepResult
 from .errors import ConfigError
+from .ledger import read_merged, relabel
 from .pueue import PueueState, add_argv, parse_task_id, start_group_argv
 from .remote import lean_env_line
 
@@ -78,8 +79,9 @@ def readd(ctx: DeployContext, plan: retries.RetryPlan) -> None:
     for d in plan.to_add:
         assert d.new_label is not None
         try:
-            argv = add_argv(ctx.host.pueue, d.command, group=d.group, label=d.new_label,
-                            workdir=d.workdir)
+            # a wrapped job records its outcome under its new label (ledger.relabel)
+            argv = add_argv(ctx.host.pueue, relabel(d.command, d.new_label, d.group),
+                            group=d.group, label=d.new_label, workdir=d.workdir)
         except ConfigError as exc:
             ctx.add_errors.append(f"{d.group}/{d.label}: {exc}")
             continue
@@ -134,6 +136,7 @@ def restart_group(group: str) -> Step:
     def restart(ctx: DeployContext) -> StepResult:
         state = ctx.state if ctx.options.dry else read_state(ctx.remote, group)
         assert state is not None
+        state = read_merged(ctx.remote, state, group)  # failures a clean removed, too
         plan = retries.plan_retries(state, groups=[group], budget=ctx.options.retry_budget,
                                     used=journal_used(ctx), retry_all=ctx.options.retry_all)
         readd(ctx, plan)

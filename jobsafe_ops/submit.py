@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import journal
+from . import journal, ledger
 from .audit import read_state
 from .batch import (
     BatchReport,
@@ -63,10 +63,14 @@ Progress = Callable[[int, int], None]
 # ---- acting (the only functions that touch the host) ----------------------------------
 
 def facts_script(batch_dir: str, workdirs: Sequence[str]) -> str:
-    """One round trip: receipts, count of finished unit commands, missing working dirs."""
+    """One round trip: receipts, the batch ledger's outcomes (failures in full, the labels
+    that succeeded), count of finished unit commands, missing working dirs."""
     d = quote(batch_dir)
     dirs = " ".join(quote(w) for w in workdirs)
-    return (f"echo @@receipts; cat {d}/receipts.tsv 2>/dev/null; echo; echo @@done; "
+    scan = ledger.scan_command(None, [ledger.ledger_path(batch_dir)], succeeded=True)
+    return (f"echo @@receipts; cat {d}/receipts.tsv 2>/dev/null; echo; echo @@ledger; "
+            f"if [ -d {d} ]; then {scan} 2>/dev/null; fi; "
+            "echo; echo @@done; "
             f"awk -F '\\t' '$2 == \"0\" {{print $1}}' {d}/done.tsv 2>/dev/null "
             f"| sort -u | wc -l; echo @@missing; "
             f"for w in {dirs}; do [ -d \"$w\" ] || printf '%s\\n' \"$w\"; done")
@@ -102,9 +106,13 @@ def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | N
         raise ConfigError(f"{host.name}: working directory {missing[0]} does not exist "
                           "(pueue >= 4.0.3 rejects it; AP-11); deploy first or fix workdir")
     receipts = parse_receipts("\n".join(facts.get("receipts", [])))
+    scanned = ledger.parse_scan("\n".join(facts.get("ledger", [])))
+    state = ledger.merge(probe.state, scanned.get("records") or [])
     done_count = int((facts.get("done") or ["0"])[0].strip() or 0)
     used = used_from_journal(journal.entries(host=host.name, action=RE_ADD_ACTION), host.name)
-    items = decide(specs, probe.state, receipts, budget=plan.retry_budget, used=used)
+    items = decide(specs, state, receipts, budget=plan.retry_budget, used=used,
+                   succeeded=frozenset(scanned.get("succeeded") or ()),
+                   units={label: u.jobs for label, u in unit_map.items()})
     groups = [s.group for s in specs]
     new_groups = tuple((g, host.group(g).parallel)
                        for g in dict.fromkeys(groups) if g not in probe.state.groups)
@@ -139,7 +147,7 @@ def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: boo
             remote.run(clean_argv(host.pueue, c.group, successful_only=True))
     for g, parallel in report.new_groups:
         ensure_group(remote, g, parallel)
-    text = commands_file(report.items, report.memcap.wrap, unit_map)
+    text = commands_file(report.items, report.memcap.wrap, unit_map, report.batch_dir)
     if not text:  # a rerun of a converged batch: nothing to upload, nothing to add
         return _counted(report, remote)
     bdir = report.batch_dir
