@@ -186,3 +186,53 @@ def refusal(host: Host, check: Check, label: str) -> str:
     return (f"{host.name}: {check.program} not found for job {label!r}{where}: jobs get the "
             f"SSH session's PATH with {path_shown(host)} in front; nothing was queued. "
             f"Fix: {fix}")
+
+
+def job_checks(jobs: Sequence[tuple[str, str, str, str]]) -> tuple[list[Check], dict[str, int]]:
+    """(label, workdir, command, prelude) per job -> the distinct checks, and each job's
+    check index (a job whose first program cannot be told statically has none)."""
+    checks: list[Check] = []
+    index: dict[Check, int] = {}
+    by_label: dict[str, int] = {}
+    for label, workdir, command, prelude in jobs:
+        name = first_program(command)
+        if name is None:
+            continue
+        check = Check(workdir, name, prelude)
+        if check not in index:
+            index[check] = len(checks)
+            checks.append(check)
+        by_label[label] = index[check]
+    return checks, by_label
+
+
+def first_refusal(host: Host, checks: Sequence[Check], by_label: dict[str, int],
+                  failed: Sequence[str], labels: Sequence[str]) -> str | None:
+    """The refusal for the first of `labels` whose check is among the `check_script`
+    output lines `failed`, or None when every one resolves."""
+    bad = {checks.index(c) for c in unresolved(checks, failed)}
+    for label in labels:
+        n = by_label.get(label)
+        if n is not None and n in bad:
+            return refusal(host, checks[n], label)
+    return None
+
+
+GUARD_MARK = "@@unresolved"
+
+
+def guard(checks: Sequence[Check]) -> str:
+    """A prefix for a mutating command: when a check fails, print GUARD_MARK and the
+    failed indices and stop (exit 0) before the command runs."""
+    return (f"m=$({check_script(checks)}\n); if [ -n \"$m\" ]; then echo {GUARD_MARK}; "
+            "printf '%s\\n' \"$m\"; exit 0; fi; ")
+
+
+def guarded_refusal(host: Host, checks: Sequence[Check], by_label: dict[str, int],
+                    stdout: str, labels: Sequence[str]) -> str | None:
+    """The refusal when a `guard`ed command stopped at its check, else None."""
+    lines = stdout.splitlines()
+    if not lines or lines[0].strip() != GUARD_MARK:
+        return None
+    return first_refusal(host, checks, by_label, lines[1:], labels) or \
+        f"{host.name}: a job's program does not resolve; nothing was queued"
