@@ -70,7 +70,7 @@ def not_found(host: Host, name: str, what: str = "") -> str:
     """One line: the program, the host, what needed it, and the key to set."""
     needed = f" (needed by {what})" if what else ""
     return (f"{host.name}: {name} not found on the host{needed}: not on the SSH session's "
-            f"PATH with {path_shown(host)} in front; install it or {key_fix(host, name)}")
+            f"PATH nor in {path_shown(host)}; install it or {key_fix(host, name)}")
 
 
 # ---- a job's first program ----------------------------------------------------------
@@ -181,11 +181,13 @@ def refusal(host: Host, check: Check, label: str) -> str:
     """The one line for a job whose program does not resolve: nothing was queued."""
     where = "" if check.program.startswith(("/", "~")) or "/" not in check.program else \
         f" (relative to its working directory {check.workdir})"
-    fix = ("fix the path in the playbook's command" if "/" in check.program
-           else f"{key_fix(host, check.program)}, or use its full path in the command")
-    return (f"{host.name}: {check.program} not found for job {label!r}{where}: jobs get the "
-            f"SSH session's PATH with {path_shown(host)} in front; nothing was queued. "
-            f"Fix: {fix}")
+    dirs = '"~/.local/bin"' if "~/.local/bin" not in host.path else '"/DIR/OF/IT"'
+    fix = ("fix the path in the command" if "/" in check.program else
+           f"add its directory to path (e.g. path = [{dirs}]) in {host_file(host)}, or use "
+           "its full path in the command")
+    return (f"{host.name}: {check.program} not found for job {label!r}{where}: not on the "
+            f"PATH jobs get (the SSH session's, with {path_shown(host)} in front); nothing "
+            f"was queued. Fix: {fix}")
 
 
 def job_checks(jobs: Sequence[tuple[str, str, str, str]]) -> tuple[list[Check], dict[str, int]]:

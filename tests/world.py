@@ -300,6 +300,7 @@ class SimHost:
     editable: bool = True
     # the host file's `path` key; None writes no key (the toolkit's default applies)
     path: tuple[str, ...] | None = HOST_PATH
+    pueue_key: str | None = None  # the host file's `pueue` (e.g. "~/.local/bin/pueue")
     groups: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_GROUPS))
     # the host key line in the inventory's known_hosts; rotate_host_key leaves it stale
     trusted_key: str = ""
@@ -621,11 +622,13 @@ class World:
         project: bool = True,
         extra_env: Mapping[str, str] | None = None,
         path: tuple[str, ...] | None = HOST_PATH,
+        pueue_key: str | None = None,
     ) -> SimHost:
         """Create and start host ``name``: sshd, pueued (``pueue``), ~/project (``project``).
         ``extra_env``: more variables of the host's login environment (sshd SetEnv), e.g. a
         secret an operator exported in their shell profile. ``path``: the host file's
-        `path` key (None: no key); pueue, pueued and uv are in ~/.local/bin either way."""
+        `path` key (None: no key); pueue, pueued and uv are in ~/.local/bin either way.
+        ``pueue_key``: the host file's `pueue` key (None: no key)."""
         if self._closed:
             raise WorldError("this world is closed")
         if name in self.hosts:
@@ -642,6 +645,7 @@ class World:
             memory_cap=memory_cap,
             editable=editable,
             path=None if path is None else tuple(path),
+            pueue_key=pueue_key,
             groups={g: dict(v) for g, v in (groups or DEFAULT_GROUPS).items()},
         )
         if len(str(host.pueue_socket)) > 100:  # sun_path holds 108 bytes
@@ -809,6 +813,8 @@ class World:
         ]
         if host.path is not None:
             lines.append(f"path = {_toml_value(host.path)}")
+        if host.pueue_key is not None:
+            lines.append(f"pueue = {_toml_value(host.pueue_key)}")
         for group, spec in host.groups.items():
             lines.append(f"[groups.{group}]")
             lines.extend(f"{k} = {_toml_value(v)}" for k, v in spec.items())
