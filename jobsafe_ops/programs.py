@@ -225,8 +225,9 @@ GUARD_MARK = "@@unresolved"
 
 def guard(checks: Sequence[Check]) -> str:
     """A prefix for a mutating command: when a check fails, print GUARD_MARK and the
-    failed indices and stop (exit 0) before the command runs."""
-    return (f"m=$({check_script(checks)}\n); if [ -n \"$m\" ]; then echo {GUARD_MARK}; "
+    failed indices and stop (exit 0) before the command runs. (`$( (` keeps its space:
+    `$((` would open an arithmetic expansion.)"""
+    return (f"m=$( {check_script(checks)}\n); if [ -n \"$m\" ]; then echo {GUARD_MARK}; "
             "printf '%s\\n' \"$m\"; exit 0; fi; ")
 
 
