@@ -11,13 +11,15 @@ Every simulated host is a separate "machine" although all of them run as the loc
   origin with a ``.venv`` made by uv), ``~/.local/share/pueue`` (pueue's state) and the
   XDG directories;
 * sshd's ``SetEnv`` sets HOME, PATH, PUEUE_CONFIG_PATH and the XDG variables for every
-  session. sshd always starts a session in the *passwd* home directory, so a small
+  session. PATH is the Debian non-login one (``LEAN_PATH``): pueue, pueued and uv live in
+  the host's ``~/.local/bin`` only, as their official installers put them, and the host
+  files say ``path = ["~/.local/bin"]`` (``add_host(path=...)`` changes that). sshd always starts a session in the *passwd* home directory, so a small
   ``ForceCommand`` wrapper (``root/login.sh``) changes to ``$HOME`` first and then runs
   the requested command with the login shell, exactly as sshd would (SFTP requests are
   handed to ``sftp-server``, which then starts in ``$HOME`` too).
 
-``host.run(cmd)`` runs a command locally with the same environment, for test setup and
-inspection without SSH. ``world.inventory`` is what the toolkit reads: ``ssh_config``,
+``host.run(cmd)`` runs a command locally as a login shell on the host would (the same
+environment with ``~/.local/bin`` on PATH), for test setup and inspection without SSH. ``world.inventory`` is what the toolkit reads: ``ssh_config``,
 ``known_hosts`` and one ``<name>.toml`` per host. ``world.env()`` is the environment for
 running the toolkit's CLI as a subprocess on a throwaway "laptop" HOME.
 

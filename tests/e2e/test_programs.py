@@ -132,8 +132,8 @@ def test_submit_batch_refuses_a_job_that_would_exit_127(world: World, bare: SimH
                     f'command = "{UV_JOB}"\nlabel = "uvsweep:{{n}}"\n'
                     '[matrix]\nn = ["a", "b"]\n')
     before = bare.pueue_status()
-    for dry in ((), ("--dry",)):
-        r = inv(world, "submit-batch", "--host", "bare", "--playbook", str(book), *dry)
+    for extra in ((), ("--dry",), ("--units", "--unit-size", "1")):
+        r = inv(world, "submit-batch", "--host", "bare", "--playbook", str(book), *extra)
         assert r.returncode == 2, r.stdout + r.stderr
         (line,) = error_lines(r)
         assert_names_uv(line, bare)
@@ -174,3 +174,23 @@ def test_retry_failed_refuses_before_re_adding(world: World, bare: SimHost) -> N
         r = inv(world, "retry-failed", "--host", "bare", "--group", "p1", "--retry-all")
     assert r.returncode == 0, r.stdout + r.stderr
     assert any(t["label"] == "R@uv-retry-1" for t in _tasks(bare).values())
+
+
+def test_pueue_without_its_key_is_one_line_naming_it(world: World, bare: SimHost) -> None:
+    """No `pueue` key and no `path`: every command stops with the one line, exit 4."""
+    bare.pueue_key = None
+    world.write_inventory()
+    try:
+        for args in (("audit", "--host", "bare"), ("retry-failed", "--host", "bare",
+                                                   "--group", "p1")):
+            r = inv(world, *args)
+            assert r.returncode == 4, r.stdout + r.stderr
+            (line,) = error_lines(r)
+            assert line.startswith("error: bare: ") and "pueue not found on the host" in line
+            assert 'set pueue = "/full/path/to/pueue"' in line or "set `pueue`" in line, line
+            assert "path" in line and "command not found" not in line
+        report = json.loads(inv(world, "probe", "--host", "bare", "--json").stdout)
+        assert report["programs"]["pueue"] is None
+    finally:
+        bare.pueue_key = "~/.local/bin/pueue"
+        world.write_inventory()
