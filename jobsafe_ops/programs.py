@@ -36,6 +36,12 @@ _NOT_FOUND = (
 )
 
 
+def looked_up(name: str) -> bool:
+    """A program found through PATH or the host file's pueue/uv keys: `not_found` names
+    the key that fixes it. Another missing path (a venv's python) is its caller's to say."""
+    return "/" not in name or name.rsplit("/", 1)[-1] in ("pueue", "pueued", "uv")
+
+
 def missing_program(stderr: str) -> str | None:
     """The program a shell (or env) could not find, from its exit-127 stderr, or None."""
     for line in stderr.splitlines():

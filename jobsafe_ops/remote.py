@@ -158,10 +158,10 @@ class Remote:
                               "status (connection dropped or the session was killed); "
                               "rerun the same command once the host is back (it converges)")
         if result.exited == 127:  # the shell (or env) found no such program
-            from .programs import missing_program, not_found
+            from .programs import looked_up, missing_program, not_found
 
             name = missing_program(result.stderr)
-            if name:
+            if name and looked_up(name):
                 raise RemoteError(not_found(self.host, name, f"`{_short(text, 40)}`"))
         if check and not result.ok:
             first = (result.stderr.strip() or result.stdout.strip()).splitlines()

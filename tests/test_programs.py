@@ -95,6 +95,14 @@ def test_a_program_that_does_not_resolve_is_one_line_naming_the_key(
         assert "command not found" not in text and "\n" not in text
 
 
+def test_a_missing_venv_python_is_left_to_its_caller(tmp_path: Path) -> None:
+    """No PATH key fixes a missing .venv/bin/python: deploy's VERIFY reports it itself."""
+    r = local(()).run([str(tmp_path / ".venv/bin/python"), "-c", "1"], check=False)
+    assert r.exited == 127 and "python: not found" in r.stderr  # dash's wording
+    with pytest.raises(RemoteError, match="failed: sh: 1: .*python: not found"):
+        local(()).run([str(tmp_path / ".venv/bin/python")])
+
+
 def test_path_prefix_quotes_and_expands_home() -> None:
     host = Host(name="h", ssh="x", project_dir="/p", package="x",
                 path=("~", "~/my tools", "/opt/$x"))

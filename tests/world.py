@@ -11,17 +11,19 @@ Every simulated host is a separate "machine" although all of them run as the loc
   origin with a ``.venv`` made by uv), ``~/.local/share/pueue`` (pueue's state) and the
   XDG directories;
 * sshd's ``SetEnv`` sets HOME, PATH, PUEUE_CONFIG_PATH and the XDG variables for every
-  session. PATH is the Debian non-login one (``LEAN_PATH``): pueue, pueued and uv live in
-  the host's ``~/.local/bin`` only, as their official installers put them, and the host
-  files say ``path = ["~/.local/bin"]`` (``add_host(path=...)`` changes that). sshd always starts a session in the *passwd* home directory, so a small
-  ``ForceCommand`` wrapper (``root/login.sh``) changes to ``$HOME`` first and then runs
-  the requested command with the login shell, exactly as sshd would (SFTP requests are
-  handed to ``sftp-server``, which then starts in ``$HOME`` too).
+  session. PATH is the Debian non-login one (``LEAN_PATH``): pueue, pueued and uv live
+  in the host's ``~/.local/bin`` only, as their official installers put them, and the
+  host files say ``path = ["~/.local/bin"]`` (``add_host(path=...)`` changes that). sshd
+  always starts a session in the *passwd* home directory, so a small ``ForceCommand``
+  wrapper (``root/login.sh``) changes to ``$HOME`` first and then runs the requested
+  command with the login shell, exactly as sshd would (SFTP requests are handed to
+  ``sftp-server``, which then starts in ``$HOME`` too).
 
 ``host.run(cmd)`` runs a command locally as a login shell on the host would (the same
-environment with ``~/.local/bin`` on PATH), for test setup and inspection without SSH. ``world.inventory`` is what the toolkit reads: ``ssh_config``,
-``known_hosts`` and one ``<name>.toml`` per host. ``world.env()`` is the environment for
-running the toolkit's CLI as a subprocess on a throwaway "laptop" HOME.
+environment with ``~/.local/bin`` on PATH), for test setup and inspection without SSH.
+``world.inventory`` is what the toolkit reads: ``ssh_config``, ``known_hosts`` and one
+``<name>.toml`` per host. ``world.env()`` is the environment for running the toolkit's
+CLI as a subprocess on a throwaway "laptop" HOME.
 
 pueue: the stand-in in ``tests/fakes/pueue`` unless ``JOBSAFE_REAL_PUEUE=1``, or unless
 real ``pueue``/``pueued`` binaries are on PATH (``JOBSAFE_REAL_PUEUE=0`` forces the
@@ -703,11 +705,12 @@ class World:
 
     def _host_env(self, host: SimHost, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         home = host.home
+        path = LEAN_PATH.split(os.pathsep)  # pueue and uv are in ~/.local/bin, not here
         env = {k: os.environ[k] for k in PASSTHROUGH_ENV if os.environ.get(k)}
         env.update(
             {
                 "HOME": str(home),
-                "PATH": LEAN_PATH,
+                "PATH": os.pathsep.join(path),
                 "PUEUE_CONFIG_PATH": str(host.pueue_config),
                 "XDG_DATA_HOME": str(home / ".local" / "share"),
                 "XDG_CONFIG_HOME": str(home / ".config"),
