@@ -194,3 +194,27 @@ def test_pueue_without_its_key_is_one_line_naming_it(world: World, bare: SimHost
     finally:
         bare.pueue_key = "~/.local/bin/pueue"
         world.write_inventory()
+
+
+def test_deploy_kill_refuses_to_re_add_a_job_that_would_exit_127(world: World,
+                                                                  bare: SimHost) -> None:
+    bare.run("pueue add -g p1 -l K@uv -w ~/project -- "
+             "\"uv run --no-sync python -c 'import time; time.sleep(120)'\"", check=True)
+    wait_for(lambda: any(t["label"] == "K@uv" and "Running" in t["status"]
+                         for t in _tasks(bare).values()), what="K@uv running")
+    world.commit_to_origin({"NOTES": "programs\n"}, "programs test")
+    r, rep = deploy(world, bare, "--on-running", "kill", "--watch", "0")
+    assert r.returncode == 2, r.stderr
+    assert step(rep, "restart")["status"] == "failed"
+    (line,) = error_lines(r)
+    assert_names_uv(line, bare)
+    assert "K@uv-retry-1" in line and "nothing was queued" in line
+    labels = {t["label"] for t in _tasks(bare).values()}
+    assert "K@uv" in labels and "K@uv-retry-1" not in labels
+
+    # fixed host file: the next deploy re-adds the job the first one killed (journal)
+    with host_path(world, bare, HOST_PATH):
+        r, rep = deploy(world, bare, "--on-running", "kill", "--watch", "0")
+    assert r.returncode == 0, r.stderr
+    assert "K@uv-retry-1" in {t["label"] for t in _tasks(bare).values()}
+    assert bare.pueue_status()["groups"]["p1"]["status"] == "Running"
