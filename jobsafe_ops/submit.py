@@ -24,6 +24,7 @@ from . import journal, programs
 from .audit import read_state
 from .batch import (
     BatchReport,
+    Item,
     Unit,
     absolute,
     command_line,
@@ -134,7 +135,7 @@ def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | N
     return report, unit_map
 
 
-def _adding(items: Sequence[Any], unit_map: dict[str, Unit]) -> list[str]:
+def _adding(items: Sequence[Item], unit_map: dict[str, Unit]) -> list[str]:
     """The labels whose commands would run: each added job, each added unit and its jobs."""
     out = []
     for it in items:
