@@ -93,8 +93,9 @@ def naive(world: object, host_name: str, sample: int) -> float:
     env = world.env()  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     for i in range(sample):
-        cmd = (f"pueue add --group {GROUP} --label naive-{i} --working-directory ~/project "
-               f"--print-task-id -- true")
+        # the world's hosts have pueue in ~/.local/bin only (not on the non-login PATH)
+        cmd = (f"~/.local/bin/pueue add --group {GROUP} --label naive-{i} "
+               "--working-directory ~/project --print-task-id -- true")
         subprocess.run(argv(host_name, cmd), env=env, check=True, capture_output=True,
                        stdin=subprocess.DEVNULL)
     return (time.perf_counter() - t0) / sample

@@ -255,7 +255,7 @@ def hosts_cmd(inventory: str | None, json_out: bool) -> int:
 
 def _host_dict(h: Host) -> dict[str, Any]:
     return {"ssh": h.ssh, "project_dir": h.project_dir, "package": h.package,
-            "branch": h.branch, "memory_cap": h.memory_cap,
+            "branch": h.branch, "memory_cap": h.memory_cap, "path": list(h.path),
             "groups": {g.name: {"parallel": g.parallel, "min": g.min, "max": g.max,
                                 "job_memory": g.job_memory} for g in h.groups.values()}}
 

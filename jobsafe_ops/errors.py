@@ -20,10 +20,12 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success; for monitor: every job of the group is done and succeeded",
     EXIT_FAILED: "jobs failed (monitor/audit/deploy verdict) or lint findings",
-    EXIT_BAD_INPUT: "bad input or configuration (host file, playbook, flag); nothing was changed",
+    EXIT_BAD_INPUT: "bad input or configuration (host file, playbook, flag; a job's program "
+    "not found on the host); nothing was changed",
     EXIT_REFUSED: "refused for safety: lock held, running jobs under --on-running abort, "
     "memory cap unavailable, retry budget spent; for monitor: still running at timeout",
-    EXIT_UNREACHABLE: "host unreachable, host key refused, or a remote command failed",
+    EXIT_UNREACHABLE: "host unreachable, host key refused, or a remote command failed (or "
+    "its program was not found)",
     EXIT_PARTIAL: "partial: some hosts of a multi-host run failed",
     EXIT_NOTHING_SELECTED: "monitor: nothing selected (the group has no tasks, or no label "
     "matches --label-glob); --until-done stops on it",

@@ -215,7 +215,7 @@ class Deadline:
 
 def upgrade_argv(ctx: DeployContext, version: str) -> list[str]:
     dist = ctx.host.dist_name
-    return ["uv", "pip", "install", "--python", ctx.python, "--refresh-package", dist,
+    return [ctx.host.uv, "pip", "install", "--python", ctx.python, "--refresh-package", dist,
             "--index-url", ctx.host.index_url, f"{dist}=={version}"]
 
 

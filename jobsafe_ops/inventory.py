@@ -23,6 +23,9 @@ LOCAL_SSH = "local"
 MAX_SIZE = 1024**5
 # pueue spawns that many workers; a value beyond any machine's cores is a typo.
 MAX_PARALLEL = 4096
+# the official uv and pueue installers (and pip --user, pipx) put programs here, and a
+# login shell has it on PATH (Debian/Ubuntu ~/.profile); a non-login SSH session does not
+DEFAULT_PATH = ("~/.local/bin",)
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SSH_TARGET = re.compile(r"^[^\s-][^\s]*$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
@@ -65,6 +68,10 @@ class Host:
     index_url: str = "https://pypi.org/simple/"
     memory_cap: bool = True
     pueue: str = "pueue"
+    uv: str = "uv"
+    # directories prepended to PATH for every remote command and every job (~ = the host's
+    # HOME): a non-login SSH session's PATH lacks ~/.local/bin, where uv and pueue install
+    path: tuple[str, ...] = DEFAULT_PATH
     checkpoints: tuple[str, ...] = ()
     state_warn_mb: float = 10.0
     state_alarm_mb: float = 50.0
@@ -107,6 +114,8 @@ _HOST_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "index_url": (str, False),
     "memory_cap": (bool, False),
     "pueue": (str, False),
+    "uv": (str, False),
+    "path": (list, False),
     "checkpoints": (list, False),
     "state_warn_mb": ((int, float), False),
     "state_alarm_mb": ((int, float), False),
@@ -241,14 +250,30 @@ def load_host_file(path: Path, defaults: Mapping[str, Any] | None = None) -> Hos
     checkpoints = data.get("checkpoints", [])
     if not all(isinstance(c, str) for c in checkpoints):
         raise ConfigError(f"{where}: field 'checkpoints' must be a list of path patterns")
+    dirs = _path_dirs(data.get("path", list(DEFAULT_PATH)), where)
     if not data["project_dir"].startswith(("/", "~")):
         raise ConfigError(
             f"{where}: project_dir {data['project_dir']!r} must be absolute or start with ~"
         )
-    kwargs = {k: v for k, v in data.items() if k not in ("groups", "checkpoints")}
+    kwargs = {k: v for k, v in data.items() if k not in ("groups", "checkpoints", "path")}
     return Host(
-        name=path.stem, groups=groups, checkpoints=tuple(checkpoints), source=where, **kwargs
+        name=path.stem, groups=groups, checkpoints=tuple(checkpoints), path=dirs,
+        source=where, **kwargs
     )
+
+
+def _path_dirs(dirs: list[Any], where: str) -> tuple[str, ...]:
+    """`path = ["~/.local/bin", "/opt/x/bin"]`: absolute or ~/ directories, no ':'."""
+    for d in dirs:
+        if not isinstance(d, str) or not d.strip():
+            raise ConfigError(f"{where}: field 'path' must be a list of directories, got "
+                              f"{_shown(d)}; write path = [\"~/.local/bin\"]")
+        if not (d.startswith("/") or d == "~" or d.startswith("~/")) or ":" in d \
+                or any(ch in d for ch in "\n\r\0"):
+            raise ConfigError(f"{where}: path entry {d!r} must be an absolute or ~/ directory "
+                              "without ':' (it is prepended to PATH on the host); write e.g. "
+                              'path = ["~/.local/bin", "/opt/tools/bin"]')
+    return tuple(dirs)
 
 
 def inventory_dir(explicit: str | os.PathLike[str] | None = None) -> Path:

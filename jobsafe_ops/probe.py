@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .inventory import Host
+from .programs import PROBED, key_fix
 from .pueue import PueueState, parse_status, parse_version, status_failure
-from .remote import Remote, program
+from .remote import Remote, program, quote
 
 MEMCAP_TEST_MAX = "64M"
 
@@ -39,12 +40,23 @@ def dotenv_script(project_dir: str) -> str:
             "else echo absent; fi")
 
 
-def probe_script(pueue: str, swap_interval: float = 1.0, project_dir: str | None = None) -> str:
+def programs_script(pueue: str = "pueue", uv: str = "uv") -> str:
+    """Where each program a command needs resolves (`command -v`, under the PATH every
+    remote command gets: the session's with the host file's `path` in front)."""
+    names = {"pueue": pueue, "uv": uv}
+    lines = [f"printf '%s\\t%s\\n' {quote(name)} \"$(command -v {program(names.get(name, name))}"
+             ' 2>/dev/null)"' for name in PROBED]
+    return "echo @@path; printf '%s\\n' \"$PATH\"\necho @@programs\n" + "\n".join(lines)
+
+
+def probe_script(pueue: str, swap_interval: float = 1.0, project_dir: str | None = None,
+                 uv: str = "uv") -> str:
     """One remote round trip. Every section is delimited so a missing tool degrades to
     'unknown' instead of failing the probe."""
     p = program(pueue)
     dotenv = dotenv_script(project_dir) if project_dir else ""
     return f"""
+{programs_script(pueue, uv)}
 {NPROC}
 {MEMINFO}
 {LOADAVG}
@@ -92,12 +104,20 @@ class Probe:
     state: PueueState | None = field(default=None, compare=False, repr=False)
     dotenv: str | None = None  # the project's .env: "absent", its octal mode, None = unread
     dotenv_path: str | None = None
+    # (name, where it resolves or None) for PROBED; the PATH remote commands get
+    programs: tuple[tuple[str, str | None], ...] = ()
+    path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("state")
         d["groups"] = [asdict(g) for g in self.groups]
+        d["programs"] = dict(self.programs)
         return d
+
+    @property
+    def unresolved(self) -> list[str]:
+        return [name for name, where in self.programs if where is None]
 
     def expand(self, path: str) -> str:
         """'~/project' -> absolute path on the host (SFTP and -w do not expand ~)."""
@@ -206,7 +226,19 @@ def parse_probe(host: str, text: str, project_dir: str | None = None) -> Probe:
         memcap_reason=reason, groups=groups, state=state,
         dotenv=parse_dotenv(s.get("dotenv")),
         dotenv_path=project_dir.rstrip("/") + "/.env" if project_dir else None,
+        programs=parse_programs(s.get("programs", [])),
+        path=(s.get("path") or [""])[0] or None,
     )
+
+
+def parse_programs(lines: list[str]) -> tuple[tuple[str, str | None], ...]:
+    """The @@programs section (`name<TAB>path`, empty when it does not resolve)."""
+    out = []
+    for line in lines:
+        name, sep, where = line.partition("\t")
+        if sep and name:
+            out.append((name, where.strip() or None))
+    return tuple(out)
 
 
 def parse_dotenv(lines: list[str] | None) -> str | None:
@@ -225,8 +257,8 @@ def dotenv_exposed(mode: str) -> bool:
 def run_probe(remote: Remote, swap_interval: float = 1.0, *, readonly: bool = False) -> Probe:
     """`readonly`: a poll (deploy's monitor window) that may reconnect (remote.Remote)."""
     host = remote.host
-    result = remote.run(probe_script(host.pueue, swap_interval, host.project_dir), check=False,
-                        readonly=readonly)
+    result = remote.run(probe_script(host.pueue, swap_interval, host.project_dir, host.uv),
+                        check=False, readonly=readonly)
     return parse_probe(host.name, result.stdout, host.project_dir)
 
 
@@ -273,6 +305,8 @@ def verdicts(probe: Probe, host: Host) -> list[Verdict]:
     out.append(Verdict("pueue", probe.pueue_error is None,
                        "ok" if probe.pueue_error is None else "alarm",
                        probe.pueue_version or "?", probe.pueue_error or "daemon answers"))
+    if probe.programs:
+        out.append(programs_verdict(probe, host))
     if probe.dotenv is not None:
         out.append(dotenv_verdict(probe.dotenv, probe.dotenv_path or ".env"))
     if host.memory_cap:
@@ -290,3 +324,15 @@ def dotenv_verdict(state: str, path: str) -> Verdict:
         return Verdict(".env", False, "warn", f"mode {state}",
                        f"{path} is readable by group or others; fix: chmod 600 {path}")
     return Verdict(".env", True, "ok", f"mode {state}", f"{path}: owner only")
+
+
+def programs_verdict(probe: Probe, host: Host) -> Verdict:
+    """pueue, uv, python3, git, systemd-run: each resolves, or the key that makes it."""
+    missing = probe.unresolved
+    if not missing:
+        return Verdict("programs", True, "ok", "all found",
+                       ", ".join(f"{n} {w}" for n, w in probe.programs))
+    first = missing[0]
+    return Verdict("programs", False, "warn", "missing: " + ", ".join(missing),
+                   f"{first} not found on {host.name}'s PATH ({probe.path or '?'}); "
+                   f"{key_fix(host, first)}")

@@ -352,8 +352,12 @@ def status_failure(text: str, rc: int | str = 1) -> str:
         return DAEMON_DOWN
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if "not found" in text or str(rc) in ("127", "rc 127"):
-        return f"pueue not found on the host: {lines[0] if lines else text.strip()}; " \
-               "install it or set `pueue` in the host file to its full path"
+        from .programs import missing_program
+
+        name = missing_program(text) or "pueue"  # the program, not the shell's wording
+        return f"{name} not found on the host (exit 127); " \
+               "install it, or set `pueue` in the host file to its full path or add its " \
+               "directory to `path` (e.g. path = [\"~/.local/bin\"])"
     causes = [m.group(1) for ln in lines if (m := re.match(r"^\d+:\s*(.+)$", ln))]
     if causes:
         return "pueue status failed: " + "; ".join(causes)

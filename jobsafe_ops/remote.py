@@ -90,6 +90,15 @@ def lean_env_line(argv: Sequence[str], keep: Sequence[str] = ()) -> str:
     return f"env -i {kept} {join(argv)}"
 
 
+def path_prefix(host: Host) -> str:
+    """`export PATH=<the host file's path>:"$PATH"; `, put in front of every remote command
+    (and so of every job: the feeder and `env -i` pass PATH on); "" without `path`."""
+    if not host.path:
+        return ""
+    dirs = ['"$HOME"' if d == "~" else program(d) for d in host.path]
+    return f'export PATH={":".join(dirs)}:"$PATH"; '
+
+
 def shell_line(command: str | Sequence[str]) -> str:
     """A command as the shell line that runs it: a string as is, an argv through `join`."""
     return command if isinstance(command, str) else join(command)
@@ -141,7 +150,8 @@ class Remote:
             readonly: bool = False) -> Result:
         text = shell_line(command)
         self.round_trips += 1
-        return self._checked(text, self._run(text, timeout=timeout, stdin=stdin), check)
+        wired = path_prefix(self.host) + text
+        return self._checked(text, self._run(wired, timeout=timeout, stdin=stdin), check)
 
     def stream(self, command: str | Sequence[str], on_line: Callable[[str], None], *,
                check: bool = True, timeout: float | None = None) -> Result:
@@ -149,7 +159,8 @@ class Remote:
         progress lines drive a progress bar while it runs on the host)."""
         text = shell_line(command)
         self.round_trips += 1
-        return self._checked(text, self._stream(text, on_line, timeout=timeout), check)
+        wired = path_prefix(self.host) + text
+        return self._checked(text, self._stream(wired, on_line, timeout=timeout), check)
 
     def reopen_if_dropped(self, purpose: str) -> str | None:
         """Reopen a dead connection on purpose for one idempotent clean-up of our own
@@ -166,6 +177,12 @@ class Remote:
                                     "exit status (connection dropped or the session was "
                                     "killed); rerun the same command once the host is back "
                                     "(it converges)")
+        if result.exited == 127:  # the shell (or env) found no such program
+            from .programs import looked_up, missing_program, not_found
+
+            name = missing_program(result.stderr)
+            if name and looked_up(name):
+                raise RemoteError(not_found(self.host, name, f"`{_short(text, 40)}`"))
         if check and not result.ok:
             first = (result.stderr.strip() or result.stdout.strip()).splitlines()
             detail = first[0] if first else f"exit {result.exited}"

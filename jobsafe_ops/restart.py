@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from . import journal
+from . import journal, programs
 from . import retry as retries
 from .audit import read_state
 from .deploy_context import DeployContext, KilledTask, ReAdded, Step, StepResult
@@ -75,7 +75,12 @@ def _restart_result(ctx: DeployContext, plan: retries.RetryPlan,
 def readd(ctx: DeployContext, plan: retries.RetryPlan) -> None:
     """Fresh `pueue add` per planned retry (never `pueue restart`: in v4 it drops the
     dependencies and, looped, caused the 60 -> 12,800 task runaway), in the lean add
-    environment plus the failed task's `pass_env` names (retry.carried_env)."""
+    environment plus the failed task's `pass_env` names (retry.carried_env). The first add
+    carries the check that every command's first program resolves (item 3): a job that
+    would exit 127 refuses the whole re-add (exit 2) before anything is queued."""
+    checks, check_of = programs.job_checks(
+        [(d.new_label or d.label, d.workdir, d.command, "") for d in plan.to_add])
+    guard = programs.guard(checks) if checks and not ctx.options.dry else ""
     for d in plan.to_add:
         assert d.new_label is not None
         try:
@@ -90,7 +95,13 @@ def readd(ctx: DeployContext, plan: retries.RetryPlan) -> None:
             continue
         # lean env: the SSH session's environment (and any secret in it) must not be
         # stored with the task; the old task's `envs` are never copied either
-        r = ctx.remote.run(lean_env_line(argv, d.env_names), check=False)
+        r = ctx.remote.run(guard + lean_env_line(argv, d.env_names), check=False)
+        if guard:
+            guard = ""
+            refused = programs.guarded_refusal(ctx.host, checks, check_of, r.stdout,
+                                               [x.new_label or x.label for x in plan.to_add])
+            if refused:
+                raise ConfigError(refused)
         if not r.ok:
             why = (r.stderr.strip() or r.stdout.strip() or f"exit {r.exited}").splitlines()
             ctx.add_errors.append(f"{d.group}/{d.new_label}: {why[-1] if why else ''}")

@@ -21,10 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import journal, ledger
+from . import journal, ledger, programs
 from .audit import read_state
 from .batch import (
     BatchReport,
+    Item,
     Unit,
     absolute,
     command_line,
@@ -43,7 +44,7 @@ from .monitor_filter import STATUS_FAILED
 from .playbook import JobSpec, Plan, load_playbook, plan_batch
 from .probe import run_probe, sections
 from .pueue import clean_argv, group_add_argv, status_failure
-from .remote import Remote, quote, session
+from .remote import Remote, exports, quote, session
 from .retry import RE_ADD_ACTION, used_from_journal
 from .submit_view import batch_view, progress_bars
 
@@ -62,9 +63,11 @@ Progress = Callable[[int, int], None]
 
 # ---- acting (the only functions that touch the host) ----------------------------------
 
-def facts_script(batch_dir: str, workdirs: Sequence[str]) -> str:
+def facts_script(batch_dir: str, workdirs: Sequence[str],
+                 checks: Sequence[programs.Check] = ()) -> str:
     """One round trip: receipts, the batch ledger's outcomes (failures in full, the labels
-    that succeeded), count of finished unit commands, missing working dirs."""
+    that succeeded), count of finished unit commands, missing working dirs, and the jobs'
+    first programs that do not resolve (programs.check_script)."""
     d = quote(batch_dir)
     dirs = " ".join(quote(w) for w in workdirs)
     scan = ledger.scan_command(None, [ledger.ledger_path(batch_dir)], succeeded=True)
@@ -73,7 +76,8 @@ def facts_script(batch_dir: str, workdirs: Sequence[str]) -> str:
             "echo; echo @@done; "
             f"awk -F '\\t' '$2 == \"0\" {{print $1}}' {d}/done.tsv 2>/dev/null "
             f"| sort -u | wc -l; echo @@missing; "
-            f"for w in {dirs}; do [ -d \"$w\" ] || printf '%s\\n' \"$w\"; done")
+            f"for w in {dirs}; do [ -d \"$w\" ] || printf '%s\\n' \"$w\"; done"
+            + (f"\necho @@unresolved\n{programs.check_script(checks)}" if checks else ""))
 
 
 def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | None,
@@ -100,7 +104,11 @@ def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | N
         after[0] = replace(after[0], after=tuple(s.label for s in specs))
     specs = [*specs, *after]
     workdirs = sorted({s.workdir for s in specs})
-    facts = sections(remote.run(facts_script(batch_dir, workdirs), check=False).stdout)
+    checks, check_of = programs.job_checks(
+        [(s.label, s.workdir, s.command, exports(s.env) if s.env else "")
+         for s in (*jobs, *specs)])
+    facts = sections(remote.run(facts_script(batch_dir, workdirs, checks),
+                                check=False).stdout)
     missing = [w for w in facts.get("missing", []) if w.strip()]
     if missing:
         raise ConfigError(f"{host.name}: working directory {missing[0]} does not exist "
@@ -113,6 +121,10 @@ def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | N
     items = decide(specs, state, receipts, budget=plan.retry_budget, used=used,
                    succeeded=frozenset(scanned.get("succeeded") or ()),
                    units={label: u.jobs for label, u in unit_map.items()})
+    refused = programs.first_refusal(host, checks, check_of, facts.get("unresolved", []),
+                                     _adding(items, unit_map))
+    if refused:  # item 3: a job that would exit 127; nothing was changed on the host
+        raise ConfigError(refused)
     groups = [s.group for s in specs]
     new_groups = tuple((g, host.group(g).parallel)
                        for g in dict.fromkeys(groups) if g not in probe.state.groups)
@@ -130,6 +142,18 @@ def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | N
         pueue=probe.expand(host.pueue), sample=sample, units=len(unit_map),
         done_inside_units=done_count)
     return report, unit_map
+
+
+def _adding(items: Sequence[Item], unit_map: dict[str, Unit]) -> list[str]:
+    """The labels whose commands would run: each added job, each added unit and its jobs."""
+    out = []
+    for it in items:
+        if it.action == "add":
+            out.append(it.label)
+            unit = unit_map.get(it.label)
+            if unit is not None:
+                out.extend(label for label, _, _ in unit.commands)
+    return out
 
 
 def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: bool = False,

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Group as RGroup
 from rich.console import RenderableType
+from rich.markup import escape
 from rich.table import Table
 
 from .audit import Audit
@@ -48,6 +49,10 @@ def probe_view(p: Probe, host: Host) -> RenderableType:
     facts.add_row("load 1/5/15", load)
     facts.add_row("swap in/out", f"{p.swap_in}/{p.swap_out} pages")
     facts.add_row("pueue", p.pueue_version or f"[red]{p.pueue_error}")
+    if p.programs:  # where each resolves under the PATH remote commands and jobs get
+        facts.add_row("PATH", escape(p.path or "?"))
+        facts.add_row("programs", ", ".join(
+            f"{n} {escape(w)}" if w else f"[red]{n} NOT FOUND" for n, w in p.programs))
     facts.add_row("state file", f"{p.state_file} ({p.state_size} bytes)" if p.state_file
                   else "none yet")
     facts.add_row("memory cap", ("yes: " if p.memcap else "no: ") + p.memcap_reason)

@@ -248,7 +248,7 @@ class ScriptedHost(Remote):
         self.commands.append(text)
         if " parallel " in text:
             argv = shlex.split(text)
-            self.parallel[argv[argv.index("--group") + 1]] = int(argv[2])
+            self.parallel[argv[argv.index("--group") + 1]] = int(argv[argv.index("parallel") + 1])
             return Result(text, 'Parallel tasks setting adjusted\n', "", 0)
         payload = {
             "groups": {n: {"status": "Running", "parallel": p, "counts": {"queued": self.queued},

@@ -144,7 +144,10 @@ def test_fabric_forwards_no_local_environment(monkeypatch: pytest.MonkeyPatch) -
     ssh = remote_mod.SSHRemote(host, conn)
     ssh.run(["pueue", "status", "--json"])
     ssh.stream(["python3", "feeder.py"], lambda line: None)
-    assert channel.commands == ["pueue status --json", "python3 feeder.py"]  # no export prefix
+    # no export of the laptop's environment: only the host file's `path` (default
+    # ~/.local/bin, expanded on the host) goes in front
+    prefix = 'export PATH="$HOME"/.local/bin:"$PATH"; '
+    assert channel.commands == [prefix + "pueue status --json", prefix + "python3 feeder.py"]
     assert channel.env == []  # no SSH env requests either
     assert SECRET not in repr(channel.commands)
 

@@ -211,4 +211,7 @@ def test_status_failure_keeps_the_causes_of_any_other_report():
     assert status_failure(report, 1) == \
         "pueue status failed: Failed to read state; Permission denied (os error 13)"
     assert status_failure("sh: 1: pueue: not found", 127).startswith("pueue not found")
+    full = status_failure("bash: line 5: /opt/pueue: No such file or directory", "rc 127")
+    assert full.startswith("/opt/pueue not found on the host (exit 127); install it, or set "
+                           "`pueue` in the host file") and "bash" not in full
     assert status_failure("", 3) == "pueue status failed: exit 3"

@@ -11,15 +11,19 @@ Every simulated host is a separate "machine" although all of them run as the loc
   origin with a ``.venv`` made by uv), ``~/.local/share/pueue`` (pueue's state) and the
   XDG directories;
 * sshd's ``SetEnv`` sets HOME, PATH, PUEUE_CONFIG_PATH and the XDG variables for every
-  session. sshd always starts a session in the *passwd* home directory, so a small
-  ``ForceCommand`` wrapper (``root/login.sh``) changes to ``$HOME`` first and then runs
-  the requested command with the login shell, exactly as sshd would (SFTP requests are
-  handed to ``sftp-server``, which then starts in ``$HOME`` too).
+  session. PATH is the Debian non-login one (``LEAN_PATH``): pueue, pueued and uv live
+  in the host's ``~/.local/bin`` only, as their official installers put them, and the
+  host files say ``path = ["~/.local/bin"]`` (``add_host(path=...)`` changes that). sshd
+  always starts a session in the *passwd* home directory, so a small ``ForceCommand``
+  wrapper (``root/login.sh``) changes to ``$HOME`` first and then runs the requested
+  command with the login shell, exactly as sshd would (SFTP requests are handed to
+  ``sftp-server``, which then starts in ``$HOME`` too).
 
-``host.run(cmd)`` runs a command locally with the same environment, for test setup and
-inspection without SSH. ``world.inventory`` is what the toolkit reads: ``ssh_config``,
-``known_hosts`` and one ``<name>.toml`` per host. ``world.env()`` is the environment for
-running the toolkit's CLI as a subprocess on a throwaway "laptop" HOME.
+``host.run(cmd)`` runs a command locally as a login shell on the host would (the same
+environment with ``~/.local/bin`` on PATH), for test setup and inspection without SSH.
+``world.inventory`` is what the toolkit reads: ``ssh_config``, ``known_hosts`` and one
+``<name>.toml`` per host. ``world.env()`` is the environment for running the toolkit's
+CLI as a subprocess on a throwaway "laptop" HOME.
 
 pueue: the stand-in in ``tests/fakes/pueue`` unless ``JOBSAFE_REAL_PUEUE=1``, or unless
 real ``pueue``/``pueued`` binaries are on PATH (``JOBSAFE_REAL_PUEUE=0`` forces the
@@ -75,6 +79,13 @@ PASSTHROUGH_ENV = (
     "PIP_EXTRA_INDEX_URL",
     "TZ",
 )
+
+# sshd's SetEnv PATH: what a Debian non-login SSH session gets (/etc/profile is not read),
+# without ~/.local/bin, where pueue, pueued and uv are placed (as their official installers
+# do); the host files say `path = ["~/.local/bin"]` (HOST_PATH), as the README's setup does.
+LEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
+HOST_PATH: tuple[str, ...] = ("~/.local/bin",)
+LOCAL_BIN_PROGRAMS = ("pueue", "pueued", "uv")
 
 DEFAULT_GROUPS: dict[str, dict[str, Any]] = {
     "p1": {"parallel": 2, "min": 1, "max": 4, "job_memory": "1G"},
@@ -229,13 +240,24 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def find_uv() -> str | None:
+    """uv on this machine: next to the test interpreter (the `test` extra installs it
+    there), else on PATH."""
+    for d in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        if os.access(Path(d) / "uv", os.X_OK):
+            return str(Path(d) / "uv")
+    return shutil.which("uv")
 
 
 def _default_uv_cache() -> str | None:
     if os.environ.get("UV_CACHE_DIR"):
         return os.environ["UV_CACHE_DIR"]
-    uv = shutil.which("uv")
+    uv = find_uv()
     if uv is None:
         return None
     try:
@@ -280,6 +302,9 @@ class SimHost:
     sshd_bin: str
     memory_cap: bool = False
     editable: bool = True
+    # the host file's `path` key; None writes no key (the toolkit's default applies)
+    path: tuple[str, ...] | None = HOST_PATH
+    pueue_key: str | None = None  # the host file's `pueue` (e.g. "~/.local/bin/pueue")
     groups: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_GROUPS))
     # the host key line in the inventory's known_hosts; rotate_host_key leaves it stale
     trusted_key: str = ""
@@ -335,6 +360,17 @@ class SimHost:
         return self.project_dir / ".venv" / "bin" / "python"
 
     @property
+    def local_bin(self) -> Path:
+        """~/.local/bin: pueue, pueued and uv live here only (not on the SSH PATH)."""
+        return self.home / ".local" / "bin"
+
+    @property
+    def login_env(self) -> dict[str, str]:
+        """The environment of a login shell on the host: the SSH session's, with
+        ~/.local/bin in front of PATH (Debian's ~/.profile adds it when it exists)."""
+        return {**self.env, "PATH": f"{self.local_bin}:{self.env['PATH']}"}
+
+    @property
     def session_log(self) -> Path:
         return self.dir / "sessions.log"
 
@@ -365,14 +401,15 @@ class SimHost:
         input: str | None = None,
         cwd: str | Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a shell command locally as this host would (its env; cwd = its HOME)."""
+        """Run a shell command locally as the host's user at a login shell would (its env
+        with ~/.local/bin on PATH; cwd = its HOME): test setup and inspection."""
         user = pwd.getpwuid(os.getuid()).pw_name
         # what sshd adds on top of SetEnv
         session = {"USER": user, "LOGNAME": user, "SHELL": _login_shell()}
         result = subprocess.run(
             [_login_shell(), "-c", cmd],
             cwd=str(cwd or self.home),
-            env={**session, **self.env},
+            env={**session, **self.login_env},
             input=input,
             capture_output=True,
             text=True,
@@ -588,10 +625,14 @@ class World:
         pueue: bool = True,
         project: bool = True,
         extra_env: Mapping[str, str] | None = None,
+        path: tuple[str, ...] | None = HOST_PATH,
+        pueue_key: str | None = None,
     ) -> SimHost:
         """Create and start host ``name``: sshd, pueued (``pueue``), ~/project (``project``).
         ``extra_env``: more variables of the host's login environment (sshd SetEnv), e.g. a
-        secret an operator exported in their shell profile."""
+        secret an operator exported in their shell profile. ``path``: the host file's
+        `path` key (None: no key); pueue, pueued and uv are in ~/.local/bin either way.
+        ``pueue_key``: the host file's `pueue` key (None: no key)."""
         if self._closed:
             raise WorldError("this world is closed")
         if name in self.hosts:
@@ -607,6 +648,8 @@ class World:
             sshd_bin=self.sshd_bin,
             memory_cap=memory_cap,
             editable=editable,
+            path=None if path is None else tuple(path),
+            pueue_key=pueue_key,
             groups={g: dict(v) for g, v in (groups or DEFAULT_GROUPS).items()},
         )
         if len(str(host.pueue_socket)) > 100:  # sun_path holds 108 bytes
@@ -614,6 +657,7 @@ class World:
         self.hosts[name] = host
         for d in (host.home, host.runtime_dir, host.pueue_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self._place_programs(host)
         host.env = self._host_env(host, extra_env)
         for key in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
             Path(host.env[key]).mkdir(parents=True, exist_ok=True)
@@ -643,19 +687,25 @@ class World:
                 host.port = free_port()
                 host.trusted_key = host.host_key_line
 
+    def _place_programs(self, host: SimHost) -> None:
+        """pueue, pueued and uv in ~/.local/bin only, as their official installers put them
+        (symlinks: the stand-in finds its module through realpath); python3 and git come
+        from the system, as on a Debian host (python3 too when the system has none)."""
+        host.local_bin.mkdir(parents=True, exist_ok=True)
+        found = {"pueue": self.pueue_bin_dir / "pueue", "pueued": self.pueue_bin_dir / "pueued"}
+        uv = find_uv()
+        if uv is not None:
+            found["uv"] = Path(uv)
+        if not shutil.which("python3", path=LEAN_PATH):
+            found["python3"] = Path(sys.executable)
+        for name, target in found.items():
+            link = host.local_bin / name
+            if not link.is_symlink() and not link.exists():
+                link.symlink_to(target)
+
     def _host_env(self, host: SimHost, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         home = host.home
-        path: list[str] = []
-        path.append(str(self.pueue_bin_dir))
-        for d in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
-            if d not in path:
-                path.append(d)
-        uv = shutil.which("uv")
-        if uv and not any(os.access(Path(d) / "uv", os.X_OK) for d in path):
-            path.append(str(Path(uv).parent))
-        for d in ("/usr/local/bin", "/usr/bin", "/bin"):
-            if d not in path:
-                path.append(d)
+        path = LEAN_PATH.split(os.pathsep)  # pueue and uv are in ~/.local/bin, not here
         env = {k: os.environ[k] for k in PASSTHROUGH_ENV if os.environ.get(k)}
         env.update(
             {
@@ -766,6 +816,10 @@ class World:
             f"index_url = {_toml_value(self.index_url)}",
             f"memory_cap = {_toml_value(host.memory_cap)}",
         ]
+        if host.path is not None:
+            lines.append(f"path = {_toml_value(host.path)}")
+        if host.pueue_key is not None:
+            lines.append(f"pueue = {_toml_value(host.pueue_key)}")
         for group, spec in host.groups.items():
             lines.append(f"[groups.{group}]")
             lines.extend(f"{k} = {_toml_value(v)}" for k, v in spec.items())

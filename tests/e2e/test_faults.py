@@ -182,8 +182,9 @@ def fd(faulty: World) -> SimHost:
 
 @pytest.fixture(scope="module")
 def fs(faulty: World) -> SimHost:
-    """submit-batch, pueued down, connection failures."""
-    host = _host(faulty, "fs")
+    """submit-batch, pueued down, connection failures. The shim must come before
+    ~/.local/bin, which the host file's `path` puts in front of the session's PATH."""
+    host = _host(faulty, "fs", path=("~/.fault/bin", "~/.local/bin"))
     shim = host.home / ".fault" / "bin" / "pueue"
     shim.parent.mkdir()
     shim.write_text(PUEUE_SHIM.replace("@DROP@", shlex.quote(str(faulty.root / "fault-drop.sh")))

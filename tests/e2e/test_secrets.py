@@ -229,6 +229,7 @@ def test_no_secret_leaves_its_place(world: World, host: SimHost, secrets: dict[s
     assert secrets["dotenv"] in dotenv.read_text()
     assert laptop_env["API_TOKEN"] == secrets["laptop"]
     assert world.ssh("sec", "printenv API_TOKEN", check=True).stdout.strip() == secrets["login"]
-    world.ssh("sec", "pueue add --group p2 --label control --stashed -- true", check=True)
+    world.ssh("sec", "~/.local/bin/pueue add --group p2 --label control --stashed -- true",
+              check=True)
     naive = host.run("pueue status --json", check=True).stdout
     assert secrets["login"] in naive  # a plain `pueue add` over SSH stores the login env

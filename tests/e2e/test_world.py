@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import time
@@ -14,7 +15,7 @@ import paramiko
 import pytest
 from fabric import Config, Connection
 
-from tests.world import LOOPBACK, SimHost, World
+from tests.world import LEAN_PATH, LOOPBACK, SimHost, World
 
 SHOW_ENV = (
     'echo "$HOME"; pwd; cd ~; pwd; echo "$PATH"; echo "$PUEUE_CONFIG_PATH"; echo "$XDG_DATA_HOME"'
@@ -63,7 +64,13 @@ def test_system_ssh_into_two_hosts_at_once(world: World, hosts: tuple[SimHost, S
         assert procs[host.name].returncode == 0, err
         # SetEnv overrides HOME and PATH; the login wrapper starts the session in $HOME
         assert out.splitlines() == _expected_env_lines(world, host)
-        assert host.env["PATH"].split(":")[0] == str(world.pueue_bin_dir)
+        # unkind like a real host: the non-login PATH lacks ~/.local/bin, where pueue,
+        # pueued and uv are (the host files say path = ["~/.local/bin"])
+        assert host.env["PATH"] == LEAN_PATH
+        assert all((host.local_bin / p).exists() for p in ("pueue", "pueued", "uv"))
+        if not world.real_pueue:  # (a system-wide real pueue cannot be hidden)
+            assert shutil.which("pueue", path=LEAN_PATH) is None
+        assert 'path = ["~/.local/bin"]' in (world.inventory / f"{host.name}.toml").read_text()
 
 
 def test_remote_exit_status_and_stdin_pass_through(
@@ -137,9 +144,11 @@ def test_fabric_connection_via_ssh_config(
     assert (hosts[1].home / "payload.txt").read_text() == "payload"
 
 
-def test_host_run_uses_the_ssh_session_environment(
+def test_host_run_is_a_login_shell_with_the_ssh_session_environment(
     world: World, hosts: tuple[SimHost, SimHost]
 ) -> None:
+    """host.run is the host's user at a login shell: the SSH session's environment, plus
+    ~/.local/bin on PATH (which the non-login SSH session lacks)."""
     keys = (
         "HOME",
         "PATH",
@@ -154,7 +163,7 @@ def test_host_run_uses_the_ssh_session_environment(
     for host in hosts:
         local = host.run(show, check=True).stdout
         remote = world.ssh(host.name, show, check=True).stdout
-        assert local == remote
+        assert local == remote.replace("PATH=", f"PATH={host.local_bin}:", 1)
 
 
 def test_each_host_has_its_own_files_and_pueue_state(
@@ -166,13 +175,17 @@ def test_each_host_has_its_own_files_and_pueue_state(
     assert (h1.home / "only-on-h1").exists() and not (h2.home / "only-on-h1").exists()
 
     require_pueue(world)
+    pueue = "~/.local/bin/pueue"  # the non-login SSH PATH lacks it, as on a real host
     for host in hosts:
-        status = json.loads(world.ssh(host.name, "pueue status --json", check=True).stdout)
+        status = json.loads(world.ssh(host.name, f"{pueue} status --json", check=True).stdout)
         assert set(status) >= {"tasks", "groups"}
         assert "default" in status["groups"]
-    world.ssh("h1", "pueue add -- true", check=True)
-    assert len(json.loads(world.ssh("h1", "pueue status --json", check=True).stdout)["tasks"]) == 1
-    assert json.loads(world.ssh("h2", "pueue status --json", check=True).stdout)["tasks"] == {}
+    world.ssh("h1", f"{pueue} add -- true", check=True)
+    def tasks(name: str) -> dict[str, object]:
+        out = world.ssh(name, f"{pueue} status --json", check=True).stdout
+        return dict(json.loads(out)["tasks"])
+
+    assert len(tasks("h1")) == 1 and tasks("h2") == {}
     assert h1.pueued_pid() != h2.pueued_pid()
     assert h1.state_file.is_relative_to(h1.home) and h1.state_file.exists()
 
