@@ -252,8 +252,13 @@ class UploadRefused(Exception):
         return cls(reason)
 
 
+_PATH_PREFIX = re.compile(r'^export PATH=[^;]*:"\$PATH"; ')
+
+
 def _short(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
+    """A command for a message: one line, at most `limit` characters, without the
+    `path_prefix` every command carries (the operator never typed it)."""
+    text = " ".join(_PATH_PREFIX.sub("", text, count=1).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -295,3 +295,13 @@ def test_the_lock_release_may_reopen_on_purpose_and_says_so():
     assert note == ("connection dropped between commands; reopened to release the "
                     "deploy lock")
     assert conn.opens == 1 and r.reconnects == [note]
+
+
+def test_messages_name_the_command_not_the_path_prefix() -> None:
+    """Every command carries `export PATH=...; ` (the host file's `path`); a message about
+    it shows what the operator's command was."""
+    from jobsafe_ops.remote import _short
+
+    assert _short('export PATH="$HOME"/.local/bin:\'/opt/my tools\':"$PATH"; uv pip install x') \
+        == "uv pip install x"
+    assert _short("uv pip install x") == "uv pip install x"
