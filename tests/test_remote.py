@@ -200,7 +200,7 @@ class DroppingConn:
 def ssh(conn: DroppingConn) -> remote.SSHRemote:
     from jobsafe_ops.inventory import Host
 
-    host = Host(name="h", ssh="op@10.0.0.1", project_dir="~/p", package="x", groups={})
+    host = Host(name="h", ssh="op@10.0.0.1", project_dir="~/p", package="x", groups={}, path=())
     return remote.SSHRemote(host, conn)
 
 
@@ -274,7 +274,8 @@ def test_fabric_never_reopens_a_dropped_connection_on_its_own(monkeypatch):
     monkeypatch.setattr(fabric.connection.Connection, "open", fake_open)
     from jobsafe_ops.inventory import Host
 
-    host = Host(name="h", ssh="op@h.invalid:2222", project_dir="~/p", package="x", groups={})
+    host = Host(name="h", ssh="op@h.invalid:2222", project_dir="~/p", package="x", groups={},
+                path=())  # commands as sent, without a PATH prefix
     conn = remote.connection(host)
     conn.open()
     conn.transport = SimpleNamespace(active=False)  # the session's sshd was killed
