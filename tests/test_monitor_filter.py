@@ -3,7 +3,13 @@ parser, the summary by label, picking one group out of a big status, the state d
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +170,104 @@ def test_state_dir_follows_pueue_config(tmp_path: Path) -> None:
     assert mf.state_dir(env) == "/home/u/data/pq"
     assert mf.state_dir({"HOME": "/home/u"}) == "/home/u/.local/share/pueue"
     assert mf.state_dir({"HOME": "/h", "XDG_DATA_HOME": "/x"}) == "/x/pueue"
+
+
+def test_scan_finds_a_task_whose_envs_start_with_id() -> None:
+    # `"envs":{"id":...` also reads `{"id":`; the task must still be found (pueue keeps
+    # envs in a HashMap, so any variable can come first)
+    t = task(1, "a", QUEUED)
+    t["envs"] = {"id": "7", "group": "p1"}
+    data = state(t, task(2, "b", done("Success"), group="p2"),
+                 groups={"p1": "Running", "p2": "Running"})
+    assert sorted(mf.load_state(compact(data), "p1")["tasks"]) == ["1"]
+
+
+# ---- the filter reads pueue's state file on the host (issue 12 item 10) ---------------------
+
+class _Daemon:
+    """A host HOME with the real default pueue.yml, a state file and a live 'pueued'."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: Any, fixtures: Path) -> None:
+        self.home = tmp_path / "home"
+        cfg = self.home / ".config" / "pueue" / "pueue.yml"
+        cfg.parent.mkdir(parents=True)
+        cfg.write_bytes((fixtures / "default-pueue.yml").read_bytes())  # nulls: defaults
+        self.dir = self.home / ".local" / "share" / "pueue"
+        self.dir.mkdir(parents=True)
+        self.state = self.dir / "state.json"
+        self.state.write_bytes((fixtures / "state-file.json").read_bytes())
+        for key in ("PUEUE_CONFIG_PATH", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
+                    "XDG_RUNTIME_DIR"):
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("HOME", str(self.home))
+        monkeypatch.chdir(self.home)
+        # a process whose command line names pueued, its pid in the default pid file
+        self.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                                      "pueued"])
+        cmdline = Path(f"/proc/{self.proc.pid}/cmdline")
+        for _ in range(200):  # until the exec has happened
+            if b"pueued" in cmdline.read_bytes():
+                break
+            time.sleep(0.01)
+        (self.dir / "pueue.pid").write_text(str(self.proc.pid))
+        # `pueue status` must not be needed: the client is a program that does not exist
+        self.pueue = str(tmp_path / "no-such-pueue")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def run(self, *extra: str) -> dict[str, Any]:
+        args = ["--pueue", self.pueue, "--group", "p1", "--swap-window", "0", *extra]
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert mf.main(args) == 0
+        out: dict[str, Any] = json.loads(buf.getvalue())
+        return out
+
+
+def test_filter_reads_the_state_file_when_the_daemon_runs(
+        tmp_path: Path, monkeypatch: Any, fixtures: Path) -> None:
+    d = _Daemon(tmp_path, monkeypatch, fixtures)
+    try:
+        out = d.run()
+        assert out["source"] == "state_file" and "error" not in out
+        want, _ = mf.summarize(load(fixtures, "status-mixed.json"), "p1", log_labels=5)
+        assert out["groups"]["p1"]["counts"] == want["groups"]["p1"]["counts"]
+        assert out["health"]["state_file"] == str(d.state)
+        assert out["health"]["state_size"] == d.state.stat().st_size
+        # compress_state_file: the daemon writes state.json.gz instead
+        cfg = d.home / ".config" / "pueue" / "pueue.yml"
+        cfg.write_text(cfg.read_text().replace("compress_state_file: false",
+                                               "compress_state_file: true"))
+        gz = d.dir / "state.json.gz"
+        gz.write_bytes(gzip.compress(d.state.read_bytes()))
+        d.state.write_text("{not json")  # the stale plain file is not read
+        out = d.run()
+        assert out["source"] == "state_file"
+        assert out["groups"]["p1"]["counts"] == want["groups"]["p1"]["counts"]
+        gz.write_bytes(b"\x1f\x8b broken")  # unreadable: ask pueue (which fails here)
+        out = d.run()
+        assert out["source"] == "status" and out["error"].startswith(mf.STATUS_FAILED)
+    finally:
+        d.stop()
+
+
+def test_filter_never_reads_the_state_file_of_a_stopped_daemon(
+        tmp_path: Path, monkeypatch: Any, fixtures: Path) -> None:
+    d = _Daemon(tmp_path, monkeypatch, fixtures)
+    assert d.run()["source"] == "state_file"
+    d.stop()  # the pid file stays behind, as after a crash
+    out = d.run()
+    # `pueue status` decides (here: no client at all -> the error path, never "healthy")
+    assert out["source"] == "status" and out["error"].startswith(mf.STATUS_FAILED)
+    assert "groups" not in out
+
+
+def test_no_state_file_flag_asks_pueue(tmp_path: Path, monkeypatch: Any,
+                                       fixtures: Path) -> None:
+    d = _Daemon(tmp_path, monkeypatch, fixtures)
+    try:
+        assert d.run("--no-state-file")["source"] == "status"
+    finally:
+        d.stop()
