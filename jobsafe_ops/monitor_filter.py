@@ -178,6 +178,10 @@ def _scan(text: str, group: str) -> dict[str, Any]:
         raise ValueError("not pueue's compact layout")
     picked: dict[str, Any] = {}
     needle = ',"group":' + json.dumps(group) + ","
+    count = text.count(needle, 0, at)
+    if count > 1000 and 2 * count > text.count('{"id":', 0, at):
+        # most tasks are the group's: one json.loads is cheaper than a decode per task
+        raise ValueError("mostly this group")
     pos = text.find(needle, 0, at)
     while pos >= 0:
         task = _task_at(text, pos, decoder)

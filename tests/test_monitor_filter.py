@@ -271,3 +271,13 @@ def test_no_state_file_flag_asks_pueue(tmp_path: Path, monkeypatch: Any,
         assert d.run("--no-state-file")["source"] == "status"
     finally:
         d.stop()
+
+
+def test_a_group_holding_most_tasks_is_parsed_once_and_still_picked() -> None:
+    many = [task(i, f"a{i}", done("Success")) for i in range(1, 1300)]
+    data = state(*many, task(1300, "other", QUEUED, group="p2"),
+                 groups={"p1": "Running", "p2": "Running"})
+    got = mf.load_state(compact(data), "p1")
+    # the cheaper full parse serves it; the summary only counts p1 either way
+    summary, _ = mf.summarize(got, "p1", now=NOW)
+    assert summary["groups"]["p1"]["total"] == 1299
