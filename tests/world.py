@@ -13,9 +13,10 @@ Every simulated host is a separate "machine" although all of them run as the loc
   ``~/.local/share/pueue``;
 * sshd's ``SetEnv`` sets HOME, PATH and the XDG variables (not XDG_RUNTIME_DIR, not
   PUEUE_CONFIG_PATH) for every session. sshd always starts a session in the *passwd*
-  home directory, so a small ``ForceCommand`` wrapper (``root/login.sh``) changes to ``$HOME`` first and then runs
-  the requested command with the login shell, exactly as sshd would (SFTP requests are
-  handed to ``sftp-server``, which then starts in ``$HOME`` too).
+  home directory, so a small ``ForceCommand`` wrapper (``root/login.sh``) changes to
+  ``$HOME`` first and then runs the requested command with the login shell, exactly as
+  sshd would (SFTP requests are handed to ``sftp-server``, which then starts in ``$HOME``
+  too).
 
 ``host.run(cmd)`` runs a command locally with the same environment, for test setup and
 inspection without SSH. ``world.inventory`` is what the toolkit reads: ``ssh_config``,
