@@ -7,9 +7,6 @@ import contextlib
 import gzip
 import io
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -184,8 +181,19 @@ def test_scan_finds_a_task_whose_envs_start_with_id() -> None:
 
 # ---- the filter reads pueue's state file on the host (issue 12 item 10) ---------------------
 
+FAKE_CLIENT = """#!/bin/sh
+echo "$*" >> "$0.calls"
+if [ -f "$0.down" ]; then
+  echo 'Error: Failed to initialize client. ... while connecting to daemon. Did you start it?' >&2
+  exit 1
+fi
+case "$1" in group) echo '{}';; *) echo "only group is cheap" >&2; exit 9;; esac
+"""
+
+
 class _Daemon:
-    """A host HOME with the real default pueue.yml, a state file and a live 'pueued'."""
+    """A host HOME with the real default pueue.yml, a state file, and a pueue client that
+    answers only the cheap `pueue group --json` (a `status` call fails loudly)."""
 
     def __init__(self, tmp_path: Path, monkeypatch: Any, fixtures: Path) -> None:
         self.home = tmp_path / "home"
@@ -201,24 +209,20 @@ class _Daemon:
             monkeypatch.delenv(key, raising=False)
         monkeypatch.setenv("HOME", str(self.home))
         monkeypatch.chdir(self.home)
-        # a process whose command line names pueued, its pid in the default pid file
-        self.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
-                                      "pueued"])
-        cmdline = Path(f"/proc/{self.proc.pid}/cmdline")
-        for _ in range(200):  # until the exec has happened
-            if b"pueued" in cmdline.read_bytes():
-                break
-            time.sleep(0.01)
-        (self.dir / "pueue.pid").write_text(str(self.proc.pid))
-        # `pueue status` must not be needed: the client is a program that does not exist
-        self.pueue = str(tmp_path / "no-such-pueue")
+        self.pueue = tmp_path / "pueue"
+        self.pueue.write_text(FAKE_CLIENT)
+        self.pueue.chmod(0o755)
 
     def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+        Path(str(self.pueue) + ".down").write_text("")  # the daemon is gone
+
+    def calls(self) -> list[str]:
+        path = Path(str(self.pueue) + ".calls")
+        return path.read_text().splitlines() if path.exists() else []
 
     def run(self, *extra: str) -> dict[str, Any]:
-        args = ["--pueue", self.pueue, "--group", "p1", "--swap-window", "0", *extra]
+        args = ["--pueue", str(self.pueue), "--group", "p1", "--swap-window", "0",
+                "--log-lines", "0", *extra]
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             assert mf.main(args) == 0
@@ -232,6 +236,7 @@ def test_filter_reads_the_state_file_when_the_daemon_runs(
     try:
         out = d.run()
         assert out["source"] == "state_file" and "error" not in out
+        assert d.calls() == ["group --json"]  # the cheap liveness round trip, no status
         want, _ = mf.summarize(load(fixtures, "status-mixed.json"), "p1", log_labels=5)
         assert out["groups"]["p1"]["counts"] == want["groups"]["p1"]["counts"]
         assert out["health"]["state_file"] == str(d.state)
@@ -249,6 +254,7 @@ def test_filter_reads_the_state_file_when_the_daemon_runs(
         gz.write_bytes(b"\x1f\x8b broken")  # unreadable: ask pueue (which fails here)
         out = d.run()
         assert out["source"] == "status" and out["error"].startswith(mf.STATUS_FAILED)
+        assert d.calls()[-2:] == ["group --json", "status --json"]
     finally:
         d.stop()
 
@@ -257,20 +263,18 @@ def test_filter_never_reads_the_state_file_of_a_stopped_daemon(
         tmp_path: Path, monkeypatch: Any, fixtures: Path) -> None:
     d = _Daemon(tmp_path, monkeypatch, fixtures)
     assert d.run()["source"] == "state_file"
-    d.stop()  # the pid file stays behind, as after a crash
+    d.stop()  # the state file stays behind, as after a crash
     out = d.run()
-    # `pueue status` decides (here: no client at all -> the error path, never "healthy")
+    # `pueue status` decides, with pueue's own words: the error path, never "healthy"
     assert out["source"] == "status" and out["error"].startswith(mf.STATUS_FAILED)
-    assert "groups" not in out
+    assert "Did you start it?" in out["error"] and "groups" not in out
 
 
 def test_no_state_file_flag_asks_pueue(tmp_path: Path, monkeypatch: Any,
                                        fixtures: Path) -> None:
     d = _Daemon(tmp_path, monkeypatch, fixtures)
-    try:
-        assert d.run("--no-state-file")["source"] == "status"
-    finally:
-        d.stop()
+    assert d.run("--no-state-file")["source"] == "status"
+    assert d.calls() == ["status --json"]
 
 
 def test_a_group_holding_most_tasks_is_parsed_once_and_still_picked() -> None:
