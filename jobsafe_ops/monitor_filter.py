@@ -1,7 +1,8 @@
 """The monitor's remote filter: summarize pueue's state ON the host (stdlib only).
 
-Sent whole as `python3 -c <this file> ARGS` (no upload, nothing left on the host), it runs
-`pueue status --json [--group G]`, and prints one compact JSON line with only what a view
+Sent whole as `python3 -c <this file> ARGS` (no upload, nothing left on the host), it reads
+pueue's state file (once the daemon answered `pueue group --json`; else it runs
+`pueue status --json`), and prints one compact JSON line with only what a view
 needs: counts per state, running labels with their start, failed labels with exit code and
 last log lines, blocked dependents, and the host's health facts. So what crosses SSH per
 poll grows with the group watched, not with the state file (AP-10: 50 K finished tasks are
