@@ -15,8 +15,9 @@ The state is SYNTHETIC: to build 50,000 finished tasks quickly, state.json is wr
 directly (pueue 4.0.4's own format, the same shape as shared/fixtures/pueue/state-file.json,
 each task with a 9-variable env like a lean `pueue add`) before the daemon starts, instead of
 running 50,000 real tasks. The watched group then gets a few live tasks added through
-pueue (running, queued, failed). Two views are timed: the small live group `p1` beside the
-50,000 finished tasks, and the `archive` group that holds them.
+pueue (running, queued, failed). Three polls are timed: the small live group `p1` beside
+the 50,000 finished tasks (from the state file, and through `pueue status`), and the
+`archive` group that holds them.
 """
 
 from __future__ import annotations
