@@ -1,7 +1,8 @@
 """The monitor's remote filter: summarize pueue's state ON the host (stdlib only).
 
-Sent whole as `python3 -c <this file> ARGS` (no upload, nothing left on the host), it runs
-`pueue status --json [--group G]`, and prints one compact JSON line with only what a view
+Sent whole as `python3 -c <this file> ARGS` (no upload, nothing left on the host), it reads
+pueue's state file (once the daemon answered `pueue group --json`; else it runs
+`pueue status --json`), and prints one compact JSON line with only what a view
 needs: counts per state, running labels with their start, failed labels with exit code and
 last log lines, blocked dependents, and the host's health facts. So what crosses SSH per
 poll grows with the group watched, not with the state file (AP-10: 50 K finished tasks are
@@ -151,10 +152,20 @@ def load_state(text: str, group: str | None) -> dict[str, Any]:
         return data
 
 
+_KEY_BEFORE = re.compile(r'"(\d+)":$')
+
+
 def _task_at(text: str, pos: int, decoder: json.JSONDecoder) -> dict[str, Any]:
-    start = text.rfind('{"id":', 0, pos)
-    if start < 0:
-        raise ValueError("no task start")
+    """The task object around `pos`: the nearest `"<id>":{"id":<id>,` before it (an env
+    var named `id` first in `envs` also reads `{"id":`, but not after `"<id>":`)."""
+    start = pos
+    while True:
+        start = text.rfind('{"id":', 0, start)
+        if start < 0:
+            raise ValueError("no task start")
+        key = _KEY_BEFORE.search(text, max(0, start - 24), start)
+        if key and text.startswith('{"id":' + key.group(1) + ",", start):
+            break
     task, _ = decoder.raw_decode(text, start)
     if not isinstance(task, dict):
         raise ValueError("not a task")
@@ -173,6 +184,10 @@ def _scan(text: str, group: str) -> dict[str, Any]:
         raise ValueError("not pueue's compact layout")
     picked: dict[str, Any] = {}
     needle = ',"group":' + json.dumps(group) + ","
+    count = text.count(needle, 0, at)
+    if count > 1000 and 2 * count > text.count('{"id":', 0, at):
+        # most tasks are the group's: one json.loads is cheaper than a decode per task
+        raise ValueError("mostly this group")
     pos = text.find(needle, 0, at)
     while pos >= 0:
         task = _task_at(text, pos, decoder)
@@ -649,19 +664,132 @@ def swap_counters() -> tuple[int, int] | None:
     return int(found["pswpin"]), int(found["pswpout"])
 
 
-def state_dir(env: dict[str, str] | None = None) -> str:
-    """pueue_directory: `shared.pueue_directory` in pueue.yml, else $XDG_DATA_HOME/pueue."""
+# ---- pueue's settings: config file, state directory, pid file (pueue_lib settings.rs) ----
+#
+# The one resolver of where pueue keeps its files, run ON the host: the filter uses it to
+# read the state file and the task logs, and probe.PUEUE_DIR (the shell twin, for hosts
+# without python3) is checked against it on one table of cases (tests/test_pueue_paths.py).
+# pueue 4.0.4 rules: the config is `-c`, else $PUEUE_CONFIG_PATH, else the first existing
+# of `<config dir>/pueue/pueue.yml` (config dir = $XDG_CONFIG_HOME when absolute, else
+# ~/.config) and `./pueue.yml`; no file = defaults (pueued then writes the default file,
+# every path `null`). A null, `~` or empty value means "unset": pueue_directory is then
+# `<data dir>/pueue` (data dir = $XDG_DATA_HOME when absolute, else ~/.local/share);
+# runtime_directory is $XDG_RUNTIME_DIR when absolute, else pueue_directory; pid_path is
+# `<runtime>/pueue.pid`. A leading `~` (alone or `~/`) is the home directory.
+
+_YAML_NULL = ("", "~", "null", "Null", "NULL")
+_YAML_KEY = re.compile(r"^( *)([A-Za-z_][A-Za-z0-9_]*) *:(?: +(.*?))? *$")
+
+
+def _yaml_scalar(text: str) -> Any:
+    """One YAML scalar as serde_yaml writes pueue.yml: quoted strings, null, bools."""
+    if text[:1] == "'":
+        end = re.match(r"'((?:[^']|'')*)'", text)
+        return end.group(1).replace("''", "'") if end else text
+    if text[:1] == '"':
+        end = re.match(r'"((?:[^"\\]|\\.)*)"', text)
+        return re.sub(r"\\(.)", r"\1", end.group(1)) if end else text
+    text = re.sub(r"(^| +)#.*$", "", text).strip()  # a comment
+    if text in _YAML_NULL:
+        return None
+    if text in ("true", "True", "TRUE", "false", "False", "FALSE"):
+        return text.lower() == "true"
+    return text
+
+
+def pueue_yaml(text: str) -> dict[str, dict[str, Any]]:
+    """pueue.yml -> {section: {key: scalar}} for the top-level sections (`shared`,
+    `daemon`, `client`); block scalars (`|-`) and nested maps (`profiles`) are skipped."""
+    out: dict[str, dict[str, Any]] = {}
+    section: dict[str, Any] | None = None
+    child = skip = -1
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        indent = len(raw) - len(raw.lstrip(" "))
+        if skip >= 0 and indent > skip:
+            continue  # inside a block scalar or a deeper map
+        skip = -1
+        m = _YAML_KEY.match(raw)
+        if not m:
+            continue
+        value = m.group(3) or ""
+        if indent == 0:
+            section = out.setdefault(m.group(2), {}) if not value else None
+            child = -1
+            continue
+        if section is None:
+            continue
+        if child < 0:
+            child = indent
+        if indent != child:
+            continue
+        if value[:1] in ("|", ">") or not value:
+            section.setdefault(m.group(2), None)  # null, or a block/map: not a path
+            skip = indent  # its lines are more indented than the key
+            continue
+        section.setdefault(m.group(2), _yaml_scalar(value))
+    return out
+
+
+def _home(env: dict[str, str]) -> str:
+    return env.get("HOME") or os.path.expanduser("~")
+
+
+def _xdg(env: dict[str, str], name: str, fallback: str) -> str:
+    value = env.get(name) or ""
+    return value if value.startswith("/") else fallback
+
+
+def _tilde(path: str, home: str) -> str:
+    return home + path[1:] if path == "~" or path.startswith("~/") else path
+
+
+def pueue_config_path(env: dict[str, str] | None = None, config: str | None = None,
+                      cwd: str = ".") -> str | None:
+    """The pueue.yml pueue reads (`config` = its `-c`), or None: no file, defaults."""
     env = dict(os.environ) if env is None else env
-    home = env.get("HOME", os.path.expanduser("~"))
-    config = env.get("PUEUE_CONFIG_PATH") or os.path.join(
-        env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "pueue", "pueue.yml")
-    for line in _read(config).splitlines():
-        m = re.match(r"^\s*pueue_directory:\s*(.+?)\s*$", line)
-        if m:
-            value = m.group(1).strip("'\"")
-            return home + value[1:] if value.startswith("~/") else value
-    return os.path.join(env.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share"),
-                        "pueue")
+    explicit = config or env.get("PUEUE_CONFIG_PATH")
+    if explicit:
+        return explicit
+    config_dir = _xdg(env, "XDG_CONFIG_HOME", os.path.join(_home(env), ".config"))
+    for path in (os.path.join(config_dir, "pueue", "pueue.yml"),
+                 os.path.join(cwd, "pueue.yml")):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def pueue_paths(env: dict[str, str] | None = None, config: str | None = None,
+                cwd: str = ".") -> dict[str, Any]:
+    """Where pueue keeps its files: config, pueue_directory, runtime_directory, pid_path,
+    compress (daemon.compress_state_file) and state_file (the one the daemon writes)."""
+    env = dict(os.environ) if env is None else env
+    home = _home(env)
+    path = pueue_config_path(env, config, cwd)
+    settings = pueue_yaml(_read(path)) if path else {}
+    shared, daemon = settings.get("shared", {}), settings.get("daemon", {})
+
+    def setting(key: str) -> str | None:
+        value = shared.get(key)
+        return _tilde(value, home) if isinstance(value, str) and value else None
+
+    directory = setting("pueue_directory") or os.path.join(
+        _xdg(env, "XDG_DATA_HOME", os.path.join(home, ".local", "share")), "pueue")
+    runtime = setting("runtime_directory") or _xdg(env, "XDG_RUNTIME_DIR", "") or directory
+    compress = daemon.get("compress_state_file") is True
+    return {
+        "config": path, "pueue_directory": directory, "runtime_directory": runtime,
+        "pid_path": setting("pid_path") or os.path.join(runtime, "pueue.pid"),
+        "compress": compress,
+        "state_file": os.path.join(directory, "state.json.gz" if compress else "state.json"),
+    }
+
+
+def state_dir(env: dict[str, str] | None = None, config: str | None = None,
+              cwd: str = ".") -> str:
+    """pueue's state directory (state.json, task_logs/), resolved as pueue does."""
+    return str(pueue_paths(env, config, cwd)["pueue_directory"])
 
 
 def health(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -701,15 +829,57 @@ def _pueue(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    started = time.monotonic()
-    before = swap_counters()
-    pueue = os.path.expanduser(args.pueue)
+def daemon_answers(pueue: str) -> bool:
+    """`pueue group --json`: one round trip to the daemon that costs the same at 50,000
+    tasks as at none (the daemon answers with its groups only). A state file outlives its
+    daemon; it is read only after the daemon answered, so a stopped daemon is reported by
+    `pueue status`' own "cannot connect" error, never read as a healthy state."""
+    try:
+        return _pueue([pueue, "group", "--json"]).returncode == 0
+    except OSError:
+        return False
+
+
+def read_state_file(path: str) -> str | None:
+    """The daemon's state file as text (gunzipped for state.json.gz), None if unreadable.
+    pueued replaces it atomically (`state.json.partial`, then rename), so one read gets
+    one whole state, the same JSON `pueue status --json` prints."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if path.endswith(".gz"):
+            import gzip
+
+            data = gzip.decompress(data)
+        return data.decode("utf-8")
+    except (OSError, EOFError, ValueError):  # zlib.error and UnicodeError are ValueErrors
+        return None
+
+
+def _from_state_file(args: argparse.Namespace, paths: dict[str, Any],
+                     pueue: str) -> dict[str, Any] | None:
+    """AP-10: `pueue status --json` makes the daemon serialize its whole state (2.4 s at
+    50,000 tasks, whatever the group); the file is the same JSON, read in ~0.1 s. None:
+    ask `pueue status` instead (daemon not answering, file missing/unreadable/unparseable)."""
+    if args.no_state_file or not os.path.isfile(str(paths["state_file"])):
+        return None
+    if not daemon_answers(pueue):
+        return None
+    text = read_state_file(str(paths["state_file"]))
+    if text is None:
+        return None
+    try:
+        data = load_state(text, None if args.all_tasks else args.group)
+    except ValueError:
+        return None
+    return data if isinstance(data.get("tasks"), dict) else None
+
+
+def _from_status(pueue: str, out: dict[str, Any]) -> str | None:
     # The whole status, not `--group`: pueue's client gets the full state from the daemon
     # either way, and with every task at hand a dependency in another group is judged
     # correctly; the group is then picked out without parsing the rest (load_state).
     status_argv = [pueue, "status", "--json"]
-    out: dict[str, Any] = {}
     try:
         proc = _pueue(status_argv)
     except OSError as exc:
@@ -718,29 +888,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # every line: the laptop turns pueue's multi-line report into one line + the fix
         out["error"] = STATUS_FAILED + ((proc.stderr or proc.stdout).strip()
                                         or f"exit {proc.returncode}")
-    else:
-        try:
-            data = load_state(proc.stdout, None if args.all_tasks else args.group)
-        except ValueError as exc:
-            data = None
-            out["error"] = f"pueue status --json returned invalid JSON ({exc})"
-        if data is not None and args.group and not args.all_tasks and not args.no_ledger:
-            merge_ledger(data, ledger_records(args.group, args.ledger_root))
-        if data is not None:
-            summary, wanted = summarize(data, args.group, args.glob, args.limit,
-                                        args.log_labels, chains=args.all_tasks)
-            logs: dict[str, Any] = {}
-            if wanted and args.log_lines > 0:
-                logs = log_tails(state_dir(), sorted(wanted), args.log_lines) or {}
-            if wanted and args.log_lines > 0 and not logs:
+        return None
+    return proc.stdout
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    before = swap_counters()
+    pueue = os.path.expanduser(args.pueue)
+    paths = pueue_paths()
+    out: dict[str, Any] = {}
+    data = _from_state_file(args, paths, pueue)
+    out["source"] = "state_file" if data is not None else "status"
+    if data is None:
+        text = _from_status(pueue, out)
+        if text is not None:
+            try:
+                data = load_state(text, None if args.all_tasks else args.group)
+            except ValueError as exc:
+                out["error"] = f"pueue status --json returned invalid JSON ({exc})"
+    if data is not None and args.group and not args.all_tasks and not args.no_ledger:
+        merge_ledger(data, ledger_records(args.group, args.ledger_root))
+    if data is not None:
+        summary, wanted = summarize(data, args.group, args.glob, args.limit,
+                                    args.log_labels, chains=args.all_tasks)
+        logs: dict[str, Any] = {}
+        if wanted and args.log_lines > 0:
+            logs = log_tails(str(paths["pueue_directory"]), sorted(wanted),
+                             args.log_lines) or {}
+        if wanted and args.log_lines > 0 and not logs:
+            try:
                 lp = _pueue([pueue, "log", "--json", "--lines", str(args.log_lines),
                              *map(str, sorted(wanted))])
-                try:
-                    logs = json.loads(lp.stdout or "{}") if lp.returncode == 0 else {}
-                except ValueError:
-                    logs = {}
-            attach_logs(summary, logs, args.log_lines)
-            out.update(summary)
+                logs = json.loads(lp.stdout or "{}") if lp.returncode == 0 else {}
+            except (OSError, ValueError):
+                logs = {}
+        attach_logs(summary, logs, args.log_lines)
+        out.update(summary)
     out["health"] = health()
     # Swap activity is sampled over at least --swap-window seconds (pages, like vmstat's
     # si/so): one reading of the cumulative counters says nothing about *active* swapping.
@@ -769,6 +953,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--all-tasks", action="store_true")
     parser.add_argument("--ledger-root", default=LEDGER_ROOT)
     parser.add_argument("--no-ledger", action="store_true")
+    parser.add_argument("--no-state-file", action="store_true")  # always ask pueue status
     if argv[:1] == ["ledger"]:
         return ledger_main(argv[1:])
     args = parser.parse_args(argv)

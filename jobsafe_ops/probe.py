@@ -23,11 +23,62 @@ NPROC = "echo @@nproc; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN"
 MEMINFO = "echo @@meminfo; grep -E '^(MemTotal|MemAvailable|SwapTotal|SwapFree):' /proc/meminfo"
 LOADAVG = "echo @@loadavg; cat /proc/loadavg"
 VMSTAT_SWAP = "grep -E '^pswp(in|out) ' /proc/vmstat"  # cumulative pages swapped in/out
-# pueue's state directory into $dir, as pueue resolves it (config file, XDG, ~ expanded)
-PUEUE_DIR = """cfg="${PUEUE_CONFIG_PATH:-${XDG_CONFIG_HOME:-$HOME/.config}/pueue/pueue.yml}"
-dir=$(sed -n 's/^[[:space:]]*pueue_directory:[[:space:]]*//p' "$cfg" 2>/dev/null | head -n1)
-dir="${dir:-${XDG_DATA_HOME:-$HOME/.local/share}/pueue}"
-case "$dir" in "~/"*) dir="$HOME/${dir#\\~/}";; esac"""
+# pueue's state directory into $dir, for hosts without python3: the shell twin of
+# monitor_filter.pueue_paths (the one resolver; tests/test_pueue_paths.py runs both over one
+# table of cases). A null, `~` or empty pueue_directory is unset, never a directory "null".
+PUEUE_DIR = r"""cfg=${PUEUE_CONFIG_PATH:-}
+if [ -z "$cfg" ]; then
+  case ${XDG_CONFIG_HOME:-} in /*) cfg=$XDG_CONFIG_HOME;; *) cfg=$HOME/.config;; esac
+  cfg=$cfg/pueue/pueue.yml
+  [ -f "$cfg" ] || cfg=./pueue.yml
+fi
+dir=$(awk 'BEGIN { q = "\047"; skip = -1; child = -1 }
+{ sub(/\r$/, "") }
+/^ *(#|$)/ { next }
+{ match($0, /^ */); ind = RLENGTH
+  if (skip >= 0 && ind > skip) next
+  skip = -1
+  if ($0 !~ /^ *[A-Za-z_][A-Za-z0-9_]* *:( |$)/) next
+  k = $0; sub(/^ */, "", k); sub(/ *:.*$/, "", k)
+  v = $0; sub(/^ *[A-Za-z_][A-Za-z0-9_]* *:/, "", v); sub(/^ +/, "", v); sub(/ +$/, "", v)
+  if (ind == 0) { insec = (k == "shared" && v == ""); child = -1; next }
+  if (!insec) next
+  if (child < 0) child = ind
+  if (ind != child) next
+  if (v == "" || v ~ /^[|>]/) { if (k == "pueue_directory") exit; skip = ind; next }
+  if (k != "pueue_directory") next
+  c = substr(v, 1, 1)
+  if (c == q) {
+    s = substr(v, 2); out = ""; ok = 0
+    while ((i = index(s, q)) > 0) {
+      out = out substr(s, 1, i - 1)
+      if (substr(s, i + 1, 1) != q) { ok = 1; break }
+      out = out q; s = substr(s, i + 2)
+    }
+    if (ok) v = out
+  } else if (c == "\"") {
+    out = ""; ok = 0
+    for (i = 2; i <= length(v); i++) {
+      c = substr(v, i, 1)
+      if (c == "\\") { i++; out = out substr(v, i, 1) }
+      else if (c == "\"") { ok = 1; break }
+      else out = out c
+    }
+    if (ok) v = out
+  } else {
+    if (v ~ /^#/) v = ""; else sub(/ +#.*$/, "", v)
+    sub(/ +$/, "", v)
+    if (v ~ /^(~|null|Null|NULL|true|True|TRUE|false|False|FALSE)$/) v = ""
+  }
+  if (v != "") print "=" v
+  exit
+}' "$cfg" 2>/dev/null)
+case $dir in
+  "") case ${XDG_DATA_HOME:-} in /*) dir=$XDG_DATA_HOME/pueue;; *) dir=$HOME/.local/share/pueue;; esac;;
+  "=~") dir=$HOME;;
+  "=~/"*) dir=$HOME${dir#??};;
+  *) dir=${dir#=};;
+esac"""
 STATE_FILES = ('for f in "$dir/state.json" "$dir/state.json.gz"; do [ -f "$f" ] && '
                "stat -c '%s %n' \"$f\"; done")
 

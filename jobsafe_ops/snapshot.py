@@ -69,6 +69,7 @@ class Options:
     swap_window: float = 0.25
     all_tasks: bool = False  # summarize from every group's tasks (clean's chain check)
     python: str = "python3"
+    state_file: bool = True  # read pueue's state file on the host (False: `pueue status`)
 
 
 # ---- snapshot model ----------------------------------------------------------------------
@@ -231,6 +232,7 @@ class Snapshot:
     sent: int = 0  # bytes of the command sent over SSH
     received: int = 0  # bytes of its output
     chains: tuple[Mapping[str, Any], ...] = ()  # pending dependants (clean's check)
+    source: str = "status"  # what the tasks were read from: state_file | status
 
     def view(self, group: str) -> GroupView:
         for g in self.groups:
@@ -298,6 +300,8 @@ def filter_argv(host: Host, opts: Options) -> list[str]:
         argv += ["--glob", opts.label_glob]
     if opts.all_tasks:
         argv.append("--all-tasks")
+    if not opts.state_file:
+        argv.append("--no-state-file")
     return argv
 
 
@@ -403,6 +407,7 @@ def snapshot_from(host: str, payload: Mapping[str, Any], opts: Options, *,
         host=host, at=at or datetime.now(UTC), group=opts.group, label_glob=opts.label_glob,
         groups=groups, health=health, via=str(payload.get("via", "filter")), sent=sent,
         received=received, chains=tuple(payload.get("chains") or ()),
+        source=str(payload.get("source") or "status"),
     )
 
 

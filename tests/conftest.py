@@ -37,6 +37,8 @@ FAKE_PUEUE = textwrap.dedent("""\
             g = args[args.index("--group") + 1]
             data["tasks"] = {{k: t for k, t in data["tasks"].items() if t["group"] == g}}
         print(json.dumps(data))
+    elif args[0] == "group":
+        print(json.dumps(json.load(open(os.environ["FAKE_PUEUE_STATE"]))["groups"]))
     elif args[0] == "log":
         ids = [a for a in args[4:]]
         print(json.dumps({{i: {{"output": "line1\\nline2\\nboom " + i + "\\n"}} for i in ids}}))

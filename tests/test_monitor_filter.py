@@ -3,6 +3,9 @@ parser, the summary by label, picking one group out of a big status, the state d
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -164,3 +167,121 @@ def test_state_dir_follows_pueue_config(tmp_path: Path) -> None:
     assert mf.state_dir(env) == "/home/u/data/pq"
     assert mf.state_dir({"HOME": "/home/u"}) == "/home/u/.local/share/pueue"
     assert mf.state_dir({"HOME": "/h", "XDG_DATA_HOME": "/x"}) == "/x/pueue"
+
+
+def test_scan_finds_a_task_whose_envs_start_with_id() -> None:
+    # `"envs":{"id":...` also reads `{"id":`; the task must still be found (pueue keeps
+    # envs in a HashMap, so any variable can come first)
+    t = task(1, "a", QUEUED)
+    t["envs"] = {"id": "7", "group": "p1"}
+    data = state(t, task(2, "b", done("Success"), group="p2"),
+                 groups={"p1": "Running", "p2": "Running"})
+    assert sorted(mf.load_state(compact(data), "p1")["tasks"]) == ["1"]
+
+
+# ---- the filter reads pueue's state file on the host (issue 12 item 10) ---------------------
+
+FAKE_CLIENT = """#!/bin/sh
+echo "$*" >> "$0.calls"
+if [ -f "$0.down" ]; then
+  echo 'Error: Failed to initialize client. ... while connecting to daemon. Did you start it?' >&2
+  exit 1
+fi
+case "$1" in group) echo '{}';; *) echo "only group is cheap" >&2; exit 9;; esac
+"""
+
+
+class _Daemon:
+    """A host HOME with the real default pueue.yml, a state file, and a pueue client that
+    answers only the cheap `pueue group --json` (a `status` call fails loudly)."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: Any, fixtures: Path) -> None:
+        self.home = tmp_path / "home"
+        cfg = self.home / ".config" / "pueue" / "pueue.yml"
+        cfg.parent.mkdir(parents=True)
+        cfg.write_bytes((fixtures / "default-pueue.yml").read_bytes())  # nulls: defaults
+        self.dir = self.home / ".local" / "share" / "pueue"
+        self.dir.mkdir(parents=True)
+        self.state = self.dir / "state.json"
+        self.state.write_bytes((fixtures / "state-file.json").read_bytes())
+        for key in ("PUEUE_CONFIG_PATH", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
+                    "XDG_RUNTIME_DIR"):
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("HOME", str(self.home))
+        monkeypatch.chdir(self.home)
+        self.pueue = tmp_path / "pueue"
+        self.pueue.write_text(FAKE_CLIENT)
+        self.pueue.chmod(0o755)
+
+    def stop(self) -> None:
+        Path(str(self.pueue) + ".down").write_text("")  # the daemon is gone
+
+    def calls(self) -> list[str]:
+        path = Path(str(self.pueue) + ".calls")
+        return path.read_text().splitlines() if path.exists() else []
+
+    def run(self, *extra: str) -> dict[str, Any]:
+        args = ["--pueue", str(self.pueue), "--group", "p1", "--swap-window", "0",
+                "--log-lines", "0", *extra]
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert mf.main(args) == 0
+        out: dict[str, Any] = json.loads(buf.getvalue())
+        return out
+
+
+def test_filter_reads_the_state_file_when_the_daemon_runs(
+        tmp_path: Path, monkeypatch: Any, fixtures: Path) -> None:
+    d = _Daemon(tmp_path, monkeypatch, fixtures)
+    try:
+        out = d.run()
+        assert out["source"] == "state_file" and "error" not in out
+        assert d.calls() == ["group --json"]  # the cheap liveness round trip, no status
+        want, _ = mf.summarize(load(fixtures, "status-mixed.json"), "p1", log_labels=5)
+        assert out["groups"]["p1"]["counts"] == want["groups"]["p1"]["counts"]
+        assert out["health"]["state_file"] == str(d.state)
+        assert out["health"]["state_size"] == d.state.stat().st_size
+        # compress_state_file: the daemon writes state.json.gz instead
+        cfg = d.home / ".config" / "pueue" / "pueue.yml"
+        cfg.write_text(cfg.read_text().replace("compress_state_file: false",
+                                               "compress_state_file: true"))
+        gz = d.dir / "state.json.gz"
+        gz.write_bytes(gzip.compress(d.state.read_bytes()))
+        d.state.write_text("{not json")  # the stale plain file is not read
+        out = d.run()
+        assert out["source"] == "state_file"
+        assert out["groups"]["p1"]["counts"] == want["groups"]["p1"]["counts"]
+        gz.write_bytes(b"\x1f\x8b broken")  # unreadable: ask pueue (which fails here)
+        out = d.run()
+        assert out["source"] == "status" and out["error"].startswith(mf.STATUS_FAILED)
+        assert d.calls()[-2:] == ["group --json", "status --json"]
+    finally:
+        d.stop()
+
+
+def test_filter_never_reads_the_state_file_of_a_stopped_daemon(
+        tmp_path: Path, monkeypatch: Any, fixtures: Path) -> None:
+    d = _Daemon(tmp_path, monkeypatch, fixtures)
+    assert d.run()["source"] == "state_file"
+    d.stop()  # the state file stays behind, as after a crash
+    out = d.run()
+    # `pueue status` decides, with pueue's own words: the error path, never "healthy"
+    assert out["source"] == "status" and out["error"].startswith(mf.STATUS_FAILED)
+    assert "Did you start it?" in out["error"] and "groups" not in out
+
+
+def test_no_state_file_flag_asks_pueue(tmp_path: Path, monkeypatch: Any,
+                                       fixtures: Path) -> None:
+    d = _Daemon(tmp_path, monkeypatch, fixtures)
+    assert d.run("--no-state-file")["source"] == "status"
+    assert d.calls() == ["status --json"]
+
+
+def test_a_group_holding_most_tasks_is_parsed_once_and_still_picked() -> None:
+    many = [task(i, f"a{i}", done("Success")) for i in range(1, 1300)]
+    data = state(*many, task(1300, "other", QUEUED, group="p2"),
+                 groups={"p1": "Running", "p2": "Running"})
+    got = mf.load_state(compact(data), "p1")
+    # the cheaper full parse serves it; the summary only counts p1 either way
+    summary, _ = mf.summarize(got, "p1", now=NOW)
+    assert summary["groups"]["p1"]["total"] == 1299

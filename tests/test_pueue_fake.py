@@ -972,3 +972,60 @@ def test_pause_and_resume_running_task(lab):
     lab.wait_for(lambda s: kind_of(s["tasks"]["1"]) == "Running", what="running")
     assert lab.ok("kill", "-s", "SIGTERM", "1") == "Tasks are being killed: 1\n"
     lab.wait_for(lambda s: result_of(s["tasks"]["1"]) == "Killed", what="signalled")
+
+
+# ---------------------------------------------------------------------------
+# First start without a config: pueued writes the default file and honours it
+# ---------------------------------------------------------------------------
+
+
+def _bare_env(home: Path, **extra: str) -> dict[str, str]:
+    return {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **extra}
+
+
+@pytest.mark.parametrize("where", ["home", "xdg", "env"])
+def test_first_start_writes_the_real_default_config(tmp_path: Path, where: str) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    extra = {}
+    cfg = home / ".config" / "pueue" / "pueue.yml"
+    if where == "xdg":
+        extra["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
+        cfg = tmp_path / "xdg" / "pueue" / "pueue.yml"
+    env = _bare_env(home, **extra)
+    if where == "env":  # PUEUE_CONFIG_PATH must name an existing file, like -c
+        env["PUEUE_CONFIG_PATH"] = str(tmp_path / "missing.yml")
+        result = subprocess.run([PUEUED, "-d"], env=env, capture_output=True, text=True,
+                                timeout=30)
+        assert result.returncode == 1 and "Error while reading configuration" in result.stderr
+        assert not (tmp_path / "missing.yml").exists() and not cfg.exists()
+        return
+    try:
+        subprocess.run([PUEUED, "-d"], env=env, check=True, timeout=30, cwd=tmp_path)
+        assert FIXTURES is not None
+        assert cfg.read_bytes() == (FIXTURES / "default-pueue.yml").read_bytes()
+        # null = unset: state, pid file and socket in ~/.local/share/pueue
+        data = home / ".local" / "share" / "pueue"
+        user = pf.current_user()
+        assert (data / "state.json").is_file() and (data / "pueue.pid").is_file()
+        assert (data / f"pueue_{user}.socket").is_socket()
+        assert not (home / "null").exists() and not (tmp_path / "null").exists()
+        out = subprocess.run([PUEUE, "status", "--json"], env=env, capture_output=True,
+                             text=True, timeout=30, check=True)
+        assert out.stdout == (FIXTURES / "status-empty.json").read_text()
+    finally:
+        subprocess.run([PUEUE, "shutdown"], env=env, capture_output=True, timeout=30)
+
+
+def test_an_existing_config_is_not_rewritten(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    cfg = home / ".config" / "pueue" / "pueue.yml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(f"shared:\n  pueue_directory: ~/pq\n  pid_path: {tmp_path}/d.pid\n")
+    env = _bare_env(home)
+    try:
+        subprocess.run([PUEUED, "-d"], env=env, check=True, timeout=30)
+        assert cfg.read_text().startswith("shared:\n  pueue_directory: ~/pq\n")
+        assert (home / "pq" / "state.json").is_file() and (tmp_path / "d.pid").is_file()
+    finally:
+        subprocess.run([PUEUE, "shutdown"], env=env, capture_output=True, timeout=30)

@@ -80,7 +80,9 @@ def test_filter_command_end_to_end_locally(scripted: dict[str, Any]) -> None:
     logs = {t.label: t.log for t in g.failed}
     assert logs["ETHUSDT@250"] == ("line1", "line2", "boom 1")
     calls = scripted["calls"].read_text().splitlines()
-    assert calls == ["status --json", "log --json --lines 5 1 2 9"]
+    # the daemon answered its cheap `group` call, so the state file was read, not `status`
+    assert calls == ["group --json", "log --json --lines 5 1 2 9"]
+    assert snap.source == "state_file"
     h = snap.health
     assert h.nproc and h.nproc >= 1 and h.state_size == scripted["state"].stat().st_size
     assert h.swap_window is not None and h.swap_window >= 0.05
@@ -96,7 +98,7 @@ def test_log_tails_are_read_from_pueues_task_logs(scripted: dict[str, Any]) -> N
     snap = read_snapshot(LocalRemote(scripted["host"]), Options(group="p1", log_lines=2,
                                                                  swap_window=0))
     assert {t.label: t.log for t in snap.view("p1").failed}["ETHUSDT@250"] == ("line 99", "t1")
-    assert scripted["calls"].read_text().splitlines() == ["status --json"]  # no `pueue log`
+    assert scripted["calls"].read_text().splitlines() == ["group --json"]  # no `pueue log`
 
 
 def test_fallback_without_python3_gives_the_same_summary(scripted: dict[str, Any]) -> None:

@@ -5,19 +5,21 @@ demo, so this module imports nothing from pytest.
 
 Every simulated host is a separate "machine" although all of them run as the local user:
 
-* ``root/<name>/`` holds the host's ed25519 host key, its ``sshd_config``, ``sshd.log``,
-  ``pueue.yml`` and the pueue ``runtime/`` directory (socket, pid file);
+* ``root/<name>/`` holds the host's ed25519 host key, its ``sshd_config`` and ``sshd.log``;
 * ``root/<name>/home`` is the host's HOME: ``~/project`` (a clone of the world's bare
-  origin with a ``.venv`` made by uv), ``~/.local/share/pueue`` (pueue's state) and the
-  XDG directories;
-* sshd's ``SetEnv`` sets HOME, PATH, PUEUE_CONFIG_PATH and the XDG variables for every
-  session. PATH is the Debian non-login one (``LEAN_PATH``): pueue, pueued and uv live
-  in the host's ``~/.local/bin`` only, as their official installers put them, and the
-  host files say ``path = ["~/.local/bin"]`` (``add_host(path=...)`` changes that). sshd
-  always starts a session in the *passwd* home directory, so a small ``ForceCommand``
-  wrapper (``root/login.sh``) changes to ``$HOME`` first and then runs the requested
-  command with the login shell, exactly as sshd would (SFTP requests are handed to
-  ``sftp-server``, which then starts in ``$HOME`` too).
+  origin with a ``.venv`` made by uv), the XDG directories and pueue as a real host has
+  it: no config until pueued's first start writes ``~/.config/pueue/pueue.yml`` (the
+  default file, every path ``null``), so state, socket and pid file live in
+  ``~/.local/share/pueue``;
+* sshd's ``SetEnv`` sets HOME, PATH and the XDG variables (not XDG_RUNTIME_DIR, not
+  PUEUE_CONFIG_PATH) for every session. PATH is the Debian non-login one (``LEAN_PATH``):
+  pueue, pueued and uv live in the host's ``~/.local/bin`` only, as their official
+  installers put them, and the host files say ``path = ["~/.local/bin"]``
+  (``add_host(path=...)`` changes that). sshd always starts a session in the *passwd*
+  home directory, so a small ``ForceCommand`` wrapper (``root/login.sh``) changes to
+  ``$HOME`` first and then runs the requested command with the login shell, exactly as
+  sshd would (SFTP requests are handed to ``sftp-server``, which then starts in ``$HOME``
+  too).
 
 ``host.run(cmd)`` runs a command locally as a login shell on the host would (the same
 environment with ``~/.local/bin`` on PATH), for test setup and inspection without SSH.
@@ -329,11 +331,12 @@ class SimHost:
 
     @property
     def pueue_config(self) -> Path:
-        return self.dir / "pueue.yml"
+        """Written by pueued itself on its first start (the real default: paths null)."""
+        return self.home / ".config" / "pueue" / "pueue.yml"
 
     @property
     def runtime_dir(self) -> Path:
-        return self.dir / "runtime"
+        return self.pueue_dir  # runtime_directory null, no XDG_RUNTIME_DIR: pueue_directory
 
     @property
     def pueue_pid_file(self) -> Path:
@@ -341,7 +344,7 @@ class SimHost:
 
     @property
     def pueue_socket(self) -> Path:
-        return self.runtime_dir / "pueue.socket"
+        return self.runtime_dir / f"pueue_{pwd.getpwuid(os.getuid()).pw_name}.socket"
 
     @property
     def pueue_dir(self) -> Path:
@@ -494,19 +497,19 @@ class SimHost:
         return pid if _pid_alive(pid) else None
 
     def start_pueued(self, timeout: float = 30.0) -> None:
-        """``pueued -c pueue.yml -d`` in the host's environment; returns once it answers."""
-        cfg = self.pueue_config
-        if self.pueued_pid() is not None and self.run(f"pueue -c {cfg} status").returncode == 0:
+        """``pueued -d`` in the host's environment (the first start writes its default
+        ``~/.config/pueue/pueue.yml``, like real pueued); returns once it answers."""
+        if self.pueued_pid() is not None and self.run("pueue status").returncode == 0:
             return
         # the daemon must not hold our capture pipes open, or run() waits for it to exit
-        log = self.runtime_dir / "pueued.log"
+        log = self.dir / "pueued.log"
         _check(
-            self.run(f"pueued -c {cfg} -d >>{log} 2>&1", timeout=timeout),
+            self.run(f"pueued -d >>{log} 2>&1", timeout=timeout),
             f"[{self.name}] pueued -d (log: {log})",
         )
         deadline = time.monotonic() + timeout
         while True:
-            status = self.run(f"pueue -c {self.pueue_config} status --json", timeout=timeout)
+            status = self.run("pueue status --json", timeout=timeout)
             if status.returncode == 0:
                 return
             if time.monotonic() > deadline:
@@ -521,7 +524,7 @@ class SimHost:
         if pid is None:
             return
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.run(f"pueue -c {self.pueue_config} shutdown", timeout=timeout)
+            self.run("pueue shutdown", timeout=timeout)
         deadline = time.monotonic() + timeout
         while _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -655,7 +658,7 @@ class World:
         if len(str(host.pueue_socket)) > 100:  # sun_path holds 108 bytes
             raise WorldError(f"world root too deep for a unix socket: {host.pueue_socket}")
         self.hosts[name] = host
-        for d in (host.home, host.runtime_dir, host.pueue_dir):
+        for d in (host.home, host.pueue_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._place_programs(host)
         host.env = self._host_env(host, extra_env)
@@ -663,7 +666,6 @@ class World:
             Path(host.env[key]).mkdir(parents=True, exist_ok=True)
         self._keygen(host.host_key, comment=name)
         host.trusted_key = host.host_key_line
-        host.pueue_config.write_text(self._pueue_yaml(host))
         self._start_sshd_on_free_port(host)
         self.write_inventory()
         if pueue:
@@ -711,7 +713,6 @@ class World:
             {
                 "HOME": str(home),
                 "PATH": os.pathsep.join(path),
-                "PUEUE_CONFIG_PATH": str(host.pueue_config),
                 "XDG_DATA_HOME": str(home / ".local" / "share"),
                 "XDG_CONFIG_HOME": str(home / ".config"),
                 "XDG_STATE_HOME": str(home / ".local" / "state"),
@@ -758,20 +759,6 @@ class World:
         if self.sftp_server:
             lines.append(f"ForceCommand {self.login_wrapper}")
         return "\n".join(lines) + "\n"
-
-    def _pueue_yaml(self, host: SimHost) -> str:
-        # the exact shape of shared/fixtures/pueue/README.md (pueue 4.0.4)
-        return (
-            "shared:\n"
-            f"  pueue_directory: {host.pueue_dir}\n"
-            f"  runtime_directory: {host.runtime_dir}\n"
-            "  use_unix_socket: true\n"
-            f"  unix_socket_path: {host.pueue_socket}\n"
-            f"  pid_path: {host.pueue_pid_file}\n"
-            "client: {}\n"
-            "daemon: {}\n"
-            "profiles: {}\n"
-        )
 
     def rotate_host_key(self, name: str) -> None:
         """New host key for ``name``, sshd restarted on the same port; known_hosts untouched."""

@@ -53,6 +53,7 @@ def test_clean_is_scoped_and_reports_the_state_file(world: World, c1: SimHost) -
     assert len(groups_tasks(c1, "gc")) == 16  # --dry changed nothing
     rc, out, err = clean(world, "--host", "c1", "--group", "gc", "--successful-only", "--json")
     assert rc == 0, err
+    assert out["state_file"] == str(c1.state_file)  # found through the null pueue.yml
     assert out["size_before"] >= size > out["size_after"] == c1.state_file.stat().st_size
     assert out["removed"] == 15 and out["counts_after"] == {"failed": 1}
     assert len(groups_tasks(c1, "gkeep")) == 1  # another group is never touched (AP-10)

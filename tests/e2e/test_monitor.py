@@ -289,7 +289,13 @@ def test_plain_fallback_matches_the_filter_over_ssh(world: World, m1: SimHost,
     with session(host) as remote:
         filtered = read_snapshot(remote, Options(group="gplain", swap_window=0))
         plain = read_snapshot(remote, Options(group="gplain", python="no-such-python3"))
+        asked = read_snapshot(remote, Options(group="gplain", swap_window=0, state_file=False))
     assert (filtered.via, plain.via) == ("filter", "plain")
+    # the filter read pueue's state file (found through the null pueue.yml pueued wrote),
+    # and it says what `pueue status` says
+    assert (filtered.source, asked.source) == ("state_file", "status")
+    assert [g.to_dict() for g in asked.groups] == [g.to_dict() for g in filtered.groups]
+    assert plain.health.state_file == filtered.health.state_file == str(m1.state_file)
     assert [g.to_dict() for g in plain.groups] == [g.to_dict() for g in filtered.groups]
     assert plain.view("gplain").failed[0].log == ("nope",)
     assert plain.health.state_size == filtered.health.state_size

@@ -348,6 +348,61 @@ def test_large_state_is_cleaned_per_group_but_never_mid_chain(
     wait_done(host, "h", 4 + 5 + 4)  # h1, hc (+ its after step), h2
 
 
+def _finished_tasks(first_id: int, group: str, home: str, min_bytes: int) -> dict[str, Any]:
+    """Finished tasks in pueue 4.0.4's state-file format, at least `min_bytes` of JSON."""
+    envs = {"HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+            "USER": "op", "PUEUE_GROUP": group, "PUEUE_WORKER_ID": "0"}
+    t = "2026-11-01T00:00:00.123456789Z"
+    out: dict[str, Any] = {}
+    size, i = 0, first_id
+    while size < min_bytes:
+        cmd = f"uv run python scripts/process.py --part {i} --start 2019-01-01 --end 2026-12-31"
+        task = {"id": i, "created_at": t, "original_command": cmd, "command": cmd,
+                "path": f"{home}/project", "envs": envs, "group": group,
+                "dependencies": [], "priority": 0, "label": f"old:{i}",
+                "status": {"Done": {"enqueued_at": t, "start": t, "end": t,
+                                    "result": "Success"}}}
+        out[str(i)] = task
+        size += len(json.dumps(task, separators=(",", ":"))) + len(str(i)) + 4
+        i += 1
+    return out
+
+
+def test_state_warn_mb_cleans_with_the_daemons_default_config(
+        world: World, tmp_path: Path) -> None:
+    # Issue 12 item 1: on a host whose pueue.yml is the file pueued wrote itself
+    # (`pueue_directory: null`), probe used to find no state file, so `state_warn_mb`
+    # never fired. state_warn_mb = 1 and a 1.3 MB state: the batch's group is cleaned.
+    if not world.pueue_available:
+        pytest.skip("no pueue stand-in and no real pueue")
+    sw = world.add_host("sw", groups=GROUPS)
+    assert b"pueue_directory: null" in sw.pueue_config.read_bytes()
+    sw.run("pueue group add p5 --parallel 4", check=True)
+    sw.stop_pueued()
+    state = json.loads(sw.state_file.read_text())
+    state["tasks"].update(_finished_tasks(len(state["tasks"]), "p5", str(sw.home),
+                                          int(1.3 * 1024**2)))
+    # jobsafe: ignore[non-atomic-checkpoint-write] - the daemon is stopped
+    sw.state_file.write_text(json.dumps(state, separators=(",", ":")))
+    sw.start_pueued(timeout=120)
+    before = sw.state_file.stat().st_size
+    assert before > 1024**2
+    toml = world.inventory / "sw.toml"
+    toml.write_text(toml.read_text().replace("memory_cap", "state_warn_mb = 1\nmemory_cap", 1))
+    body = SWEEP.replace('group = "p1"', 'group = "p5"').replace(
+        'label = "{symbol}@{threshold}"', 'label = "sw:{symbol}@{threshold}"')
+    proc = inv(world, "--host", "sw", "--playbook", str(playbook(tmp_path, "warn", body)),
+               "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert [(c["group"], c["run"]) for c in out["clean"]] == [("p5", True)]
+    assert "> 1 MB" in out["clean"][0]["reason"]
+    assert [t for t in sw.pueue_status()["tasks"].values()
+            if (t["label"] or "").startswith("old:")] == []
+    assert sw.state_file.stat().st_size < 1024**2 < before
+    assert len(wait_done(sw, "sw:", 4)) == 4
+
+
 # ---- units mode ----------------------------------------------------------------------------
 
 def test_units_mode_10000_jobs(world: World, host: SimHost, tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def _expected_env_lines(world: World, host: SimHost) -> list[str]:
         str(host.home),
         str(host.home),
         host.env["PATH"],
-        str(host.pueue_config),
+        "",  # no PUEUE_CONFIG_PATH: pueue finds the file pueued wrote, as on a real host
         str(host.home / ".local" / "share"),
     ]
 
@@ -188,6 +188,20 @@ def test_each_host_has_its_own_files_and_pueue_state(
     assert len(tasks("h1")) == 1 and tasks("h2") == {}
     assert h1.pueued_pid() != h2.pueued_pid()
     assert h1.state_file.is_relative_to(h1.home) and h1.state_file.exists()
+
+
+def test_pueued_wrote_its_default_config_with_null_paths(
+    world: World, hosts: tuple[SimHost, SimHost], fixtures: Path
+) -> None:
+    # like a real host after `pueued -d`: ~/.config/pueue/pueue.yml is pueue 4.0.4's own
+    # default file (pueue_directory: null ...), so the toolkit must resolve null itself
+    require_pueue(world)
+    for host in hosts:
+        assert host.pueue_config.read_bytes() == (fixtures / "default-pueue.yml").read_bytes()
+        assert "PUEUE_CONFIG_PATH" not in host.env
+        assert host.pueued_pid() is not None and host.pueue_socket.is_socket()
+        assert host.state_file == host.home / ".local/share/pueue/state.json"
+        assert host.state_file.exists() and not (host.home / "null").exists()
 
 
 def test_project_is_a_clone_of_origin_with_a_working_venv(

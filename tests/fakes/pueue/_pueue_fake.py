@@ -178,36 +178,86 @@ def parse_yaml_subset(text):
     return root
 
 
+def _home():
+    """`dirs::home_dir()`: $HOME when set and not empty, else the passwd entry."""
+    home = os.environ.get("HOME")
+    if home:
+        return home
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        return "/"
+
+
 def _expand(path):
-    return os.path.expandvars(os.path.expanduser(path)) if path else path
+    """`shellexpand::tilde`: a leading `~` alone or before `/` is the home directory."""
+    if not isinstance(path, str) or not path:
+        return None  # null, `~`, empty or a nested map: unset
+    if path == "~" or path.startswith("~/"):
+        return _home() + path[1:]
+    return path
+
+
+def _xdg_dir(name, fallback):
+    """The `dirs` crate on Linux: an XDG variable counts only when it is absolute."""
+    value = os.environ.get(name) or ""
+    return value if os.path.isabs(value) else os.path.join(_home(), fallback)
+
+
+DEFAULT_CONFIG_FILE = os.path.join(os.path.dirname(os.path.realpath(__file__)),
+                                   "default-pueue.yml")
+
+
+class ConfigError(Exception):
+    pass
 
 
 class Settings:
-    """The few settings of pueue.yml the stand-in honours (pueue_lib/src/settings.rs)."""
+    """The settings of pueue.yml the stand-in honours (pueue_lib/src/settings.rs).
+
+    The file: `-c`, else $PUEUE_CONFIG_PATH (both must exist), else the first existing
+    of `<config dir>/pueue/pueue.yml` and `./pueue.yml`; none found = defaults, and the
+    daemon then writes the default file (`save_path`) on its first start, exactly the
+    bytes real pueued 4.0.4 writes (default-pueue.yml: every path `null` = unset)."""
 
     def __init__(self, config_path=None):
-        path = config_path or os.environ.get("PUEUE_CONFIG_PATH")
-        if not path:
-            config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-            path = os.path.join(config_home, "pueue", "pueue.yml")
-        self.config_path = path
+        explicit = config_path or os.environ.get("PUEUE_CONFIG_PATH")
+        self.save_path = explicit or os.path.join(
+            _xdg_dir("XDG_CONFIG_HOME", ".config"), "pueue", "pueue.yml")
+        candidates = [explicit] if explicit else [self.save_path, "pueue.yml"]
+        self.config_path = None
         data = {}
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = parse_yaml_subset(handle.read())
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            pass  # a missing config file means defaults
+        for path in candidates:
+            if not explicit and not os.path.isfile(path):
+                continue
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    data = parse_yaml_subset(handle.read())
+            except OSError as error:
+                raise ConfigError(
+                    eyre_report(
+                        [(0, "Error while reading configuration."),
+                         (1, f'Io Error while opening config file at path "{path}": '
+                             f"{os_error_text(error.errno or 0)}")],
+                        "pueue/src/daemon/mod.rs:40",
+                    )
+                ) from None
+            self.config_path = path
+            break
+        self.config_found = self.config_path is not None
         shared = data.get("shared") or {}
         daemon = data.get("daemon") or {}
         client = data.get("client") or {}
 
-        data_home = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
         self.pueue_directory = _expand(shared.get("pueue_directory")) or os.path.join(
-            data_home, "pueue"
+            _xdg_dir("XDG_DATA_HOME", os.path.join(".local", "share")), "pueue"
         )
+        runtime = os.environ.get("XDG_RUNTIME_DIR") or ""
         self.runtime_directory = (
             _expand(shared.get("runtime_directory"))
-            or os.environ.get("XDG_RUNTIME_DIR")
+            or (runtime if os.path.isabs(runtime) else None)
             or self.pueue_directory
         )
         self._socket_path = _expand(shared.get("unix_socket_path"))
@@ -218,6 +268,14 @@ class Settings:
         self.pause_group_on_failure = daemon.get("pause_group_on_failure") is True
         self.pause_all_on_failure = daemon.get("pause_all_on_failure") is True
         self.restart_in_place = client.get("restart_in_place") is True
+
+    def write_default_config(self):
+        """pueued's first start without any config: `Settings::default().save()`."""
+        with open(DEFAULT_CONFIG_FILE, "rb") as handle:
+            data = handle.read()
+        os.makedirs(os.path.dirname(self.save_path) or ".", exist_ok=True)
+        with open(self.save_path, "wb") as handle:
+            handle.write(data)
 
     @property
     def socket_path(self):
@@ -361,6 +419,22 @@ class Store:
         if data is None:
             return fresh_state()
         return json.loads(data.decode("utf-8", "surrogateescape"))
+
+    def read_groups(self):
+        """Only the groups, without parsing the tasks: `pueue group` asks the real daemon
+        for its groups alone, which costs the same at 50,000 tasks as at none."""
+        data = self.read_bytes()
+        if data is None:
+            return fresh_state()["groups"]
+        at = data.rfind(b'},"groups":')
+        if at >= 0 and data.endswith(b"}"):
+            try:
+                groups = json.loads(data[at + 11 : -1])
+            except ValueError:
+                groups = None
+            if isinstance(groups, dict):
+                return groups
+        return self.load()["groups"]
 
     def save(self, state):
         """Rewrite the whole state (serde's layout: tasks first, then groups)."""
