@@ -9,15 +9,23 @@ import pytest
 
 from jobsafe_ops.inventory import GroupSpec, Host
 
-# CI clones the repo with ../shared beside it: <parent>/shared/fixtures/pueue.
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pueue"
+# Real pueue 4.0.4 outputs, copied into the repo (data only) from the project's shared
+# fixtures so that a fresh clone tests with nothing beside it (tests/test_fixtures.py
+# checks the copy against ../shared/fixtures/pueue when that is there).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pueue"
 
 
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.fail(f"pueue fixtures not found at {FIXTURES}: ../shared must sit beside the repo")
     return FIXTURES
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e is `e2e` (real sshd hosts): `-m "not e2e"` is the fast loop."""
+    e2e = Path(__file__).resolve().parent / "e2e"
+    for item in items:
+        if e2e in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 # ---- a scripted pueue on this machine (the snapshot and monitor tests poll it for real) ------

@@ -39,7 +39,6 @@ def _find_fixtures() -> Path | None:
     candidates = [
         os.environ.get("PUEUE_FIXTURES_DIR"),
         Path(__file__).resolve().parent / "fixtures" / "pueue",
-        "/work/shared/fixtures/pueue",
     ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "status-mixed.json").is_file():
