@@ -307,9 +307,14 @@ def write_unit(line: dict[str, Any]) -> None:
 
 
 class Feeder:
-    def __init__(self, args: argparse.Namespace, lines: list[dict[str, Any]]) -> None:
+    def __init__(self, args: argparse.Namespace, lines: list[dict[str, Any]],
+                 lock_fd: int | None = None) -> None:
         self.args = args
         self.lines = lines
+        # Every `pueue add` child holds the batch lock too (an inherited flock'd fd): a
+        # feeder killed mid-add leaves its adds running, and a rerun must not read the
+        # status before they have finished, or it would add their labels a second time.
+        self.hold = (lock_fd,) if lock_fd is not None else ()
         self.env = lean_env(args.pass_env)
         self.receipts = Log(args.receipts)
         self.known: dict[str, int] = {}  # label -> id, from the status read and our adds
@@ -379,7 +384,8 @@ class Feeder:
             if line.get("unit_file"):
                 write_unit(line)
             proc = subprocess.run(add_argv(self.args.pueue, line, after), env=self.env,
-                                  capture_output=True, text=True, timeout=ADD_TIMEOUT)
+                                  capture_output=True, text=True, timeout=ADD_TIMEOUT,
+                                  pass_fds=self.hold)
             if proc.returncode != 0:
                 raise RuntimeError((proc.stderr or proc.stdout).strip() or
                                    f"pueue add exited {proc.returncode}")
@@ -425,7 +431,7 @@ def feed(args: argparse.Namespace) -> int:
         emit("@@summary " + json.dumps({"fatal": "another feeder is running for this batch"}))
         return EXIT_LOCKED
     try:
-        return Feeder(args, lines).run()
+        return Feeder(args, lines, lock_fd).run()
     except SystemExit as exc:  # pueue status unreadable: nothing was added
         emit("@@summary " + json.dumps({"fatal": str(exc)}))
         return EXIT_SOME_FAILED

@@ -458,3 +458,40 @@ def test_a_torn_or_replaced_commands_file_is_never_fed(daemon: Daemon, batch: Pa
     proc = feed(daemon, batch, whole, "--sha256", digest, "--count", count)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(summary(proc)["added"]) == 5 and len(daemon.tasks()) == 5
+
+
+
+def test_a_killed_feeders_adds_in_flight_keep_the_batch_lock(tmp_path: Path) -> None:
+    """A feeder SIGKILLed while its `pueue add` still runs: the add holds the batch lock
+    (it inherits the flock'd fd), so a rerun waits for it instead of reading a status it is
+    about to change and adding its label a second time (the kill-at-a-random-moment race)."""
+    from jobsafe_ops.feeder import wait_for_lock
+
+    started = tmp_path / "add-started"
+    pueue = tmp_path / "pueue"
+    pueue.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = status ]; then echo \'{"tasks":{},"groups":{"p1":'
+        '{"status":"Running","parallel_tasks":1}}}\'; exit 0; fi\n'
+        f"touch {started}; sleep 3; echo 7\n")
+    pueue.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    commands = write_commands(tmp_path / "c.jsonl", [
+        {"label": "a", "group": "p1", "workdir": str(work), "command": "true", "after": []}])
+    receipts = tmp_path / "receipts.tsv"
+    proc = subprocess.Popen([sys.executable, str(FEEDER), "feed", str(commands), "--receipts",
+                             str(receipts), "--pueue", str(pueue)],
+                            stdout=subprocess.DEVNULL, start_new_session=False)
+    deadline = time.monotonic() + 20
+    while not started.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the add never started"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    fd = os.open(str(receipts) + ".lock", os.O_WRONLY)
+    try:
+        assert wait_for_lock(fd, 0.3) is False  # the orphaned add still holds it
+        assert wait_for_lock(fd, 10.0) is True  # and lets go once it has finished
+    finally:
+        os.close(fd)
