@@ -2,8 +2,9 @@
 transport for a host that is this machine.
 
 Fabric hard-codes an auto-adding host key policy and never loads known_hosts (fabric#1804,
-#2071): we load the user's known_hosts, the inventory's known_hosts and ssh_config's
-UserKnownHostsFile, and refuse unknown or changed keys with the offered fingerprint.
+#2071): we load the user's known_hosts, the inventory's known_hosts, ssh_config's
+UserKnownHostsFile and the global files, and refuse unknown, changed or @revoked keys with
+the offered fingerprint. A host's options are what `ssh <alias>` would use (sshconf).
 """
 
 from __future__ import annotations
