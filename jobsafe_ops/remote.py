@@ -515,7 +515,7 @@ def _harden(conn: Any, name: str) -> None:
                 raise HostKeyError(
                     f"{name}: {hostname} is trusted only through @cert-authority "
                     f"({ca}); host certificates are not supported (paramiko), so its own "
-                    f"key ({key.get_name()} {fingerprint(key)}) must be listed. "
+                    f"key ({key.get_name()} {fingerprint(key)}) must be listed: "
                     + _trust_hint(conn.host, conn.port))
             raise HostKeyError(
                 f"{name}: unknown host key for {hostname} "

@@ -51,6 +51,7 @@ def error_line(r: subprocess.CompletedProcess[str], host: str) -> str:
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith(f"error: {host}: "), lines
     assert "Traceback" not in r.stderr + r.stdout
+    print(lines[0])  # shown with -s: the line an operator reads
     return lines[0]
 
 
