@@ -6,7 +6,7 @@ The script is sent as one command; its sections are parsed from recorded outputs
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .inventory import Host
@@ -158,6 +158,7 @@ class Probe:
     # (name, where it resolves or None) for PROBED; the PATH remote commands get
     programs: tuple[tuple[str, str | None], ...] = ()
     path: str | None = None
+    ssh_resolver: str | None = None  # how ssh options were resolved: "ssh -G" | "paramiko"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -310,7 +311,8 @@ def run_probe(remote: Remote, swap_interval: float = 1.0, *, readonly: bool = Fa
     host = remote.host
     result = remote.run(probe_script(host.pueue, swap_interval, host.project_dir, host.uv),
                         check=False, readonly=readonly)
-    return parse_probe(host.name, result.stdout, host.project_dir)
+    return replace(parse_probe(host.name, result.stdout, host.project_dir),
+                   ssh_resolver=remote.ssh_resolver)
 
 
 # ---- health verdicts (reused by monitor and deploy) ---------------------------------

@@ -2,13 +2,15 @@
 transport for a host that is this machine.
 
 Fabric hard-codes an auto-adding host key policy and never loads known_hosts (fabric#1804,
-#2071): we load the user's known_hosts, the inventory's known_hosts and ssh_config's
-UserKnownHostsFile, and refuse unknown or changed keys with the offered fingerprint.
+#2071): we load the user's known_hosts, the inventory's known_hosts, ssh_config's
+UserKnownHostsFile and the global files, and refuse unknown, changed or @revoked keys with
+the offered fingerprint. A host's options are what `ssh <alias>` would use (sshconf).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import functools
 import hashlib
@@ -144,6 +146,7 @@ class Remote:
         self.connections_opened = 0
         self.round_trips = 0
         self.reconnects: list[str] = []  # one note per reopened connection
+        self.ssh_resolver: str | None = None  # "ssh -G" | "paramiko" (sshconf); None: local
 
     def run(self, command: str | Sequence[str], *, check: bool = True,
             timeout: float | None = None, stdin: str | None = None,
@@ -481,10 +484,11 @@ def known_hosts_files(ssh_config: dict[str, Any]) -> list[Path]:
     from .inventory import inventory_dir
 
     files = [Path("~/.ssh/known_hosts").expanduser(), inventory_dir() / "known_hosts"]
-    extra = ssh_config.get("userknownhostsfile")
-    for item in (extra if isinstance(extra, list) else [extra] if extra else []):
-        for part in str(item).split():
-            files.append(Path(os.path.expanduser(part)))
+    for option in ("userknownhostsfile", "globalknownhostsfile"):  # global: /etc/ssh/...
+        extra = ssh_config.get(option)
+        for item in (extra if isinstance(extra, list) else [extra] if extra else []):
+            for part in str(item).split():
+                files.append(Path(os.path.expanduser(part)))
     return [f for f in dict.fromkeys(files) if f.exists()]
 
 
@@ -495,11 +499,24 @@ def _trust_hint(hostname: str, port: int) -> str:
 
 
 def _harden(conn: Any, name: str) -> None:
-    """RejectPolicy + known_hosts on a Connection and every ProxyJump gateway hop."""
+    """RejectPolicy + known_hosts on a Connection and every ProxyJump gateway hop:
+    plain/hashed/[host]:port lines trusted, `@revoked` keys refused, `@cert-authority`
+    lines never break other hosts (sshconf.KnownHosts)."""
     import paramiko
+
+    from . import sshconf
+
+    known = sshconf.KnownHosts()
 
     class Refuse(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # paramiko: untyped
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            ca = known.authority_line(hostname)
+            if ca is not None:
+                raise HostKeyError(
+                    f"{name}: {hostname} is trusted only through @cert-authority "
+                    f"({ca}); host certificates are not supported (paramiko), so its own "
+                    f"key ({key.get_name()} {fingerprint(key)}) must be listed: "
+                    + _trust_hint(conn.host, conn.port))
             raise HostKeyError(
                 f"{name}: unknown host key for {hostname} "
                 f"({key.get_name()} {fingerprint(key)}); refusing to connect. "
@@ -508,13 +525,20 @@ def _harden(conn: Any, name: str) -> None:
 
     client = conn.client
     client.set_missing_host_key_policy(Refuse())
-    for path in known_hosts_files(dict(conn.ssh_config)):
+    resolved = getattr(conn, "resolved", None)
+    options = dict(conn.ssh_config) if resolved is None else {
+        "userknownhostsfile": list(resolved.user_known_hosts),
+        "globalknownhostsfile": list(resolved.global_known_hosts)}
+    for path in known_hosts_files(options):
         try:
-            client.get_host_keys().load(str(path))
-        except (OSError, paramiko.SSHException) as exc:
+            known.read(path)
+        except OSError as exc:
             raise RemoteError(f"cannot read known_hosts {path}: {exc}") from None
+    known.fill(client.get_host_keys())
+    conn.connect_kwargs["transport_factory"] = sshconf.transport_factory(
+        known, name, conn.host, conn.port)
     gateway = getattr(conn, "gateway", None)
-    if gateway is not None and not isinstance(gateway, str):
+    if gateway is not None and gateway is not False and not isinstance(gateway, str):
         _harden(gateway, f"{name} (via ProxyJump {gateway.host})")
 
 
@@ -560,10 +584,7 @@ def _open(conn: Any, name: str) -> None:
             "remove the old line and " + _trust_hint(conn.host, conn.port)
         ) from None
     except paramiko.AuthenticationException as exc:
-        raise RemoteError(
-            f"{name}: authentication failed as {conn.user}@{conn.host}:{conn.port} ({exc}); "
-            "check IdentityFile / ssh-agent"
-        ) from None
+        raise _auth_failed(conn, name, exc) from None
     except NoValidConnectionsError as exc:
         # paramiko's text is "[Errno None] Unable to connect to port P on H"; say why
         reasons = {os.strerror(e.errno) if getattr(e, "errno", None) else str(e)
@@ -572,6 +593,8 @@ def _open(conn: Any, name: str) -> None:
     except (ConnectionRefusedError, ConnectionResetError, TimeoutError) as exc:
         raise TransientConnectError(str(exc) or type(exc).__name__) from None
     except paramiko.SSHException as exc:
+        if "No authentication methods available" in str(exc):  # no key, no agent key
+            raise _auth_failed(conn, name, exc) from None
         if "Error reading SSH protocol banner" in str(exc):
             raise TransientConnectError(str(exc)) from None
         raise RemoteError(f"{name}: ssh failed: {exc}") from None
@@ -583,6 +606,27 @@ def _open(conn: Any, name: str) -> None:
         # e.g. an IdentityFile that does not exist: no retry fixes the laptop's own config
         raise RemoteError(f"{name}: cannot connect as {conn.user}@{conn.host}:{conn.port}: "
                           f"{exc}; check IdentityFile / ssh_config") from None
+
+
+def _auth_failed(conn: Any, name: str, exc: BaseException) -> RemoteError:
+    """One line: an encrypted key no agent holds names the key and `ssh-add` (paramiko
+    never prompts; neither does cron); a configured IdentityFile that is missing is named."""
+    from . import sshconf
+
+    resolved = getattr(conn, "resolved", None)
+    keys = list(getattr(conn, "connect_kwargs", {}).get("key_filename") or [])
+    locked = sshconf.encrypted_identities(keys)
+    if locked:
+        return RemoteError(
+            f"{name}: private key {locked[0]} is encrypted and no ssh-agent offered it "
+            f"(no passphrase is ever asked); run `ssh-add {locked[0]}` in the agent this "
+            "command sees ($SSH_AUTH_SOCK or IdentityAgent), or use a key without a "
+            "passphrase for unattended runs")
+    missing = resolved.missing_identities if resolved is not None else []
+    gone = f"; IdentityFile {missing[0]} does not exist" if missing else ""
+    return RemoteError(
+        f"{name}: authentication failed as {conn.user}@{conn.host}:{conn.port} ({exc}){gone}; "
+        "check IdentityFile / ssh-agent")
 
 
 def _runner_class() -> Any:
@@ -614,12 +658,18 @@ def _connection_class() -> Any:
         # class lacks into a config key
         allow_reopen = False
         opened_once = False
+        resolved = None  # sshconf.Resolved: what `ssh <alias>` would use
 
         def open(self) -> Any:
             if self.is_connected:
                 return None
             if self.opened_once and not self.allow_reopen:
                 raise paramiko.SSHException("the connection dropped; not reopened")
+            agent = self.resolved.identity_agent if self.resolved is not None else None
+            if agent not in (None, "none") and self.connect_kwargs.get("allow_agent", True):
+                from .sshconf import agent_at
+
+                self.client._agent = agent_at(agent)  # IdentityAgent, not $SSH_AUTH_SOCK
             result = super().open()
             self.opened_once = True
             return result
@@ -632,12 +682,40 @@ def connection(host: Host) -> Any:
     `replace_env=True` and `run.env` is empty, and we never pass `env=`: nothing of the
     laptop's environment reaches the host (no `export K=V &&` prefix from inline_ssh_env,
     no SSH env requests). tests/test_env_hygiene.py checks it through SSHRemote."""
+    from . import sshconf
+
+    return _connection_for(sshconf.resolve(host.ssh, _ssh_config_path()), _ssh_config_path())
+
+
+def _connection_for(resolved: Any, cfg_path: str | None, depth: int = 0) -> Any:
+    """A Connection from resolved options (sshconf.resolve: `ssh -G`, else paramiko's
+    parser); ProxyJump hops are resolved the same way, first hop first, as ssh does."""
+    import paramiko
     from fabric import Config
 
-    cfg_path = _ssh_config_path()
-    config = Config(runtime_ssh_path=cfg_path) if cfg_path else Config()
+    from . import sshconf
+
+    gateway: Any = False
+    if resolved.proxy_jump and depth < 8:
+        for i, hop in enumerate(resolved.proxy_jump.split(",")):
+            hop_resolved = sshconf.resolve(hop.strip(), cfg_path)
+            if i > 0:  # a later hop goes through the one before it (its own jump ignored)
+                hop_resolved = dataclasses.replace(hop_resolved, proxy_jump=None)
+            previous = gateway
+            gateway = _connection_for(hop_resolved, cfg_path, depth + 1)
+            if previous:
+                gateway.gateway = previous
+    # the options are resolved already: Fabric must not look the host up again
+    config = Config(ssh_config=paramiko.SSHConfig())
     config.runners.remote = _runner_class()
-    return _connection_class()(host.ssh, config=config, connect_timeout=int(CONNECT_TIMEOUT))
+    timeout = CONNECT_TIMEOUT
+    if resolved.connect_timeout and "JOBSAFE_CONNECT_TIMEOUT" not in os.environ:
+        timeout = resolved.connect_timeout  # ssh_config's ConnectTimeout
+    conn = _connection_class()(resolved.hostname, user=resolved.user, port=resolved.port,
+                               config=config, connect_timeout=int(timeout), gateway=gateway,
+                               connect_kwargs=sshconf.connect_kwargs(resolved))
+    conn.resolved = resolved
+    return conn
 
 
 def connect(host: Host) -> Remote:
@@ -656,6 +734,7 @@ def connect(host: Host) -> Remote:
         ) from None
     remote = SSHRemote(host, conn)
     remote.connections_opened = 1
+    remote.ssh_resolver = conn.resolved.resolver
     return remote
 
 
