@@ -171,8 +171,9 @@ def test_killed_then_rerun_adds_every_label_exactly_once(
     assert added_before == (kill_at - 1 if mode == "before" else kill_at)
     if mode == "after":  # the killed add reached pueue but has no receipt
         assert len(receipts(batch)) == kill_at - 1
-    # rerun (concurrent adds this time): only the missing labels are added
-    s = summary(feed(daemon, batch, commands, "--jobs", "4"))
+    # rerun (concurrent adds this time): only the missing labels are added; it waits, as
+    # submit-batch's does, for the killed feeder's add still in flight (it holds the lock)
+    s = summary(feed(daemon, batch, commands, "--jobs", "4", "--lock-wait", "30"))
     assert len(s["added"]) == 10 - added_before
     labels = Counter(t["label"] for t in daemon.tasks())
     assert len(labels) == 10 and set(labels.values()) == {1}
@@ -191,7 +192,7 @@ def test_kill_at_a_random_moment_converges(daemon: Daemon, batch: Path) -> None:
             proc.kill()
             break
     proc.wait()
-    summary(feed(daemon, batch, commands))
+    summary(feed(daemon, batch, commands, "--lock-wait", "30"))  # as submit-batch reruns
     labels = Counter(t["label"] for t in daemon.tasks())
     assert len(labels) == 40 and set(labels.values()) == {1}
 
