@@ -33,9 +33,13 @@ R = TypeVar("R")
 
 def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
     """Run a command body; map every outcome to one exit code and a one-line error."""
+    from .config import activated
+
     debug = bool(kwargs.pop("debug", False))
     try:
-        code = fn(**kwargs) or EXIT_OK
+        # one ops repo per command: the inventory, its playbooks/ and its config file
+        with activated(kwargs.get("inventory")):
+            code = fn(**kwargs) or EXIT_OK
     except JobsafeError as exc:
         if debug:
             traceback.print_exc()

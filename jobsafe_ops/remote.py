@@ -467,20 +467,23 @@ class _LineSink:
 
 # ---- strict host keys ------------------------------------------------------------------
 
-def _ssh_config_path() -> str | None:
+def _ssh_config_path(inventory: Path | None = None) -> str | None:
+    """$JOBSAFE_SSH_CONFIG, else the host's inventory's ssh_config (`inventory`: the
+    directory its host file was loaded from)."""
     env = os.environ.get("JOBSAFE_SSH_CONFIG")
     if env:
         return env
     from .inventory import inventory_dir
 
-    candidate = inventory_dir() / "ssh_config"
+    candidate = (inventory or inventory_dir()) / "ssh_config"
     return str(candidate) if candidate.exists() else None
 
 
-def known_hosts_files(ssh_config: dict[str, Any]) -> list[Path]:
+def known_hosts_files(ssh_config: dict[str, Any], inventory: Path | None = None) -> list[Path]:
     from .inventory import inventory_dir
 
-    files = [Path("~/.ssh/known_hosts").expanduser(), inventory_dir() / "known_hosts"]
+    files = [Path("~/.ssh/known_hosts").expanduser(),
+             (inventory or inventory_dir()) / "known_hosts"]
     extra = ssh_config.get("userknownhostsfile")
     for item in (extra if isinstance(extra, list) else [extra] if extra else []):
         for part in str(item).split():
@@ -494,7 +497,7 @@ def _trust_hint(hostname: str, port: int) -> str:
             f"`ssh-keyscan {target} >> ~/.ssh/known_hosts` (or the inventory's known_hosts)")
 
 
-def _harden(conn: Any, name: str) -> None:
+def _harden(conn: Any, name: str, inventory: Path | None = None) -> None:
     """RejectPolicy + known_hosts on a Connection and every ProxyJump gateway hop."""
     import paramiko
 
@@ -508,14 +511,14 @@ def _harden(conn: Any, name: str) -> None:
 
     client = conn.client
     client.set_missing_host_key_policy(Refuse())
-    for path in known_hosts_files(dict(conn.ssh_config)):
+    for path in known_hosts_files(dict(conn.ssh_config), inventory):
         try:
             client.get_host_keys().load(str(path))
         except (OSError, paramiko.SSHException) as exc:
             raise RemoteError(f"cannot read known_hosts {path}: {exc}") from None
     gateway = getattr(conn, "gateway", None)
     if gateway is not None and not isinstance(gateway, str):
-        _harden(gateway, f"{name} (via ProxyJump {gateway.host})")
+        _harden(gateway, f"{name} (via ProxyJump {gateway.host})", inventory)
 
 
 # Network-level failures worth a retry; any other OSError (a missing key file...) is not.
@@ -634,10 +637,22 @@ def connection(host: Host) -> Any:
     no SSH env requests). tests/test_env_hygiene.py checks it through SSHRemote."""
     from fabric import Config
 
-    cfg_path = _ssh_config_path()
+    from .inventory import host_inventory
+
+    cfg_path = _ssh_config_path(host_inventory(host))
     config = Config(runtime_ssh_path=cfg_path) if cfg_path else Config()
     config.runners.remote = _runner_class()
-    return _connection_class()(host.ssh, config=config, connect_timeout=int(CONNECT_TIMEOUT))
+    return _connection_class()(host.ssh, config=config, connect_timeout=connect_timeout())
+
+
+def connect_timeout() -> int:
+    """Seconds: $JOBSAFE_CONNECT_TIMEOUT, else the config file's connect_timeout, else 10."""
+    if "JOBSAFE_CONNECT_TIMEOUT" in os.environ:
+        return max(1, int(CONNECT_TIMEOUT))
+    from .config import active
+
+    configured = active().settings.connect_timeout
+    return max(1, int(configured if configured is not None else CONNECT_TIMEOUT))
 
 
 def connect(host: Host) -> Remote:
@@ -645,7 +660,9 @@ def connect(host: Host) -> Remote:
     if host.is_local:
         return LocalRemote(host)
     conn = connection(host)
-    _harden(conn, host.name)
+    from .inventory import host_inventory
+
+    _harden(conn, host.name, host_inventory(host))
     started = time.monotonic()
     try:
         _open(conn, host.name)
