@@ -66,13 +66,18 @@ class OpsRepo:
     def missing_inventory(self) -> ConfigError:
         """One line: where it looked, and the fix."""
         if self.inventory_from in ("--inventory", "JOBSAFE_INVENTORY"):
-            return ConfigError(
-                f"inventory {self.inventory} (from {self.inventory_from}) is not a directory; "
-                f"fix the path, or create it with `jobsafe init {self.inventory.parent}`")
+            return missing_explicit(self.inventory, self.inventory_from)
         return ConfigError(
             f"no inventory: no hosts/ directory in {self.start} or its parents (and neither "
             "--inventory nor JOBSAFE_INVENTORY is set); run `jobsafe init` to create an ops "
             "repo here, or pass --inventory DIR")
+
+
+def missing_explicit(inventory: Path, how: str) -> ConfigError:
+    make = (f"create it with `jobsafe init {inventory.parent}`" if inventory.name == HOSTS_DIR
+            else "`jobsafe init DIR` creates DIR/hosts")
+    return ConfigError(f"inventory {inventory} (from {how}) is not a directory; fix the "
+                       f"path, or {make}")
 
 
 def _pyproject_table(path: Path) -> dict[str, Any] | None:

@@ -116,8 +116,8 @@ def init_cmd(directory: str | None = None) -> int:
         raise ConfigError(f"cannot write in {root}: {exc.strerror or exc}; check the "
                           "directory's permissions") from None
     for rel in FILES:
-        console.print(f"wrote {root / rel}", markup=False, highlight=False)
+        console.print(f"wrote {root / rel}", markup=False, highlight=False, soft_wrap=True)
     where = "" if directory is None else f"cd {root} && "
     console.print(f"next: edit hosts/example.toml, then {where}jobsafe hosts", markup=False,
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     return 0

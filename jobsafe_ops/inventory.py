@@ -294,13 +294,12 @@ def host_inventory(host: Host) -> Path:
 
 def load_inventory(directory: Path) -> dict[str, Host]:
     if not directory.is_dir():
-        from .config import active
+        from .config import active, missing_explicit
 
         repo = active()
         if repo.inventory.absolute() == directory.absolute():
             raise repo.missing_inventory()
-        raise ConfigError(f"inventory {directory} is not a directory; fix --inventory, or "
-                          f"create it with `jobsafe init {directory.parent}`")
+        raise missing_explicit(directory, "--inventory")
     defaults: dict[str, Any] = {}
     dpath = directory / DEFAULTS_FILE
     if dpath.exists():
