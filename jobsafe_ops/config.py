@@ -76,8 +76,9 @@ class OpsRepo:
 def missing_explicit(inventory: Path, how: str) -> ConfigError:
     make = (f"create it with `jobsafe init {inventory.parent}`" if inventory.name == HOSTS_DIR
             else "`jobsafe init DIR` creates DIR/hosts")
-    return ConfigError(f"inventory {inventory} (from {how}) is not a directory; fix the "
-                       f"path, or {make}")
+    fix = "--inventory DIR" if how == "--inventory" else f"${how}"
+    return ConfigError(f"inventory {inventory} (from {how}) is not a directory; fix {fix}, "
+                       f"or {make}")
 
 
 def _pyproject_table(path: Path) -> dict[str, Any] | None:

@@ -143,7 +143,8 @@ def demo_host(keep: bool = False) -> Iterator[tuple[Path, Path]]:
         XDG_DATA_HOME=str(home / ".local/share"), XDG_CONFIG_HOME=str(home / ".config"),
         JOBSAFE_INVENTORY=str(inventory), UV_PYTHON_DOWNLOADS="never",
     )
-    os.environ.pop("JOBSAFE_JOURNAL", None)
+    # the throwaway host's own journal, never the operator's (nor an ops repo's `journal`)
+    os.environ["JOBSAFE_JOURNAL"] = str(home / ".local/state/jobsafe-ops/journal.ndjson")
     os.environ["PATH"] = os.pathsep.join(
         [*([str(fake)] if fake is not None else []), uv_dir, os.environ.get("PATH", "")])
     try:

@@ -164,3 +164,31 @@ def test_bad_config_is_one_line_exit_2(ops: Path, text: str, message: str) -> No
                           env={k: v for k, v in os.environ.items()
                                if not k.startswith("JOBSAFE_")})
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_autoscale_takes_the_config_thresholds_unless_flagged(
+        ops: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the real task defaults (jobsafe_ops.tasks): a flag left out takes
+    [autoscale] from jobsafe.toml, a flag given wins."""
+    from jobsafe_ops import autoscale, tasks
+    from jobsafe_ops.errors import RemoteError
+
+    (ops / "jobsafe.toml").write_text("[autoscale]\nup_load = 20\nheadroom = 3\n")
+    monkeypatch.chdir(ops)
+    seen = []
+
+    def fake(host, remote, thresholds, dry):  # type: ignore[no-untyped-def]
+        seen.append(thresholds)
+        raise RemoteError("stop here")
+
+    monkeypatch.setattr(autoscale, "connect", lambda h: None)
+    monkeypatch.setattr(autoscale, "Autoscaler", fake)
+    flags = dict(host="example", loop=False, interval=tasks.AUTOSCALE_INTERVAL, ticks=None,
+                 dry=True, up_load=tasks.UP_LOAD, up_mem=tasks.UP_MEM,
+                 down_load=tasks.DOWN_LOAD, down_mem=tasks.DOWN_MEM,
+                 headroom=tasks.HEADROOM, inventory=None, json_out=True)
+    with config.activated(None):
+        autoscale.autoscale_cmd(**flags)
+        autoscale.autoscale_cmd(**{**flags, "up_load": type(tasks.UP_LOAD)("35")})
+    assert (seen[0].up_load, seen[0].up_mem, seen[0].headroom) == (0.20, 0.60, 3.0)
+    assert (seen[1].up_load, seen[1].headroom) == (0.35, 3.0)

@@ -95,3 +95,10 @@ def test_cli_positional_dir_and_exit_2_naming_the_file(tmp_path: Path) -> None:
 ])
 def test_positional_init(argv: list[str], expected: list[str]) -> None:
     assert positional_init(argv) == expected
+
+
+def test_a_broken_config_around_does_not_stop_init(tmp_path: Path) -> None:
+    (tmp_path / "jobsafe.toml").write_text("bogus = 1\n")
+    assert jobsafe("init", "inner", cwd=tmp_path).returncode == 0
+    bad = jobsafe("hosts", cwd=tmp_path)  # but a host command says what is wrong
+    assert bad.returncode == 2 and "unknown key 'bogus'" in bad.stderr
