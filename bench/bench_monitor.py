@@ -128,7 +128,7 @@ def main() -> int:
 
     print(f"synthetic state: {args.tasks:,} finished tasks + 4 live, state.json "
           f"{size / 1024**2:.1f} MB (written in {build:.1f}s; see the module docstring)")
-    print(f"pueue: {'real' if world.real_pueue else 'stand-in (tests/fakes/pueue)'}; "
+    print(f"pueue: {'real' if world.real_pueue else 'stand-in (jobsafe_ops/testing/pueue)'}; "
           f"median of {args.polls} polls over loopback SSH, one connection")
     print()
     print(f"{'what crosses SSH per poll':58} {'bytes':>12} {'ratio':>8} {'time':>8}")

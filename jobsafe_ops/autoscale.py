@@ -422,8 +422,14 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | str | Non
                   up_load: float, up_mem: float, down_load: float, down_mem: float,
                   headroom: float, inventory: str | None, json_out: bool) -> int:
     from .cli import HostRow, combined_exit_code, error_dict, hosts_for, positive_int, print_error
+    from .config import setting
     from .console import console
 
+    # a flag not given takes the ops repo's [autoscale] value, if any (jobsafe.toml)
+    interval, up_load, up_mem, down_load, down_mem, headroom = (
+        setting(v, "autoscale", k) for v, k in (
+            (interval, "interval"), (up_load, "up_load"), (up_mem, "up_mem"),
+            (down_load, "down_load"), (down_mem, "down_mem"), (headroom, "headroom")))
     if interval <= 0:
         raise ConfigError("--interval must be > 0 seconds")
     ticks = positive_int(ticks, "--ticks")

@@ -33,9 +33,16 @@ R = TypeVar("R")
 
 def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
     """Run a command body; map every outcome to one exit code and a one-line error."""
+    from contextlib import nullcontext
+
+    from .config import activated
+
     debug = bool(kwargs.pop("debug", False))
     try:
-        code = fn(**kwargs) or EXIT_OK
+        # one ops repo per host command: the inventory, its playbooks/ and its config file
+        # (init, lint, demo take no inventory: a broken jobsafe.toml does not stop them)
+        with activated(kwargs["inventory"]) if "inventory" in kwargs else nullcontext():
+            code = fn(**kwargs) or EXIT_OK
     except JobsafeError as exc:
         if debug:
             traceback.print_exc()

@@ -5,12 +5,13 @@ origin, project checkout and uv venv under a temp dir. The demo drives it throug
 commands an operator uses: probe → audit → deploy (a fix pushed to origin) → submit-batch
 (a playbook with two phases and an --after chain) → monitor --until-done → audit.
 
-pueue: the real binaries when on PATH, otherwise the stand-in shipped under tests/.
+pueue: the real binaries when on PATH, otherwise the stand-in shipped in the package
+(jobsafe_ops/testing/pueue). Needs python3, git and uv (the package's `demo` extra, or PATH),
+nothing from a checkout: it runs from an installed wheel in an empty directory.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -25,9 +26,7 @@ from typing import Any
 from .console import console
 from .errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-FAKE_PUEUE = REPO / "tests" / "fakes" / "pueue"
-PLAYBOOK = REPO / "playbooks" / "directions.toml"
+PLAYBOOK = Path(__file__).resolve().parent / "testing" / "directions.toml"
 
 DEMO_HOST = """\
 ssh = "local"
@@ -66,25 +65,40 @@ GIT_ENV = {
 
 
 def _project_files() -> dict[str, str]:
-    """The toy project shared with the e2e test world (tests/world.py)."""
-    spec = importlib.util.spec_from_file_location("_jobsafe_world", REPO / "tests" / "world.py")
-    if spec is None or spec.loader is None:
-        raise ConfigError("tests/world.py is missing: run the demo from a checkout of the repo")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return dict(module.PROJECT_FILES)
+    """The toy project shared with the e2e test world (jobsafe_ops/testing/world.py)."""
+    from .testing.world import PROJECT_FILES
+
+    return dict(PROJECT_FILES)
 
 
 def _pueue_dir() -> Path | None:
-    """None: real pueue is on PATH. Otherwise the stand-in's directory."""
+    """None: real pueue is on PATH. Otherwise the packaged stand-in's directory."""
+    from .testing.world import pueue_standin_dir
+
     if shutil.which("pueue") and shutil.which("pueued") and not os.environ.get(
             "JOBSAFE_DEMO_FAKE_PUEUE"):
         return None
-    if not (FAKE_PUEUE / "pueued").exists():
-        raise ConfigError("no pueue on PATH and no stand-in at tests/fakes/pueue; "
-                          "install pueue or run from a checkout of the repo")
-    return FAKE_PUEUE
+    return pueue_standin_dir()
+
+
+def _uv() -> str:
+    """uv from PATH, else the one the `demo` extra installs next to this Python."""
+    found = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+    if found:
+        return found
+    try:
+        from uv import find_uv_bin  # the PyPI `uv` package (jobsafe-ops[demo])
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    raise ConfigError("the demo needs uv: install jobsafe-ops[demo] (uv tool install "
+                      "'jobsafe-ops[demo]') or put uv on PATH (https://docs.astral.sh/uv/)")
+
+
+def _need_git() -> None:
+    if shutil.which("git") is None:
+        raise ConfigError("the demo needs git on PATH (Debian: apt-get install git)")
 
 
 def _sh(argv: list[str], cwd: Path | None = None) -> None:
@@ -105,6 +119,9 @@ def _write(root: Path, files: dict[str, str]) -> None:
 @contextmanager
 def demo_host(keep: bool = False) -> Iterator[tuple[Path, Path]]:
     """Set up the throwaway host; yields (inventory dir, work clone of the origin)."""
+    _need_git()
+    uv_dir = str(Path(_uv()).parent)  # on PATH: the deploy runs uv on the host too
+    fake = _pueue_dir()
     root = Path(tempfile.mkdtemp(prefix="jobsafe-demo-"))
     saved = dict(os.environ)
     home, runtime, inventory = root / "home", root / "run", root / "inventory"
@@ -121,15 +138,15 @@ def demo_host(keep: bool = False) -> Iterator[tuple[Path, Path]]:
         "client: {}\ndaemon: {}\nprofiles: {}\n"
     )
     (inventory / "demo.toml").write_text(DEMO_HOST)
-    fake = _pueue_dir()
     os.environ.update(
         HOME=str(home), PUEUE_CONFIG_PATH=str(cfg), XDG_STATE_HOME=str(home / ".local/state"),
         XDG_DATA_HOME=str(home / ".local/share"), XDG_CONFIG_HOME=str(home / ".config"),
         JOBSAFE_INVENTORY=str(inventory), UV_PYTHON_DOWNLOADS="never",
     )
-    os.environ.pop("JOBSAFE_JOURNAL", None)
-    if fake is not None:
-        os.environ["PATH"] = f"{fake}{os.pathsep}{os.environ['PATH']}"
+    # the throwaway host's own journal, never the operator's (nor an ops repo's `journal`)
+    os.environ["JOBSAFE_JOURNAL"] = str(home / ".local/state/jobsafe-ops/journal.ndjson")
+    os.environ["PATH"] = os.pathsep.join(
+        [*([str(fake)] if fake is not None else []), uv_dir, os.environ.get("PATH", "")])
     try:
         with console.status("setting up the throwaway host (git origin, checkout, uv venv)"):
             work = _make_project(root, home)
@@ -195,8 +212,9 @@ def _make_project(root: Path, home: Path) -> Path:
     _sh(["git", "commit", "-qm", "mypkg 1.0.0"], work)
     _sh(["git", "push", "-q", str(origin), "HEAD:main"], work)
     _sh(["git", "clone", "-q", str(origin), str(project)])
-    _sh(["uv", "venv", "-q", ".venv", "--python", sys.executable], project)
-    _sh(["uv", "pip", "install", "-q", "--python", ".venv/bin/python", "-e", "."], project)
+    uv = _uv()
+    _sh([uv, "venv", "-q", ".venv", "--python", sys.executable], project)
+    _sh([uv, "pip", "install", "-q", "--python", ".venv/bin/python", "-e", "."], project)
     return work
 
 

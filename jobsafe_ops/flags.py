@@ -13,10 +13,13 @@ Imported by tasks.py at load time: this module must stay cheap (Invoke only).
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 from invoke.exceptions import Exit
 
 from .errors import EXIT_BAD_INPUT
+
+T = TypeVar("T")
 
 # A year: longer waits are a typo (and time.sleep overflows on 1e300).
 MAX_SECONDS = 365 * 24 * 3600.0
@@ -41,7 +44,7 @@ def number(flag: str, default: float, *, limit: float = MAX_SECONDS,
         return value
 
     kind = type("NumberFlag", (float,), {"__new__": new, "__slots__": ()})
-    return kind(default)  # type: ignore[no-any-return]
+    return _default(kind(default))  # type: ignore[no-any-return]
 
 
 def count(flag: str, default: int, *, limit: int = 1_000_000) -> int:
@@ -57,4 +60,20 @@ def count(flag: str, default: int, *, limit: int = 1_000_000) -> int:
         return value  # type: ignore[no-any-return]
 
     kind = type("CountFlag", (int,), {"__new__": new, "__slots__": ()})
-    return kind(default)  # type: ignore[no-any-return]
+    return _default(kind(default))  # type: ignore[no-any-return]
+
+
+# The default objects themselves: Invoke hands a task its default object when the flag was
+# not given, and a new object cast from the text when it was (even `--interval 60`), so
+# identity tells a config file's default (jobsafe_ops.config.setting) from a typed flag.
+_DEFAULTS: dict[int, object] = {}
+
+
+def _default(value: T) -> T:
+    _DEFAULTS[id(value)] = value  # kept alive: the id stays unique
+    return value
+
+
+def is_default(value: object) -> bool:
+    """True when `value` is a flag's default object (the flag was not given)."""
+    return _DEFAULTS.get(id(value)) is value

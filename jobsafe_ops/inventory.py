@@ -277,18 +277,29 @@ def _path_dirs(dirs: list[Any], where: str) -> tuple[str, ...]:
 
 
 def inventory_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """--inventory DIR, else $JOBSAFE_INVENTORY, else the ops repo's hosts/ found from the
+    current directory (jobsafe_ops.config)."""
     if explicit:
-        return Path(explicit)
-    env = os.environ.get("JOBSAFE_INVENTORY")
-    return Path(env) if env else Path.cwd() / "hosts"
+        return Path(explicit).expanduser()
+    from .config import active
+
+    return active().inventory
+
+
+def host_inventory(host: Host) -> Path:
+    """The directory a host was loaded from: its ssh_config and known_hosts are used for
+    it, whatever --inventory / $JOBSAFE_INVENTORY / the current directory say."""
+    return Path(host.source).parent if host.source else inventory_dir()
 
 
 def load_inventory(directory: Path) -> dict[str, Host]:
     if not directory.is_dir():
-        raise ConfigError(
-            f"inventory {directory} is not a directory; pass --inventory DIR or set "
-            "JOBSAFE_INVENTORY"
-        )
+        from .config import active, missing_explicit
+
+        repo = active()
+        if repo.inventory.absolute() == directory.absolute():
+            raise repo.missing_inventory()
+        raise missing_explicit(directory, "--inventory")
     defaults: dict[str, Any] = {}
     dpath = directory / DEFAULTS_FILE
     if dpath.exists():

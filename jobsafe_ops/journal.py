@@ -19,9 +19,15 @@ from .secrecy import redact
 
 
 def journal_path() -> Path:
+    """$JOBSAFE_JOURNAL, else the ops repo's config `journal`, else the XDG state dir."""
     explicit = os.environ.get("JOBSAFE_JOURNAL")
     if explicit:
         return Path(explicit)
+    from .config import active
+
+    configured = active().settings.journal
+    if configured is not None:
+        return configured
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "jobsafe-ops" / "journal.ndjson"
 

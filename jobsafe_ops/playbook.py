@@ -360,11 +360,16 @@ def parse_playbook(data: Mapping[str, Any], source: str) -> Playbook:
 
 
 def playbook_path(spec: str, directory: str | Path | None = None) -> Path:
-    """--playbook: a file path, or a name looked up in ./playbooks (or $JOBSAFE_PLAYBOOKS)."""
+    """--playbook: a file path, or a name looked up in $JOBSAFE_PLAYBOOKS, else in the ops
+    repo's playbooks/ (jobsafe_ops.config: the repo of the inventory in use)."""
     path = Path(spec)
     if path.is_file():
         return path
-    base = Path(directory or os.environ.get("JOBSAFE_PLAYBOOKS") or Path.cwd() / "playbooks")
+    if not directory and not os.environ.get("JOBSAFE_PLAYBOOKS"):
+        from .config import active
+
+        directory = active().playbooks
+    base = Path(directory or os.environ["JOBSAFE_PLAYBOOKS"])
     candidate = base / (spec if spec.endswith(".toml") else f"{spec}.toml")
     if candidate.is_file():
         return candidate

@@ -470,20 +470,23 @@ class _LineSink:
 
 # ---- strict host keys ------------------------------------------------------------------
 
-def _ssh_config_path() -> str | None:
+def _ssh_config_path(inventory: Path | None = None) -> str | None:
+    """$JOBSAFE_SSH_CONFIG, else the host's inventory's ssh_config (`inventory`: the
+    directory its host file was loaded from)."""
     env = os.environ.get("JOBSAFE_SSH_CONFIG")
     if env:
         return env
     from .inventory import inventory_dir
 
-    candidate = inventory_dir() / "ssh_config"
+    candidate = (inventory or inventory_dir()) / "ssh_config"
     return str(candidate) if candidate.exists() else None
 
 
-def known_hosts_files(ssh_config: dict[str, Any]) -> list[Path]:
+def known_hosts_files(ssh_config: dict[str, Any], inventory: Path | None = None) -> list[Path]:
     from .inventory import inventory_dir
 
-    files = [Path("~/.ssh/known_hosts").expanduser(), inventory_dir() / "known_hosts"]
+    files = [Path("~/.ssh/known_hosts").expanduser(),
+             (inventory or inventory_dir()) / "known_hosts"]
     for option in ("userknownhostsfile", "globalknownhostsfile"):  # global: /etc/ssh/...
         extra = ssh_config.get(option)
         for item in (extra if isinstance(extra, list) else [extra] if extra else []):
@@ -498,10 +501,11 @@ def _trust_hint(hostname: str, port: int) -> str:
             f"`ssh-keyscan {target} >> ~/.ssh/known_hosts` (or the inventory's known_hosts)")
 
 
-def _harden(conn: Any, name: str) -> None:
+def _harden(conn: Any, name: str, inventory: Path | None = None) -> None:
     """RejectPolicy + known_hosts on a Connection and every ProxyJump gateway hop:
     plain/hashed/[host]:port lines trusted, `@revoked` keys refused, `@cert-authority`
-    lines never break other hosts (sshconf.KnownHosts)."""
+    lines never break other hosts (sshconf.KnownHosts). `inventory`: the directory whose
+    known_hosts belongs to this host (inventory.host_inventory)."""
     import paramiko
 
     from . import sshconf
@@ -529,7 +533,7 @@ def _harden(conn: Any, name: str) -> None:
     options = dict(conn.ssh_config) if resolved is None else {
         "userknownhostsfile": list(resolved.user_known_hosts),
         "globalknownhostsfile": list(resolved.global_known_hosts)}
-    for path in known_hosts_files(options):
+    for path in known_hosts_files(options, inventory):
         try:
             known.read(path)
         except OSError as exc:
@@ -539,7 +543,7 @@ def _harden(conn: Any, name: str) -> None:
         known, name, conn.host, conn.port)
     gateway = getattr(conn, "gateway", None)
     if gateway is not None and gateway is not False and not isinstance(gateway, str):
-        _harden(gateway, f"{name} (via ProxyJump {gateway.host})")
+        _harden(gateway, f"{name} (via ProxyJump {gateway.host})", inventory)
 
 
 # Network-level failures worth a retry; any other OSError (a missing key file...) is not.
@@ -683,8 +687,10 @@ def connection(host: Host) -> Any:
     laptop's environment reaches the host (no `export K=V &&` prefix from inline_ssh_env,
     no SSH env requests). tests/test_env_hygiene.py checks it through SSHRemote."""
     from . import sshconf
+    from .inventory import host_inventory
 
-    return _connection_for(sshconf.resolve(host.ssh, _ssh_config_path()), _ssh_config_path())
+    cfg_path = _ssh_config_path(host_inventory(host))
+    return _connection_for(sshconf.resolve(host.ssh, cfg_path), cfg_path)
 
 
 def _connection_for(resolved: Any, cfg_path: str | None, depth: int = 0) -> Any:
@@ -708,9 +714,7 @@ def _connection_for(resolved: Any, cfg_path: str | None, depth: int = 0) -> Any:
     # the options are resolved already: Fabric must not look the host up again
     config = Config(ssh_config=paramiko.SSHConfig())
     config.runners.remote = _runner_class()
-    timeout = CONNECT_TIMEOUT
-    if resolved.connect_timeout and "JOBSAFE_CONNECT_TIMEOUT" not in os.environ:
-        timeout = resolved.connect_timeout  # ssh_config's ConnectTimeout
+    timeout = connect_timeout(resolved.connect_timeout)
     conn = _connection_class()(resolved.hostname, user=resolved.user, port=resolved.port,
                                config=config, connect_timeout=int(timeout), gateway=gateway,
                                connect_kwargs=sshconf.connect_kwargs(resolved))
@@ -718,12 +722,27 @@ def _connection_for(resolved: Any, cfg_path: str | None, depth: int = 0) -> Any:
     return conn
 
 
+def connect_timeout(ssh_config: float | None = None) -> int:
+    """Seconds: $JOBSAFE_CONNECT_TIMEOUT, else the config file's connect_timeout, else
+    ssh_config's ConnectTimeout (`ssh_config`), else 10."""
+    if "JOBSAFE_CONNECT_TIMEOUT" in os.environ:
+        return max(1, int(CONNECT_TIMEOUT))
+    from .config import active
+
+    configured = active().settings.connect_timeout
+    if configured is None:
+        configured = ssh_config
+    return max(1, int(configured if configured is not None else CONNECT_TIMEOUT))
+
+
 def connect(host: Host) -> Remote:
     """One connection per host per command; every step reuses it."""
     if host.is_local:
         return LocalRemote(host)
     conn = connection(host)
-    _harden(conn, host.name)
+    from .inventory import host_inventory
+
+    _harden(conn, host.name, host_inventory(host))
     started = time.monotonic()
     try:
         _open(conn, host.name)

@@ -15,7 +15,8 @@ from jobsafe_ops.flags import count, number
 HOST = "host name from the inventory, a,b for several, or all"
 JSON = "machine-readable JSON on stdout instead of tables"
 DEBUG = "show the traceback behind an error"
-INVENTORY = "inventory directory (default: $JOBSAFE_INVENTORY or ./hosts)"
+INVENTORY = ("inventory directory (default: $JOBSAFE_INVENTORY, else hosts/ of the ops repo "
+             "found from the current directory or its parents)")
 COMMON = {"json": JSON, "debug": DEBUG, "inventory": INVENTORY}
 
 # Typed defaults: Invoke casts a flag's text with its default's type; these turn a bad
@@ -214,7 +215,7 @@ SUBMIT_DRY = ("plan, then the real status read (probe, receipts): print the coun
 
 @task(help={
     "host": HOST,
-    "playbook": "playbook file, or a name in ./playbooks (or $JOBSAFE_PLAYBOOKS)",
+    "playbook": "playbook file, or a name in the ops repo's playbooks/ (or $JOBSAFE_PLAYBOOKS)",
     "dry": SUBMIT_DRY,
     "allow_uncapped": "run without systemd-run memory caps where the host cannot enforce "
                       "them (otherwise refused, exit 3)",
@@ -258,5 +259,19 @@ def lint(c, path=None, rules=False, json=False, debug=False):
              debug=debug)
 
 
-ns = Collection(hosts, probe, audit, demo, monitor, autoscale, clean, deploy, retry_failed,
+@task(auto_shortflags=False, help={
+    "directory": "where to create the ops repo (default: the current directory); "
+                 "`jobsafe init DIR` is the same as --directory DIR",
+    "debug": DEBUG,
+})
+def init(c, directory=None, debug=False):
+    """Start an ops repo: commented hosts/example.toml, playbooks/example.toml, jobsafe.toml,
+    README; never overwrites a file."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.init import init_cmd
+
+    cli.main(init_cmd, directory=directory, debug=debug)
+
+
+ns = Collection(hosts, init, probe, audit, demo, monitor, autoscale, clean, deploy, retry_failed,
                 submit_batch, lint)

@@ -1,4 +1,4 @@
-"""Checks the pueue stand-in (tests/fakes/pueue) against real pueue 4.0.4 outputs.
+"""Checks the pueue stand-in (jobsafe_ops/testing/pueue) against real pueue 4.0.4 outputs.
 
 The fixtures were recorded with real pueue/pueued 4.0.4 (see their README.md).  The
 module-scoped `scenario` replays commands.log against the stand-in in a temporary
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-FAKE_DIR = Path(__file__).resolve().parent / "fakes" / "pueue"
+FAKE_DIR = Path(__file__).resolve().parents[1] / "jobsafe_ops" / "testing" / "pueue"
 PUEUE = str(FAKE_DIR / "pueue")
 PUEUED = str(FAKE_DIR / "pueued")
 

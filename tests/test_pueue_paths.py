@@ -17,8 +17,9 @@ import pytest
 
 from jobsafe_ops import monitor_filter as mf
 from jobsafe_ops.probe import PUEUE_DIR
+from jobsafe_ops.testing.world import FAKE_PUEUE_DIR
 
-DEFAULT_YML = (Path(__file__).parent / "fakes" / "pueue" / "default-pueue.yml")
+DEFAULT_YML = FAKE_PUEUE_DIR / "default-pueue.yml"
 H = "/home/u"
 DEFAULT_DIR = f"{H}/.local/share/pueue"
 
@@ -104,7 +105,7 @@ def test_shell_twin_also_runs_under_bash(tmp_path: Path) -> None:
 
 
 def test_the_shipped_default_is_the_real_daemons_file(fixtures: Path) -> None:
-    # the stand-in's daemon writes this copy on its first start (tests/fakes/pueue)
+    # the stand-in's daemon writes this copy on its first start (jobsafe_ops/testing/pueue)
     assert DEFAULT_YML.read_bytes() == (fixtures / "default-pueue.yml").read_bytes()
 
 
