@@ -24,6 +24,7 @@ from .errors import (
     ConfigError,
     JobsafeError,
 )
+from .flags import positive_int as positive_int  # re-exported: autoscale, submit
 from .inventory import Host, inventory_dir, load_inventory, select_hosts
 from .secrecy import redact_text
 
@@ -215,20 +216,6 @@ def finish(outcomes: list[Outcome], json_out: bool,
 def require(value: Any, flag: str) -> None:
     if value in (None, ""):
         raise ConfigError(f"{flag} is required")
-
-
-def positive_int(value: Any, flag: str) -> int | None:
-    """An optional whole-number flag (no default: Invoke hands over the text): None stays
-    None, anything but an integer >= 1 is bad input."""
-    if value in (None, ""):
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ConfigError(f"{flag} must be a positive integer, got {value!r}; e.g. {flag} 10")
-    return n
 
 
 def optional_group(group: str | None) -> str | None:

@@ -30,6 +30,7 @@ from .errors import (
     ConfigError,
     JobsafeError,
 )
+from .flags import seconds
 from .inventory import Host
 from .remote import Remote, connect
 from .snapshot import EXIT_STILL_RUNNING, Options, Snapshot, read_snapshot
@@ -164,15 +165,6 @@ def _finished(r: HostResult, misses: int, empties: int = 0) -> bool:
 
 # ---- the command -------------------------------------------------------------------------
 
-def _seconds(value: str | float | None, flag: str) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise ConfigError(f"{flag} {value!r} is not a number of seconds") from None
-
-
 def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool,
                 until_done: bool, timeout: str | float | None, interval: float,
                 log_lines: int, inventory: str | None, json_out: bool) -> int:
@@ -185,7 +177,7 @@ def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool
         raise ConfigError("--group is required: monitor watches one pueue group by label")
     if once and until_done:
         raise ConfigError("--once and --until-done exclude each other; pick one")
-    timeout = _seconds(timeout, "--timeout")
+    timeout = seconds(timeout, "--timeout")
     if (timeout is not None and timeout < 0) or interval <= 0:
         raise ConfigError("--timeout must be >= 0 and --interval > 0 (seconds)")
     if log_lines < 0:

@@ -431,7 +431,7 @@ def test_inv_lint_exit_codes_and_path_forms(tmp_path: Path) -> None:
     lines = r.stdout.splitlines()
     assert lines[0].startswith("bad.sh:2 parallel-zero ") and "fix: " in lines[0]
     assert "1 finding(s) in 1 of 2 file(s)" in lines[-1]
-    r = inv("--path", "good.sh", "-p", str(tmp_path / "good.sh") + ",good.sh", cwd=tmp_path)
+    r = inv("--path", "good.sh", "--path", str(tmp_path / "good.sh") + ",good.sh", cwd=tmp_path)
     assert r.returncode == 0 and "clean: 1 file(s) checked" in r.stdout, r.stderr
     r = inv("--json", "--", "bad.sh", cwd=tmp_path)
     assert r.returncode == 1 and json.loads(r.stdout)["summary"]["findings"] == 1
