@@ -17,6 +17,16 @@ def _version() -> str:
 
 
 def main() -> None:
+    """Run; a closed stdout (`jobsafe --list | head -1`) ends quietly with exit 141."""
+    import sys
+
+    from .errors import exit_closed_stdout
     from .tasks import ns
 
-    Program(namespace=ns, version=_version(), name="jobsafe", binary="jobsafe").run()
+    try:
+        try:
+            Program(namespace=ns, version=_version(), name="jobsafe", binary="jobsafe").run()
+        finally:
+            sys.stdout.flush()  # here, not in the interpreter's exit (which cannot be quiet)
+    except BrokenPipeError:
+        exit_closed_stdout()
