@@ -26,10 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.jsonout import result_of
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from tests.jsonout import result_of  # noqa: E402 - the envelope, checked against its schema
 
 HOST = "soak"
 GROUP = "p1"
@@ -75,7 +75,7 @@ def classify(kind: str, proc: subprocess.CompletedProcess[str]) -> str:
         return "traceback: " + proc.stderr.strip().splitlines()[-1]
     try:
         doc = result_of(proc.stdout)
-    except ValueError:
+    except Exception:  # noqa: BLE001 - not JSON, or not the command's schema
         return f"exit {proc.returncode}, no JSON: {proc.stderr.strip()[:200]}"
     if kind == "monitor":
         if proc.returncode not in MONITOR_OK or doc.get("exit_code") != proc.returncode:

@@ -190,3 +190,16 @@ def test_env_number_parses_and_defaults() -> None:
     for bad in ("-1", "nan", "inf", "x"):
         with pytest.raises(ConfigError):
             env_number("X", 10.0, environ={"X": bad})
+
+
+@pytest.mark.parametrize("argv", [["deploy", "--no-such-flag"], ["probe", "--host"],
+                                  ["--no-such-core-flag"]])
+def test_jobsafe_takes_an_unparsable_command_line_as_bad_input(argv: list[str]) -> None:
+    import sys
+
+    jobsafe = Path(sys.executable).parent / "jobsafe"
+    proc = subprocess.run([str(jobsafe), *argv], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2  # not Invoke's 1, which means "jobs failed" here
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "see jobsafe --help" in line
