@@ -140,7 +140,7 @@ CASES = [
     cli_case("interval_huge", ("monitor", "--host", HOST, "--group", "p1", "--once",
                                "--interval", "1e300"), "--interval '1e300'", "e.g. --interval"),
     cli_case("on_running_maybe", ("deploy", "--host", HOST, "--on-running", "maybe"),
-             "--on-running 'maybe'", "use one of abort, wait, keep, kill"),
+             "--on-running 'maybe'", "is not one of abort|wait|keep|kill"),
     cli_case("timeout_abc", ("monitor", "--host", HOST, "--group", "p1", "--once",
                              "--timeout", "abc"), "--timeout 'abc'", "number of seconds"),
     cli_case("wait_timeout_abc", ("deploy", "--host", HOST, "--wait-timeout", "abc"),

@@ -150,7 +150,7 @@ def test_every_task_quotes_every_parameter(world: World, host: SimHost, canary: 
     audit = run_json(world, "audit", "--host", NAME, "--group", "p2", codes=(1,))
     assert failed in strings(audit)
     mon = run_json(world, "monitor", "--host", NAME, "--group", "p2", "--once",
-                   "--label-glob", "f:'$(touch pwned11)*", codes=(0, 1, 3))
+                   "--label-glob", "f:'$(touch pwned11)*", codes=(0, 1, 3, 6))
     assert "f:'$(touch pwned11)*" in strings(mon)  # the glob travelled verbatim
     for task in ("audit", "monitor", "clean"):
         proc = inv(world, task, "--host", NAME, "--group", "p1;touch pwned12 `touch pwned13`",
