@@ -38,7 +38,7 @@ def run(*argv: str, cwd: Path = REPO, env: dict[str, str] | None = None,
 
 
 def test_every_json_task_ships_a_valid_schema_in_the_package() -> None:
-    assert "demo" not in JSON_TASKS and len(JSON_TASKS) == 10
+    assert "demo" not in JSON_TASKS and {"probe", "deploy", "lint"} <= set(JSON_TASKS)
     for name in [*JSON_TASKS, "jobsafe"]:
         schema = schema_for(name)  # checks it against the 2020-12 metaschema
         assert schema["properties"]["schema"] == {"const": "jobsafe/1"}
