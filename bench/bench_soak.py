@@ -16,7 +16,6 @@ monitor exit other than 0/3, unparsable --json, a traceback or a timeout is an e
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from tests.jsonout import result_of  # noqa: E402 - the envelope, checked against its schema
 
 HOST = "soak"
 GROUP = "p1"
@@ -65,7 +66,7 @@ def run(kind: str, name: str, argv: list[str], env: dict[str, str], timeout: flo
         return Run(kind, name, None, time.perf_counter() - t0, f"timed out after {timeout}s")
     seconds = time.perf_counter() - t0
     error = classify(kind, proc)
-    added = 0 if error or kind != "submit" else json.loads(proc.stdout)["counts"]["added"]
+    added = 0 if error or kind != "submit" else result_of(proc.stdout)["counts"]["added"]
     return Run(kind, name, proc.returncode, seconds, error, added)
 
 
@@ -73,8 +74,8 @@ def classify(kind: str, proc: subprocess.CompletedProcess[str]) -> str:
     if "Traceback" in proc.stderr or "internal error" in proc.stderr:
         return "traceback: " + proc.stderr.strip().splitlines()[-1]
     try:
-        doc = json.loads(proc.stdout)
-    except ValueError:
+        doc = result_of(proc.stdout)
+    except Exception:  # noqa: BLE001 - not JSON, or not the command's schema
         return f"exit {proc.returncode}, no JSON: {proc.stderr.strip()[:200]}"
     if kind == "monitor":
         if proc.returncode not in MONITOR_OK or doc.get("exit_code") != proc.returncode:

@@ -19,7 +19,6 @@ and no swapping (the post-bump check).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -421,9 +420,10 @@ def run_loop(
 def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | str | None, dry: bool,
                   up_load: float, up_mem: float, down_load: float, down_mem: float,
                   headroom: float, inventory: str | None, json_out: bool) -> int:
-    from .cli import HostRow, combined_exit_code, error_dict, hosts_for, positive_int, print_error
+    from .cli import HostRow, combined_exit_code, hosts_for, positive_int, print_error, print_json
     from .config import setting
     from .console import console
+    from .secrecy import redact_text
 
     # a flag not given takes the ops repo's [autoscale] value, if any (jobsafe.toml)
     interval, up_load, up_mem, down_load, down_mem, headroom = (
@@ -446,19 +446,17 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | str | Non
         # other hosts' ticks go on (run_loop), and it is retried on the next tick
         if isinstance(res, JobsafeError):
             print_error(res)
-            row = HostRow(h.name, False, res.exit_code, str(res), None)
-            doc = error_dict(h.name, res)
+            row = HostRow(h.name, False, res.exit_code, redact_text(str(res)), None)
             if not json_out:
                 console.print(f"{datetime.now(UTC):%H:%M:%S} {h.name}: FAILED (exit "
                               f"{res.exit_code}) {res}", markup=False, highlight=False,
                               soft_wrap=True)
         else:
             row = HostRow(h.name, True, EXIT_OK, None, res)
-            doc = res.to_dict()
             if not json_out:
                 console.print(tick_line(res), markup=False, highlight=False, soft_wrap=True)
-        if json_out and loop:
-            print(json.dumps(doc, default=str), flush=True)  # NDJSON: one line per tick
+        if json_out and loop:  # NDJSON: one envelope line per host per tick
+            print_json(row.exit_code, [row], line=True)
         last[h.name] = row
 
     try:
@@ -470,7 +468,5 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | str | Non
     rows = [last[s.host.name] for s in slots if s.host.name in last]
     code = combined_exit_code([(r.ok, r.exit_code) for r in rows])  # the last tick decides
     if json_out and not loop:
-        doc_out = (rows[0].to_dict()["result"] if len(rows) == 1 and rows[0].ok else
-                   {"exit_code": code, "hosts": [r.to_dict() for r in rows]})
-        print(json.dumps(doc_out, indent=2, default=str))
+        print_json(code, rows)
     return code

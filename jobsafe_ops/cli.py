@@ -8,6 +8,7 @@ import sys
 import traceback
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -16,6 +17,7 @@ from rich.markup import escape
 from .console import console, err_console
 from .errors import (
     EXIT_FAILED,
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_NOTHING_SELECTED,
     EXIT_OK,
@@ -23,7 +25,10 @@ from .errors import (
     EXIT_REFUSED,
     ConfigError,
     JobsafeError,
+    exit_closed_stdout,
+    stdout_closed,
 )
+from .flags import positive_int as positive_int  # re-exported: autoscale, submit
 from .inventory import Host, inventory_dir, load_inventory, select_hosts
 from .secrecy import redact_text
 
@@ -31,34 +36,102 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+# ---- --json: one versioned envelope for every task ---------------------------------------
+
+SCHEMA = "jobsafe/1"
+
+
+@dataclass
+class _Run:
+    """The command cli.main is running: its name goes into the envelope, and whether the
+    envelope is printed already (an error after it prints no second one)."""
+
+    command: str = "jobsafe"
+    printed: bool = False
+
+
+RUN = _Run()
+
+
+def command_name(fn: Callable[..., Any]) -> str:
+    """probe_cmd -> probe, submit_batch_cmd -> submit-batch, run_demo -> demo."""
+    name = fn.__name__.removesuffix("_cmd").removeprefix("run_")
+    return name.replace("_", "-")
+
+
+def envelope(exit_code: int, rows: Sequence[HostRow] = (), *, error: str | None = None,
+             result: Any = None) -> dict[str, Any]:
+    """{"schema": "jobsafe/1", "command", "exit_code", "error", "hosts": [row...], "result"}:
+    the same shape for every task, host count and outcome (jobsafe_ops/schemas/<command>.json).
+    `error` is a failure not tied to one host (bad input, internal error, interrupted);
+    `result` is for commands without hosts (lint)."""
+    return {"schema": SCHEMA, "command": RUN.command, "exit_code": exit_code,
+            "error": error, "hosts": [r.to_dict() for r in rows],
+            "result": result.to_dict() if hasattr(result, "to_dict") else result}
+
+
+def print_json(exit_code: int, rows: Sequence[HostRow] = (), *, error: str | None = None,
+               result: Any = None, line: bool = False) -> None:
+    """Print the envelope: indented, or one line (`line`: NDJSON, one per autoscale tick)."""
+    doc = envelope(exit_code, rows, error=error, result=result)
+    print(json.dumps(doc, indent=None if line else 2, default=str), flush=line)
+    RUN.printed = True
+
+
 def main(fn: Callable[..., int | None], **kwargs: Any) -> NoReturn:
-    """Run a command body; map every outcome to one exit code and a one-line error."""
+    """Run a command body; map every outcome to one exit code and a one-line error (and,
+    with --json, an envelope carrying it when the command printed none)."""
     from contextlib import nullcontext
 
     from .config import activated
 
     debug = bool(kwargs.pop("debug", False))
+    json_out = bool(kwargs.get("json_out"))
+    RUN.command, RUN.printed = command_name(fn), False
+    error: str | None = None
     try:
-        # one ops repo per host command: the inventory, its playbooks/ and its config file
-        # (init, lint, demo take no inventory: a broken jobsafe.toml does not stop them)
-        with activated(kwargs["inventory"]) if "inventory" in kwargs else nullcontext():
-            code = fn(**kwargs) or EXIT_OK
-    except JobsafeError as exc:
-        if debug:
-            traceback.print_exc()
-        print_error(exc)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted; rerun the same command to converge")
-        code = EXIT_INTERRUPTED
+        try:
+            # one ops repo per host command: the inventory, its playbooks/ and its config
+            # file (init, lint, demo take no inventory: a broken jobsafe.toml does not stop
+            # them)
+            with activated(kwargs["inventory"]) if "inventory" in kwargs else nullcontext():
+                code = fn(**kwargs) or EXIT_OK
+        except JobsafeError as exc:
+            if debug:
+                traceback.print_exc()
+            print_error(exc)
+            code, error = exc.exit_code, redact_text(str(exc))
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted; rerun the same command to converge")
+            code, error = EXIT_INTERRUPTED, "interrupted; rerun the same command to converge"
+        except BrokenPipeError:
+            if stdout_closed():
+                exit_closed_stdout()
+            raise
+        if json_out and not RUN.printed and error is not None:
+            print_json(code, error=error)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        if stdout_closed():
+            exit_closed_stdout()
+        code = _internal(BrokenPipeError("broken pipe"), debug, json_out)
     except Exception as exc:  # noqa: BLE001 - last resort: still one line, still an exit code
-        if debug:
-            traceback.print_exc()
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: "
-                          f"{escape(redact_text(str(exc)))} "
-                          "(rerun with --debug for the traceback)", highlight=False)
-        code = 1
+        code = _internal(exc, debug, json_out)
+    finally:
+        RUN.command = _Run.command
     sys.exit(code)
+
+
+def _internal(exc: BaseException, debug: bool, json_out: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    text = f"{type(exc).__name__}: {redact_text(str(exc))}"
+    err_console.print(f"[bold red]internal error:[/] {escape(text)} "
+                      "(rerun with --debug for the traceback)", highlight=False)
+    if json_out and not RUN.printed:
+        with suppress(BrokenPipeError):
+            print_json(EXIT_INTERNAL, error=f"internal error: {text}")
+    return EXIT_INTERNAL
 
 
 def print_error(error: object) -> None:
@@ -195,18 +268,12 @@ def finish(outcomes: list[Outcome], json_out: bool,
            summary: Callable[[Any], str] = lambda r: "") -> int:
     """Print results and return one exit code (combined_exit_code). Several hosts: each
     host's report, then a table with one row per host (a failed host's row carries its
-    error), and one stderr line per failed host; --json gives {"exit_code", "hosts":
-    [{host, ok, exit_code, error, result}]}. One host that completed keeps its report's
-    own JSON shape."""
+    error), and one stderr line per failed host; --json gives the envelope, one row per
+    host ({host, ok, exit_code, error, result}), whatever the host count."""
     rows = [o.row(code_of, verdicts, error_of) for o in outcomes]
     code = combined_exit_code([(r.ok, r.exit_code) for r in rows])
     if json_out:
-        if len(rows) == 1 and outcomes[0].error is None:
-            payload: Any = rows[0].result
-            payload = payload.to_dict() if hasattr(payload, "to_dict") else payload
-        else:
-            payload = {"exit_code": code, "hosts": [r.to_dict() for r in rows]}
-        print(json.dumps(payload, indent=2, default=str))
+        print_json(code, rows)
     else:
         for o in outcomes:
             if o.error is None:
@@ -222,20 +289,6 @@ def finish(outcomes: list[Outcome], json_out: bool,
 def require(value: Any, flag: str) -> None:
     if value in (None, ""):
         raise ConfigError(f"{flag} is required")
-
-
-def positive_int(value: Any, flag: str) -> int | None:
-    """An optional whole-number flag (no default: Invoke hands over the text): None stays
-    None, anything but an integer >= 1 is bad input."""
-    if value in (None, ""):
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ConfigError(f"{flag} must be a positive integer, got {value!r}; e.g. {flag} 10")
-    return n
 
 
 def optional_group(group: str | None) -> str | None:
@@ -254,7 +307,8 @@ def hosts_cmd(inventory: str | None, json_out: bool) -> int:
 
     inv = load_inventory(inventory_dir(inventory))
     if json_out:
-        print(json.dumps({n: _host_dict(h) for n, h in inv.items()}, indent=2))
+        print_json(EXIT_OK, [HostRow(n, True, EXIT_OK, None, _host_dict(h))
+                             for n, h in inv.items()])
     else:
         console.print(hosts_table(inv))
     return 0

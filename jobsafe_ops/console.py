@@ -4,5 +4,15 @@ from __future__ import annotations
 
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """stdout closed early (`| head -1`): quiet, exit 141 (rich's own exits 1, which
+        means "jobs failed" here)."""
+        from .errors import exit_closed_stdout
+
+        exit_closed_stdout()
+
+
+console = _Console()
+err_console = _Console(stderr=True)

@@ -17,6 +17,7 @@ from . import lock as locking
 from . import retry as retries
 from .audit import Audit
 from .errors import EXIT_FAILED, ConfigError, JobsafeError, RefusedError
+from .flags import check_choice
 from .inventory import Host
 from .probe import Probe
 from .pueue import PueueState
@@ -65,9 +66,7 @@ class DeployOptions:
 
     def validate(self) -> None:
         """Bad input is exit 2 before anything touches a host."""
-        if self.on_running is not None and self.on_running not in POLICIES:
-            raise ConfigError(f"--on-running {self.on_running!r}: use one of "
-                              f"{', '.join(POLICIES)}")
+        check_choice(self.on_running, "--on-running", POLICIES)
         for flag, value in (("--wait-timeout", self.wait_timeout),
                             ("--upgrade-timeout", self.upgrade_timeout),
                             ("--watch", self.watch)):

@@ -37,6 +37,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from .cli import print_json
 from .console import console
 from .errors import ConfigError
 from .lint_python import lint_python
@@ -297,13 +298,14 @@ def lint_cmd(paths: list[str], json_out: bool, list_rules: bool = False) -> int:
         raise ConfigError("lint: no paths given: inv lint -- PATH... (or --path PATH, "
                           "comma-separated or repeated)")
     report = run_lint(paths)
+    code = 1 if report.findings else 0
     if json_out:
-        print(json.dumps(report.to_dict(), indent=2))
+        print_json(code, result=report.to_dict())
     else:
         for f in report.findings:
             console.print(finding_line(f), soft_wrap=True)
         console.print(summary_line(report), soft_wrap=True)
-    return 1 if report.findings else 0
+    return code
 
 
 def finding_line(f: Finding) -> Text:
@@ -338,9 +340,9 @@ def rules_table() -> Table:
 
 def _print_rules(json_out: bool) -> int:
     if json_out:
-        print(json.dumps({"rules": [{"rule": r.id, "catches": r.catches, "fix": r.fix,
-                                     "guards": list(r.guards)} for r in RULES.values()],
-                          "invariants": INVARIANTS}, indent=2))
+        print_json(0, result={"rules": [{"rule": r.id, "catches": r.catches, "fix": r.fix,
+                                         "guards": list(r.guards)} for r in RULES.values()],
+                              "invariants": INVARIANTS})
     else:
         console.print(rules_table())
     return 0

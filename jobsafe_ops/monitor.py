@@ -14,13 +14,12 @@ selected nothing, else 0.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .cli import HostRow, combined_exit_code, each, hosts_for, print_error
+from .cli import HostRow, combined_exit_code, each, hosts_for, print_error, print_json
 from .errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -30,6 +29,7 @@ from .errors import (
     ConfigError,
     JobsafeError,
 )
+from .flags import seconds
 from .inventory import Host
 from .remote import Remote, connect
 from .snapshot import EXIT_STILL_RUNNING, Options, Snapshot, read_snapshot
@@ -65,12 +65,6 @@ def board_exit_code(board: Sequence[HostResult]) -> int:
     not be read among several that could gives 5; every host read: failures anywhere (1)
     win over work still pending (3), then 0."""
     return combined_exit_code([(r.row.ok, r.row.exit_code) for r in board])
-
-
-def board_dict(board: Sequence[HostResult]) -> dict[str, Any]:
-    if len(board) == 1 and board[0].snapshot is not None:
-        return board[0].snapshot.to_dict()
-    return {"exit_code": board_exit_code(board), "hosts": [r.to_dict() for r in board]}
 
 
 class Watcher:
@@ -164,15 +158,6 @@ def _finished(r: HostResult, misses: int, empties: int = 0) -> bool:
 
 # ---- the command -------------------------------------------------------------------------
 
-def _seconds(value: str | float | None, flag: str) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise ConfigError(f"{flag} {value!r} is not a number of seconds") from None
-
-
 def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool,
                 until_done: bool, timeout: str | float | None, interval: float,
                 log_lines: int, inventory: str | None, json_out: bool) -> int:
@@ -185,7 +170,7 @@ def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool
         raise ConfigError("--group is required: monitor watches one pueue group by label")
     if once and until_done:
         raise ConfigError("--once and --until-done exclude each other; pick one")
-    timeout = _seconds(timeout, "--timeout")
+    timeout = seconds(timeout, "--timeout")
     if (timeout is not None and timeout < 0) or interval <= 0:
         raise ConfigError("--timeout must be >= 0 and --interval > 0 (seconds)")
     if log_lines < 0:
@@ -210,7 +195,7 @@ def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool
             board = watch(watchers, once=once, timeout=timeout, interval=interval,
                           stop_when_settled=True)
             if json_out:
-                print(json.dumps(board_dict(board), indent=2, default=str))
+                print_json(board_exit_code(board), [r.row for r in board])
             else:
                 console.print(monitor_view(board, by_name))
     finally:

@@ -7,7 +7,26 @@ from __future__ import annotations
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from invoke.exceptions import Exit, ParseError
 from invoke.program import Program
+
+
+class JobsafeProgram(Program):
+    """Invoke's Program, with a command line it cannot parse (`--no-such-flag`, a flag
+    without its value) as bad input: one line, exit 2 (Invoke's own exits 1, which here
+    means "jobs failed")."""
+
+    def parse_core(self, argv: list[str] | None) -> None:
+        try:
+            super().parse_core(argv)
+        except ParseError as exc:
+            raise Exit(f"error: {exc}; see jobsafe --help", code=2) from None
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except ParseError as exc:
+            raise Exit(f"error: {exc}; see jobsafe --help <task>", code=2) from None
 
 
 def _version() -> str:
@@ -31,7 +50,15 @@ def positional_init(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    """Run; a closed stdout (`jobsafe --list | head -1`) ends quietly with exit 141."""
+    from .errors import exit_closed_stdout
     from .tasks import ns
 
-    Program(namespace=ns, version=_version(), name="jobsafe", binary="jobsafe").run(
-        positional_init(sys.argv))
+    try:
+        try:
+            JobsafeProgram(namespace=ns, version=_version(), name="jobsafe",
+                           binary="jobsafe").run(positional_init(sys.argv))
+        finally:
+            sys.stdout.flush()  # here, not in the interpreter's exit (which cannot be quiet)
+    except BrokenPipeError:
+        exit_closed_stdout()

@@ -37,14 +37,27 @@ from tenacity import (
 )
 
 from .errors import ConfigError, HostKeyError, RemoteError
+from .flags import env_number
 from .inventory import Host
 
 # paramiko's transport thread logs a traceback for every failed handshake through the
 # logging module's last-resort handler (stderr): the operator gets our one line instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-CONNECT_TIMEOUT = float(os.environ.get("JOBSAFE_CONNECT_TIMEOUT", "10"))
-CONNECT_ATTEMPTS = int(os.environ.get("JOBSAFE_CONNECT_ATTEMPTS", "3"))
+
+def _env_setting(name: str, default: float, cast: Callable[[str], float] = float,
+                 minimum: float = 0.0) -> tuple[float, ConfigError | None]:
+    """Read at import (the retry policy is built from it), refused at connect(): a bad
+    value is one line with exit 2 from inside the command, never an import traceback."""
+    try:
+        return env_number(name, default, cast, minimum=minimum), None
+    except ConfigError as exc:
+        return default, exc
+
+
+CONNECT_TIMEOUT, _TIMEOUT_ERROR = _env_setting("JOBSAFE_CONNECT_TIMEOUT", 10.0)
+_ATTEMPTS, _ATTEMPTS_ERROR = _env_setting("JOBSAFE_CONNECT_ATTEMPTS", 3, int, minimum=1)
+CONNECT_ATTEMPTS = int(_ATTEMPTS)
 
 
 def quote(value: str) -> str:
@@ -737,6 +750,9 @@ def connect_timeout(ssh_config: float | None = None) -> int:
 
 def connect(host: Host) -> Remote:
     """One connection per host per command; every step reuses it."""
+    for bad in (_TIMEOUT_ERROR, _ATTEMPTS_ERROR):
+        if bad is not None:
+            raise bad
     if host.is_local:
         return LocalRemote(host)
     conn = connection(host)

@@ -8,9 +8,9 @@ errors to the exit codes in the README (2 bad input, 3 refused, 4 unreachable, 5
 jobsafe_ops is imported inside each task so `inv --list` stays fast.
 """
 
-from invoke import Collection, task
+from invoke import Collection
 
-from jobsafe_ops.flags import count, number
+from jobsafe_ops.flags import choice, count, count_kind, number, seconds_kind, task
 
 HOST = "host name from the inventory, a,b for several, or all"
 JSON = "machine-readable JSON on stdout instead of tables"
@@ -24,15 +24,17 @@ COMMON = {"json": JSON, "debug": DEBUG, "inventory": INVENTORY}
 MONITOR_INTERVAL = number("--interval", 30.0)
 LOG_LINES = count("--log-lines", 5)
 AUTOSCALE_INTERVAL = number("--interval", 60.0)
-UP_LOAD = number("--up-load", 40.0, what="a percentage")
-UP_MEM = number("--up-mem", 60.0, what="a percentage")
-DOWN_LOAD = number("--down-load", 80.0, what="a percentage")
-DOWN_MEM = number("--down-mem", 80.0, what="a percentage")
-HEADROOM = number("--headroom", 2.0, what="a factor")
+UP_LOAD = number("--up-load", 40.0, what="a percentage", metavar="PERCENT")
+UP_MEM = number("--up-mem", 60.0, what="a percentage", metavar="PERCENT")
+DOWN_LOAD = number("--down-load", 80.0, what="a percentage",
+                   metavar="PERCENT")
+DOWN_MEM = number("--down-mem", 80.0, what="a percentage", metavar="PERCENT")
+HEADROOM = number("--headroom", 2.0, what="a factor", metavar="FACTOR")
 WAIT_TIMEOUT = number("--wait-timeout", 600.0)
 RETRY_BUDGET = count("--retry-budget", 3)
 UPGRADE_TIMEOUT = number("--upgrade-timeout", 300.0)
 WATCH = number("--watch", 300.0)
+ON_RUNNING = choice("--on-running", ("abort", "wait", "keep", "kill"))
 
 
 @task(help=COMMON)
@@ -79,7 +81,7 @@ def demo(c, keep=False, debug=False):
     "interval": "seconds between polls (default 30)",
     "log_lines": "last log lines shown per failed label (default 5; 0 = none)",
     **COMMON,
-})
+}, kinds={"timeout": seconds_kind("--timeout", 3600)})
 def monitor(c, host="", group="", label_glob=None, once=False, until_done=False,
             timeout=None, interval=MONITOR_INTERVAL,
             log_lines=LOG_LINES, json=False, debug=False, inventory=None):
@@ -105,7 +107,7 @@ def monitor(c, host="", group="", label_glob=None, once=False, until_done=False,
     "down_mem": "... or above this memory-used % (default 80)",
     "headroom": "free memory must be >= this x job_memory to add a slot (default 2)",
     **COMMON,
-})
+}, kinds={"ticks": count_kind("--ticks", 10)})
 def autoscale(c, host="", loop=False, interval=AUTOSCALE_INTERVAL, ticks=None,
               dry=False, up_load=UP_LOAD,
               up_mem=UP_MEM,
@@ -169,7 +171,7 @@ DEPLOY_DRY = ("run the real audit, probe and git/venv checks, print every remote
     "watch": "post-deploy monitor window in seconds (default 300; 0 skips)",
     "dry": DEPLOY_DRY,
     **COMMON,
-})
+}, kinds={"on_running": ON_RUNNING})
 def deploy(c, host="", on_running=None, wait_timeout=WAIT_TIMEOUT, ref=None,
            version=None,
            expect_version=None, expect_code=None, discard_local_changes=False,
@@ -223,7 +225,7 @@ SUBMIT_DRY = ("plan, then the real status read (probe, receipts): print the coun
              "commands, run with bounded parallelism inside (automatic above 10,000)",
     "unit_size": "commands per unit in units mode (default: the playbook's [units] size, 500)",
     **COMMON,
-})
+}, kinds={"unit_size": count_kind("--unit-size", 500)})
 def submit_batch(c, host="", playbook="", dry=False, allow_uncapped=False, units=False,
                  unit_size=None, json=False, debug=False, inventory=None):
     """Plan a playbook, check INV-1/5/9, upload once, feed pueue on the host, chain --after."""
@@ -259,7 +261,7 @@ def lint(c, path=None, rules=False, json=False, debug=False):
              debug=debug)
 
 
-@task(auto_shortflags=False, help={
+@task(help={
     "directory": "where to create the ops repo (default: the current directory); "
                  "`jobsafe init DIR` is the same as --directory DIR",
     "debug": DEBUG,

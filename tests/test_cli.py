@@ -3,7 +3,6 @@ and in --json, the bounded parallel fan-out, flag checks and the one-line error.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from jobsafe_ops.cli import (
 )
 from jobsafe_ops.errors import ConfigError, JobsafeError, RefusedError, RemoteError
 from jobsafe_ops.inventory import Host
+from tests.jsonout import result_of
 
 # ---- the exit-code rule --------------------------------------------------------------------
 
@@ -76,7 +76,7 @@ def test_json_lists_every_host_in_one_shape(capsys: pytest.CaptureFixture[str]) 
                 Outcome("c", Report("c", 3, "c: locked by x since t"))]
     assert _finish(outcomes, True) == 5
     out = capsys.readouterr()
-    doc = json.loads(out.out)
+    doc = result_of(out.out)
     assert doc["exit_code"] == 5
     assert doc["hosts"] == [
         {"host": "a", "ok": True, "exit_code": 0, "error": None,
@@ -105,11 +105,11 @@ def test_human_output_has_one_row_per_host(capsys: pytest.CaptureFixture[str]) -
 
 def test_one_host_keeps_its_report_shape_and_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert _finish([Outcome("a", Report("a", 1))], True) == 1  # a verdict, not a failure
-    doc = json.loads(capsys.readouterr().out)
+    doc = result_of(capsys.readouterr().out)
     assert doc == {"host": "a", "exit_code": 1, "n": 7}
     assert _finish([Outcome("a", error=ConfigError("a: bad"))], True) == 2
     out = capsys.readouterr()
-    assert json.loads(out.out)["hosts"][0]["error"] == "a: bad"
+    assert result_of(out.out)["hosts"][0]["error"] == "a: bad"
     assert out.err.count("\n") == 1
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from jobsafe_ops import deploy_cli
 from jobsafe_ops.deploy import DeployReport
 from jobsafe_ops.errors import RemoteError
+from tests.jsonout import result_of
 
 DATA = Path(__file__).parent / "data" / "probe"
 
@@ -31,7 +31,7 @@ def test_several_hosts_some_failed_is_partial(capsys: pytest.CaptureFixture[str]
                      json_out=True) == 5
     out = capsys.readouterr()
     assert "error: b: locked by x since t" in " ".join(out.err.split())
-    assert json.loads(out.out.split("\n}\n")[0] + "\n}")["hosts"][0]["host"] == "a"
+    assert result_of(out.out.split("\n}\n")[0] + "\n}")["hosts"][0]["host"] == "a"
 
 
 def test_tty_prompt_shows_the_audit_and_asks(monkeypatch: pytest.MonkeyPatch,

@@ -20,6 +20,7 @@ from jobsafe_ops.lint import discover, kind_of, lint_cmd, lint_text, run_lint
 from jobsafe_ops.lint_rules import RULES
 from jobsafe_ops.playbook import parse_playbook, plan_batch
 from jobsafe_ops.pueue import parse_state
+from tests.jsonout import result_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -395,7 +396,7 @@ def test_kinds_by_name_and_shebang(tmp_path: Path) -> None:
 def test_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "a.sh").write_text("set -o pipefail\nls | head\n")
     assert lint_cmd([f"{tmp_path / 'a.sh'},{tmp_path}"], json_out=True) == 1
-    out = json.loads(capsys.readouterr().out)
+    out = result_of(capsys.readouterr().out)
     assert out["summary"] == {"files": 1, "findings": 1, "by_rule": {"pipefail-head": 1}}
     f = out["findings"][0]
     assert f["line"] == 2 and f["rule"] == "pipefail-head"
@@ -431,10 +432,10 @@ def test_inv_lint_exit_codes_and_path_forms(tmp_path: Path) -> None:
     lines = r.stdout.splitlines()
     assert lines[0].startswith("bad.sh:2 parallel-zero ") and "fix: " in lines[0]
     assert "1 finding(s) in 1 of 2 file(s)" in lines[-1]
-    r = inv("--path", "good.sh", "-p", str(tmp_path / "good.sh") + ",good.sh", cwd=tmp_path)
+    r = inv("--path", "good.sh", "--path", str(tmp_path / "good.sh") + ",good.sh", cwd=tmp_path)
     assert r.returncode == 0 and "clean: 1 file(s) checked" in r.stdout, r.stderr
     r = inv("--json", "--", "bad.sh", cwd=tmp_path)
-    assert r.returncode == 1 and json.loads(r.stdout)["summary"]["findings"] == 1
+    assert r.returncode == 1 and result_of(r.stdout)["summary"]["findings"] == 1
     r = inv("--", "missing.sh", cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().count("\n") == 0 and "missing.sh: no such file" in r.stderr

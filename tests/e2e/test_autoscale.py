@@ -20,6 +20,7 @@ from jobsafe_ops.errors import JobsafeError
 from jobsafe_ops.inventory import Host, load_inventory
 from jobsafe_ops.remote import connect
 from jobsafe_ops.snapshot import Snapshot
+from tests.jsonout import lines_of, result_of
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,7 +143,7 @@ def test_cli_dry_run_reads_and_plans_but_changes_nothing(a1: SimHost, world: Wor
     before = len(laptop_journal(world))
     rc, out, err = inv(world, "--host", "a1", "--dry", "--json", *IDLE)
     assert rc == 0, err
-    doc = json.loads(out)
+    doc = result_of(out)
     assert doc["dry"] and doc["applied"] == []
     p1 = next(a for a in doc["actions"] if a["group"] == "p1")
     assert (p1["before"], p1["after"]) == (1, 2)
@@ -155,11 +156,11 @@ def test_cli_applies_one_step_then_loops_with_a_post_bump_check(a1: SimHost,
     queue_work(a1, "p1", 3, tag="cli")
     rc, out, err = inv(world, "--host", "a1", "--json", *IDLE)
     assert rc == 0, err
-    assert json.loads(out)["applied"][0]["after"] == 2 and parallel(a1, "p1") == 2
+    assert result_of(out)["applied"][0]["after"] == 2 and parallel(a1, "p1") == 2
     rc, out, err = inv(world, "--host", "a1", "--loop", "--ticks", "2", "--interval", "0.2",
                        "--json", *IDLE)
     assert rc == 0, err
-    lines = [json.loads(line) for line in out.splitlines()]  # NDJSON, one line per tick
+    lines = lines_of(out)  # NDJSON, one line per tick
     assert len(lines) == 2
     assert lines[0]["check"]["changes"][0]["after"] == 2  # the previous run's change
     assert lines[0]["applied"][0]["after"] == 3 and lines[1]["check"]["changes"][0]["after"] == 3

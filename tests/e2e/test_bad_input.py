@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.pueue_setup import settle
+from tests.jsonout import result_of
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,7 +140,7 @@ CASES = [
     cli_case("interval_huge", ("monitor", "--host", HOST, "--group", "p1", "--once",
                                "--interval", "1e300"), "--interval '1e300'", "e.g. --interval"),
     cli_case("on_running_maybe", ("deploy", "--host", HOST, "--on-running", "maybe"),
-             "--on-running 'maybe'", "use one of abort, wait, keep, kill"),
+             "--on-running 'maybe'", "is not one of abort|wait|keep|kill"),
     cli_case("timeout_abc", ("monitor", "--host", HOST, "--group", "p1", "--once",
                              "--timeout", "abc"), "--timeout 'abc'", "number of seconds"),
     cli_case("wait_timeout_abc", ("deploy", "--host", HOST, "--wait-timeout", "abc"),
@@ -279,7 +280,7 @@ def test_bom_and_crlf_host_files_read_like_the_plain_file(
         (inv_dir / f"{HOST}.toml").write_bytes(raw)
         proc = inv(world, ["hosts", "--json"], {"JOBSAFE_INVENTORY": str(inv_dir)})
         assert proc.returncode == 0, proc.stderr
-        outputs[name] = json.loads(proc.stdout)
+        outputs[name] = result_of(proc.stdout)
     assert all(o == outputs["plain"] for o in outputs.values())
 
 
@@ -306,7 +307,7 @@ def test_bom_and_crlf_playbooks_plan_identically(
     proc = inv(world, ["submit-batch", "--host", HOST, "--playbook",
                        str(tmp_path / "bom_crlf.toml"), "--dry", "--json"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads(proc.stdout)
+    report = result_of(proc.stdout)
     assert report["planned"] == 4 and not any("\r" in c for c in report["sample"])
     assert fingerprint(host) == before
 

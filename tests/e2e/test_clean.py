@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.pueue_setup import add, settle
+from tests.jsonout import result_of
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ def clean(world: World, *args: str) -> tuple[int, Any, str]:
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
     out: Any = proc.stdout
     if "--json" in args and proc.returncode == 0:
-        out = json.loads(proc.stdout)
+        out = result_of(proc.stdout)
     return proc.returncode, out, proc.stderr
 
 

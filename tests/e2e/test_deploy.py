@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests.jsonout import result_of
 from tests.world import LOOPBACK, SimHost, World, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +53,7 @@ def deploy(world: World, host: SimHost, *args: str, timeout: float = 120,
     r = inv(world, *argv, timeout=timeout) if on_stderr is None else \
         inv_reacting(world, argv, *on_stderr, timeout=timeout)
     try:
-        report = json.loads(r.stdout)
+        report = result_of(r.stdout)
     except json.JSONDecodeError:
         raise AssertionError(f"no JSON (exit {r.returncode}):\n{r.stdout}\n{r.stderr}") from None
     return r, report
@@ -710,7 +711,7 @@ def test_retry_failed_respects_the_budget_across_runs(world: World, alpha: SimHo
     def retry() -> tuple[int, dict[str, Any]]:
         r = inv(world, "retry-failed", "--host", alpha.name, "--group", "p1",
                 "--retry-budget", "2", "--json")
-        return r.returncode, json.loads(r.stdout)
+        return r.returncode, result_of(r.stdout)
 
     def plan(rep: dict[str, Any]) -> dict[str, Any]:
         [decision] = step(rep, "restart")["data"]["plan"]["decisions"]

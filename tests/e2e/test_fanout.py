@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.pueue_setup import add, settle
+from tests.jsonout import lines_of, result_of
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,7 +161,7 @@ def test_probe_and_audit_with_one_host_unreachable(armed: Fleet) -> None:
     armed.arm(2)
     out = armed.inv("probe", "--host", "all", "--json")
     assert out.returncode == 5, out.stderr
-    doc = json.loads(out.stdout)
+    doc = result_of(out.stdout)
     assert doc["exit_code"] == 5 and [r["host"] for r in doc["hosts"]] == list(NAMES)
     for h in (fa, fb):
         row = rows(doc)[h.name]
@@ -201,7 +202,7 @@ def test_submit_batch_with_one_host_refusing_our_key(armed: Fleet, tmp_path: Pat
     armed.arm(2)
     out = armed.inv("submit-batch", "--host", "fa,fb,fc", "--playbook", str(book), "--json")
     assert out.returncode == 5, out.stdout + out.stderr
-    doc = json.loads(out.stdout)
+    doc = result_of(out.stdout)
     for h in (fa, fb):
         assert rows(doc)[h.name]["result"]["counts"]["added"] == 3
         assert labels(h, "p1") == ["fan:1", "fan:2", "fan:3"]  # on the host itself
@@ -236,7 +237,7 @@ def test_deploy_one_lock_held_one_refused_the_other_deployed(armed: Fleet) -> No
     out = armed.inv("deploy", "--host", "all", "--on-running", "abort", "--watch", "0",
                     "--json")
     assert out.returncode == 5, out.stdout + out.stderr
-    doc = json.loads(out.stdout)
+    doc = result_of(out.stdout)
     assert rows(doc)["fa"]["ok"] and rows(doc)["fa"]["result"]["commit_after"] == target
     assert head(fa) == target  # applied, and not rolled back by the others' refusals
     assert_failed_row(doc, "fb", 3, "locked by carol@elsewhere")
@@ -260,7 +261,7 @@ def test_retry_failed_with_one_daemon_down(armed: Fleet) -> None:
     armed.arm(3)  # fc's pueue is still called (and fails): it reaches the barrier too
     out = armed.inv("retry-failed", "--host", "fa,fb,fc", "--group", "p2", "--json")
     assert out.returncode == 5, out.stdout + out.stderr
-    doc = json.loads(out.stdout)
+    doc = result_of(out.stdout)
     for h in (fa, fb):
         assert rows(doc)[h.name]["ok"] and "oom@1-retry-1" in labels(h, "p2")
     assert_failed_row(doc, "fc", 4, "fc")
@@ -282,7 +283,7 @@ def test_monitor_until_done_and_clean_with_one_daemon_down(armed: Fleet) -> None
                     "--interval", "0.5", "--json")
     # no --timeout: a dead host must not keep --until-done waiting forever
     assert out.returncode == 5, out.stdout + out.stderr
-    doc = json.loads(out.stdout)
+    doc = result_of(out.stdout)
     for h in (fa, fb):
         row = rows(doc)[h.name]
         assert row["ok"] and row["exit_code"] == 0
@@ -314,7 +315,7 @@ def test_autoscale_loop_goes_on_when_a_host_dies_mid_loop(armed: Fleet) -> None:
     out = armed.inv("autoscale", "--host", "all", "--loop", "--ticks", "3", "--interval",
                     "0.2", "--dry", "--json")
     assert out.returncode == 5, out.stdout + out.stderr
-    lines = [json.loads(line) for line in out.stdout.splitlines()]  # NDJSON per tick
+    lines = lines_of(out.stdout)  # NDJSON per tick
     ok = {n: sum(1 for d in lines if d["host"] == n and "readings" in d) for n in NAMES}
     failed = [d for d in lines if d["host"] == "fc" and d.get("ok") is False]
     assert ok == {"fa": 3, "fb": 3, "fc": 1}  # the others ticked on

@@ -25,7 +25,6 @@ sshd leaves behind.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
 import socket
@@ -54,6 +53,7 @@ from tests.e2e.test_deploy import (
     wait_for,
     with_checkpoints,
 )
+from tests.jsonout import result_of
 from tests.world import LOOPBACK, SimHost, World, free_port
 
 BATCHES = ".local/state/jobsafe-ops/batches"
@@ -504,7 +504,7 @@ def test_daemon_down_every_host_command_exits_4_and_changes_nothing(
     try:
         probe = inv(faulty, "probe", "--host", fs.name, "--json")
         assert probe.returncode == 0, probe.stderr
-        error = json.loads(probe.stdout)["pueue_error"]
+        error = result_of(probe.stdout)["pueue_error"]
         assert error.startswith("pueue daemon not running") and "pueued -d" in error
         commands = [
             ["audit"], ["deploy", "--on-running", "kill", "--watch", "0"],

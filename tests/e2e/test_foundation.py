@@ -3,7 +3,6 @@ strict host keys, unreachable hosts, ProxyJump, multi-host fan-out."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from jobsafe_ops.inventory import load_inventory
 from jobsafe_ops.probe import run_probe
 from jobsafe_ops.remote import connect
+from tests.jsonout import result_of
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def test_probe_table_and_json(world: World, hosts: tuple[SimHost, SimHost]) -> N
     assert "cores (nproc)" in table.stdout and "health" in table.stdout
     out = inv(world, "probe", "--host", "alpha", "--json")
     assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+    data = result_of(out.stdout)
     assert data["nproc"] >= 1 and data["mem_total"] > 0
     assert data["home"] == str(hosts[0].home)
     assert data["pueue_version"] and data["pueue_error"] is None
@@ -76,7 +76,7 @@ def test_probe_uses_one_connection_and_one_round_trip(world, hosts) -> None:
 def test_audit_reports_by_label(world: World, hosts) -> None:
     out = inv(world, "audit", "--host", "alpha", "--group", "p1", "--json")
     assert out.returncode == 1, out.stderr  # a failed label is a finding
-    data = json.loads(out.stdout)
+    data = result_of(out.stdout)
     (p1,) = data["groups"]
     assert [t["label"] for t in p1["running"]] == ["slow@1"]
     assert p1["running"][0]["runtime"] is not None
@@ -88,7 +88,7 @@ def test_audit_reports_by_label(world: World, hosts) -> None:
 def test_fan_out_over_all_hosts(world: World, hosts) -> None:
     out = inv(world, "probe", "--host", "all", "--json")
     assert out.returncode == 0, out.stderr
-    assert sorted(h["host"] for h in json.loads(out.stdout)["hosts"]) == ["alpha", "beta"]
+    assert sorted(h["host"] for h in result_of(out.stdout)["hosts"]) == ["alpha", "beta"]
 
 
 def test_bad_host_file_exit_2_without_touching_hosts(world: World, hosts) -> None:
@@ -148,4 +148,4 @@ def test_proxyjump_alias_is_honoured_with_strict_keys(world: World, hosts) -> No
         (world.inventory / "jumped.toml").unlink()
         world.ssh_config.write_text(cfg)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["home"] == str(beta.home)
+    assert result_of(out.stdout)["home"] == str(beta.home)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.jsonout import result_of
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ def inv(world: World, *args: str, code: int | None = None) -> tuple[int, Any]:
                           stdin=subprocess.DEVNULL)
     if code is not None:
         assert proc.returncode == code, proc.stdout + proc.stderr
-    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None
+    return proc.returncode, result_of(proc.stdout) if proc.stdout.strip() else None
 
 
 def book(tmp_path: Path, name: str, body: str) -> Path:

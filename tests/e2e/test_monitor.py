@@ -18,6 +18,7 @@ from jobsafe_ops.inventory import load_inventory
 from jobsafe_ops.remote import session
 from jobsafe_ops.snapshot import Options, read_snapshot
 from tests.e2e.pueue_setup import add, settle
+from tests.jsonout import result_of
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ def monitor(world: World, *args: str, timeout: float = 90) -> tuple[int, Any, st
     )
     out: Any = proc.stdout
     if "--json" in args and proc.stdout.strip():
-        out = json.loads(proc.stdout)
+        out = result_of(proc.stdout)
     return proc.returncode, out, proc.stderr
 
 

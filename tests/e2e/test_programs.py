@@ -25,6 +25,7 @@ from tests.e2e.test_deploy import (
     venv_version,
     wait_for,
 )
+from tests.jsonout import result_of
 from tests.world import HOST_PATH, SimHost, World
 
 PASS = 'pass_env = ["JOBSAFE_WORLD", "JOBSAFE_WORLD_HOST"]\n'
@@ -74,7 +75,7 @@ def assert_names_uv(line: str, host: SimHost) -> None:
 def test_probe_reports_where_each_program_resolves(world: World, bare: SimHost) -> None:
     r = inv(world, "probe", "--host", "bare", "--json")
     assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)
+    report = result_of(r.stdout)
     programs = report["programs"]
     assert programs["uv"] is None
     assert programs["pueue"] == f"{bare.local_bin}/pueue"  # through the `pueue` key
@@ -85,7 +86,7 @@ def test_probe_reports_where_each_program_resolves(world: World, bare: SimHost) 
     assert "uv NOT FOUND" in text and "missing: uv" in text
 
     with host_path(world, bare, HOST_PATH):
-        report = json.loads(inv(world, "probe", "--host", "bare", "--json").stdout)
+        report = result_of(inv(world, "probe", "--host", "bare", "--json").stdout)
     assert report["programs"]["uv"] == f"{bare.local_bin}/uv"
     assert report["path"].split(":")[0] == str(bare.local_bin)
 
@@ -145,7 +146,7 @@ def test_submit_batch_refuses_a_job_that_would_exit_127(world: World, bare: SimH
     with host_path(world, bare, HOST_PATH):
         r = inv(world, "submit-batch", "--host", "bare", "--playbook", str(book), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert json.loads(r.stdout)["counts"]["added"] == 2
+    assert result_of(r.stdout)["counts"]["added"] == 2
 
     def done() -> list[Any]:
         ts = [t for t in _tasks(bare).values() if t["label"].startswith("uvsweep:")]
@@ -189,7 +190,7 @@ def test_pueue_without_its_key_is_one_line_naming_it(world: World, bare: SimHost
             assert line.startswith("error: bare: ") and "pueue not found on the host" in line
             assert 'set pueue = "/full/path/to/pueue"' in line or "set `pueue`" in line, line
             assert "path" in line and "command not found" not in line
-        report = json.loads(inv(world, "probe", "--host", "bare", "--json").stdout)
+        report = result_of(inv(world, "probe", "--host", "bare", "--json").stdout)
         assert report["programs"]["pueue"] is None
     finally:
         bare.pueue_key = "~/.local/bin/pueue"

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.jsonout import result_of
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +76,7 @@ def inv(world: World, *args: str, timeout: float = 300) -> subprocess.CompletedP
 def run_json(world: World, *args: str, codes: tuple[int, ...] = (0,)) -> Any:
     proc = inv(world, *args, "--json")
     assert proc.returncode in codes, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout)
+    return result_of(proc.stdout)
 
 
 def labels(host: SimHost, group: str) -> dict[str, dict[str, Any]]:

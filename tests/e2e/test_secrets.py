@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.jsonout import result_of
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -185,12 +186,12 @@ def test_no_secret_leaves_its_place(world: World, host: SimHost, secrets: dict[s
         inv("monitor", "--host", "sec", "--group", "p1", "--until-done", "--timeout", "120",
             "--interval", "1", "--json", code=1)
         # deploy's RESTART re-adds it again, in the lean environment too
-        report = json.loads(inv("deploy", "--host", "sec", "--on-running", "abort",
+        report = result_of(inv("deploy", "--host", "sec", "--on-running", "abort",
                                 "--watch", "0", "--json"))
         restart = next(s for s in report["steps"] if s["name"] == "restart")
         assert "sec:flaky-retry-2" in restart["detail"], restart
         wait_success(host, "sec:flaky-retry-2")
-        probe = json.loads(inv("probe", "--host", "sec", "--json"))
+        probe = result_of(inv("probe", "--host", "sec", "--json"))
         assert (probe["dotenv"], probe["dotenv_path"]) == ("600", "~/project/.env")
         dotenv.chmod(0o644)
         shown = inv("probe", "--host", "sec")

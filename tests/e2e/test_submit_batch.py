@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.jsonout import result_of
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ def inv(world: World, *args: str, env: dict[str, str] | None = None,
 def submit(world: World, path: Path, *args: str, code: int = 0) -> dict[str, Any]:
     proc = inv(world, "--host", "sb", "--playbook", str(path), "--json", *args)
     assert proc.returncode == code, proc.stdout + proc.stderr
-    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+    return result_of(proc.stdout)  # type: ignore[no-any-return]
 
 
 def tasks(host: SimHost, prefix: str = "") -> list[dict[str, Any]]:
@@ -394,7 +395,7 @@ def test_state_warn_mb_cleans_with_the_daemons_default_config(
     proc = inv(world, "--host", "sw", "--playbook", str(playbook(tmp_path, "warn", body)),
                "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = json.loads(proc.stdout)
+    out = result_of(proc.stdout)
     assert [(c["group"], c["run"]) for c in out["clean"]] == [("p5", True)]
     assert "> 1 MB" in out["clean"][0]["reason"]
     assert [t for t in sw.pueue_status()["tasks"].values()
