@@ -3,7 +3,6 @@ never a file overwritten."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from jobsafe_ops.init import FILES, init_cmd
 from jobsafe_ops.inventory import load_inventory
 from jobsafe_ops.playbook import load_playbook, plan_batch
 from jobsafe_ops.program import positional_init
+from tests.jsonout import result_of
 
 BIN = Path(sys.executable).parent
 
@@ -42,7 +42,7 @@ def test_examples_pass_the_tools_own_loaders(tmp_path: Path) -> None:
     # and the lint finds nothing to warn about in the example playbook
     out = jobsafe("lint", "--json", "--path", str(root / "playbooks"), cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert json.loads(out.stdout)["findings"] == []
+    assert result_of(out.stdout)["findings"] == []
 
 
 def test_commented_config_keys_are_the_real_ones(tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_cli_positional_dir_and_exit_2_naming_the_file(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "new" / "ops" / "hosts" / "example.toml").is_file()
     listed = jobsafe("hosts", "--json", cwd=tmp_path / "new" / "ops" / "playbooks")
-    assert listed.returncode == 0 and "example" in json.loads(listed.stdout), listed.stderr
+    assert listed.returncode == 0 and "example" in result_of(listed.stdout), listed.stderr
     again = jobsafe("init", "new/ops", cwd=tmp_path)
     assert again.returncode == 2
     assert again.stderr.strip().splitlines() == [

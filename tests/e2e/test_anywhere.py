@@ -4,7 +4,6 @@ they came from ./hosts or $JOBSAFE_INVENTORY, and the alias did not resolve)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.jsonout import result_of
 from tests.world import SimHost, World
 
 BIN = Path(sys.executable).parent
@@ -59,7 +59,7 @@ def test_inventory_flag_uses_that_inventorys_ssh_config(
     proc = jobsafe(world, ["probe", "--host", NAME, "--inventory", str(ops / "hosts"),
                            "--json"], cwd=here, JOBSAFE_INVENTORY=str(other / "hosts"))
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["host"] == NAME
+    assert result_of(proc.stdout)["host"] == NAME
 
 
 def test_found_from_a_subdirectory_of_the_ops_repo(
@@ -69,6 +69,6 @@ def test_found_from_a_subdirectory_of_the_ops_repo(
     deep.mkdir()
     proc = jobsafe(world, ["probe", "--host", NAME, "--json"], cwd=deep)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["host"] == NAME
+    assert result_of(proc.stdout)["host"] == NAME
     listed = jobsafe(world, ["hosts", "--json"], cwd=deep)
-    assert NAME in json.loads(listed.stdout)
+    assert NAME in result_of(listed.stdout)

@@ -5,7 +5,6 @@ system `ssh` where that shows the world is what the case says."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.jsonout import result_of
 from tests.world import LOOPBACK, SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ def test_include_resolves_the_alias(world: World, host: SimHost, tmp_path: Path)
         assert world.ssh("incl", "true").returncode == 0  # OpenSSH resolves it
         out = inv(world, "probe", "--host", "incl-host", "--json")
     assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+    data = result_of(out.stdout)
     assert data["home"] == str(host.home)
     assert data["ssh_resolver"] == "ssh -G"
 
@@ -127,7 +127,7 @@ def test_identity_agent_socket_without_identity_file(world: World, host: SimHost
         with alias(world, host, "agented", basics(world, host) + f"IdentityAgent {sock}"):
             out = inv(world, "probe", "--host", "agented", "--json")
             assert out.returncode == 0, out.stderr
-            assert json.loads(out.stdout)["home"] == str(host.home)
+            assert result_of(out.stdout)["home"] == str(host.home)
         # the same alias with `IdentityAgent none`: no key at all, so the agent did it
         with alias(world, host, "agentless", basics(world, host) + "IdentityAgent none"):
             line = error_line(inv(world, "probe", "--host", "agentless"), "agentless")

@@ -8,7 +8,6 @@ demo part (about 30 s)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+
+from tests.jsonout import result_of
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -94,7 +95,7 @@ def test_version_list_init_hosts(installed: tuple[Path, dict[str, str]],
     assert made.returncode == 0, made.stderr
     hosts = run(installed, "hosts", "--json", cwd=tmp_path / "ops")
     assert hosts.returncode == 0, hosts.stderr
-    assert list(json.loads(hosts.stdout)) == ["example"]
+    assert list(result_of(hosts.stdout)) == ["example"]
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="the demo needs git")
