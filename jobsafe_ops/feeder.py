@@ -262,17 +262,27 @@ def mark(line: dict[str, Any]) -> str:
         words[2] in ("run", "unit") and "--ledger" in words else ""
 
 
-def inner_command(command: str) -> str:
-    """The job's own shell command inside the `run` wrapper (ledger.wrap), else `command`:
-    what a check of the job's first program must look at."""
+def unwrap(command: str) -> tuple[str, str, str] | None:
+    """A command wrapped by the `run` wrapper (ledger.wrap) -> (batch dir, label, the job's
+    own shell command); None if it is not wrapped."""
     try:
         words = shlex.split(command)
     except ValueError:
-        return command
-    if len(words) > 6 and words[1].endswith("feeder.py") and words[2] == "run" \
-            and words[-4:-1] == ["--", "sh", "-c"]:
-        return words[-1]
-    return command
+        return None
+    if len(words) < 11 or not words[1].endswith("/feeder.py") or words[2] != "run" \
+            or words[-4:-1] != ["--", "sh", "-c"]:
+        return None
+    opts = dict(zip(words[3:-4:2], words[4:-4:2]))  # noqa: B905 - strict= is 3.10+ (host python3)
+    if "--label" not in opts or "--ledger" not in opts:
+        return None
+    return words[1].rsplit("/", 1)[0], opts["--label"], words[-1]
+
+
+def inner_command(command: str) -> str:
+    """The job's own shell command inside the `run` wrapper, else `command`: what a check
+    of the job's first program must look at."""
+    parts = unwrap(command)
+    return command if parts is None else parts[2]
 
 
 def status_labels(pueue: str, group: str, env: dict[str, str]) -> dict[str, int]:

@@ -15,14 +15,13 @@ commands inside a unit too (one pueue task, many labels).
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from . import monitor_filter
 from .errors import RemoteError
-from .feeder import LEDGER_MARK, LEDGER_NAME
+from .feeder import LEDGER_MARK, LEDGER_NAME, unwrap
 from .pueue import PueueState, parse_state
 from .remote import Remote, join
 from .snapshot import FILTER_LOADER
@@ -38,21 +37,6 @@ def wrap(command: str, batch_dir: str, label: str, group: str) -> str:
     capped job is still recorded (137)."""
     return join(["python3", f"{batch_dir}/feeder.py", "run", "--ledger", ledger_path(batch_dir),
                  "--label", label, "--group", group, "--", "sh", "-c", command])
-
-
-def unwrap(command: str) -> tuple[str, str, str] | None:
-    """A wrapped command -> (batch dir, label, inner command); None if not wrapped."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return None
-    if len(words) < 11 or not words[1].endswith("/feeder.py") or words[2] != "run" \
-            or words[-4:-1] != ["--", "sh", "-c"]:
-        return None
-    opts = dict(zip(words[3:-4:2], words[4:-4:2], strict=False))
-    if "--label" not in opts or "--ledger" not in opts:
-        return None
-    return words[1].rsplit("/", 1)[0], opts["--label"], words[-1]
 
 
 def relabel(command: str, label: str, group: str) -> str:
