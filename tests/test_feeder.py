@@ -78,7 +78,12 @@ class Daemon:
         return list(data["tasks"].values())
 
     def reset(self) -> None:
+        """`pueue reset` only marks the groups: the daemon drops their tasks on its next
+        loop (real pueue and the stand-in alike), so wait for that before the next test."""
         self.pueue("reset", "--force", check=False)
+        deadline = time.monotonic() + 15
+        while self.tasks() and time.monotonic() < deadline:
+            time.sleep(0.05)
         for group in ("p1", "p2"):
             self.pueue("group", "add", group, "--parallel", "1", check=False)
             self.pueue("pause", "--group", group, check=False)
