@@ -56,8 +56,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
 
-    from jobsafe_ops import deploy as d
-    from jobsafe_ops.deploy_context import DeployContext, DeployOptions
+    from jobsafe_ops.deploy import steps as d
+    from jobsafe_ops.deploy.context import DeployContext, DeployOptions
     from jobsafe_ops.inventory import load_inventory
     from jobsafe_ops.remote import connect
     from tests.world import World, find_sshd

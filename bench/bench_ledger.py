@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jobsafe_ops import monitor_filter  # noqa: E402
+from jobsafe_ops.hostside import monitor_filter  # noqa: E402
 
 GOAL = 0.5
 

@@ -86,10 +86,10 @@ def main() -> int:
     parser.add_argument("--polls", type=int, default=5)
     args = parser.parse_args()
 
+    from jobsafe_ops.facts.snapshot import Options, read_snapshot
     from jobsafe_ops.inventory import load_inventory
-    from jobsafe_ops.pueue import status_argv
     from jobsafe_ops.remote import connect
-    from jobsafe_ops.snapshot import Options, read_snapshot
+    from jobsafe_ops.scheduler.pueue import status_argv
     from tests.world import World, find_sshd
 
     if find_sshd() is None:

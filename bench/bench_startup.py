@@ -28,8 +28,8 @@ def timed(argv: list[str], runs: int) -> float:
 
 
 def probe_connections() -> tuple[int, int, float] | None:
+    from jobsafe_ops.facts.probe import run_probe
     from jobsafe_ops.inventory import load_inventory
-    from jobsafe_ops.probe import run_probe
     from jobsafe_ops.remote import connect
     from tests.world import World, find_sshd
 

@@ -69,10 +69,10 @@ command = "true"
 def submit_run(world: object, host_name: str, name: str, n: int, units: bool | None) -> Run:
     import tomllib
 
+    from jobsafe_ops.batch.playbook import parse_playbook, plan_batch
+    from jobsafe_ops.batch.submit import submit
     from jobsafe_ops.inventory import load_inventory
-    from jobsafe_ops.playbook import parse_playbook, plan_batch
     from jobsafe_ops.remote import session
-    from jobsafe_ops.submit import submit
 
     host = load_inventory(world.inventory)[host_name]  # type: ignore[attr-defined]
     t0 = time.perf_counter()

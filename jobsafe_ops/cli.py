@@ -303,7 +303,7 @@ def optional_group(group: str | None) -> str | None:
 # ---- commands ------------------------------------------------------------------------
 
 def hosts_cmd(inventory: str | None, json_out: bool) -> int:
-    from .views import hosts_table
+    from .facts.views import hosts_table
 
     inv = load_inventory(inventory_dir(inventory))
     if json_out:
@@ -322,9 +322,9 @@ def _host_dict(h: Host) -> dict[str, Any]:
 
 
 def probe_cmd(host: str, inventory: str | None, json_out: bool) -> int:
-    from .probe import run_probe
+    from .facts.probe import run_probe
+    from .facts.views import probe_view
     from .remote import session
-    from .views import probe_view
 
     def one(h: Host) -> Any:
         with session(h) as remote:
@@ -339,10 +339,10 @@ def probe_cmd(host: str, inventory: str | None, json_out: bool) -> int:
 
 
 def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: bool) -> int:
-    from .audit import build_audit, read_state
-    from .ledger import read_merged
+    from .facts.audit import build_audit, read_state
+    from .facts.ledger import read_merged
+    from .facts.views import audit_view
     from .remote import session
-    from .views import audit_view
 
     group = optional_group(group)
 

@@ -228,9 +228,9 @@ def _push_fix(work: Path) -> int:
 
 def run_demo(keep: bool = False) -> int:
     from . import cli
-    from .deploy_cli import deploy_cmd
-    from .monitor import monitor_cmd
-    from .submit import submit_batch_cmd
+    from .batch.submit import submit_batch_cmd
+    from .deploy.cli import deploy_cmd
+    from .monitor.watch import monitor_cmd
 
     with demo_host(keep) as (inventory, work):
         inv = str(inventory)

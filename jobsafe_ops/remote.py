@@ -94,7 +94,7 @@ def lean_env_line(argv: Sequence[str], keep: Sequence[str] = ()) -> str:
     pueue stores the whole add-time environment of every task in its state file
     (REQUIREMENTS 1.11.6): every remote `pueue add` goes through here or the feeder, so
     neither the SSH session's secrets nor bulk reach it. Only names travel on the line."""
-    from .feeder import LEAN_ENV
+    from .hostside.feeder import LEAN_ENV
 
     names = list(dict.fromkeys([*LEAN_ENV, *keep]))
     bad = [n for n in names if not _ENV_NAME.match(n)]
@@ -194,7 +194,7 @@ class Remote:
                                     "killed); rerun the same command once the host is back "
                                     "(it converges)")
         if result.exited == 127:  # the shell (or env) found no such program
-            from .programs import looked_up, missing_program, not_found
+            from .facts.programs import looked_up, missing_program, not_found
 
             name = missing_program(result.stderr)
             if name and looked_up(name):

@@ -87,7 +87,7 @@ def monitor(c, host="", group="", label_glob=None, once=False, until_done=False,
             log_lines=LOG_LINES, json=False, debug=False, inventory=None):
     """Watch a group by label: counts, running, failed (+ log tail), blocked, host health."""
     from jobsafe_ops import cli
-    from jobsafe_ops.monitor import monitor_cmd
+    from jobsafe_ops.monitor.watch import monitor_cmd
 
     cli.main(monitor_cmd, host=host, group=group, label_glob=label_glob, once=once,
              until_done=until_done, timeout=timeout, interval=interval, log_lines=log_lines,
@@ -117,7 +117,7 @@ def autoscale(c, host="", loop=False, interval=AUTOSCALE_INTERVAL, ticks=None,
               debug=False, inventory=None):
     """Tune `pueue parallel` per group within min..max from load and memory; journaled."""
     from jobsafe_ops import cli
-    from jobsafe_ops.autoscale import autoscale_cmd
+    from jobsafe_ops.ops.autoscale import autoscale_cmd
 
     cli.main(autoscale_cmd, host=host, loop=loop, interval=interval,
              ticks=ticks, dry=dry, up_load=up_load,
@@ -135,7 +135,7 @@ def clean(c, host="", group="", successful_only=False, dry=False, json=False, de
           inventory=None):
     """Scoped `pueue clean -g G`: state-file size before/after; refused mid-chain."""
     from jobsafe_ops import cli
-    from jobsafe_ops.clean import clean_cmd
+    from jobsafe_ops.ops.clean import clean_cmd
 
     cli.main(clean_cmd, host=host, group=group, successful_only=successful_only, dry=dry,
              inventory=inventory, json_out=json, debug=debug)
@@ -180,7 +180,7 @@ def deploy(c, host="", on_running=None, wait_timeout=WAIT_TIMEOUT, ref=None,
            watch=WATCH, dry=False, json=False, debug=False, inventory=None):
     """Deploy: audit, lock, decide, pull, verify, upgrade, restart, monitor (journaled)."""
     from jobsafe_ops import cli
-    from jobsafe_ops.deploy_cli import deploy_cmd
+    from jobsafe_ops.deploy.cli import deploy_cmd
 
     cli.main(deploy_cmd, host=host, inventory=inventory, json_out=json, debug=debug,
              on_running=on_running, wait_timeout=float(wait_timeout), ref=ref,
@@ -202,7 +202,7 @@ def retry_failed(c, host="", group="", retry_all=False,
                  debug=False, inventory=None):
     """Re-add a group's failed labels fresh as <label>-retry-N, within the retry budget."""
     from jobsafe_ops import cli
-    from jobsafe_ops.deploy_cli import retry_failed_cmd
+    from jobsafe_ops.deploy.cli import retry_failed_cmd
 
     cli.main(retry_failed_cmd, host=host, group=group, retry_all=retry_all,
              retry_budget=int(retry_budget), dry=dry, inventory=inventory, json_out=json,
@@ -230,7 +230,7 @@ def submit_batch(c, host="", playbook="", dry=False, allow_uncapped=False, units
                  unit_size=None, json=False, debug=False, inventory=None):
     """Plan a playbook, check INV-1/5/9, upload once, feed pueue on the host, chain --after."""
     from jobsafe_ops import cli
-    from jobsafe_ops.submit import submit_batch_cmd
+    from jobsafe_ops.batch.submit import submit_batch_cmd
 
     cli.main(submit_batch_cmd, host=host, playbook=playbook, dry=dry,
              allow_uncapped=allow_uncapped, units=units, unit_size=unit_size,
@@ -254,7 +254,7 @@ def lint(c, path=None, rules=False, json=False, debug=False):
     import sys
 
     from jobsafe_ops import cli
-    from jobsafe_ops.lint import lint_cmd
+    from jobsafe_ops.lint.run import lint_cmd
 
     rest = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
     cli.main(lint_cmd, paths=[*(path or []), *rest], list_rules=rules, json_out=json,

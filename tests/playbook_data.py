@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from jobsafe_ops.batch.playbook import parse_playbook, plan_batch
 from jobsafe_ops.errors import ConfigError
 from jobsafe_ops.inventory import GroupSpec, Host
-from jobsafe_ops.playbook import parse_playbook, plan_batch
 
 
 def host(**kw: Any) -> Host:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobsafe_ops import monitor_filter as mf
-from jobsafe_ops.snapshot import Options, Snapshot, snapshot_from
+from jobsafe_ops.facts.snapshot import Options, Snapshot, snapshot_from
+from jobsafe_ops.hostside import monitor_filter as mf
 
 NOW = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from jobsafe_ops import config, journal, remote
+from jobsafe_ops.batch.playbook import playbook_path
 from jobsafe_ops.errors import ConfigError
 from jobsafe_ops.flags import number
 from jobsafe_ops.init import init_cmd
 from jobsafe_ops.inventory import host_inventory, inventory_dir, load_inventory
-from jobsafe_ops.playbook import playbook_path
 
 BIN = Path(sys.executable).parent
 
@@ -170,8 +170,9 @@ def test_autoscale_takes_the_config_thresholds_unless_flagged(
         ops: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the real task defaults (jobsafe_ops.tasks): a flag left out takes
     [autoscale] from jobsafe.toml, a flag given wins."""
-    from jobsafe_ops import autoscale, tasks
+    from jobsafe_ops import tasks
     from jobsafe_ops.errors import RemoteError
+    from jobsafe_ops.ops import autoscale
 
     (ops / "jobsafe.toml").write_text("[autoscale]\nup_load = 20\nheadroom = 3\n")
     monkeypatch.chdir(ops)

@@ -18,14 +18,14 @@ from rich.console import Console
 
 from jobsafe_ops import cli, journal
 from jobsafe_ops import remote as remote_mod
-from jobsafe_ops.deploy_context import DeployContext, DeployOptions
+from jobsafe_ops.batch.retry import RetryDecision, RetryPlan
+from jobsafe_ops.deploy.context import DeployContext, DeployOptions
+from jobsafe_ops.deploy.restart import readd
 from jobsafe_ops.errors import ConfigError, RemoteError
-from jobsafe_ops.feeder import LEAN_ENV, lean_env
+from jobsafe_ops.facts.probe import dotenv_script, parse_probe, probe_script, verdicts
+from jobsafe_ops.facts.views import probe_view
+from jobsafe_ops.hostside.feeder import LEAN_ENV, lean_env
 from jobsafe_ops.inventory import GroupSpec, Host
-from jobsafe_ops.probe import dotenv_script, parse_probe, probe_script, verdicts
-from jobsafe_ops.restart import readd
-from jobsafe_ops.retry import RetryDecision, RetryPlan
-from jobsafe_ops.views import probe_view
 
 SECRET = "planted-" + "Vq8rT3zL" * 3
 DATA = Path(__file__).parent / "data" / "probe"

@@ -53,7 +53,7 @@ def test_inv_prints_one_line_and_exits_2() -> None:
 from invoke import Argument  # noqa: E402
 
 from jobsafe_ops import tasks  # noqa: E402
-from jobsafe_ops.deploy_context import POLICIES  # noqa: E402
+from jobsafe_ops.deploy.context import POLICIES  # noqa: E402
 from jobsafe_ops.flags import DESTRUCTIVE, SHORTS  # noqa: E402
 
 TASKS = sorted(tasks.ns.tasks)

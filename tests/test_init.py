@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from jobsafe_ops import config
+from jobsafe_ops.batch.playbook import load_playbook, plan_batch
 from jobsafe_ops.errors import ConfigError
 from jobsafe_ops.init import FILES, init_cmd
 from jobsafe_ops.inventory import load_inventory
-from jobsafe_ops.playbook import load_playbook, plan_batch
 from jobsafe_ops.program import positional_init
 from tests.jsonout import result_of
 

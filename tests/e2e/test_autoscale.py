@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from jobsafe_ops import journal
-from jobsafe_ops.autoscale import Autoscaler, Readings, Slot, Tick, run_loop
 from jobsafe_ops.errors import JobsafeError
+from jobsafe_ops.facts.snapshot import Snapshot
 from jobsafe_ops.inventory import Host, load_inventory
+from jobsafe_ops.ops.autoscale import Autoscaler, Readings, Slot, Tick, run_loop
 from jobsafe_ops.remote import connect
-from jobsafe_ops.snapshot import Snapshot
 from tests.jsonout import lines_of, result_of
 from tests.world import SimHost, World
 

@@ -286,8 +286,8 @@ def test_bom_and_crlf_host_files_read_like_the_plain_file(
 
 def test_bom_and_crlf_playbooks_plan_identically(
         world: World, host: SimHost, tmp_path: Path) -> None:
+    from jobsafe_ops.batch.playbook import load_playbook, plan_batch
     from jobsafe_ops.inventory import load_host_file
-    from jobsafe_ops.playbook import load_playbook, plan_batch
 
     good = (DATA / "playbooks" / "good.toml").read_text()
     # a multi-line command too: CRLF inside it must not reach the shell as \r

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from jobsafe_ops.facts.probe import run_probe
 from jobsafe_ops.inventory import load_inventory
-from jobsafe_ops.probe import run_probe
 from jobsafe_ops.remote import connect
 from tests.jsonout import result_of
 from tests.world import SimHost, World

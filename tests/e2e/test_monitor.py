@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from jobsafe_ops.facts.snapshot import Options, read_snapshot
 from jobsafe_ops.inventory import load_inventory
 from jobsafe_ops.remote import session
-from jobsafe_ops.snapshot import Options, read_snapshot
 from tests.e2e.pueue_setup import add, settle
 from tests.jsonout import result_of
 from tests.world import SimHost, World

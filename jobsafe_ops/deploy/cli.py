@@ -1,0 +1,122 @@
+"""The commands `inv deploy` and `inv retry-failed` (tasks.py calls these through
+cli.main): options from flags, one deploy per host (fanned out), the TTY prompt for the
+running-tasks policy, SIGTERM/SIGHUP unwinding like Ctrl-C so the lock is released, and one
+exit code for all hosts."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..batch import retry as retries
+from ..cli import Outcome, fan_out, finish, hosts_for, require
+from ..console import console, err_console
+from ..errors import EXIT_OK, ConfigError
+from ..facts.audit import Audit
+from ..inventory import Host
+from ..remote import session
+from .context import POLICIES, DeployContext, DeployOptions, Say
+from .steps import CANCELLED, DeployReport, retry_failed_steps, run_deploy
+
+_PROMPT_LOCK = threading.Lock()
+
+
+def prompt_policy(audit_: Audit) -> str:
+    """TTY only: show the audit, ask what to do with the running tasks."""
+    from rich.prompt import Prompt
+
+    from ..facts.views import audit_view
+
+    with _PROMPT_LOCK:  # several hosts: one question at a time
+        err_console.print(audit_view(audit_))
+        return Prompt.ask(f"{audit_.host}: {len(audit_.running)} task(s) running; what now",
+                          choices=list(POLICIES), default="abort", console=err_console)
+
+
+@contextmanager
+def interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """SIGTERM / SIGHUP (a closed terminal) unwind like Ctrl-C, so the lock is released."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        CANCELLED.set()
+        raise KeyboardInterrupt
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for s in saved:
+        signal.signal(s, handler)
+    CANCELLED.clear()
+    try:
+        yield
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
+def _say_for(host: Host) -> Say:
+    from rich.markup import escape
+
+    # a label or path in the text may hold [brackets]: shown, never read as markup
+    return lambda text: err_console.print(f"[dim]{host.name}:[/] {escape(text)}",
+                                          highlight=False, soft_wrap=True)
+
+
+def deploy_host(host: Host, opts: DeployOptions,
+                ask: Callable[[Audit], str] | None = None) -> DeployReport:
+    with session(host) as remote:
+        ctx = DeployContext(host=host, remote=remote, options=opts, say=_say_for(host),
+                            ask=ask)
+        return run_deploy(ctx)
+
+
+def _finish(outcomes: list[Outcome], json_out: bool) -> int:
+    """Tables (or JSON) per host, one row per host, each stopped run's error as one line
+    on stderr, and one exit code (cli.combined_exit_code): the host's own, or 5 when only
+    some of several hosts failed. A deploy that did not end in 0 (refused, lock held,
+    verify failed) is a failed host: deploys of the other hosts are neither stopped nor
+    rolled back."""
+    from ..facts.views import deploy_view
+
+    return finish(outcomes, json_out, lambda r: console.print(deploy_view(r)),
+                  lambda r: int(r.exit_code), verdicts={EXIT_OK},
+                  error_of=lambda r: r.error or r.verdict, summary=lambda r: r.verdict)
+
+
+def deploy_cmd(host: str, inventory: str | None, json_out: bool, **flags: Any) -> int:
+    opts = DeployOptions(**flags)
+    opts.validate()
+    hosts = hosts_for(host, inventory)
+    interactive = opts.on_running is None and sys.stdin.isatty() and not opts.dry
+    with interrupts_as_keyboard_interrupt():
+        outcomes = fan_out(hosts, lambda h: deploy_host(h, opts,
+                                                        prompt_policy if interactive else None))
+    return _finish(outcomes, json_out)
+
+
+def retry_failed_cmd(host: str, group: str, inventory: str | None, json_out: bool,
+                     retry_all: bool = False, retry_budget: int = retries.DEFAULT_BUDGET,
+                     dry: bool = False) -> int:
+    """`inv retry-failed`: the RESTART step alone, for one group, under the deploy lock."""
+    require(group, "--group")
+    if retry_budget < 0:
+        raise ConfigError(f"--retry-budget {retry_budget}: must be >= 0")
+    hosts = hosts_for(host, inventory)
+    for h in hosts:
+        h.group(group)  # unknown group: exit 2 before connecting
+    opts = DeployOptions(retry_all=retry_all, retry_budget=retry_budget, dry=dry, watch=0)
+
+    def one(h: Host) -> DeployReport:
+        with session(h) as remote:
+            ctx = DeployContext(host=h, remote=remote, options=opts, say=_say_for(h),
+                                command=f"retry-failed --group {group}")
+            return run_deploy(ctx, retry_failed_steps(group))
+
+    with interrupts_as_keyboard_interrupt():
+        outcomes = fan_out(hosts, one)
+    return _finish(outcomes, json_out)

@@ -1,0 +1,249 @@
+"""What every `inv deploy` step shares: the options, the `DeployContext` a step receives,
+the `StepResult` it returns, and the small values the steps hand each other.
+
+The steps live by protocol phase: AUDIT, LOCK, MONITOR and the runner in deploy.py, DECIDE
+in decide.py, PULL in pull.py, VERIFY and UPGRADE in install.py, RESTART in restart.py;
+the commands (`inv deploy`, `inv retry-failed`) in deploy_cli.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..batch import retry as retries
+from ..errors import EXIT_FAILED, ConfigError, JobsafeError, RefusedError
+from ..facts.audit import Audit
+from ..facts.probe import Probe
+from ..flags import check_choice
+from ..inventory import Host
+from ..remote import Remote, shell_line
+from ..scheduler.pueue import PueueState
+from . import lock as locking
+
+POLICIES = ("abort", "wait", "keep", "kill")
+# PEP 440 (packaging's VERSION_PATTERN, without the legacy spellings): what `uv pip install
+# <dist>==V` and the package's __version__ can hold. Anything else is a typo.
+VERSION = re.compile(
+    r"^v?(?:\d+!)?\d+(?:\.\d+)*(?:[-_.]?(?:a|b|c|rc|alpha|beta|pre|preview)[-_.]?\d*)?"
+    r"(?:-\d+|[-_.]?(?:post|rev|r)[-_.]?\d*)?(?:[-_.]?dev[-_.]?\d*)?"
+    r"(?:\+[a-z0-9]+(?:[-_.][a-z0-9]+)*)?$", re.IGNORECASE)
+# never part of one commit, tag or revision (HEAD~1 is fine; a..b is a range)
+_BAD_REF = re.compile(r"[\x00-\x20\x7f]|\.\.")
+LOCK_MARGIN = 900.0  # seconds added to the longest possible run for the lock's TTL
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    on_running: str | None = None  # None: ask on a TTY, else abort
+    wait_timeout: float = 600.0
+    ref: str | None = None
+    version: str | None = None  # target: upgrade a wheel install to it; also expected
+    expect_version: str | None = None  # expected only, never installs
+    expect_code: str | None = None  # "module:function[:text]"
+    discard_local_changes: bool = False
+    break_lock: bool = False
+    retry_all: bool = False
+    retry_budget: int = retries.DEFAULT_BUDGET
+    upgrade_timeout: float = 300.0
+    watch: float = 300.0
+    dry: bool = False
+    poll: float | None = None  # poll interval for wait/kill/monitor (default: derived)
+    kill_grace: float = 10.0  # SIGTERM, then SIGKILL after this long
+
+    @property
+    def expected_version(self) -> str | None:
+        return self.version or self.expect_version
+
+    @property
+    def lock_ttl(self) -> float:
+        return self.wait_timeout + self.upgrade_timeout + self.watch + 2 * self.kill_grace \
+            + LOCK_MARGIN
+
+    def validate(self) -> None:
+        """Bad input is exit 2 before anything touches a host."""
+        check_choice(self.on_running, "--on-running", POLICIES)
+        for flag, value in (("--wait-timeout", self.wait_timeout),
+                            ("--upgrade-timeout", self.upgrade_timeout),
+                            ("--watch", self.watch)):
+            if value < 0:
+                raise ConfigError(f"{flag} {value:g}: must be >= 0 seconds")
+        if self.retry_budget < 0:
+            raise ConfigError(f"--retry-budget {self.retry_budget}: must be >= 0")
+        if self.version and self.expect_version and self.version != self.expect_version:
+            raise ConfigError(f"--version {self.version} and --expect-version "
+                              f"{self.expect_version} disagree; pass one")
+        for flag, text in (("--ref", self.ref), ("--version", self.version),
+                           ("--expect-version", self.expect_version)):
+            # a leading '-' would reach git/uv as an option (--upload-pack=...)
+            if text is not None and (not text.strip() or text.startswith("-")):
+                raise ConfigError(f"{flag} {text!r}: not a valid value; pass a "
+                                  + ("commit or tag" if flag == "--ref" else "version"))
+        if self.ref is not None and _BAD_REF.search(self.ref):
+            raise ConfigError(f"--ref {self.ref!r} names no single commit (spaces, "
+                              "control characters or '..'); e.g. --ref v1.1.0 or a SHA")
+        for flag, text in (("--version", self.version),
+                           ("--expect-version", self.expect_version)):
+            if text is not None and not VERSION.match(text):
+                raise ConfigError(f"{flag} {text!r} is not a version (PEP 440); "
+                                  "write e.g. 1.2.0 or 1.2.0rc1")
+        if self.expect_code is not None:
+            mod, _, rest = self.expect_code.partition(":")
+            fn = rest.partition(":")[0]
+            if not mod or not fn or not all(p.isidentifier() for p in
+                                            (*mod.split("."), *fn.split("."))):
+                raise ConfigError(f"--expect-code {self.expect_code!r}: use module:function "
+                                  "or module:function:text (e.g. mypkg.core:compute)")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One protocol step. status: ok | changed | skipped | dry | warn | refused | failed."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 3),
+                "detail": self.detail, "data": self.data}
+
+
+@dataclass(frozen=True)
+class KilledTask:
+    """What a killed task needs to be re-added fresh; recorded *before* the kill."""
+
+    group: str
+    label: str
+    command: str
+    workdir: str
+    id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "label": self.label, "command": self.command,
+                "workdir": self.workdir, "id": self.id}
+
+
+@dataclass(frozen=True)
+class GitFacts:
+    head: str
+    branch: str
+    changes: tuple[str, ...]
+    ref_target: str | None = None  # --ref resolved from the objects already on the host
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"head": self.head, "branch": self.branch, "changes": list(self.changes),
+                "ref_target": self.ref_target}
+
+
+@dataclass(frozen=True)
+class Install:
+    version: str | None  # the module's __version__ (follows the checkout when editable)
+    dist_version: str | None  # installed distribution metadata
+    file: str | None
+    editable: bool
+    code: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "editable" if self.editable else "wheel"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "dist_version": self.dist_version, "file": self.file,
+                "editable": self.editable, "kind": self.kind, "code": self.code,
+                "error": self.error}
+
+
+@dataclass(frozen=True)
+class ReAdded:
+    group: str
+    label: str
+    from_label: str
+    id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "label": self.label, "from": self.from_label,
+                "id": self.id}
+
+
+@dataclass
+class DeployContext:
+    """Everything the steps share: the host, its one Remote, the options and what the run
+    has learned or done so far."""
+
+    host: Host
+    remote: Remote
+    options: DeployOptions
+    say: Say = lambda text: None
+    ask: Callable[[Audit], str] | None = None  # the TTY prompt; None = not interactive
+    command: str = "deploy"  # or "retry-failed" (the RESTART step alone)
+    probe: Probe | None = None
+    state: PueueState | None = None
+    audit: Audit | None = None
+    git: GitFacts | None = None
+    lock_owner: locking.LockOwner | None = None
+    lock_path: str = ""
+    policy: str = ""
+    killed: list[KilledTask] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)  # groups this run paused, not resumed yet
+    commit_before: str | None = None
+    commit_after: str | None = None
+    install: Install | None = None
+    re_added: list[ReAdded] = field(default_factory=list)
+    exhausted: list[str] = field(default_factory=list)
+    add_errors: list[str] = field(default_factory=list)
+    monitor_ok: bool | None = None
+    planned: list[str] = field(default_factory=list)  # --dry: the mutations, verbatim
+    refusals: list[str] = field(default_factory=list)  # --dry: what would be refused
+    refusals_shown: int = 0
+
+    def path(self, path: str) -> str:
+        """'~/x' -> absolute on the host: pueue -w and quoted arguments never expand ~."""
+        assert self.probe is not None, "the audit step runs first"
+        return self.probe.expand(path)
+
+    @property
+    def project(self) -> str:
+        return self.path(self.host.project_dir)
+
+    @property
+    def python(self) -> str:
+        return self.path(self.host.python_path)
+
+    def git_argv(self, *args: str) -> list[str]:
+        return ["git", "-C", self.project, *args]
+
+    def poll_interval(self, window: float) -> float:
+        """--poll, or about 20 looks per waiting window (0.5 s to 10 s apart)."""
+        return self.options.poll if self.options.poll else min(10.0, max(0.5, window / 20))
+
+    def refuse(self, message: str) -> None:
+        """A safety refusal: exit 3 now, or in --dry noted and the walk-through goes on."""
+        if self.options.dry:
+            self.refusals.append(message)
+            return
+        raise RefusedError(f"{self.host.name}: {message}")
+
+    def would(self, command: str | Sequence[str]) -> str:
+        text = shell_line(command)
+        self.planned.append(text)
+        return text
+
+
+Step = Callable[[DeployContext], StepResult]
+
+
+class StepFailed(JobsafeError):
+    """A step failed, and its result (facts gathered so far) belongs in the report."""
+
+    def __init__(self, message: str, result: StepResult, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.result = result
+        self.exit_code = exit_code

@@ -1,0 +1,209 @@
+"""Monitor: the watch loop behind `inv monitor` over the snapshots of several hosts
+(snapshot.py reads one), the board's exit code for cron, and the command. Rendering lives
+in `monitor_view.py`.
+
+Exit codes (cron): 0 every label of the group done and succeeded; 1 some failed (or are
+blocked forever behind a failed dependency); 3 still running or queued at the end (timeout,
+or `--once` while work remains); 4 host unreachable or pueue not answering; 6 nothing
+selected (the group has no tasks, or no label matches --label-glob: nothing can ever
+finish, so --until-done stops after one confirming poll). Several hosts
+(cli.combined_exit_code): all the same code -> that code; some host unreadable -> 5;
+every host read -> 1 if any shows failures, else 3 if work remains, else 6 if some host
+selected nothing, else 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..cli import HostRow, combined_exit_code, each, hosts_for, print_error, print_json
+from ..errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_NOTHING_SELECTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    ConfigError,
+    JobsafeError,
+)
+from ..facts.snapshot import EXIT_STILL_RUNNING, Options, Snapshot, read_snapshot
+from ..flags import seconds
+from ..inventory import Host
+from ..remote import Remote, connect
+
+# ---- several hosts, many polls -----------------------------------------------------------
+
+GIVE_UP_POLLS = 3  # --until-done: a host failing this many polls in a row stops being awaited
+# --until-done: an empty selection on this many polls in a row is final (the second poll
+# confirms it: a submit that was adding the first tasks at the first poll shows by then)
+EMPTY_POLLS = 2
+MONITOR_VERDICTS = frozenset({EXIT_OK, EXIT_FAILED, EXIT_STILL_RUNNING, EXIT_NOTHING_SELECTED})
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    snapshot: Snapshot | None = None
+    error: JobsafeError | None = None
+
+    @property
+    def row(self) -> HostRow:
+        if self.snapshot is not None:
+            return HostRow(self.host, True, self.snapshot.exit_code, None, self.snapshot)
+        code = self.error.exit_code if self.error else EXIT_UNREACHABLE
+        return HostRow(self.host, False, code, str(self.error), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.row.to_dict()
+
+
+def board_exit_code(board: Sequence[HostResult]) -> int:
+    """cli.combined_exit_code over the hosts: one host keeps its code; a host that could
+    not be read among several that could gives 5; every host read: failures anywhere (1)
+    win over work still pending (3), then 0."""
+    return combined_exit_code([(r.row.ok, r.row.exit_code) for r in board])
+
+
+class Watcher:
+    """One host's session for the whole watch (one connection per host per command);
+    a lost connection is reopened on the next poll."""
+
+    def __init__(self, host: Host, opts: Options,
+                 connector: Callable[[Host], Remote] = connect) -> None:
+        self.host = host
+        self.opts = opts
+        self.connector = connector
+        self.remote: Remote | None = None
+        self.previous: Snapshot | None = None
+
+    def poll(self) -> HostResult:
+        try:
+            if self.remote is None:
+                self.remote = self.connector(self.host)
+            snap = read_snapshot(self.remote, self.opts, self.previous)
+            group = self.opts.group
+            if group and snap.view(group).status == "missing" and group not in self.host.groups:
+                # a typo must not read as "still running" (exit 3) forever
+                raise ConfigError(
+                    f"{self.host.name}: group {group!r} is neither on the pueue daemon nor in "
+                    f"{self.host.source or 'the host file'}; check --group"
+                )
+        except JobsafeError as exc:
+            self.close()
+            return HostResult(self.host.name, error=exc)
+        self.previous = snap
+        return HostResult(self.host.name, snapshot=snap)
+
+    def close(self) -> None:
+        if self.remote is not None:
+            try:
+                self.remote.close()
+            finally:
+                self.remote = None
+
+
+def poll_all(watchers: Sequence[Watcher]) -> list[HostResult]:
+    return each(watchers, lambda w: w.poll())
+
+
+def watch(
+    watchers: Sequence[Watcher],
+    *,
+    once: bool = False,
+    timeout: float | None = None,
+    interval: float = 30.0,
+    stop_when_settled: bool = True,
+    on_poll: Callable[[list[HostResult]], None] = lambda board: None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[HostResult]:
+    """Poll every host until all watched groups are settled (`stop_when_settled`), the
+    timeout passes, or once. A host whose selection is empty on EMPTY_POLLS polls in a
+    row counts as settled (exit 6, not "still running" forever). A host error is retried
+    on the next poll while the others are watched on; a host failing GIVE_UP_POLLS polls
+    in a row (or with bad input) is no longer awaited, so one dead host does not keep
+    --until-done alive forever. The last poll decides the exit code."""
+    deadline = None if timeout is None else clock() + timeout
+    misses = [0] * len(watchers)
+    empties = [0] * len(watchers)
+    while True:
+        board = poll_all(watchers)
+        on_poll(board)
+        if once:
+            return board
+        misses = [0 if r.snapshot is not None else n + 1 for r, n in zip(board, misses,
+                                                                         strict=True)]
+        empties = [n + 1 if r.snapshot is not None and r.snapshot.empty else 0
+                   for r, n in zip(board, empties, strict=True)]
+        if stop_when_settled and all(_finished(r, n, e) for r, n, e in zip(
+                board, misses, empties, strict=True)):
+            return board
+        if deadline is not None and clock() >= deadline:
+            return board
+        wait = interval if deadline is None else max(0.0, min(interval, deadline - clock()))
+        sleep(wait)
+
+
+def _finished(r: HostResult, misses: int, empties: int = 0) -> bool:
+    """Nothing more to wait for on this host: settled, nothing selected on EMPTY_POLLS
+    polls in a row, or given up on."""
+    if r.snapshot is not None:
+        return r.snapshot.settled or empties >= EMPTY_POLLS
+    bad_input = r.error is not None and r.error.exit_code == EXIT_BAD_INPUT
+    return bad_input or misses >= GIVE_UP_POLLS
+
+
+# ---- the command -------------------------------------------------------------------------
+
+def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool,
+                until_done: bool, timeout: str | float | None, interval: float,
+                log_lines: int, inventory: str | None, json_out: bool) -> int:
+    from rich.live import Live
+
+    from ..console import console
+    from .view import monitor_view
+
+    if not group:
+        raise ConfigError("--group is required: monitor watches one pueue group by label")
+    if once and until_done:
+        raise ConfigError("--once and --until-done exclude each other; pick one")
+    timeout = seconds(timeout, "--timeout")
+    if (timeout is not None and timeout < 0) or interval <= 0:
+        raise ConfigError("--timeout must be >= 0 and --interval > 0 (seconds)")
+    if log_lines < 0:
+        raise ConfigError("--log-lines must be >= 0")
+    hosts = hosts_for(host, inventory)
+    opts = Options(group=group, label_glob=label_glob, log_lines=log_lines)
+    watchers = [Watcher(h, opts) for h in hosts]
+    by_name = {h.name: h for h in hosts}
+    # Not a terminal, or --json: no live view; cron gets the final result only (STYLE:
+    # plain output when not a TTY). Without --once/--until-done on a terminal the live
+    # view keeps refreshing until Ctrl-C (or --timeout).
+    live = console.is_terminal and not json_out and not once
+    if not live and not once and not until_done:
+        once = timeout is None
+    try:
+        if live:
+            with Live(console=console, auto_refresh=False, transient=False) as view:
+                board = watch(
+                    watchers, timeout=timeout, interval=interval, stop_when_settled=until_done,
+                    on_poll=lambda b: view.update(monitor_view(b, by_name), refresh=True))
+        else:
+            board = watch(watchers, once=once, timeout=timeout, interval=interval,
+                          stop_when_settled=True)
+            if json_out:
+                print_json(board_exit_code(board), [r.row for r in board])
+            else:
+                console.print(monitor_view(board, by_name))
+    finally:
+        for w in watchers:
+            w.close()
+    for r in board:
+        if r.error is not None:
+            print_error(r.error)
+        elif r.snapshot is not None and r.snapshot.exit_code == EXIT_NOTHING_SELECTED:
+            print_error(r.snapshot.nothing_selected())
+    return board_exit_code(board)
