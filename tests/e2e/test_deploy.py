@@ -382,7 +382,7 @@ def test_kill_records_kills_cleans_declared_checkpoints_and_readds(world: World,
 
 KILLER = r"""
 import os, signal, sys
-from jobsafe_ops import deploy as d
+from jobsafe_ops.deploy import steps as d
 from jobsafe_ops.deploy.context import DeployContext, DeployOptions
 from jobsafe_ops.inventory import inventory_dir, load_inventory
 from jobsafe_ops.remote import session
