@@ -25,8 +25,8 @@ from ..facts.ledger import ledger_path
 from ..facts.ledger import wrap as wrap_command
 from ..hostside.feeder import LEDGER_MARK
 from ..inventory import Host
-from ..remote import exports, join
 from ..scheduler.pueue import PueueState, Task
+from ..shell import exports, join
 from .playbook import JobSpec, Plan
 from .retry import (
     DEPENDENCY,

@@ -30,8 +30,9 @@ from ..facts.audit import read_state
 from ..facts.probe import run_probe, sections
 from ..hostside.monitor_filter import STATUS_FAILED
 from ..inventory import Host
-from ..remote import Remote, exports, quote, session
+from ..remote import Remote, session
 from ..scheduler.pueue import clean_argv, group_add_argv, status_failure
+from ..shell import exports, quote
 from .plan import (
     BatchReport,
     Item,

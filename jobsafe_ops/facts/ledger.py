@@ -22,8 +22,9 @@ from typing import Any
 from ..errors import RemoteError
 from ..hostside import monitor_filter
 from ..hostside.feeder import LEDGER_MARK, LEDGER_NAME, unwrap
-from ..remote import Remote, join
+from ..remote import Remote
 from ..scheduler.pueue import PueueState, parse_state
+from ..shell import join
 from .snapshot import FILTER_LOADER
 
 

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..inventory import Host
-from ..remote import Remote, program, quote
+from ..remote import Remote
 from ..scheduler.pueue import PueueState, parse_status, parse_version, status_failure
+from ..shell import program, quote
 from .programs import PROBED, key_fix
 
 MEMCAP_TEST_MAX = "64M"

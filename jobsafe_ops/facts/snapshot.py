@@ -24,8 +24,9 @@ from typing import Any
 from ..errors import EXIT_FAILED, EXIT_NOTHING_SELECTED, EXIT_OK, EXIT_REFUSED, RemoteError
 from ..hostside import monitor_filter
 from ..inventory import Host
-from ..remote import Remote, join, program
+from ..remote import Remote
 from ..scheduler.pueue import log_argv, parse_log, status_argv, status_failure
+from ..shell import join, program
 from .probe import (
     LOADAVG,
     MEMINFO,
