@@ -27,7 +27,7 @@ from ..hostside.feeder import LEDGER_MARK
 from ..inventory import Host
 from ..scheduler.pueue import PueueState, Task
 from ..shell import exports, join
-from .playbook import JobSpec, Plan
+from .model import JobSpec, Plan
 from .retry import (
     DEPENDENCY,
     attempt_of,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from jobsafe_ops.batch.model import JobSpec
 from jobsafe_ops.batch.plan import command_line
-from jobsafe_ops.batch.playbook import JobSpec
 from jobsafe_ops.errors import ConfigError, RemoteError
 from jobsafe_ops.facts import programs
 from jobsafe_ops.facts.probe import parse_probe, programs_script, programs_verdict
