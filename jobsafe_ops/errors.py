@@ -1,4 +1,32 @@
-"""One exception hierarchy; each class carries the exit code the CLI returns for it.
+"""Every error class of jobsafe-ops, and the exit code the CLI returns for each.
+
+The whole tree (tests/test_layout.py checks this drawing against the classes; the number is
+the class's exit code, `-` when the instance sets it):
+
+Exception
+├── JobsafeError ............ 1  base: one line for the operator (what, where, the fix)
+│   ├── ConfigError ......... 2  bad host file, playbook or flag; before any host is touched
+│   ├── RefusedError ........ 3  a safety rule forbids the mutation (lock held, jobs running)
+│   ├── RemoteError ......... 4  host unreachable, or a remote command failed
+│   │   ├── HostKeyError .... 4  unknown, changed or revoked host key (remote, sshconf)
+│   │   ├── ConnectionDropped 4  the connection died under a command or before it (remote)
+│   │   └── VersionNotVisible 4  the index does not list the version yet: retried (deploy)
+│   ├── JobsFailedError ..... 1  the work ran but some jobs failed
+│   └── StepFailed .......... -  a deploy step failed; carries its partial result (deploy)
+├── TransientConnectError ... -  internal: refused/reset/timeout, retried by remote.connect
+└── UploadRefused ........... -  internal: a write refused by the host (Remote.put_text)
+
+ValueError
+└── JobkitError ............. 2  jobkit/errors.py: stdlib only, it runs in the job's venv
+    ├── ParamError .......... 2  a checkpoint path with a missing, extra or bad parameter
+    ├── UnscopedGlobError ... 2  a glob over a category-scoped family pins not every category
+    ├── ContaminationError .. 1  a merged result holds category values it must not
+    └── CursorRemovalRefused  3  remove() of a cursor/checkpoint file without a reason
+
+The two internal ones never reach the operator: remote turns them into a RemoteError.
+jobkit keeps its own classes (it imports nothing outside itself) with the same exit-code
+numbers. The test world (jobsafe_ops/testing) and its pueue stand-in, a separate program,
+keep theirs: no command an operator runs raises them.
 
 Exit codes (the README's table is generated from EXIT_CODES):
 0 ok, 1 jobs failed / findings, 2 bad input or config, 3 refused for safety,
@@ -11,7 +39,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -103,3 +131,38 @@ class JobsFailedError(JobsafeError):
     """The work ran but some jobs failed."""
 
     exit_code = EXIT_FAILED
+
+
+class StepFailed(JobsafeError):
+    """A deploy step failed, and its result (facts gathered so far) belongs in the report.
+    `result` is the step's deploy.context.StepResult."""
+
+    def __init__(self, message: str, result: Any, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.result = result
+        self.exit_code = exit_code
+
+
+class ConnectionDropped(RemoteError):
+    """The connection died under a command, or was found dead before one (exit 4)."""
+
+
+class VersionNotVisible(RemoteError):
+    """The index does not list the version (yet): the only outcome worth a retry (AP-4)."""
+
+
+class TransientConnectError(Exception):
+    """Refused / reset / timed out: worth a retry, unlike auth and host-key failures.
+    Internal to remote.connect, which reports the last one as a RemoteError."""
+
+
+class UploadRefused(Exception):
+    """The host refused a file write (read-only, full, over quota, not a directory).
+    Internal to Remote.put_text, which reports it as a RemoteError."""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> UploadRefused:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if reason == "Failure":  # SFTP's generic status: sftp-server does not say why
+            reason = "the host refused the write (disk full or over quota?)"
+        return cls(reason)

@@ -1,5 +1,6 @@
 """The one module that does remote I/O: strict-host-key Fabric connections and a local
-transport for a host that is this machine.
+transport for a host that is this machine. Transport only: the command lines it sends are
+composed in shell.py (quoting, program paths, lean env lines), its errors live in errors.py.
 
 Fabric hard-codes an auto-adding host key policy and never loads known_hosts (fabric#1804,
 #2071): we load the user's known_hosts, the inventory's known_hosts, ssh_config's
@@ -17,7 +18,6 @@ import hashlib
 import logging
 import os
 import re
-import shlex
 import socket
 import subprocess
 import threading
@@ -36,9 +36,17 @@ from tenacity import (
     wait_exponential,
 )
 
-from .errors import ConfigError, HostKeyError, RemoteError
+from .errors import (
+    ConfigError,
+    ConnectionDropped,
+    HostKeyError,
+    RemoteError,
+    TransientConnectError,
+    UploadRefused,
+)
 from .flags import env_number
 from .inventory import Host
+from .shell import path_prefix, shell_line, verify_and_rename
 
 # paramiko's transport thread logs a traceback for every failed handshake through the
 # logging module's last-resort handler (stderr): the operator gets our one line instead.
@@ -60,65 +68,6 @@ _ATTEMPTS, _ATTEMPTS_ERROR = _env_setting("JOBSAFE_CONNECT_ATTEMPTS", 3, int, mi
 CONNECT_ATTEMPTS = int(_ATTEMPTS)
 
 
-def quote(value: str) -> str:
-    """The one quoting helper: every value that reaches a remote shell goes through it."""
-    return shlex.quote(value)
-
-
-def program(path: str) -> str:
-    """Quote a program path, keeping a leading ~/ meaningful (quoting would disable tilde
-    expansion): pueue lives in ~/.local/bin, which a non-login SSH PATH lacks."""
-    if path.startswith("~/"):
-        return '"$HOME"/' + quote(path[2:])
-    return quote(path)
-
-
-def join(argv: Sequence[str]) -> str:
-    """argv -> one shell line; argv[0] is a program path (see `program`)."""
-    if not argv:
-        return ""
-    return " ".join([program(argv[0]), *(quote(a) for a in argv[1:])])
-
-
-def exports(env: Sequence[tuple[str, str]]) -> str:
-    """`export K='v' ...`: variables for the rest of one shell line, each value quoted."""
-    return "export " + " ".join(f"{k}={quote(v)}" for k, v in env)
-
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def lean_env_line(argv: Sequence[str], keep: Sequence[str] = ()) -> str:
-    """`env -i NAME="$NAME" ... argv`: run argv with only the lean allow-list (the feeder's
-    LEAN_ENV, plus `keep`), each variable taken from the host session when it is set.
-    pueue stores the whole add-time environment of every task in its state file
-    (REQUIREMENTS 1.11.6): every remote `pueue add` goes through here or the feeder, so
-    neither the SSH session's secrets nor bulk reach it. Only names travel on the line."""
-    from .hostside.feeder import LEAN_ENV
-
-    names = list(dict.fromkeys([*LEAN_ENV, *keep]))
-    bad = [n for n in names if not _ENV_NAME.match(n)]
-    if bad:
-        raise ConfigError(f"environment variable name {bad[0]!r} is not valid; use letters, "
-                          "digits and '_' (not starting with a digit)")
-    kept = " ".join(f'${{{n}+"{n}=${n}"}}' for n in names)
-    return f"env -i {kept} {join(argv)}"
-
-
-def path_prefix(host: Host) -> str:
-    """`export PATH=<the host file's path>:"$PATH"; `, put in front of every remote command
-    (and so of every job: the feeder and `env -i` pass PATH on); "" without `path`."""
-    if not host.path:
-        return ""
-    dirs = ['"$HOME"' if d == "~" else program(d) for d in host.path]
-    return f'export PATH={":".join(dirs)}:"$PATH"; '
-
-
-def shell_line(command: str | Sequence[str]) -> str:
-    """A command as the shell line that runs it: a string as is, an argv through `join`."""
-    return command if isinstance(command, str) else join(command)
-
-
 @dataclass(frozen=True)
 class Result:
     command: str
@@ -134,14 +83,6 @@ class Result:
 def fingerprint(key: Any) -> str:
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-class TransientConnectError(Exception):
-    """Refused / reset / timed out: worth a retry, unlike auth and host-key failures."""
-
-
-class ConnectionDropped(RemoteError):
-    """The connection died under a command, or was found dead before one (exit 4)."""
 
 
 class Remote:
@@ -244,28 +185,6 @@ class Remote:
 
     def close(self) -> None:
         pass
-
-
-def verify_and_rename(tmp: str, final: str, size: int, sha256: str) -> str:
-    """One shell line: rename `tmp` to `final` only when it has exactly `size` bytes and
-    this sha256; otherwise remove it and fail (the file never appears half-written)."""
-    t, f = program(tmp), program(final)
-    return (f'if [ "$(wc -c < {t})" -eq {size} ] && '
-            f'[ "$(sha256sum < {t} | cut -c1-64)" = {quote(sha256)} ]; '
-            f"then mv -f {t} {f}; else rm -f {t}; "
-            f"echo 'uploaded copy is incomplete or corrupt (disk full?); removed' >&2; "
-            "exit 1; fi")
-
-
-class UploadRefused(Exception):
-    """The host refused a file write (read-only, full, over quota, not a directory)."""
-
-    @classmethod
-    def of(cls, exc: BaseException) -> UploadRefused:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        if reason == "Failure":  # SFTP's generic status: sftp-server does not say why
-            reason = "the host refused the write (disk full or over quota?)"
-        return cls(reason)
 
 
 _PATH_PREFIX = re.compile(r'^export PATH=[^;]*:"\$PATH"; ')

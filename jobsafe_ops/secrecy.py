@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .batch.playbook import Playbook
+    from .batch.model import Playbook
 
 MASK = "***"
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from jobsafe_ops import cli, journal
+from jobsafe_ops import cli, journal, shell
 from jobsafe_ops import remote as remote_mod
 from jobsafe_ops.batch.retry import RetryDecision, RetryPlan
 from jobsafe_ops.deploy.context import DeployContext, DeployOptions
@@ -54,7 +54,7 @@ def sh(line: str, env: dict[str, str]) -> str:
 def test_lean_env_line_keeps_only_the_allow_list(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"], "LANG": "C.UTF-8 x  y",
            "API_TOKEN": SECRET, "SSH_CONNECTION": "1.2.3.4 5 6.7.8.9 22", "KEEP_ME": "k"}
-    line = remote_mod.lean_env_line(["env"], keep=["KEEP_ME"])
+    line = shell.lean_env_line(["env"], keep=["KEEP_ME"])
     assert SECRET not in line and "API_TOKEN" not in line  # only names travel
     out = dict(ln.split("=", 1) for ln in sh(line, env).splitlines())
     assert out == {"HOME": str(tmp_path), "PATH": env["PATH"], "LANG": "C.UTF-8 x  y",
@@ -63,7 +63,7 @@ def test_lean_env_line_keeps_only_the_allow_list(tmp_path: Path) -> None:
 
 def test_lean_env_line_rejects_a_bad_name() -> None:
     with pytest.raises(ConfigError, match="not valid"):
-        remote_mod.lean_env_line(["pueue", "add"], keep=["A; rm -rf ~"])
+        shell.lean_env_line(["pueue", "add"], keep=["A; rm -rf ~"])
 
 
 def test_feeder_lean_env_drops_the_session_secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,8 +8,8 @@ import paramiko
 import pytest
 from paramiko.ssh_exception import NoValidConnectionsError
 
-from jobsafe_ops import remote
-from jobsafe_ops.errors import HostKeyError, RemoteError
+from jobsafe_ops import remote, shell
+from jobsafe_ops.errors import ConnectionDropped, HostKeyError, RemoteError, TransientConnectError
 
 
 class FlakyConn:
@@ -37,7 +37,7 @@ def test_transient_failures_are_retried_then_succeed():
 
 def test_transient_failures_give_up_after_the_budget():
     conn = FlakyConn(ConnectionResetError("reset"))
-    with pytest.raises(remote.TransientConnectError):
+    with pytest.raises(TransientConnectError):
         remote._open(conn, "h")
     assert conn.calls == remote.CONNECT_ATTEMPTS
 
@@ -68,7 +68,7 @@ def test_changed_key_names_both_fingerprints():
 @pytest.mark.parametrize("value", ["plain", "a b", "x'y", "$(rm -rf /)", "`id`", "a;b|c&d", ""])
 def test_join_round_trips_through_the_shell(value):
     argv = ["/usr/bin/printf", "%s", value]
-    assert shlex.split(remote.join(argv)) == argv
+    assert shlex.split(shell.join(argv)) == argv
 
 
 def test_dns_failure_is_one_error_and_never_retried():
@@ -83,7 +83,7 @@ def test_dns_failure_is_one_error_and_never_retried():
 def test_refused_is_named_as_such():
     conn = FlakyConn(NoValidConnectionsError({("10.0.0.1", 22): ConnectionRefusedError(
         111, "Connection refused")}))
-    with pytest.raises(remote.TransientConnectError, match="^Connection refused$"):
+    with pytest.raises(TransientConnectError, match="^Connection refused$"):
         remote._open(conn, "h")
     assert conn.calls == remote.CONNECT_ATTEMPTS
 
@@ -208,13 +208,13 @@ def test_a_mutating_command_on_a_dropped_connection_ends_the_run():
     conn = DroppingConn(drop_after=1)
     r = ssh(conn)
     r.run("pueue status --json", readonly=True)
-    with pytest.raises(remote.ConnectionDropped) as err:
+    with pytest.raises(ConnectionDropped) as err:
         r.run(["git", "reset", "--hard"])  # mutating: the default
     assert err.value.exit_code == 4
     assert "h: connection lost before `git reset --hard`; not reopened" in str(err.value)
     assert conn.opens == 0 and conn.commands == ["pueue status --json"]
     assert r.reconnects == []
-    with pytest.raises(remote.ConnectionDropped):
+    with pytest.raises(ConnectionDropped):
         r.stream(["python3", "feeder.py"], lambda line: None)
     assert conn.opens == 0
 
@@ -243,7 +243,7 @@ def test_a_read_only_poll_that_dies_mid_command_is_resent_once():
 def test_a_mutating_command_that_dies_mid_command_is_never_resent():
     conn = DroppingConn(die_mid=1)
     r = ssh(conn)
-    with pytest.raises(remote.ConnectionDropped, match="died without an exit status"):
+    with pytest.raises(ConnectionDropped, match="died without an exit status"):
         r.run(["pueue", "add", "--", "true"])
     assert conn.opens == 0 and len(conn.commands) == 1
 

@@ -19,17 +19,13 @@ import fnmatch
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..inventory import Host
+from .model import SPLIT_NAMES, Draft, JobSpec, Playbook
 from .retry import attempt_of
 from .templates import fields, render
 
-if TYPE_CHECKING:  # playbook.py imports this module: its types only, no cycle at runtime
-    from .playbook import Draft, JobSpec, Playbook
-
-SPLIT_NAMES = ("epoch", "start", "end")  # one dimension, three spellings
 _ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=")
 
 

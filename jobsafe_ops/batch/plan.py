@@ -25,9 +25,9 @@ from ..facts.ledger import ledger_path
 from ..facts.ledger import wrap as wrap_command
 from ..hostside.feeder import LEDGER_MARK
 from ..inventory import Host
-from ..remote import exports, join
 from ..scheduler.pueue import PueueState, Task
-from .playbook import JobSpec, Plan
+from ..shell import exports, join
+from .model import JobSpec, Plan
 from .retry import (
     DEPENDENCY,
     attempt_of,

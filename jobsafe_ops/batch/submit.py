@@ -30,8 +30,10 @@ from ..facts.audit import read_state
 from ..facts.probe import run_probe, sections
 from ..hostside.monitor_filter import STATUS_FAILED
 from ..inventory import Host
-from ..remote import Remote, exports, quote, session
+from ..remote import Remote, session
 from ..scheduler.pueue import clean_argv, group_add_argv, status_failure
+from ..shell import exports, quote
+from .model import JobSpec, Plan
 from .plan import (
     BatchReport,
     Item,
@@ -45,7 +47,7 @@ from .plan import (
     memcap_policy,
     parse_receipts,
 )
-from .playbook import JobSpec, Plan, load_playbook, plan_batch
+from .playbook import load_playbook, plan_batch
 from .retry import RE_ADD_ACTION, used_from_journal
 from .view import batch_view, progress_bars
 

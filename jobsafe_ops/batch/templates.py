@@ -1,5 +1,5 @@
 """The playbook template language: `{name}` placeholders, found by `fields` and filled
-in by `render` (for commands, each value shell-quoted by remote.quote)."""
+in by `render` (for commands, each value shell-quoted by shell.quote)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import string
 from collections.abc import Mapping
 
 from ..errors import ConfigError
-from ..remote import quote
+from ..shell import quote
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FORMATTER = string.Formatter()

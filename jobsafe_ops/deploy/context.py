@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..batch import retry as retries
-from ..errors import EXIT_FAILED, ConfigError, JobsafeError, RefusedError
+from ..errors import ConfigError, RefusedError
 from ..facts.audit import Audit
 from ..facts.probe import Probe
 from ..flags import check_choice
 from ..inventory import Host
-from ..remote import Remote, shell_line
+from ..remote import Remote
 from ..scheduler.pueue import PueueState
+from ..shell import shell_line
 from . import lock as locking
 
 POLICIES = ("abort", "wait", "keep", "kill")
@@ -238,12 +239,3 @@ class DeployContext:
 
 
 Step = Callable[[DeployContext], StepResult]
-
-
-class StepFailed(JobsafeError):
-    """A step failed, and its result (facts gathered so far) belongs in the report."""
-
-    def __init__(self, message: str, result: StepResult, exit_code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.result = result
-        self.exit_code = exit_code

@@ -19,8 +19,8 @@ from tenacity import (
 )
 
 from .. import journal
-from ..errors import RemoteError
-from .context import DeployContext, DeployOptions, Install, StepFailed, StepResult
+from ..errors import RemoteError, StepFailed, VersionNotVisible
+from .context import DeployContext, DeployOptions, Install, StepResult
 
 # ---- 5. VERIFY -------------------------------------------------------------------------
 
@@ -164,10 +164,6 @@ def verify(ctx: DeployContext) -> StepResult:
 
 
 # ---- 6. UPGRADE ------------------------------------------------------------------------
-
-class VersionNotVisible(RemoteError):
-    """The index does not list the version (yet): the only outcome worth a retry (AP-4)."""
-
 
 def install_outcome(exited: int, output: str, dist: str, version: str) -> str:
     """ok | not-found | error, from a `uv pip install dist==version` result (pure).

@@ -31,7 +31,8 @@ from tenacity import retry, retry_if_result, stop_after_attempt, wait_fixed
 from .. import journal
 from ..errors import RefusedError
 from ..inventory import Host
-from ..remote import Remote, program, quote
+from ..remote import Remote
+from ..shell import program, quote
 
 # Lock paths go to the shell through remote.program, which keeps '~/' expanding on the host
 # (quoting the whole word would not).

@@ -8,7 +8,7 @@ from dataclasses import replace
 from .. import journal
 from ..errors import ConfigError, RefusedError, RemoteError
 from ..facts.probe import sections
-from ..remote import join
+from ..shell import join
 from .context import DeployContext, GitFacts, StepResult
 
 # ---- facts (read at AUDIT) ----------------------------------------------------------------

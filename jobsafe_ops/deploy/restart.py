@@ -16,8 +16,8 @@ from ..errors import ConfigError
 from ..facts import programs
 from ..facts.audit import read_state
 from ..facts.ledger import read_merged, relabel
-from ..remote import lean_env_line
 from ..scheduler.pueue import PueueState, add_argv, parse_task_id, start_group_argv
+from ..shell import lean_env_line
 from .context import DeployContext, KilledTask, ReAdded, Step, StepResult
 
 # ---- 7. RESTART ---------------------------------------------------------------------

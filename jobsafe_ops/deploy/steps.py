@@ -22,13 +22,21 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_result, stop_before_delay, wait_fixed
 
-from ..errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, JobsafeError, RefusedError, RemoteError
+from ..errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    JobsafeError,
+    RefusedError,
+    RemoteError,
+    StepFailed,
+)
 from ..facts.audit import build_audit
 from ..facts.probe import run_probe, verdicts
-from ..remote import program
 from ..scheduler.pueue import FAILED_RESULTS
+from ..shell import program
 from . import lock as locking
-from .context import DeployContext, Step, StepFailed, StepResult
+from .context import DeployContext, Step, StepResult
 from .decide import decide
 from .install import upgrade, verify
 from .pull import pull, read_git_facts

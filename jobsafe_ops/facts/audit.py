@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RemoteError
-from ..remote import Remote
 from ..scheduler.pueue import PueueState, Task, parse_status, status_argv, status_failure
+
+if TYPE_CHECKING:  # annotations only: the planner loads this without the SSH transport
+    from ..remote import Remote
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RemoteError
 from ..hostside import monitor_filter
 from ..hostside.feeder import LEDGER_MARK, LEDGER_NAME, unwrap
-from ..remote import Remote, join
 from ..scheduler.pueue import PueueState, parse_state
+from ..shell import join
 from .snapshot import FILTER_LOADER
+
+if TYPE_CHECKING:  # annotations only: the planner loads this without the SSH transport
+    from ..remote import Remote
 
 
 def ledger_path(batch_dir: str) -> str:

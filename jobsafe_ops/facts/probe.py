@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..inventory import Host
-from ..remote import Remote, program, quote
 from ..scheduler.pueue import PueueState, parse_status, parse_version, status_failure
+from ..shell import program, quote
 from .programs import PROBED, key_fix
+
+if TYPE_CHECKING:  # annotations only: the planner loads this without the SSH transport
+    from ..remote import Remote
 
 MEMCAP_TEST_MAX = "64M"
 

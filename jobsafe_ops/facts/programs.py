@@ -164,7 +164,7 @@ def check_script(checks: Sequence[Check]) -> str:
     """Shell lines printing the index of each check whose program does not resolve
     (`command -v` in a subshell: cd to the workdir, the job's exports, the session PATH -
     which is the job's, the feeder passes it on). Every value quoted."""
-    from ..remote import program, quote
+    from ..shell import program, quote
 
     lines = []
     for n, c in enumerate(checks):

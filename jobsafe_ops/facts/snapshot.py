@@ -19,13 +19,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILED, EXIT_NOTHING_SELECTED, EXIT_OK, EXIT_REFUSED, RemoteError
 from ..hostside import monitor_filter
 from ..inventory import Host
-from ..remote import Remote, join, program
 from ..scheduler.pueue import log_argv, parse_log, status_argv, status_failure
+from ..shell import join, program
 from .probe import (
     LOADAVG,
     MEMINFO,
@@ -42,6 +42,9 @@ from .probe import (
     sections,
     verdicts,
 )
+
+if TYPE_CHECKING:  # annotations only: the planner loads this without the SSH transport
+    from ..remote import Remote
 
 EXIT_STILL_RUNNING = EXIT_REFUSED  # 3: the errors.py table documents it for monitor
 FAILED = monitor_filter.FAILED

@@ -1,16 +1,20 @@
-"""The jobkit branch of the one exception hierarchy (jobsafe_ops.errors).
+"""jobkit's own errors: jobkit runs in the job's venv with the standard library only, so it
+imports nothing outside itself, not even jobsafe_ops.errors (whose docstring draws this
+branch too). The exit codes are the package's numbers (tests/test_layout.py checks them).
 
-Every class is also a ValueError, so a job that only knows the standard library can still
+Every class is a ValueError, so a job that only knows the standard library can still
 catch them; each carries the exit code a job script may hand back (`sys.exit(e.exit_code)`).
 Messages are one line: what is wrong, which parameter or path, and the fix.
 """
 
 from __future__ import annotations
 
-from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_REFUSED, JobsafeError
+EXIT_FAILED = 1  # jobsafe_ops.errors.EXIT_FAILED
+EXIT_BAD_INPUT = 2  # jobsafe_ops.errors.EXIT_BAD_INPUT
+EXIT_REFUSED = 3  # jobsafe_ops.errors.EXIT_REFUSED
 
 
-class JobkitError(JobsafeError, ValueError):
+class JobkitError(ValueError):
     """Base of every jobkit error."""
 
     exit_code = EXIT_BAD_INPUT

@@ -15,7 +15,7 @@ from ..facts.probe import Verdict
 from ..facts.snapshot import FAILED, Snapshot
 from ..facts.views import LEVEL_STYLE, _dur, _gib
 from ..inventory import Host
-from .watch import HostResult, board_exit_code
+from .board import HostResult, board_exit_code
 
 COUNT_COLUMNS = ("queued", "running", "paused", "stashed", "blocked", "success", "failed")
 OUTCOME_STYLE = {"done": "green", "running": "cyan", "empty": "dim", "failing": "yellow",

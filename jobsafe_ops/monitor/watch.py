@@ -1,6 +1,6 @@
 """Monitor: the watch loop behind `inv monitor` over the snapshots of several hosts
-(snapshot.py reads one), the board's exit code for cron, and the command. Rendering lives
-in `monitor_view.py`.
+(snapshot.py reads one), and the command. The board (one result per host) and its exit
+code for cron live in board.py, rendering in view.py.
 
 Exit codes (cron): 0 every label of the group done and succeeded; 1 some failed (or are
 blocked forever behind a failed dependency); 3 still running or queued at the end (timeout,
@@ -16,23 +16,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from ..cli import HostRow, combined_exit_code, each, hosts_for, print_error, print_json
+from ..cli import each, hosts_for, print_error, print_json
 from ..errors import (
     EXIT_BAD_INPUT,
-    EXIT_FAILED,
     EXIT_NOTHING_SELECTED,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
     ConfigError,
     JobsafeError,
 )
-from ..facts.snapshot import EXIT_STILL_RUNNING, Options, Snapshot, read_snapshot
+from ..facts.snapshot import Options, Snapshot, read_snapshot
 from ..flags import seconds
 from ..inventory import Host
 from ..remote import Remote, connect
+from .board import HostResult, board_exit_code
 
 # ---- several hosts, many polls -----------------------------------------------------------
 
@@ -40,31 +36,6 @@ GIVE_UP_POLLS = 3  # --until-done: a host failing this many polls in a row stops
 # --until-done: an empty selection on this many polls in a row is final (the second poll
 # confirms it: a submit that was adding the first tasks at the first poll shows by then)
 EMPTY_POLLS = 2
-MONITOR_VERDICTS = frozenset({EXIT_OK, EXIT_FAILED, EXIT_STILL_RUNNING, EXIT_NOTHING_SELECTED})
-
-
-@dataclass(frozen=True)
-class HostResult:
-    host: str
-    snapshot: Snapshot | None = None
-    error: JobsafeError | None = None
-
-    @property
-    def row(self) -> HostRow:
-        if self.snapshot is not None:
-            return HostRow(self.host, True, self.snapshot.exit_code, None, self.snapshot)
-        code = self.error.exit_code if self.error else EXIT_UNREACHABLE
-        return HostRow(self.host, False, code, str(self.error), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.row.to_dict()
-
-
-def board_exit_code(board: Sequence[HostResult]) -> int:
-    """cli.combined_exit_code over the hosts: one host keeps its code; a host that could
-    not be read among several that could gives 5; every host read: failures anywhere (1)
-    win over work still pending (3), then 0."""
-    return combined_exit_code([(r.row.ok, r.row.exit_code) for r in board])
 
 
 class Watcher:

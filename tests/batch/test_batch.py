@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from jobsafe_ops.batch.model import JobSpec, Plan
 from jobsafe_ops.batch.plan import (
     BatchReport,
     Item,
@@ -23,7 +24,7 @@ from jobsafe_ops.batch.plan import (
     parse_receipts,
     unfinished_chain,
 )
-from jobsafe_ops.batch.playbook import JobSpec, Plan, parse_playbook, plan_batch
+from jobsafe_ops.batch.playbook import parse_playbook, plan_batch
 from jobsafe_ops.hostside import feeder
 from jobsafe_ops.inventory import GroupSpec, Host
 from jobsafe_ops.scheduler.pueue import PueueState, add_argv, parse_state

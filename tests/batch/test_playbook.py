@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jobsafe_ops.batch.model import Split
 from jobsafe_ops.batch.playbook import (
-    Split,
     load_playbook,
     parse_playbook,
     plan_batch,

@@ -15,7 +15,8 @@ from tenacity import Retrying, retry_if_exception_type
 
 from jobsafe_ops.deploy import install as i
 from jobsafe_ops.deploy.context import DeployOptions, Install
-from jobsafe_ops.deploy.install import Deadline, VersionNotVisible
+from jobsafe_ops.deploy.install import Deadline
+from jobsafe_ops.errors import VersionNotVisible
 
 
 def test_parse_install() -> None:

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from jobsafe_ops.batch.model import JobSpec
 from jobsafe_ops.batch.plan import decide, make_units
-from jobsafe_ops.batch.playbook import JobSpec
 from jobsafe_ops.facts import ledger
 from jobsafe_ops.hostside import monitor_filter
 from jobsafe_ops.hostside.feeder import LEDGER_MARK, append_record, inner_command

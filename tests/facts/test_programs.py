@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from jobsafe_ops.batch.model import JobSpec
 from jobsafe_ops.batch.plan import command_line
-from jobsafe_ops.batch.playbook import JobSpec
 from jobsafe_ops.errors import ConfigError, RemoteError
 from jobsafe_ops.facts import programs
 from jobsafe_ops.facts.probe import parse_probe, programs_script, programs_verdict
 from jobsafe_ops.inventory import Host, load_host_file
-from jobsafe_ops.remote import LocalRemote, path_prefix
+from jobsafe_ops.remote import LocalRemote
+from jobsafe_ops.shell import path_prefix
 
 BASE = 'ssh = "h"\nproject_dir = "~/project"\npackage = "mypkg"\n'
 LEAN = "/usr/local/bin:/usr/bin:/bin:/usr/games"

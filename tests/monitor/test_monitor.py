@@ -7,7 +7,8 @@ from typing import Any
 
 from jobsafe_ops.errors import ConfigError, RemoteError
 from jobsafe_ops.facts.snapshot import Options
-from jobsafe_ops.monitor.watch import HostResult, Watcher, board_exit_code, watch
+from jobsafe_ops.monitor.board import HostResult, board_exit_code
+from jobsafe_ops.monitor.watch import Watcher, watch
 from jobsafe_ops.remote import LocalRemote
 from tests.status_data import QUEUED, RUNNING, done, snap_of, state, task
 

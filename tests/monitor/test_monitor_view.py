@@ -11,8 +11,8 @@ from jobsafe_ops.errors import RemoteError
 from jobsafe_ops.facts.snapshot import Options, snapshot_from
 from jobsafe_ops.hostside import monitor_filter as mf
 from jobsafe_ops.inventory import Host
+from jobsafe_ops.monitor.board import HostResult
 from jobsafe_ops.monitor.view import monitor_view
-from jobsafe_ops.monitor.watch import HostResult
 from tests.status_data import NOW, QUEUED, load, task
 
 # ---- the view --------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import shlex
 import pytest
 
 from jobsafe_ops.errors import ConfigError, RemoteError
-from jobsafe_ops.remote import join
 from jobsafe_ops.scheduler.pueue import (
     add_argv,
     clean_argv,
@@ -19,6 +18,7 @@ from jobsafe_ops.scheduler.pueue import (
     parse_task_id,
     parse_version,
 )
+from jobsafe_ops.shell import join
 
 # Expected per task of status-mixed.json (fixtures README table).
 MIXED = {
