@@ -12,7 +12,14 @@ from typing import Any
 
 from ..errors import RemoteError
 from ..remote import Remote
-from ..scheduler.pueue import PueueState, Task, parse_status, status_argv, status_failure
+from ..scheduler.pueue import (
+    FAILED_RESULTS,
+    PueueState,
+    Task,
+    parse_status,
+    status_argv,
+    status_failure,
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ def build_audit(host: str, state: PueueState, group: str | None = None,
             counts=state.counts(name),
             running=pick("running", "paused"),
             queued=pick("queued", "stashed", "locked"),
-            failed=pick("failed", "killed", "dependency_failed", "errored", "failed_to_spawn"),
+            failed=pick(*FAILED_RESULTS),
             blocked=pick("blocked"),
         ))
     return Audit(host=host, at=now, groups=tuple(out))
