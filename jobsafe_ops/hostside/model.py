@@ -8,7 +8,7 @@ laptop `scheduler/pueue.py`, `batch/retry.py`, `batch/plan.py` and the facts imp
 What it defines, once:
 * how a raw pueue task status (v3 or v4 JSON) normalises to one lower-case state;
 * the state tuples (ACTIVE, FAILED, WAITING) and what "blocked" means;
-* the `-retry-N` label grammar (every attempt of a job shares its base label);
+* the label grammar: `-retry-N` (every attempt of a job shares its base label), units;
 * the limits every `pueue add` line obeys and the argv of that add;
 * LEAN_ENV, the environment a task is added with.
 The host's health facts have their own module beside it (health.py).
@@ -139,6 +139,19 @@ def retry_label(label: str, n: int) -> str:
     if n < 1:
         raise ValueError(f"retry number must be >= 1, got {n}")
     return f"{base_label(label)}-retry-{n}"
+
+
+# A unit (units mode: one pueue task runs many jobs) is labelled
+# `<playbook>:[<phase>:]unit-<5-digit index>-<8 hex of its members' labels>`.
+UNIT_RE = re.compile(r":unit-[0-9]{5}-[0-9a-f]{8}$")
+
+
+def unit_label(playbook: str, phase: str, index: int, digest: str) -> str:
+    """The label of unit number `index` of a playbook's phase ("" = no phase)."""
+    label = f"{playbook}:{phase + ':' if phase else ''}unit-{index:05d}-{digest[:8]}"
+    if not UNIT_RE.search(label):
+        raise ValueError(f"unit label {label!r}: the digest must be 8 hex digits")
+    return label
 
 
 # ---- one `pueue add` ---------------------------------------------------------------------

@@ -32,6 +32,7 @@ from .health import health_facts, largest_state_file, parse_meminfo, parse_swap_
 from .model import (
     ACTIVE,
     FAILED,
+    UNIT_RE,
     UTC,
     attempt_of,
     base_label,
@@ -302,7 +303,6 @@ def log_tails(directory: str, ids: list[int], lines: int,
 
 LEDGER_ROOT = "~/.local/state/jobsafe-ops/batches"  # jobsafe_ops.batch.submit.BATCH_ROOT
 LEDGER_NAME = "ledger.ndjson"  # feeder.LEDGER_NAME
-_UNIT_RE = re.compile(r":unit-[0-9]{5}-[0-9a-f]{8}$")  # batch.make_units labels
 
 
 _PREFIX = b'{"v":1,"label":"'  # the writer's fixed head: {"v":1,"label":…,"group":…,
@@ -537,7 +537,7 @@ def merge_ledger(data: dict[str, Any], records: list[dict[str, Any]]) -> int:
                     if r.get("unit") and r.get("_outcome") in ("failed", "killed")}
     for key, raw in list(tasks.items()):
         label = raw.get("label")
-        if isinstance(label, str) and _UNIT_RE.search(base_label(label)) and \
+        if isinstance(label, str) and UNIT_RE.search(base_label(label)) and \
                 (raw.get("group"), base_label(label)) in failed_units and \
                 task_state(raw)[0] in FAILED:
             del tasks[key]

@@ -109,3 +109,16 @@ def test_parse_ts_takes_pueue_nanoseconds_and_zones() -> None:
                                                              tzinfo=UTC)
     for bad in ("", None, "yesterday", 12):
         assert model.parse_ts(bad) is None
+
+
+def test_unit_labels_are_what_the_filter_recognises() -> None:
+    """The planner names units with unit_label; the host-side ledger merge finds them by
+    UNIT_RE: one grammar, so a unit's failures are always replaced by its commands."""
+    for phase in ("", "post"):
+        label = model.unit_label("play", phase, 7, "0123abcd")
+        assert label == ("play:post:unit-00007-0123abcd" if phase else "play:unit-00007-0123abcd")
+        assert model.UNIT_RE.search(label)
+        assert model.UNIT_RE.search(model.base_label(model.retry_label(label, 2)))
+    with pytest.raises(ValueError, match="8 hex"):
+        model.unit_label("play", "", 1, "XYZ")
+    assert not model.UNIT_RE.search("play:unit-7-0123abcd")
