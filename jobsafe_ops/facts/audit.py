@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import RemoteError
+from ..hostside.model import STARTED
 from ..remote import Remote
 from ..scheduler.pueue import (
     FAILED_RESULTS,
@@ -97,7 +98,7 @@ def build_audit(host: str, state: PueueState, group: str | None = None,
         out.append(GroupAudit(
             group=name, status=g.status if g else "missing", parallel=g.parallel if g else 0,
             counts=state.counts(name),
-            running=pick("running", "paused"),
+            running=pick(*STARTED),
             queued=pick("queued", "stashed", "locked"),
             failed=pick(*FAILED_RESULTS),
             blocked=pick("blocked"),

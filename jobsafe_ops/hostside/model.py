@@ -28,6 +28,7 @@ UTC = timezone.utc  # noqa: UP017 - datetime.UTC is 3.11+; this runs on the host
 ACTIVE = ("queued", "running", "paused", "stashed", "locked")  # can still run or is running
 FAILED = ("failed", "killed", "dependency_failed", "errored", "failed_to_spawn")
 WAITING = ("queued", "stashed")  # not started: these are the ones that can be blocked
+STARTED = ("running", "paused")  # started and not finished: they have a start and a runtime
 BLOCKED = "blocked"  # derived: waiting behind a failed (or blocked) dependency, forever
 TRANSIENT_EXIT_CODES = frozenset({137, 143})  # SIGKILL (OOM) / SIGTERM: maybe transient
 RESULT_NAMES = {"Success": "success", "Killed": "killed", "Errored": "errored",

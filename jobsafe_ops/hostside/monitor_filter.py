@@ -32,6 +32,7 @@ from .health import health_facts, largest_state_file, parse_meminfo, parse_swap_
 from .model import (
     ACTIVE,
     FAILED,
+    STARTED,
     UNIT_RE,
     UTC,
     attempt_of,
@@ -217,7 +218,7 @@ def summarize(
             tasks.get(d, {}).get("state") == "success" for d in t["deps"]
         ):
             g["ready"] += 1
-        if state in ("running", "paused"):
+        if state in STARTED:
             start = parse_ts(t["start"])
             entry["start"] = t["start"]
             entry["runtime"] = None if start is None else round((now - start).total_seconds(), 1)
