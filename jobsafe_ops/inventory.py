@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .hostside.model import GROUP_NAME as _GROUP_NAME  # the feeder checks the same
 
 DEFAULTS_FILE = "_defaults.toml"
 LOCAL_SSH = "local"
@@ -26,7 +27,6 @@ MAX_PARALLEL = 4096
 # the official uv and pueue installers (and pip --user, pipx) put programs here, and a
 # login shell has it on PATH (Debian/Ubuntu ~/.profile); a non-login SSH session does not
 DEFAULT_PATH = ("~/.local/bin",)
-_GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SSH_TARGET = re.compile(r"^[^\s-][^\s]*$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}

@@ -21,6 +21,10 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
+
+# the limits of one `pueue add` line, shared with the feeder that checks them on the host
+from ..hostside.model import MAX_COMMAND as MAX_COMMAND
+from ..hostside.model import MAX_LABEL as MAX_LABEL
 from ..inventory import Host
 from .model import SPLIT_NAMES, Draft, JobSpec, Playbook
 from .retry import attempt_of
@@ -132,9 +136,6 @@ def check_templates(drafts: Sequence[Draft], src: str) -> None:
                   "concurrent jobs would share (and delete) one file")
 
 
-MAX_LABEL = 256  # a label is stored in every status read and receipt line (AP-10)
-# Linux MAX_ARG_STRLEN: one argv string longer than this fails `pueue add` with E2BIG
-MAX_COMMAND = 131072
 
 
 def shown(value: str, limit: int = 60) -> str:

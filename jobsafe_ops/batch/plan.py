@@ -24,6 +24,7 @@ from ..errors import ConfigError, RefusedError, RemoteError
 from ..facts.ledger import ledger_path
 from ..facts.ledger import wrap as wrap_command
 from ..hostside.feeder import LEDGER_MARK
+from ..hostside.model import unit_label
 from ..inventory import Host
 from ..scheduler.pueue import PueueState, Task
 from ..shell import exports, join
@@ -339,7 +340,7 @@ def make_units(jobs: Sequence[JobSpec], *, playbook: str, size: int, parallel: i
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
             digest = hashlib.sha1("\n".join(j.label for j in chunk).encode()).hexdigest()[:8]
-            label = f"{playbook}:{phase + ':' if phase else ''}unit-{len(units):05d}-{digest}"
+            label = unit_label(playbook, phase, len(units), digest)
             file = f"{batch_dir}/units/{hashlib.sha1(label.encode()).hexdigest()[:16]}.jsonl"
             command = join(["python3", f"{batch_dir}/feeder.py", "unit", file,
                             "--done", f"{batch_dir}/done.tsv",

@@ -18,7 +18,8 @@ working directory, labelled ``<base>-retry-N``, and only when all of these hold:
   the re-adds recorded in the local journal (across runs) and the highest ``-retry-N``
   still visible in the pueue state (which survives a lost journal).
 
-Public API: `base_label`, `attempt_of`, `retry_label`, `latest_attempt`, `classify`,
+Public API: `base_label`, `attempt_of`, `retry_label` (the label grammar, defined once in
+hostside/model.py and re-exported here), `latest_attempt`, `classify`,
 `used_from_journal`, `plan_retries` -> `RetryPlan` (of `RetryDecision`), `RE_ADD_ACTION`,
 `DEFAULT_BUDGET`.
 A re-add is journaled as action ``RE_ADD_ACTION`` with ``group`` and ``labels=[new label]``;
@@ -32,14 +33,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..hostside.feeder import LEAN_ENV
+from ..hostside.model import LEAN_ENV
+from ..hostside.model import attempt_of as attempt_of
+from ..hostside.model import base_label as base_label
+from ..hostside.model import retry_label as retry_label
 from ..scheduler.pueue import PueueState, Task
 from ..secrecy import secret_name
 
 DEFAULT_BUDGET = 3
 RE_ADD_ACTION = "re-add"
-
-_RETRY_RE = re.compile(r"^(?P<base>.+)-retry-(?P<n>[1-9]\d*)$")
 
 # Why each kind of outcome is or is not retried (shown to the operator).
 TRANSIENT = "transient"  # killed, 137, 143
@@ -47,25 +49,6 @@ PERSISTENT = "persistent"  # any other failure
 DEPENDENCY = "dependency"  # its --after dependency failed: resubmit the chain instead
 
 Key = tuple[str, str]  # (group, base label)
-
-
-def base_label(label: str) -> str:
-    """'X-retry-2' -> 'X'; 'X' -> 'X'. Strips one -retry-N suffix (we never stack them)."""
-    m = _RETRY_RE.match(label)
-    return m.group("base") if m else label
-
-
-def attempt_of(label: str) -> int:
-    """'X' -> 0, 'X-retry-2' -> 2."""
-    m = _RETRY_RE.match(label)
-    return int(m.group("n")) if m else 0
-
-
-def retry_label(label: str, n: int) -> str:
-    """The label of retry number ``n`` of the job labelled ``label`` (or of its base)."""
-    if n < 1:
-        raise ValueError(f"retry number must be >= 1, got {n}")
-    return f"{base_label(label)}-retry-{n}"
 
 
 def classify(task: Task) -> str:

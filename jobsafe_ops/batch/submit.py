@@ -7,8 +7,9 @@ connection (the decisions themselves are pure, in batch.py):
    file's memory_cap = false (then uncapped, said in the summary, JSON and journal);
 3. `pueue clean -g G --successful-only` when the state file is large (AP-10); create
    missing groups (parallel never 0);
-4. upload feeder.py + one commands file (temp name + rename), run the feeder in the same
-   session; it adds each missing label exactly once and wires `--after` by label (AP-7);
+4. upload feeder.py (the shared model inlined) + one commands file (temp name + rename), run
+   the feeder in the same session; it adds each missing label exactly once and wires
+   `--after` by label (AP-7);
 5. journal what was added. Rendering lives in submit_view.py.
 """
 
@@ -18,7 +19,6 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from .. import journal
@@ -28,6 +28,7 @@ from ..errors import ConfigError, RefusedError, RemoteError
 from ..facts import ledger, programs
 from ..facts.audit import read_state
 from ..facts.probe import run_probe, sections
+from ..hostside.bundle import bundle
 from ..hostside.monitor_filter import STATUS_FAILED
 from ..inventory import Host
 from ..remote import Remote, session
@@ -55,7 +56,9 @@ ACTION = "submit-batch"
 BATCH_ROOT = "~/.local/state/jobsafe-ops/batches"
 UNITS_THRESHOLD = 10_000  # REQUIREMENTS 1.8: above 10 K jobs, pueue per unit
 FEED_JOBS = 4  # concurrent `pueue add` calls inside the feeder
-FEEDER_SOURCE = Path(__file__).parents[1] / "hostside" / "feeder.py"
+# what is uploaded to `{batch_dir}/feeder.py` (queued unit tasks call that path, so it stays):
+# the feeder with the shared pueue model inlined, one self-contained file, one upload
+FEEDER = "feeder"
 EXIT_FEEDER_LOCKED = 75
 # two runs of one playbook at once: the second feeder waits this long for the first, then
 # adds only what is still missing (nothing, usually) instead of refusing
@@ -179,7 +182,7 @@ def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: boo
         return _counted(report, remote)
     bdir = report.batch_dir
     remote.run(["mkdir", "-p", f"{bdir}/units"])
-    remote.put_text(FEEDER_SOURCE.read_text(), f"{bdir}/feeder.py", 0o755)
+    remote.put_text(bundle(FEEDER), f"{bdir}/feeder.py", 0o755)
     remote.put_text(text, f"{bdir}/commands.jsonl")
     summary = run_feeder(remote, bdir, report.pueue, plan.pass_env, progress, text)
     added = tuple((str(lbl), int(tid)) for lbl, tid in summary.get("added", []))

@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RemoteError
-from ..scheduler.pueue import PueueState, Task, parse_status, status_argv, status_failure
+from ..hostside.model import STARTED
+from ..scheduler.pueue import (
+    FAILED_RESULTS,
+    PueueState,
+    Task,
+    parse_status,
+    status_argv,
+    status_failure,
+)
 
 if TYPE_CHECKING:  # annotations only: the planner loads this without the SSH transport
     from ..remote import Remote
@@ -92,9 +100,9 @@ def build_audit(host: str, state: PueueState, group: str | None = None,
         out.append(GroupAudit(
             group=name, status=g.status if g else "missing", parallel=g.parallel if g else 0,
             counts=state.counts(name),
-            running=pick("running", "paused"),
+            running=pick(*STARTED),
             queued=pick("queued", "stashed", "locked"),
-            failed=pick("failed", "killed", "dependency_failed", "errored", "failed_to_spawn"),
+            failed=pick(*FAILED_RESULTS),
             blocked=pick("blocked"),
         ))
     return Audit(host=host, at=now, groups=tuple(out))

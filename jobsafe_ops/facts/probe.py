@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from ..hostside import health
 from ..inventory import Host
 from ..scheduler.pueue import PueueState, parse_status, parse_version, status_failure
 from ..shell import program, quote
@@ -202,34 +203,36 @@ def parse_int(text: str) -> int | None:
 
 
 def parse_meminfo(lines: list[str]) -> dict[str, int]:
-    """The @@meminfo section -> {MemTotal: bytes, ...}."""
-    mem: dict[str, int] = {}
-    for line in lines:
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts:
-            mem[key] = int(parts[0]) * 1024
-    return mem
+    """The @@meminfo section -> {MemTotal: bytes, ...} (health.parse_meminfo)."""
+    return health.parse_meminfo(lines)
 
 
 def parse_load(lines: list[str]) -> tuple[float, float, float] | None:
     """The @@loadavg section -> the 1, 5 and 15 minute load averages."""
-    la = (lines or [""])[0].split()
-    if len(la) >= 3:
-        return (float(la[0]), float(la[1]), float(la[2]))
-    return None
+    return health.parse_loadavg((lines or [""])[0])
 
 
 def parse_state_file(lines: list[str]) -> tuple[str | None, int | None]:
     """The @@statefile section -> (path, bytes) of the larger of state.json/.json.gz."""
-    state_file = state_size = None
+    sizes = []
     for line in lines:
-        if line.startswith("dir "):
-            continue
         size, _, path = line.partition(" ")
-        if parse_int(size) is not None and (state_size is None or int(size) > state_size):
-            state_file, state_size = path, int(size)
-    return state_file, state_size
+        if not line.startswith("dir ") and parse_int(size) is not None:
+            sizes.append((int(size), path))
+    return health.largest_state_file(sizes)
+
+
+def swap_delta(lines: list[str]) -> tuple[int | None, int | None]:
+    """The @@swap section (/proc/vmstat's pswpin/pswpout, twice, `swap_interval` apart) ->
+    the pages swapped in and out between the two samples."""
+    samples = [line for line in lines if len(line.split()) == 2]
+    if len(samples) != 4:
+        return None, None
+    first = health.parse_swap_counters(samples[:2])
+    second = health.parse_swap_counters(samples[2:])
+    if first is None or second is None:
+        return None, None
+    return second[0] - first[0], second[1] - first[1]
 
 
 def parse_probe(host: str, text: str, project_dir: str | None = None) -> Probe:
@@ -237,12 +240,7 @@ def parse_probe(host: str, text: str, project_dir: str | None = None) -> Probe:
     nproc = parse_int((s.get("nproc") or [""])[0])
     mem = parse_meminfo(s.get("meminfo", []))
     load = parse_load(s.get("loadavg", []))
-    swap_in = swap_out = None
-    samples = [line.split() for line in s.get("swap", []) if len(line.split()) == 2]
-    if len(samples) == 4:
-        first, second = dict(samples[:2]), dict(samples[2:])
-        swap_in = int(second["pswpin"]) - int(first["pswpin"])
-        swap_out = int(second["pswpout"]) - int(first["pswpout"])
+    swap_in, swap_out = swap_delta(s.get("swap", []))
     version_lines = s.get("pueue_version", [])
     version = parse_version(version_lines[0]) if version_lines else None
     state_file, state_size = parse_state_file(s.get("statefile", []))

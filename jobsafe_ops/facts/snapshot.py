@@ -18,11 +18,14 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILED, EXIT_NOTHING_SELECTED, EXIT_OK, EXIT_REFUSED, RemoteError
 from ..hostside import monitor_filter
+from ..hostside.bundle import bundle
+from ..hostside.health import health_facts, parse_swap_counters
+from ..hostside.model import ACTIVE
+from ..hostside.model import FAILED as FAILED
 from ..inventory import Host
 from ..scheduler.pueue import log_argv, parse_log, status_argv, status_failure
 from ..shell import join, program
@@ -47,11 +50,11 @@ if TYPE_CHECKING:  # annotations only: the planner loads this without the SSH tr
     from ..remote import Remote
 
 EXIT_STILL_RUNNING = EXIT_REFUSED  # 3: the errors.py table documents it for monitor
-FAILED = monitor_filter.FAILED
-PENDING = monitor_filter.ACTIVE  # queued, running, paused, stashed, locked
+PENDING = ACTIVE  # queued, running, paused, stashed, locked
 HEALTH_CHECKS = ("load", "swap", "memory", "state file")
-FILTER_SOURCE = Path(monitor_filter.__file__).read_text()
-# Sent compressed on every poll (~7 KB instead of ~17 KB): nothing is left on the host and
+# The filter with the shared model and health parsers inlined: one self-contained source.
+FILTER_SOURCE = bundle("monitor_filter")
+# Sent compressed on every poll (~21 KB instead of ~49 KB): nothing is left on the host and
 # the bytes per poll stay constant whatever the state file's size.
 FILTER_LOADER = (
     "import base64,zlib;exec(zlib.decompress(base64.b64decode('"
@@ -337,10 +340,10 @@ def parse_plain(remote: Remote, text: str, opts: Options) -> dict[str, Any]:
         payload["error"] = status_failure(body, rc)
     else:
         # the plain listing is `--group`-filtered: a dependency it lacks may live in
-        # another group, so it is not taken as "gone" (complete=False)
+        # another group; the model never takes an absent dependency as "blocked"
         summary, wanted = monitor_filter.summarize(
             json.loads(body), opts.group, opts.label_glob, opts.limit, opts.log_labels,
-            chains=opts.all_tasks, complete=opts.all_tasks or not opts.group)
+            chains=opts.all_tasks)
         logs: dict[str, Any] = {}
         if wanted and opts.log_lines > 0:
             # ids resolved from labels in this same poll, used once, never kept (INV-8)
@@ -349,19 +352,12 @@ def parse_plain(remote: Remote, text: str, opts: Options) -> dict[str, Any]:
             logs = {str(k): {"output": v} for k, v in parse_log(out.stdout).items()}
         monitor_filter.attach_logs(summary, logs, opts.log_lines)
         payload.update(summary)
-    mem = parse_meminfo(s.get("meminfo", []))
-    load = parse_load(s.get("loadavg", []))
-    swap = dict(ln.split()[:2] for ln in s.get("swap", []) if len(ln.split()) == 2)
     state_file, state_size = parse_state_file(s.get("statefile", []))
     payload["health"] = {
-        "nproc": parse_int((s.get("nproc") or [""])[0]),
-        "load": list(load) if load else None,
-        "mem_total": mem.get("MemTotal"), "mem_available": mem.get("MemAvailable"),
-        "swap_total": mem.get("SwapTotal"),
-        "swap_counters": [int(swap["pswpin"]), int(swap["pswpout"])]
-        if "pswpin" in swap and "pswpout" in swap else None,
+        **health_facts(parse_int((s.get("nproc") or [""])[0]),
+                       parse_load(s.get("loadavg", [])), parse_meminfo(s.get("meminfo", [])),
+                       parse_swap_counters(s.get("swap", [])), state_file, state_size),
         "swap_in": None, "swap_out": None, "swap_window": None,
-        "state_file": state_file, "state_size": state_size,
     }
     return payload
 

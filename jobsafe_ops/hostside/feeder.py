@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """jobsafe-ops feeder: uploaded whole next to a commands file and run ON the host with the
-host's python3 (standard library only; keep it that way - the host has no jobsafe_ops).
+host's python3 (standard library only; keep it that way - the host has no jobsafe_ops). It
+imports the shared pueue model (`.model`); the uploaded copy has it inlined (bundle.py).
 
 Why it exists (AP-12): one `ssh host pueue add` per job costs an SSH handshake each (300 K
 jobs = days). Instead the laptop uploads one commands file and starts this script in one
@@ -44,7 +45,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -53,6 +53,16 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+from .model import (
+    GROUP_NAME,
+    LEAN_ENV,
+    MAX_COMMAND,
+    MAX_LABEL,
+    add_words,
+    attempt_of,
+    base_label,
+)
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -67,15 +77,6 @@ RUNNING_DIR = "running"
 ADD_TIMEOUT = 120.0
 PROGRESS_EVERY = 0.2  # seconds between progress lines
 REGENERATE = "regenerate it with `inv submit-batch`"  # the fix for a bad commands file
-
-# pueue stores the add-time client environment in every task (state.json grows, secrets
-# land on disk - REQUIREMENTS 1.11.6): add with this allow-list only, plus --pass-env.
-LEAN_ENV = (
-    "HOME", "PATH", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
-    "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME",
-    "DBUS_SESSION_BUS_ADDRESS", "PUEUE_CONFIG_PATH",
-)
-
 
 def lean_env(extra: list[str]) -> dict[str, str]:
     keep = set(LEAN_ENV) | set(extra)
@@ -169,12 +170,8 @@ def check_upload(path: str, sha256: str | None, count: int | None) -> None:
                          "submit-batch to upload it again)")
 
 
-# Mirrors of jobsafe_ops.batch.invariants / inventory limits (the feeder cannot import them).
-MAX_LABEL = 256
-MAX_COMMAND = 131072
 LINE_KEYS = {"label", "group", "workdir", "command", "after", "unit_file", "unit_commands"}
 UNIT_KEYS = {"label", "workdir", "command"}
-GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _check_job(where: str, item: dict[str, Any], keys: set[str], required: tuple[str, ...],
@@ -242,13 +239,9 @@ def _check_unit(where: str, line: dict[str, Any], regen: str) -> None:
 
 
 def add_argv(pueue: str, line: dict[str, Any], after: list[int]) -> list[str]:
-    """Mirror of jobsafe_ops.scheduler.pueue.add_argv (a test keeps the two identical)."""
-    argv = [pueue, "add", "--group", line["group"], "--label", line["label"],
-            "--working-directory", line["workdir"], "--print-task-id"]
-    deps = sorted(set(after))
-    if deps:
-        argv += ["--after", *map(str, deps)]
-    return [*argv, "--", line["command"]]
+    """One line's `pueue add` (model.add_words: the argv scheduler.pueue.add_argv builds)."""
+    return add_words(pueue, line["command"], line["group"], line["label"], line["workdir"],
+                     after)
 
 
 def mark(line: dict[str, Any]) -> str:
@@ -451,7 +444,6 @@ def feed(args: argparse.Namespace) -> int:
 
 # ---- the ledger: outcomes recorded on the host -------------------------------------------
 
-_RETRY_N = re.compile(r"-retry-([1-9][0-9]*)$")
 # a termination signal the wrapper forwards to the job (pueue kill --signal, a shutdown)
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
@@ -489,11 +481,10 @@ class Recorder:
     """The start and end lines of one job (a wrapped pueue task or a command of a unit)."""
 
     def __init__(self, ledger: str, label: str, group: str, unit: str | None = None) -> None:
-        m = _RETRY_N.search(label)
         self.ledger = ledger
         self.base = {"v": 1, "label": label, "group": group,
                      "batch": os.path.basename(os.path.dirname(os.path.abspath(ledger))),
-                     "attempt": int(m.group(1)) if m else 0}
+                     "attempt": attempt_of(label)}
         if unit:
             self.base["unit"] = unit
         self.start = ""
@@ -599,7 +590,7 @@ def unit(args: argparse.Namespace) -> int:
     log is skipped, so a retried unit (or an overlapping one) converges; a per-label
     record lock keeps two units from running the same label at once."""
     commands = read_json_lines(args.unit_file)
-    unit_label = _RETRY_N.sub("", args.label) if args.label else None
+    unit_label = base_label(args.label) if args.label else None
     done = Log(args.done)
     done.refresh()
     lock_fd = os.open(args.done + ".lock", os.O_RDWR | os.O_CREAT, 0o644)

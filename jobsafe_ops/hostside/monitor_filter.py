@@ -10,8 +10,9 @@ tens of MB of JSON). Task ids never leave the host: they are resolved from label
 only for `pueue log` inside the same run (INV-8).
 
 It is also imported locally: the fallback for hosts without python3 ships the plain JSON
-and calls `summarize` here, so both paths give the same summary. Keep it Python 3.7
-compatible (it runs on whatever python3 the host has) and free of jobsafe_ops imports.
+and calls `summarize` here, so both paths give the same summary. Keep it Python 3.8
+compatible (it runs on whatever python3 the host has); it imports only hostside modules
+(the shared pueue model, the health parsers), which are inlined into the source sent.
 """
 
 from __future__ import annotations
@@ -24,95 +25,36 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-_UTC = timezone.utc  # noqa: UP017 - datetime.UTC is 3.11+; this runs on the host's python3
+from .health import health_facts, largest_state_file, parse_meminfo, parse_swap_counters
+from .model import (
+    ACTIVE,
+    FAILED,
+    STARTED,
+    UNIT_RE,
+    UTC,
+    attempt_of,
+    base_label,
+    blocked_ids,
+    parse_ts,
+    task_status,
+)
 
 SCHEMA = 1
 STATUS_FAILED = "pueue status failed: "
-FAILED = ("failed", "killed", "dependency_failed", "errored", "failed_to_spawn")
-ACTIVE = ("queued", "running", "paused", "stashed", "locked")
-_RESULTS = {"Success": "success", "Killed": "killed", "Errored": "errored",
-            "DependencyFailed": "dependency_failed"}
 _NOT_IN_STATE = "missing"
-# A fresh re-add of a failed job is labelled `<label>-retry-N` (AP-3; jobsafe_ops/batch/retry.py):
-# all attempts of a job share the base label, and the newest attempt decides its state.
-_RETRY_RE = re.compile(r"^(?P<base>.+)-retry-(?P<n>[1-9][0-9]*)$")
-
-
-def base_label(label: str) -> str:
-    m = _RETRY_RE.match(label)
-    return m.group("base") if m else label
-
-
-def attempt_of(label: str | None) -> int:
-    m = _RETRY_RE.match(label or "")
-    return int(m.group("n")) if m else 0
-
-
 # ---- pueue status (v3 and v4) ------------------------------------------------------------
 
 def task_state(raw: dict[str, Any]) -> tuple[str, int | None, str | None]:
-    """-> (state, exit code, start). Same normalisation as jobsafe_ops.scheduler.pueue (a unit test
-    cross-checks both on the recorded fixtures): v3 unit variants are bare strings with a
-    top-level start; v4 statuses are objects and Done carries `result`."""
-    status = raw.get("status")
-    if isinstance(status, str):
-        return status.lower(), None, raw.get("start")
-    if not isinstance(status, dict) or len(status) != 1:
-        return "unknown", None, None
-    kind, body = next(iter(status.items()))
-    if kind == "Done":
-        if isinstance(body, dict) and "result" in body:
-            result, start = body["result"], body.get("start")
-        else:
-            result, start = body, raw.get("start")
-        if isinstance(result, str):
-            return _RESULTS.get(result, result.lower()), (0 if result == "Success" else None), start
-        if isinstance(result, dict) and "Failed" in result:
-            return "failed", int(result["Failed"]), start
-        if isinstance(result, dict) and "FailedToSpawn" in result:
-            return "failed_to_spawn", None, start
-        return "unknown", None, start
-    body = body if isinstance(body, dict) else {}
-    return kind.lower(), None, body.get("start") or raw.get("start")
-
-
-def parse_ts(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    text = text.replace("Z", "+00:00")
-    if "." in text:  # pueue prints nanoseconds; fromisoformat takes at most 6 digits
-        head, _, rest = text.partition(".")
-        digits = re.match(r"\d*", rest).group(0)  # type: ignore[union-attr]
-        text = head + "." + (digits[:6] or "0") + rest[len(digits):]
+    """-> (state, exit code, start), normalised by the shared model (model.task_status);
+    "unknown" for a status the model does not know (the summary still counts it)."""
     try:
-        stamp = datetime.fromisoformat(text)
+        state, fields, _ = task_status(raw)
     except ValueError:
-        return None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=_UTC)
-
-
-def blocked_ids(tasks: dict[int, dict[str, Any]], complete: bool = True) -> set[int]:
-    """Queued/stashed tasks that can never start: a dependency failed (pueue does not mark
-    them DependencyFailed while the group is paused), is blocked, or is gone. Transitive.
-    A group-filtered listing (`complete=False`) cannot tell "gone" from "in another group"."""
-    blocked: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for tid, t in tasks.items():
-            if tid in blocked or t["state"] not in ("queued", "stashed"):
-                continue
-            for dep in t["deps"]:
-                d = tasks.get(dep)
-                if (d is None and complete) or (d is not None and d["state"] in FAILED) \
-                        or dep in blocked:
-                    blocked.add(tid)
-                    changed = True
-                    break
-    return blocked
+        return "unknown", None, None
+    return state, fields.get("exit_code"), fields.get("start")
 
 
 def normalise(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -226,7 +168,6 @@ def summarize(
     log_labels: int = 5,
     now: datetime | None = None,
     chains: bool = False,
-    complete: bool = True,
 ) -> tuple[dict[str, Any], dict[int, tuple[str, str]]]:
     """pueue status JSON -> (summary, {task id: (group, label)} whose logs to fetch).
 
@@ -235,9 +176,9 @@ def summarize(
     re-queued after a failure, or re-added fresh as `<label>-retry-N`, is judged by its new
     task (INV-8). Older attempts are counted in `superseded`.
     """
-    now = now or datetime.now(_UTC)
+    now = now or datetime.now(UTC)
     tasks = normalise(data)
-    blocked = blocked_ids(tasks, complete)
+    blocked = blocked_ids({tid: (t["state"], t["deps"]) for tid, t in tasks.items()})
     for tid in blocked:
         tasks[tid]["state"] = "blocked"
     groups: dict[str, Any] = {}
@@ -277,7 +218,7 @@ def summarize(
             tasks.get(d, {}).get("state") == "success" for d in t["deps"]
         ):
             g["ready"] += 1
-        if state in ("running", "paused"):
+        if state in STARTED:
             start = parse_ts(t["start"])
             entry["start"] = t["start"]
             entry["runtime"] = None if start is None else round((now - start).total_seconds(), 1)
@@ -287,9 +228,8 @@ def summarize(
             entry["_id"] = t["id"]
             kind = "failed"
         elif state == "blocked":
-            entry["after"] = [_name(tasks[d]) if d in tasks else _NOT_IN_STATE
-                              for d in t["deps"]
-                              if d not in tasks or tasks[d]["state"] in (*FAILED, "blocked")]
+            entry["after"] = [_name(tasks[d]) for d in t["deps"]
+                              if d in tasks and tasks[d]["state"] in (*FAILED, "blocked")]
             kind = "blocked"
         else:
             continue
@@ -364,7 +304,6 @@ def log_tails(directory: str, ids: list[int], lines: int,
 
 LEDGER_ROOT = "~/.local/state/jobsafe-ops/batches"  # jobsafe_ops.batch.submit.BATCH_ROOT
 LEDGER_NAME = "ledger.ndjson"  # feeder.LEDGER_NAME
-_UNIT_RE = re.compile(r":unit-[0-9]{5}-[0-9a-f]{8}$")  # batch.make_units labels
 
 
 _PREFIX = b'{"v":1,"label":"'  # the writer's fixed head: {"v":1,"label":…,"group":…,
@@ -599,7 +538,7 @@ def merge_ledger(data: dict[str, Any], records: list[dict[str, Any]]) -> int:
                     if r.get("unit") and r.get("_outcome") in ("failed", "killed")}
     for key, raw in list(tasks.items()):
         label = raw.get("label")
-        if isinstance(label, str) and _UNIT_RE.search(base_label(label)) and \
+        if isinstance(label, str) and UNIT_RE.search(base_label(label)) and \
                 (raw.get("group"), base_label(label)) in failed_units and \
                 task_state(raw)[0] in FAILED:
             del tasks[key]
@@ -657,11 +596,7 @@ def _read(path: str) -> str:
 
 
 def swap_counters() -> tuple[int, int] | None:
-    found = dict(line.split()[:2] for line in _read("/proc/vmstat").splitlines()
-                 if line.startswith(("pswpin ", "pswpout ")))
-    if "pswpin" not in found or "pswpout" not in found:
-        return None
-    return int(found["pswpin"]), int(found["pswpout"])
+    return parse_swap_counters(_read("/proc/vmstat").splitlines())
 
 
 # ---- pueue's settings: config file, state directory, pid file (pueue_lib settings.rs) ----
@@ -793,34 +728,26 @@ def state_dir(env: dict[str, str] | None = None, config: str | None = None,
 
 
 def health(env: dict[str, str] | None = None) -> dict[str, Any]:
-    facts: dict[str, Any] = {}
+    """The health facts (health.health_facts); `run` adds the swap sample around its work."""
     try:
-        facts["nproc"] = len(os.sched_getaffinity(0))  # what `nproc` prints
+        nproc: int | None = len(os.sched_getaffinity(0))  # what `nproc` prints
     except (AttributeError, OSError):
-        facts["nproc"] = os.cpu_count()
+        nproc = os.cpu_count()
     try:
-        facts["load"] = [round(x, 2) for x in os.getloadavg()]
+        load: tuple[float, float, float] | None = os.getloadavg()
     except OSError:
-        facts["load"] = None
-    mem = {}
-    for line in _read("/proc/meminfo").splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("MemTotal", "MemAvailable", "SwapTotal", "SwapFree") and rest.split():
-            mem[key] = int(rest.split()[0]) * 1024
-    facts["mem_total"] = mem.get("MemTotal")
-    facts["mem_available"] = mem.get("MemAvailable")
-    facts["swap_total"] = mem.get("SwapTotal")
+        load = None
     directory = state_dir(env)
-    facts["state_file"] = facts["state_size"] = None
+    sizes = []
     for name in ("state.json", "state.json.gz"):  # gz when compress_state_file is on
         path = os.path.join(directory, name)
         try:
-            size = os.stat(path).st_size
+            sizes.append((os.stat(path).st_size, path))
         except OSError:
             continue
-        if facts["state_size"] is None or size > facts["state_size"]:
-            facts["state_file"], facts["state_size"] = path, size
-    return facts
+    state_file, state_size = largest_state_file(sizes)
+    return health_facts(nproc, load, parse_meminfo(_read("/proc/meminfo").splitlines()),
+                        None, state_file, state_size)
 
 
 # ---- the run on the host -----------------------------------------------------------------

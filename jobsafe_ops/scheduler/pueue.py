@@ -9,158 +9,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from ..errors import ConfigError, RemoteError
+from ..hostside.model import add_words, blocked_ids, task_status
+from ..hostside.model import parse_ts as _ts
 
-# Normalised states. "blocked" is derived: queued behind a dependency that failed.
-ACTIVE = ("queued", "running", "paused", "stashed", "locked")
-FAILED_RESULTS = ("failed", "killed", "dependency_failed", "errored", "failed_to_spawn")
-TRANSIENT_EXIT_CODES = frozenset({137, 143})  # SIGKILL (OOM) / SIGTERM: maybe transient
-
-
-@dataclass(frozen=True)
-class Task:
-    id: int
-    group: str
-    label: str | None
-    command: str
-    path: str
-    state: str  # queued|stashed|running|paused|locked|success|failed|killed|...
-    exit_code: int | None = None
-    dependencies: tuple[int, ...] = ()
-    start: datetime | None = None
-    end: datetime | None = None
-    enqueued_at: datetime | None = None
-    detail: str | None = None  # FailedToSpawn message
-    env_names: tuple[str, ...] = ()  # names of the add-time environment (values never kept)
-
-    @property
-    def is_done(self) -> bool:
-        return self.state == "success" or self.state in FAILED_RESULTS
-
-    @property
-    def is_failed(self) -> bool:
-        return self.state in FAILED_RESULTS
-
-    @property
-    def is_active(self) -> bool:
-        return self.state in ACTIVE
-
-    @property
-    def transient_failure(self) -> bool:
-        """137/143/Killed may succeed on a retry; exit 1/2 are usually persistent."""
-        return self.state == "killed" or (
-            self.state == "failed" and self.exit_code in TRANSIENT_EXIT_CODES
-        )
-
-    def runtime(self, now: datetime) -> float | None:
-        if self.start is None:
-            return None
-        return ((self.end or now) - self.start).total_seconds()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "group": self.group, "label": self.label, "command": self.command,
-            "path": self.path, "state": self.state, "exit_code": self.exit_code,
-            "dependencies": list(self.dependencies),
-            "start": self.start.isoformat() if self.start else None,
-            "end": self.end.isoformat() if self.end else None,
-        }
-
-
-@dataclass(frozen=True)
-class Group:
-    name: str
-    status: str  # Running | Paused | Reset
-    parallel: int
-
-
-@dataclass(frozen=True)
-class PueueState:
-    tasks: tuple[Task, ...]
-    groups: Mapping[str, Group]
-    schema: str  # "v3" | "v4" | "empty"
-    blocked_ids: frozenset[int] = field(default_factory=frozenset)
-
-    def in_group(self, group: str | None) -> list[Task]:
-        return [t for t in self.tasks if group is None or t.group == group]
-
-    def by_label(self, group: str | None = None) -> dict[str, list[Task]]:
-        out: dict[str, list[Task]] = {}
-        for t in self.in_group(group):
-            if t.label is not None:
-                out.setdefault(t.label, []).append(t)
-        return out
-
-    def state_of(self, task: Task) -> str:
-        """The state shown to operators: 'blocked' for tasks that can never start."""
-        return "blocked" if task.id in self.blocked_ids else task.state
-
-    def counts(self, group: str | None = None) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.in_group(group):
-            s = self.state_of(t)
-            out[s] = out.get(s, 0) + 1
-        return out
-
-
-_FRACTION = re.compile(r"\.\d+")
-
-
-def _ts(value: Any) -> datetime | None:
-    if not value or not isinstance(value, str):
-        return None
-    # Python 3.11 fromisoformat accepts at most 6 fractional digits; pueue prints 9.
-    text = _FRACTION.sub(lambda m: m.group(0)[:7], value.replace("Z", "+00:00"))
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-_RESULT_NAMES = {
-    "Success": "success", "Killed": "killed", "Errored": "errored",
-    "DependencyFailed": "dependency_failed",
-}
-
-
-def _result(result: Any) -> tuple[str, int | None, str | None]:
-    if isinstance(result, str):
-        return _RESULT_NAMES.get(result, result.lower()), (0 if result == "Success" else None), None
-    if isinstance(result, dict) and "Failed" in result:
-        return "failed", int(result["Failed"]), None
-    if isinstance(result, dict) and "FailedToSpawn" in result:
-        return "failed_to_spawn", None, str(result["FailedToSpawn"])
-    raise ValueError(f"unknown task result {result!r}")
-
-
-def _status(raw: Mapping[str, Any]) -> tuple[str, dict[str, Any], str]:
-    """-> (state, status-owned fields, schema). v3: unit variants are bare strings and
-    start/end are top-level; v4: every status is an object and Done carries `result`."""
-    status = raw.get("status")
-    if isinstance(status, str):  # v3 unit variant: Queued / Running / Paused / Locked
-        return status.lower(), {"start": raw.get("start"), "end": raw.get("end"),
-                                "enqueued_at": raw.get("enqueued_at")}, "v3"
-    if not isinstance(status, dict) or len(status) != 1:
-        raise ValueError(f"unknown task status {status!r}")
-    kind, body = next(iter(status.items()))
-    if kind == "Done":
-        if isinstance(body, dict) and "result" in body:  # v4
-            state, code, detail = _result(body["result"])
-            return state, {**body, "exit_code": code, "detail": detail}, "v4"
-        state, code, detail = _result(body)  # v3: {"Done": "Success"} / {"Done": {"Failed": 2}}
-        return state, {"start": raw.get("start"), "end": raw.get("end"), "exit_code": code,
-                       "detail": detail, "enqueued_at": raw.get("enqueued_at")}, "v3"
-    if kind == "Locked":
-        return "locked", {}, "v4"
-    body = body if isinstance(body, dict) else {}
-    schema = "v3" if "prev_status" in raw or "start" in raw else "v4"
-    if schema == "v3":
-        body = {**body, "start": raw.get("start"), "enqueued_at": raw.get("enqueued_at")}
-    return kind.lower(), body, schema
+# The normalised state (states, "blocked", tasks by label) is scheduler-neutral: base.py.
+from .base import ACTIVE as ACTIVE
+from .base import FAILED_RESULTS as FAILED_RESULTS
+from .base import TRANSIENT_EXIT_CODES as TRANSIENT_EXIT_CODES
+from .base import Group as Group
+from .base import PueueState as PueueState
+from .base import Task as Task
 
 
 def parse_status(text: str | bytes) -> PueueState:
@@ -179,7 +40,7 @@ def parse_state(data: Mapping[str, Any]) -> PueueState:
     schemas: set[str] = set()
     for key, raw in data["tasks"].items():
         try:
-            state, body, schema = _status(raw)
+            state, body, schema = task_status(raw)
         except ValueError as exc:
             raise RemoteError(f"pueue task {key}: {exc}") from None
         schemas.add(schema)
@@ -210,25 +71,9 @@ def parse_state(data: Mapping[str, Any]) -> PueueState:
 
 
 def _blocked(tasks: Sequence[Task]) -> frozenset[int]:
-    """Queued tasks that can never start: a dependency failed (pueue does not mark them
-    DependencyFailed while the group is paused). Transitive. A dependency absent from the
-    listing is not proof of anything: `status --group` hides other groups' tasks, and pueue
-    neither accepts --after on absent ids nor cleans tasks that still have dependants."""
-    by_id = {t.id: t for t in tasks}
-    blocked: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for t in tasks:
-            if t.id in blocked or t.state not in ("queued", "stashed"):
-                continue
-            for d in t.dependencies:
-                dep = by_id.get(d)
-                if (dep is not None and dep.is_failed) or d in blocked:
-                    blocked.add(t.id)
-                    changed = True
-                    break
-    return frozenset(blocked)
+    """Queued/stashed tasks that can never start (model.blocked_ids: a dependency failed or
+    is blocked; one absent from the listing is not a reason)."""
+    return frozenset(blocked_ids({t.id: (t.state, t.dependencies) for t in tasks}))
 
 
 def parse_version(text: str) -> str | None:
@@ -271,17 +116,8 @@ def add_argv(
     _require_abs(workdir)
     if not label:
         raise ConfigError("every job needs a label (jobs are identified by group and label)")
-    argv = [pueue, "add", "--group", group, "--label", label, "--working-directory", workdir]
-    if print_task_id:
-        argv.append("--print-task-id")
-    if stashed:
-        argv.append("--stashed")
-    if priority is not None:
-        argv += ["--priority", str(priority)]
-    deps = sorted(set(after))
-    if deps:
-        argv += ["--after", *map(str, deps)]
-    return [*argv, "--", command]
+    return add_words(pueue, command, group, label, workdir, after, print_task_id, stashed,
+                     priority)
 
 
 def parallel_argv(pueue: str, group: str, n: int) -> list[str]:
@@ -362,3 +198,77 @@ def status_failure(text: str, rc: int | str = 1) -> str:
     if causes:
         return "pueue status failed: " + "; ".join(causes)
     return "pueue status failed: " + (lines[0] if lines else f"exit {rc}")
+
+
+# ---- the Scheduler seam (base.py) on top of the builders and parsers above ----------------
+
+def _newest(tasks: Sequence[Task]) -> Task:
+    """The newest task of one label: ids are max+1, so among coexisting tasks the highest."""
+    return max(tasks, key=lambda t: t.id)
+
+
+class PueueScheduler:
+    """`base.Scheduler` for pueue: the builders above, with labels resolved to the task ids
+    of this session's status read (never kept: ids are reused after clean, INV-8)."""
+
+    name = "pueue"
+
+    def __init__(self, pueue: str = "pueue") -> None:
+        self.pueue = pueue
+
+    def status(self, group: str | None = None) -> list[str]:
+        return status_argv(self.pueue, group)
+
+    def parse_status(self, text: str) -> PueueState:
+        return parse_status(text)
+
+    def add(self, command: str, *, group: str, label: str, workdir: str,
+            after: Sequence[str] = (), state: PueueState | None = None) -> list[str]:
+        ids = []
+        if after:
+            if state is None:
+                raise ConfigError(f"{label}: --after needs the status read of this session "
+                                  "to resolve its upstream labels")
+            known = state.by_label()
+            for upstream in after:
+                if upstream not in known:
+                    raise ConfigError(f"{label}: upstream job {upstream!r} is not in pueue; "
+                                      "add it first, in the same session (AP-7)")
+                ids.append(_newest(known[upstream]).id)
+        return add_argv(self.pueue, command, group=group, label=label, workdir=workdir,
+                        after=ids)
+
+    def kill(self, state: PueueState, group: str, labels: Sequence[str],
+             signal: str | None = None) -> list[str]:
+        by_label = state.by_label(group)
+        ids = sorted(t.id for label in labels for t in by_label.get(label, ()) if t.is_active)
+        if not ids:
+            shown = ", ".join(repr(label) for label in labels[:3]) or "(none)"
+            raise ConfigError(f"kill: no queued or running job labelled {shown} in group "
+                              f"{group!r}; nothing to stop")
+        return kill_argv(self.pueue, ids, signal)
+
+    def pause(self, group: str) -> list[str]:
+        return pause_group_argv(self.pueue, group)
+
+    def resume(self, group: str) -> list[str]:
+        return start_group_argv(self.pueue, group)
+
+    def parallel(self, group: str, n: int) -> list[str]:
+        return parallel_argv(self.pueue, group, n)
+
+    def clean(self, group: str, successful_only: bool = False) -> list[str]:
+        return clean_argv(self.pueue, group, successful_only)
+
+    def log(self, state: PueueState, group: str, labels: Sequence[str],
+            lines: int = 20) -> list[str]:
+        by_label = state.by_label(group)
+        missing = [label for label in labels if label not in by_label]
+        if missing or not labels:
+            raise ConfigError(f"log: no job labelled {(missing or ['(none)'])[0]!r} in group "
+                              f"{group!r}")
+        return log_argv(self.pueue, sorted(_newest(by_label[lb]).id for lb in labels), lines)
+
+    def parse_log(self, state: PueueState, group: str, text: str) -> dict[str, str]:
+        label_of = {t.id: t.label for t in state.in_group(group) if t.label is not None}
+        return {label_of[tid]: out for tid, out in parse_log(text).items() if tid in label_of}

@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,10 +20,13 @@ from jobsafe_ops.batch.model import JobSpec
 from jobsafe_ops.batch.plan import decide, make_units
 from jobsafe_ops.facts import ledger
 from jobsafe_ops.hostside import monitor_filter
+from jobsafe_ops.hostside.bundle import write_bundle
 from jobsafe_ops.hostside.feeder import LEDGER_MARK, append_record, inner_command
 from jobsafe_ops.scheduler.pueue import PueueState, Task
 
-FEEDER = Path(ledger.__file__).parents[1] / "hostside" / "feeder.py"
+# the feeder as a host runs it: bundled with the shared model, alone in its directory
+_FEEDER_DIR = tempfile.TemporaryDirectory(prefix="jobsafe-feeder-")
+FEEDER = write_bundle("feeder", Path(_FEEDER_DIR.name))
 
 
 def run(tmp_path: Path, label: str, *argv: str, **kw: Any) -> subprocess.Popen[bytes]:

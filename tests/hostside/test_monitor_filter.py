@@ -23,7 +23,7 @@ def test_filter_states_match_the_pueue_parser_on_every_fixture(fixtures: Path) -
         data = load(fixtures, name)
         parsed = parse_status(json.dumps(data))
         ours = mf.normalise(data)
-        blocked = mf.blocked_ids(ours)
+        blocked = mf.blocked_ids({i: (t["state"], t["deps"]) for i, t in ours.items()})
         for t in parsed.tasks:
             state = "blocked" if t.id in blocked else ours[t.id]["state"]
             assert state == parsed.state_of(t), (name, t.id)
@@ -69,12 +69,13 @@ def test_dependency_in_another_group_is_not_blocked_when_it_is_listed() -> None:
                  groups={"p1": "Running", "p2": "Running"})
     g = snap_of(data).view("p1")
     assert g.count("queued") == 1 and not g.blocked and g.ready == 0
-    # a --group listing lacks the dependency: not evidence that it is gone
+    # a --group listing lacks the dependency: not evidence that it is gone, and even gone
+    # it would not block (pueue 4.0.4 starts a task whose dependency is absent); the audit
+    # parser says the same (tests/hostside/test_model.py: the case the two disagreed on)
     only_p1 = {"tasks": {"2": data["tasks"]["2"]}, "groups": data["groups"]}
-    summary, _ = mf.summarize(only_p1, "p1", now=NOW, complete=False)
-    assert summary["groups"]["p1"]["blocked"] == []
     summary, _ = mf.summarize(only_p1, "p1", now=NOW)
-    assert summary["groups"]["p1"]["blocked"][0]["after"] == ["missing"]
+    assert summary["groups"]["p1"]["blocked"] == []
+    assert summary["groups"]["p1"]["counts"] == {"queued": 1}
 
 
 def test_a_fresh_retry_supersedes_the_failed_attempts() -> None:
