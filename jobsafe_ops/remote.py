@@ -92,7 +92,7 @@ def lean_env_line(argv: Sequence[str], keep: Sequence[str] = ()) -> str:
     """`env -i NAME="$NAME" ... argv`: run argv with only the lean allow-list (the feeder's
     LEAN_ENV, plus `keep`), each variable taken from the host session when it is set.
     pueue stores the whole add-time environment of every task in its state file
-    (REQUIREMENTS 1.11.6): every remote `pueue add` goes through here or the feeder, so
+    (docs/glossary.md): every remote `pueue add` goes through here or the feeder, so
     neither the SSH session's secrets nor bulk reach it. Only names travel on the line."""
     from .hostside.feeder import LEAN_ENV
 

@@ -69,7 +69,7 @@ PROGRESS_EVERY = 0.2  # seconds between progress lines
 REGENERATE = "regenerate it with `inv submit-batch`"  # the fix for a bad commands file
 
 # pueue stores the add-time client environment in every task (state.json grows, secrets
-# land on disk - REQUIREMENTS 1.11.6): add with this allow-list only, plus --pass-env.
+# land on disk - docs/glossary.md): add with this allow-list only, plus --pass-env.
 LEAN_ENV = (
     "HOME", "PATH", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
     "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME",
