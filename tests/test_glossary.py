@@ -18,7 +18,8 @@ ROW = re.compile(r"^\| ((?:INV|AP|G)-\d+) \| ([^|]+) \| (.+) \|$", re.M)
 OUTSIDE = {
     "SKILL.md / SKILL n": re.compile(r"\bSKILL(?:\.md|\s+\d)"),
     "REQUIREMENTS": re.compile(r"\bREQUIREMENTS\b"),
-    "DESIGN/STYLE/SLURM/LAYOUT-PLAN .md": re.compile(r"\b(?:DESIGN|STYLE|SLURM|LAYOUT-PLAN)\.md"),
+    "DESIGN/STYLE/SLURM/LAYOUT-PLAN": re.compile(
+        r"\b(?:DESIGN|STYLE|SLURM|LAYOUT-PLAN)(?:\.md|\s+\d|:)"),
     "a document under ../shared": re.compile(r"\.\./shared/\S*\.md"),
     "a section sign": re.compile(r"§\s*\d"),
     "the skill": re.compile(r"\bthe skill\b|\bskill's\b", re.I),
