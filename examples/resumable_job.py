@@ -44,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--max-steps", type=int, default=0,
                     help="stop after this many months in this run (0: run to the end)")
     args = ap.parse_args(argv)
-    # Gate before compute (INV-6): bad parameters stop the job before any file is touched.
+    # Gate before compute (validate first): bad parameters stop the job before any file is touched.
     if args.threshold <= 0 or args.start > args.end or not args.symbol.strip():
         ap.error("need --threshold > 0, --start <= --end and a non-empty --symbol")
     return args
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         # the rerun (at-least-once; readers key on job+month) rather than losing it.
         append_ndjson(progress_log, [{"job": label, "month": month, "bars": bars}])
         state = {"done": state["done"] + 1, "bars": state["bars"] + bars}
-        cursor.save(state)  # atomic (INV-3): after a kill, the last complete state
+        cursor.save(state)  # atomic (INV-4): after a kill, the last complete state
         if args.max_steps and step >= args.max_steps and step < len(todo):
             print(f"{label}: stopped after {step} months this run; rerun to continue")
             return 0

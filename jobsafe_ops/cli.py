@@ -1,5 +1,5 @@
 """The glue under tasks.py: one exception-to-exit-code wrapper, per-host fan-out, and the
-probe/audit commands. Tasks stay thin; this module owns the exit codes (STYLE 12)."""
+probe/audit commands. Tasks stay thin; this module owns the exit codes (errors.EXIT_CODES)."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def _internal(exc: BaseException, debug: bool, json_out: bool) -> int:
 
 
 def print_error(error: object) -> None:
-    """The operator's one line on stderr (STYLE 10), credentials masked (a remote error
+    """The operator's one line on stderr (what, where, the fix), credentials masked (a remote error
     can quote a command line)."""
     # escaped: the fix often names a TOML table ("add [groups.p9]"), which rich would
     # otherwise swallow as a style tag

@@ -1,4 +1,4 @@
-"""One Console per process (STYLE: rich). Plain output when not a TTY; --json bypasses it."""
+"""One Console per process (rich, for people). Plain output when not a TTY; --json bypasses it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Local append-only NDJSON journal of every mutation (time, operator, host, action,
-labels, result). Appends are serialized with flock and fsynced (INV-3). Every entry is
+labels, result). Appends are serialized with flock and fsynced (INV-4). Every entry is
 redacted first (secrecy.redact): a killed task's command or a remote error can carry a
 credential, and the journal is kept forever."""
 

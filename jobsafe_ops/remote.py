@@ -143,7 +143,7 @@ class Remote:
         if check and not result.ok:
             first = (result.stderr.strip() or result.stdout.strip()).splitlines()
             detail = first[0] if first else f"exit {result.exited}"
-            # A remote command's own exit status never leaks out as ours (STYLE 12).
+            # A remote command's own exit status never leaks out as ours (RemoteError: exit 4).
             raise RemoteError(f"{self.host.name}: `{_short(text)}` failed: {detail}")
         return result
 

@@ -1,7 +1,7 @@
 """Secrets hygiene, pure: refuse secrets in a playbook at plan time, redact them from records.
 
 Why: pueue stores the whole add-time environment and the command line of every task in
-its state file (REQUIREMENTS 1.11.6), `ps` shows every argv, and our journal is kept
+its state file (docs/glossary.md), `ps` shows every argv, and our journal is kept
 forever. A secret put in a playbook's `[env]`, in an inline `K=V`, in a `--token VALUE`
 argument or in `pass_env` would land in all of them. Secrets belong in the host's
 `<project_dir>/.env` (mode 600), loaded by the job itself with python-dotenv after the

@@ -4,8 +4,6 @@ current directory or its parents; --inventory beats $JOBSAFE_INVENTORY beats dis
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,7 @@ from jobsafe_ops.errors import ConfigError
 from jobsafe_ops.flags import number
 from jobsafe_ops.init import init_cmd
 from jobsafe_ops.inventory import host_inventory, inventory_dir, load_inventory
-
-BIN = Path(sys.executable).parent
+from tests.cli import jobsafe
 
 
 @pytest.fixture
@@ -70,9 +67,7 @@ def test_missing_inventory_names_where_it_looked_and_init(
     monkeypatch.delenv("JOBSAFE_INVENTORY", raising=False)
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = subprocess.run([str(BIN / "jobsafe"), "hosts"], cwd=empty, capture_output=True,
-                          text=True, env={k: v for k, v in os.environ.items()
-                                          if not k.startswith("JOBSAFE_")}, timeout=60)
+    proc = jobsafe(None, "hosts", cwd=empty, timeout=60)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(empty) in lines[0] and "jobsafe init" in lines[0], lines
@@ -159,10 +154,7 @@ def test_bad_config_is_one_line_exit_2(ops: Path, text: str, message: str) -> No
     with pytest.raises(ConfigError, match=message) as exc:
         config.locate(start=ops)
     assert str(ops / "jobsafe.toml") in str(exc.value) and "\n" not in str(exc.value)
-    proc = subprocess.run([str(BIN / "jobsafe"), "hosts"], cwd=ops, capture_output=True,
-                          text=True, timeout=60,
-                          env={k: v for k, v in os.environ.items()
-                               if not k.startswith("JOBSAFE_")})
+    proc = jobsafe(None, "hosts", cwd=ops, timeout=60)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 

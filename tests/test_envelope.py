@@ -17,6 +17,7 @@ import pytest
 
 from jobsafe_ops import cli, tasks
 from jobsafe_ops.errors import EXIT_CLOSED_STDOUT, EXIT_INTERNAL, ConfigError
+from tests.cli import inv
 from tests.jsonout import envelope_of, result_of, schema_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,14 +28,10 @@ HOST = 'ssh = "nobody@127.0.0.1"\nproject_dir = "~/project"\npackage = "mypkg"\n
        '[groups.p1]\nparallel = 2\nmin = 1\nmax = 4\njob_memory = "1G"\n'
 
 
-def run(*argv: str, cwd: Path = REPO, env: dict[str, str] | None = None,
-        stdout: int | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *argv], cwd=cwd,
-                          stdout=subprocess.PIPE if stdout is None else stdout,
-                          stderr=subprocess.PIPE, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL,
-                          env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
-                               **(env or {})})
+def run(*argv: str, cwd: Path = REPO,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return inv(None, *argv, cwd=cwd, timeout=60,
+               env={"PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})})
 
 
 def test_every_json_task_ships_a_valid_schema_in_the_package() -> None:

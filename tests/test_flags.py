@@ -10,8 +10,7 @@ import pytest
 from invoke.exceptions import Exit
 
 from jobsafe_ops.flags import count, number
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.cli import inv
 
 
 def test_number_casts_like_float_and_keeps_its_default() -> None:
@@ -40,9 +39,7 @@ def test_count_refuses_with_exit_2(text: str) -> None:
 
 
 def test_inv_prints_one_line_and_exits_2() -> None:
-    proc = subprocess.run(["inv", "-r", str(REPO), "deploy", "--host", "x", "--wait-timeout",
-                           "soon"], capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    proc = inv(None, "deploy", "--host", "x", "--wait-timeout", "soon", timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: --wait-timeout 'soon' is not a number of seconds; e.g. --wait-timeout 600"]
@@ -127,15 +124,6 @@ def test_the_on_running_choices_are_the_deploy_policies() -> None:
     assert arg.kind("kill") == "kill"
 
 
-def _inv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args],
-                          capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
-
-
 @pytest.mark.parametrize(("argv", "line"), [
     (["deploy", "--host", "x", "--on-running", "nuke"],
      "error: --on-running 'nuke' is not one of abort|wait|keep|kill; e.g. --on-running abort"),
@@ -147,20 +135,20 @@ def _inv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
      "error: --timeout 'soon' is not a number of seconds; e.g. --timeout 3600"),
 ])
 def test_bad_flag_values_exit_2_with_one_line(argv: list[str], line: str) -> None:
-    proc = _inv(*argv)
+    proc = inv(None, *argv)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [line]
 
 
 def test_dash_h_after_a_task_is_help_not_host() -> None:
-    proc = _inv("deploy", "-h")
+    proc = inv(None, "deploy", "-h")
     assert proc.returncode == 0, proc.stderr
     assert "--on-running=abort|wait|keep|kill" in proc.stdout and "needed value" not in \
         proc.stderr
 
 
 def test_dash_n_is_dry_and_dash_d_is_nothing_in_deploy() -> None:
-    proc = _inv("deploy", "-d")
+    proc = inv(None, "deploy", "-d")
     assert proc.returncode != 0 and "discard" not in proc.stdout + proc.stderr
 
 
@@ -173,7 +161,7 @@ def test_a_bad_connect_env_var_is_exit_2_with_one_line(name: str, value: str, fi
                                                        tmp_path: Path) -> None:
     (tmp_path / "h.toml").write_text('ssh = "nobody@127.0.0.1"\nproject_dir = "/tmp/x"\n'
                                      'package = "x"\n')
-    proc = _inv("probe", "--host", "h", "--inventory", str(tmp_path), env={name: value})
+    proc = inv(None, "probe", "--host", "h", "--inventory", str(tmp_path), env={name: value})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"error: {name}={value!r} is not {fix}; unset it or set e.g. {name}="

@@ -3,9 +3,7 @@ never a file overwritten."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,15 +14,13 @@ from jobsafe_ops.errors import ConfigError
 from jobsafe_ops.init import FILES, init_cmd
 from jobsafe_ops.inventory import load_inventory
 from jobsafe_ops.program import positional_init
+from tests import cli
 from tests.jsonout import result_of
-
-BIN = Path(sys.executable).parent
 
 
 def jobsafe(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSAFE_")}
-    return subprocess.run([str(BIN / "jobsafe"), *argv], cwd=cwd, capture_output=True,
-                          text=True, env=env, stdin=subprocess.DEVNULL, timeout=60)
+    """The installed `jobsafe ARGV` in cwd, without the caller's JOBSAFE_* settings."""
+    return cli.jobsafe(None, *argv, cwd=cwd, timeout=60)
 
 
 def test_examples_pass_the_tools_own_loaders(tmp_path: Path) -> None:

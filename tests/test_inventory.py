@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from jobsafe_ops.errors import ConfigError
 from jobsafe_ops.inventory import load_host_file, load_inventory, parse_size, select_hosts
+from tests.cli import inv
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = """
@@ -115,10 +114,7 @@ def test_sizes():
 
 def test_cli_typo_gives_exit_2_and_one_line(tmp_path):
     write(tmp_path, GOOD.replace("parallel = 4", "paralel = 4"), "typo.toml")
-    proc = subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(ROOT), "hosts", "--inventory", str(tmp_path)],
-        capture_output=True, text=True,
-    )
+    proc = inv(None, "hosts", "--inventory", str(tmp_path), timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "typo.toml" in lines[0] and "paralel" in lines[0]

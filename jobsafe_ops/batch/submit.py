@@ -2,7 +2,7 @@
 connection (the decisions themselves are pure, in batch.py):
 
 1. probe (one round trip: state, home, memcap, state-file size) + facts (receipts,
-   working dirs) - verify before mutate (SKILL 2);
+   working dirs) - verify before mutate (INV-2);
 2. decide per label; refuse uncapped memory (INV-7) unless --allow-uncapped or the host
    file's memory_cap = false (then uncapped, said in the summary, JSON and journal);
 3. `pueue clean -g G --successful-only` when the state file is large (AP-10); create
@@ -54,7 +54,7 @@ from .view import batch_view, progress_bars
 
 ACTION = "submit-batch"
 BATCH_ROOT = "~/.local/state/jobsafe-ops/batches"
-UNITS_THRESHOLD = 10_000  # REQUIREMENTS 1.8: above 10 K jobs, pueue per unit
+UNITS_THRESHOLD = 10_000  # above 10 K jobs, pueue per unit (docs/glossary.md)
 FEED_JOBS = 4  # concurrent `pueue add` calls inside the feeder
 # what is uploaded to `{batch_dir}/feeder.py` (queued unit tasks call that path, so it stays):
 # the feeder with the shared pueue model inlined, one self-contained file, one upload

@@ -220,8 +220,8 @@ class GroupView:
 def group_all_done(view: GroupView) -> bool:
     """At least one task, and nothing queued, running, paused, stashed, locked or blocked.
 
-    Stashed/locked count as not done (a delayed or edited task will still run; the
-    skill's `keys[0]` monitor wrongly counted them as done), and a blocked task is not
+    Stashed/locked count as not done (a delayed or edited task will still run; a monitor
+    testing the status's `keys[0]` wrongly counts them as done), and a blocked task is not
     done either: it waits forever behind a failed dependency."""
     return view.total > 0 and view.count(*PENDING, "blocked") == 0
 

@@ -16,10 +16,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-class BundleError(Exception):
-    """A hostside module that cannot be made into one self-contained file."""
-
-
 def _defined(tree: ast.Module) -> set[str]:
     """Top-level names a module defines itself (imports excluded)."""
     out: set[str] = set()
@@ -63,19 +59,19 @@ def bundle(name: str, directory: Path = HERE) -> str:
     for node in sorted((n for n in tree.body if isinstance(n, ast.ImportFrom) and n.level),
                        key=lambda n: -n.lineno):
         if node.level != 1 or not node.module or "." in node.module:
-            raise BundleError(f"{path.name}:{node.lineno}: only `from .module import name` "
+            raise ValueError(f"{path.name}:{node.lineno}: only `from .module import name` "
                               "can be inlined")
         if any(alias.asname for alias in node.names) or \
                 any(alias.name == "*" for alias in node.names):
-            raise BundleError(f"{path.name}:{node.lineno}: `as` and `*` cannot be inlined")
+            raise ValueError(f"{path.name}:{node.lineno}: `as` and `*` cannot be inlined")
         body, names = _body(node.module, directory)
         missing = sorted({a.name for a in node.names} - names)
         if missing:
-            raise BundleError(f"{path.name}:{node.lineno}: {node.module}.py does not define "
+            raise ValueError(f"{path.name}:{node.lineno}: {node.module}.py does not define "
                               f"{missing[0]}")
         clash = sorted(names & own)
         if clash:
-            raise BundleError(f"{path.name}: {clash[0]!r} is defined in {path.name} and in "
+            raise ValueError(f"{path.name}: {clash[0]!r} is defined in {path.name} and in "
                               f"{node.module}.py; inlined, one would shadow the other")
         start, end = node.lineno, node.end_lineno or node.lineno
         if node.module in inlined:

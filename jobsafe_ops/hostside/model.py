@@ -162,7 +162,7 @@ MAX_COMMAND = 131072  # one argv string over this fails with E2BIG (Linux MAX_AR
 GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # pueue stores the add-time client environment in every task (state.json grows, secrets
-# land on disk - REQUIREMENTS 1.11.6): add with this allow-list only, plus --pass-env.
+# land on disk - docs/glossary.md): add with this allow-list only, plus --pass-env.
 LEAN_ENV = (
     "HOME", "PATH", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
     "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME",

@@ -5,9 +5,9 @@ Standard library only (it runs in the job's venv, which has no fabric, invoke or
 | name | guards |
 |---|---|
 | `CheckpointSpec`, `checkpoint_path` | INV-1/INV-9: paths carry every parameter and category |
-| `Checkpoint` (`load`, `save`, `mark_complete`) | INV-3 atomic saves; AP-15 never deleted |
-| `atomic_write`, `atomic_write_json`, `load_json` | INV-3: never a partial file; None on bad JSON |
-| `remove` | INV-2 idempotent delete; refuses a cursor without a reason (AP-15) |
+| `Checkpoint` (`load`, `save`, `mark_complete`) | INV-4 atomic saves; AP-15 never deleted |
+| `atomic_write`, `atomic_write_json`, `load_json` | INV-4: never a partial file; None on bad JSON |
+| `remove` | INV-3 idempotent delete; refuses a cursor without a reason (AP-15) |
 | `sweep_temps` | temps stranded by a kill mid-save, over an hour old (`Checkpoint.load` calls it) |
 | `scoped_glob` | AP-17/INV-9: every category pinned, no wildcard category |
 | `append_ndjson`, `read_ndjson` | flock-serialized multi-line appends that never interleave |

@@ -3,7 +3,7 @@
 AP-15: a cursor deleted on success makes the next run redo everything instead of continuing
 incrementally. So completion is recorded *inside* the file (`"complete": true`), this class
 has no delete method, and `jobkit.remove()` refuses a cursor file unless given a reason.
-Every save is atomic (INV-3): after a kill the file holds the last complete state.
+Every save is atomic (INV-4): after a kill the file holds the last complete state.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Checkpoint:
 
     def load(self) -> Saved | None:
         """The last saved cursor, or None when there is none or it is undecodable (the job
-        then starts fresh, INV-3). A decodable file that is not a cursor is an error: it
+        then starts fresh, INV-4). A decodable file that is not a cursor is an error: it
         belongs to something else and must not be overwritten. Temps stranded by earlier
         kills mid-save (over an hour old) are swept from the directory first."""
         sweep_temps(self.path.parent)

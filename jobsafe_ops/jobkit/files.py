@@ -1,7 +1,7 @@
 """Atomic writes, a forgiving JSON loader and idempotent removal.
 
-Atomic state writes (INV-3): a reader, or a job restarted after a kill, sees the complete
-old file or the complete new one, never a torn one. Idempotent cleanup (INV-2): removing a
+Atomic state writes (INV-4): a reader, or a job restarted after a kill, sees the complete
+old file or the complete new one, never a torn one. Idempotent cleanup (INV-3): removing a
 file that is already gone is not an error, and is never check-then-delete.
 """
 
@@ -64,7 +64,7 @@ def atomic_write_json(path: StrPath, obj: Any, **kw: Any) -> Path:
 
 def load_json(path: StrPath) -> Any | None:
     """The JSON document at `path`, or None when it is missing or undecodable, so a job
-    starts fresh instead of crashing on a file torn by a writer that was not atomic (INV-3).
+    starts fresh instead of crashing on a file torn by a writer that was not atomic (INV-4).
     Other errors (permissions, a directory) are real problems and propagate."""
     try:
         raw = Path(path).read_bytes()
@@ -77,7 +77,7 @@ def load_json(path: StrPath) -> Any | None:
 
 
 def remove(path: StrPath, *, reason: str | None = None) -> None:
-    """Delete `path`; a file already gone is fine (INV-2: `unlink(missing_ok=True)`, no
+    """Delete `path`; a file already gone is fine (INV-3: `unlink(missing_ok=True)`, no
     exists() check to race with).
 
     A cursor/checkpoint file (written by `Checkpoint`) is refused unless `reason` says why:
@@ -112,7 +112,7 @@ def sweep_temps(directory: StrPath, *, older_than: float = STALE_TEMP_AGE) -> in
                 os.unlink(entry.path)
                 removed += 1
         except FileNotFoundError:
-            continue  # another process swept it first (INV-2)
+            continue  # another process swept it first (INV-3)
     return removed
 
 

@@ -4,7 +4,7 @@ Several jobs append progress to one file. An O_APPEND write is only atomic up to
 (4096 bytes) for pipes and not guaranteed for files at all, so big records or multi-line
 blocks from two writers can interleave mid-line. Every append therefore takes an exclusive
 flock on a sidecar `<path>.lock` - the same lock the bash form uses
-(`flock "$LOG.lock" bash -c 'cat tmp >> "$LOG"'`, INV-3 atomic state writes) - and writes the
+(`flock "$LOG.lock" bash -c 'cat tmp >> "$LOG"'`, INV-4 atomic state writes) - and writes the
 whole block with one write call, so a block's lines stay together and in order.
 """
 

@@ -6,9 +6,9 @@ The checkers are pure functions over text or an AST, one module per language:
 TOML and Python) and
 `lint_python.py` (ast). `lint.py` is the driver (files, suppression, output).
 
-Invariant ids follow the SKILL.md numbering the rest of the project uses (INV-5 = config is
-the single source of truth, as in playbook.py); REQUIREMENTS §1.1 asks lint rules to give
-both numbers, so `INVARIANTS` names each one with its reference-file number.
+Invariant ids are the project's one numbering, defined in docs/glossary.md (INV-5 = config
+is the single source of truth, as in playbook.py); `INVARIANTS` names each one the rules
+guard.
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ class Finding:
 
 
 INVARIANTS: dict[str, str] = {
-    "INV-3": "idempotent file ops (reference INV-2)",
-    "INV-4": "atomic state writes (reference INV-3)",
-    "INV-5": "config file is the single source of truth (reference INV-4)",
-    "INV-6": "parallelism within safe margins (SKILL.md only)",
-    "INV-7": "per-job memory caps (reference INV-7)",
-    "INV-8": "monitor by stable identifiers (reference INV-8)",
-    "INV-9": "derived artifacts carry every category (reference INV-9)",
+    "INV-3": "idempotent file ops",
+    "INV-4": "atomic state writes",
+    "INV-5": "config file is the single source of truth",
+    "INV-6": "parallelism within safe margins",
+    "INV-7": "per-job memory caps",
+    "INV-8": "monitor by stable identifiers",
+    "INV-9": "derived artifacts carry every category",
 }
 
 _RULE_LIST = [

@@ -150,7 +150,7 @@ def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool
     opts = Options(group=group, label_glob=label_glob, log_lines=log_lines)
     watchers = [Watcher(h, opts) for h in hosts]
     by_name = {h.name: h for h in hosts}
-    # Not a terminal, or --json: no live view; cron gets the final result only (STYLE:
+    # Not a terminal, or --json: no live view; cron gets the final result only (the rule:
     # plain output when not a TTY). Without --once/--until-done on a terminal the live
     # view keeps refreshing until Ctrl-C (or --timeout).
     live = console.is_terminal and not json_out and not once

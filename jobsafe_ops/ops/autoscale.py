@@ -1,6 +1,6 @@
 """Autoscaler: pure `decide(snapshot, host, thresholds) -> actions`, and the loop driver.
 
-Rules (skill §1.6, rangebar's pueue-autoscaler.sh): CPU% is the 1-minute load average /
+Rules (INV-6, as rangebar's pueue-autoscaler.sh does them): CPU% is the 1-minute load average /
 nproc; MEM% is 1 - MemAvailable/MemTotal. Strict comparisons.
   load < 40 % AND mem < 60 %  -> +1 for each group with ready queued work and free memory
                                  >= 2 x its job_memory (no job_memory -> never up)
@@ -40,7 +40,7 @@ CHECK_ACTION = "autoscale-check"
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Fractions (0.40 = 40 %). Defaults are the skill's; every one is a flag."""
+    """Fractions (0.40 = 40 %). Defaults are the rules' above; every one is a flag."""
 
     up_load: float = 0.40
     up_mem: float = 0.60

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli import jobsafe
 from tests.jsonout import result_of
 from tests.world import SimHost, World
 
-BIN = Path(sys.executable).parent
 NAME = "anywhere"
 
 
@@ -41,14 +40,12 @@ def decoy(root: Path) -> Path:
     return root
 
 
-def jobsafe(world: World, argv: list[str], cwd: Path,
-            **env: str) -> subprocess.CompletedProcess[str]:
-    clean = world.env(**env)
-    clean.pop("JOBSAFE_SSH_CONFIG")  # the world's shortcut would hide the bug
-    if "JOBSAFE_INVENTORY" not in env:
-        clean.pop("JOBSAFE_INVENTORY")
-    return subprocess.run([str(BIN / "jobsafe"), *argv], cwd=cwd, env=clean, text=True,
-                          capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+def from_here(world: World, argv: list[str], cwd: Path,
+              **env: str) -> subprocess.CompletedProcess[str]:
+    """`jobsafe ARGV` in cwd, without the world's JOBSAFE_SSH_CONFIG (that shortcut would
+    hide the bug) and without its JOBSAFE_INVENTORY unless given."""
+    unset = ["JOBSAFE_SSH_CONFIG"] + ([] if "JOBSAFE_INVENTORY" in env else ["JOBSAFE_INVENTORY"])
+    return jobsafe(world, *argv, cwd=cwd, env=env, unset=unset, timeout=120)
 
 
 def test_inventory_flag_uses_that_inventorys_ssh_config(
@@ -56,8 +53,8 @@ def test_inventory_flag_uses_that_inventorys_ssh_config(
     ops = ops_repo(world, tmp_path / "ops")
     here = decoy(tmp_path / "here")
     other = decoy(tmp_path / "other")
-    proc = jobsafe(world, ["probe", "--host", NAME, "--inventory", str(ops / "hosts"),
-                           "--json"], cwd=here, JOBSAFE_INVENTORY=str(other / "hosts"))
+    proc = from_here(world, ["probe", "--host", NAME, "--inventory", str(ops / "hosts"),
+                             "--json"], cwd=here, JOBSAFE_INVENTORY=str(other / "hosts"))
     assert proc.returncode == 0, proc.stderr
     assert result_of(proc.stdout)["host"] == NAME
 
@@ -67,8 +64,8 @@ def test_found_from_a_subdirectory_of_the_ops_repo(
     ops = ops_repo(world, tmp_path / "ops")
     deep = ops / "playbooks" / "drafts"
     deep.mkdir()
-    proc = jobsafe(world, ["probe", "--host", NAME, "--json"], cwd=deep)
+    proc = from_here(world, ["probe", "--host", NAME, "--json"], cwd=deep)
     assert proc.returncode == 0, proc.stderr
     assert result_of(proc.stdout)["host"] == NAME
-    listed = jobsafe(world, ["hosts", "--json"], cwd=deep)
+    listed = from_here(world, ["hosts", "--json"], cwd=deep)
     assert NAME in result_of(listed.stdout)

@@ -6,8 +6,6 @@ deterministic on any machine."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,10 @@ from jobsafe_ops.facts.snapshot import Snapshot
 from jobsafe_ops.inventory import Host, load_inventory
 from jobsafe_ops.ops.autoscale import Autoscaler, Readings, Slot, Tick, run_loop
 from jobsafe_ops.remote import connect
+from tests.cli import inv
 from tests.jsonout import lines_of, result_of
 from tests.world import SimHost, World
 
-REPO = Path(__file__).resolve().parents[2]
 GiB = 1024**3
 GROUPS = {"p1": {"parallel": 1, "min": 1, "max": 3, "job_memory": "1G"},
           "p2": {"parallel": 1, "min": 1, "max": 2}}  # p2: no job_memory -> never up
@@ -123,10 +121,8 @@ def test_parallel_0_is_never_left_unlimited(a1: SimHost, world: World, env: Path
 IDLE = ["--up-load", "100000", "--up-mem", "99", "--down-load", "100000", "--down-mem", "100"]
 
 
-def inv(world: World, *args: str) -> tuple[int, str, str]:
-    proc = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "autoscale", *args],
-                          env=world.env(JOBSAFE_CONNECT_ATTEMPTS="1"), capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+def autoscale(world: World, *args: str) -> tuple[int, str, str]:
+    proc = inv(world, "autoscale", *args, env={"JOBSAFE_CONNECT_ATTEMPTS": "1"}, timeout=120)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -141,7 +137,7 @@ def test_cli_dry_run_reads_and_plans_but_changes_nothing(a1: SimHost, world: Wor
     a1.run("pueue parallel 1 --group p1", check=True)
     queue_work(a1, "p1", 3, tag="dry")  # earlier tests' jobs may all be running by now
     before = len(laptop_journal(world))
-    rc, out, err = inv(world, "--host", "a1", "--dry", "--json", *IDLE)
+    rc, out, err = autoscale(world, "--host", "a1", "--dry", "--json", *IDLE)
     assert rc == 0, err
     doc = result_of(out)
     assert doc["dry"] and doc["applied"] == []
@@ -154,11 +150,11 @@ def test_cli_applies_one_step_then_loops_with_a_post_bump_check(a1: SimHost,
                                                                 world: World) -> None:
     a1.run("pueue parallel 1 --group p1", check=True)
     queue_work(a1, "p1", 3, tag="cli")
-    rc, out, err = inv(world, "--host", "a1", "--json", *IDLE)
+    rc, out, err = autoscale(world, "--host", "a1", "--json", *IDLE)
     assert rc == 0, err
     assert result_of(out)["applied"][0]["after"] == 2 and parallel(a1, "p1") == 2
-    rc, out, err = inv(world, "--host", "a1", "--loop", "--ticks", "2", "--interval", "0.2",
-                       "--json", *IDLE)
+    rc, out, err = autoscale(world, "--host", "a1", "--loop", "--ticks", "2", "--interval",
+                             "0.2", "--json", *IDLE)
     assert rc == 0, err
     lines = lines_of(out)  # NDJSON, one line per tick
     assert len(lines) == 2
@@ -167,5 +163,5 @@ def test_cli_applies_one_step_then_loops_with_a_post_bump_check(a1: SimHost,
     assert lines[1]["applied"] == [] and parallel(a1, "p1") == 3  # at max: hold
     actions = [e["action"] for e in laptop_journal(world) if e["host"] == "a1"]
     assert actions.count("autoscale") == 2 and actions.count("autoscale-check") == 2
-    rc, out, _ = inv(world, "--host", "a1", *IDLE, "--dry")
+    rc, out, _ = autoscale(world, "--host", "a1", *IDLE, "--dry")
     assert rc == 0 and "p1 3 [hold] at max 3" in out

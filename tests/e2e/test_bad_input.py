@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli import inv
 from tests.e2e.pueue_setup import settle
 from tests.jsonout import result_of
 from tests.world import SimHost, World
@@ -219,13 +219,6 @@ def materialize(case: Case, world: World, tmp: Path) -> tuple[dict[str, str], li
     return {"JOBSAFE_INVENTORY": str(inv_dir)}, argv
 
 
-def inv(world: World, argv: list[str], env: dict[str, str] | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["inv", "-r", str(REPO), *argv], env={**world.env(), **(env or {})},
-                          capture_output=True, text=True, timeout=timeout, cwd=world.root,
-                          stdin=subprocess.DEVNULL)
-
-
 def test_corpus_is_big_and_distinct() -> None:
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)
@@ -240,7 +233,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
         world: World, host: SimHost, tmp_path: Path, case: Case) -> None:
     env, argv = materialize(case, world, tmp_path)
     before, sessions = fingerprint(host), host.sessions()
-    proc = inv(world, argv, env)
+    proc = inv(world, *argv, env=env)
     after = fingerprint(host)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
@@ -258,7 +251,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
 def test_session_counter_sees_a_real_command(world: World, host: SimHost) -> None:
     """Control for the zero-session assertions: a good command does open a session."""
     sessions = host.sessions()
-    proc = inv(world, ["probe", "--host", HOST, "--json"])
+    proc = inv(world, "probe", "--host", HOST, "--json")
     assert proc.returncode == 0, proc.stderr
     assert host.sessions() > sessions
 
@@ -278,7 +271,7 @@ def test_bom_and_crlf_host_files_read_like_the_plain_file(
         inv_dir = tmp_path / name
         shutil.copytree(world.inventory, inv_dir)
         (inv_dir / f"{HOST}.toml").write_bytes(raw)
-        proc = inv(world, ["hosts", "--json"], {"JOBSAFE_INVENTORY": str(inv_dir)})
+        proc = inv(world, "hosts", "--json", env={"JOBSAFE_INVENTORY": str(inv_dir)})
         assert proc.returncode == 0, proc.stderr
         outputs[name] = result_of(proc.stdout)
     assert all(o == outputs["plain"] for o in outputs.values())
@@ -304,8 +297,8 @@ def test_bom_and_crlf_playbooks_plan_identically(
         assert plan_batch(load_playbook(path), h).to_dict() == expected, name
     # and through the real command against the host: a dry run, nothing changed
     before = fingerprint(host)
-    proc = inv(world, ["submit-batch", "--host", HOST, "--playbook",
-                       str(tmp_path / "bom_crlf.toml"), "--dry", "--json"])
+    proc = inv(world, "submit-batch", "--host", HOST, "--playbook",
+               str(tmp_path / "bom_crlf.toml"), "--dry", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = result_of(proc.stdout)
     assert report["planned"] == 4 and not any("\r" in c for c in report["sample"])
@@ -320,7 +313,7 @@ def test_a_mistake_in_one_host_file_names_that_file_even_for_another_host(
     shutil.copytree(world.inventory, inv_dir)
     shutil.copy(DATA / "hosts" / "parallel_zero.toml", inv_dir / "other.toml")
     sessions = host.sessions()
-    proc = inv(world, ["probe", "--host", HOST], {"JOBSAFE_INVENTORY": str(inv_dir)})
+    proc = inv(world, "probe", "--host", HOST, env={"JOBSAFE_INVENTORY": str(inv_dir)})
     assert proc.returncode == 2 and "other.toml" in proc.stderr, proc.stderr
     assert host.sessions() == sessions
     assert os.path.exists(inv_dir / f"{HOST}.toml")

@@ -4,24 +4,18 @@ unfinished dependency chain hangs on the group (verify before mutate), --dry cha
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli import inv
 from tests.e2e.pueue_setup import add, settle
 from tests.jsonout import result_of
 from tests.world import SimHost, World
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def clean(world: World, *args: str) -> tuple[int, Any, str]:
-    proc = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "clean", *args],
-                          env=world.env(JOBSAFE_CONNECT_ATTEMPTS="1"), capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    proc = inv(world, "clean", *args, env={"JOBSAFE_CONNECT_ATTEMPTS": "1"}, timeout=120)
     out: Any = proc.stdout
     if "--json" in args and proc.returncode == 0:
         out = result_of(proc.stdout)

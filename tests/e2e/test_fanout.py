@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +22,11 @@ from typing import Any
 
 import pytest
 
+from tests.cli import inv
 from tests.e2e.pueue_setup import add, settle
 from tests.jsonout import lines_of, result_of
 from tests.world import SimHost, World
 
-REPO = Path(__file__).resolve().parents[2]
 NAMES = ("fa", "fb", "fc")
 LOCK = ".local/state/jobsafe-ops/deploy-project.lock"
 
@@ -79,12 +78,10 @@ class Fleet:
         self.ssh_config_text = self.ssh_config.read_text()
 
     def inv(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        env = self.world.env(JOBSAFE_INVENTORY=str(self.inventory),
-                             JOBSAFE_SSH_CONFIG=str(self.ssh_config),
-                             JOBSAFE_CONNECT_ATTEMPTS="1", JOBSAFE_CONNECT_TIMEOUT="5")
-        return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args],
-                              env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, cwd=self.world.root)
+        env = {"JOBSAFE_INVENTORY": str(self.inventory),
+               "JOBSAFE_SSH_CONFIG": str(self.ssh_config),
+               "JOBSAFE_CONNECT_ATTEMPTS": "1", "JOBSAFE_CONNECT_TIMEOUT": "5"}
+        return inv(self.world, *args, env=env, timeout=timeout)
 
     def arm(self, hosts: int) -> None:
         for p in self.barrier.iterdir():

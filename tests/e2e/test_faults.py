@@ -38,12 +38,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_deploy import _host as deploy_host
-from tests.e2e.test_deploy import (
+from tests.cli import inv
+from tests.e2e.deploy_helpers import (
     add,
+    deploy_host,
     fresh,
     head,
-    inv,
     lock_exists,
     make_wheel,
     start_pypiserver,
@@ -53,6 +53,7 @@ from tests.e2e.test_deploy import (
     wait_for,
     with_checkpoints,
 )
+from tests.e2e.deploy_helpers import deploy as run_deploy
 from tests.jsonout import result_of
 from tests.world import LOOPBACK, SimHost, World, free_port
 
@@ -416,8 +417,6 @@ def test_deploy_mutating_step_on_a_dropped_connection_ends_with_exit_4(
 def deploy_json(world: World, host: SimHost, *args: str,
                 on_stderr: tuple[str, Any]) -> tuple[subprocess.CompletedProcess[str],
                                                      dict[str, Any]]:
-    from tests.e2e.test_deploy import deploy as run_deploy
-
     return run_deploy(world, host, *args, on_stderr=on_stderr)
 
 

@@ -3,24 +3,14 @@ strict host keys, unreachable hosts, ProxyJump, multi-host fan-out."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from jobsafe_ops.facts.probe import run_probe
 from jobsafe_ops.inventory import load_inventory
 from jobsafe_ops.remote import connect
+from tests.cli import inv
 from tests.jsonout import result_of
 from tests.world import SimHost, World
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def inv(world: World, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args],
-                          capture_output=True, text=True, env=world.env(), timeout=timeout)
 
 
 @pytest.fixture(scope="module")

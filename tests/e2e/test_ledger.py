@@ -7,17 +7,16 @@ its own label. Everything here uses only pueue's own behaviour (valid against re
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli import inv
 from tests.jsonout import result_of
 from tests.world import SimHost, World
 
-REPO = Path(__file__).resolve().parents[2]
 GROUPS = {g: {"parallel": 4, "min": 1, "max": 8} for g in ("lg", "lu", "lk")}
 PASS = 'pass_env = ["JOBSAFE_WORLD", "JOBSAFE_WORLD_HOST"]\n'
 # exit 137 (transient: an OOM kill) or 1 (persistent) until the fix file exists
@@ -38,10 +37,9 @@ def host(world: World) -> SimHost:
     return h
 
 
-def inv(world: World, *args: str, code: int | None = None) -> tuple[int, Any]:
-    proc = subprocess.run(["inv", "-r", str(REPO), *args, "--json"], env=world.env(),
-                          capture_output=True, text=True, timeout=300, cwd=world.root,
-                          stdin=subprocess.DEVNULL)
+def inv_json(world: World, *args: str, code: int | None = None) -> tuple[int, Any]:
+    """`inv ARGS --json`: the exit code and the result (None without output)."""
+    proc = inv(world, *args, "--json")
     if code is not None:
         assert proc.returncode == code, proc.stdout + proc.stderr
     return proc.returncode, result_of(proc.stdout) if proc.stdout.strip() else None
@@ -78,7 +76,7 @@ def failed(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def monitor(world: World, group: str, *extra: str) -> tuple[int, dict[str, Any]]:
-    code, doc = inv(world, "monitor", "--host", "lg", "--group", group, "--once", *extra)
+    code, doc = inv_json(world, "monitor", "--host", "lg", "--group", group, "--once", *extra)
     return code, doc
 
 
@@ -92,24 +90,24 @@ label = "lg:{mode}"
 [matrix]
 mode = ["oom", "bad", "ok"]
 """)
-    inv(world, "submit-batch", "--host", "lg", "--playbook", str(path), code=0)
+    inv_json(world, "submit-batch", "--host", "lg", "--playbook", str(path), code=0)
     settle(host, "lg", 3)
     ends = {r["label"]: r for r in ledger(host, "lgb") if r["event"] == "end"}
     assert {k: (r["outcome"], r["exit"]) for k, r in ends.items()} == {
         "lg:oom": ("failed", 137), "lg:bad": ("failed", 1), "lg:ok": ("success", 0)}
     assert ends["lg:bad"]["command"] == "sh job.sh bad" and ends["lg:ok"]["attempt"] == 0
 
-    inv(world, "clean", "--host", "lg", "--group", "lg", code=0)
+    inv_json(world, "clean", "--host", "lg", "--group", "lg", code=0)
     assert labels(host, "lg") == {}
     code, doc = monitor(world, "lg")  # pueue forgot them; the ledger did not
     assert code == 1
     assert {k: e["exit_code"] for k, e in failed(doc).items()} == {"lg:oom": 137, "lg:bad": 1}
-    code, audit = inv(world, "audit", "--host", "lg", "--group", "lg")
+    code, audit = inv_json(world, "audit", "--host", "lg", "--group", "lg")
     assert code == 1
     assert sorted(t["label"] for t in audit["groups"][0]["failed"]) == ["lg:bad", "lg:oom"]
 
     (host.project_dir / "fixed").touch()
-    code, out = inv(world, "submit-batch", "--host", "lg", "--playbook", str(path))
+    code, out = inv_json(world, "submit-batch", "--host", "lg", "--playbook", str(path))
     assert code == 1, out  # not "added 0, skipped 2, exit 0"
     items = {i["label"]: i for i in out["items"]}
     assert items["lg:oom"]["action"] == "add" and items["lg:oom"]["new_label"] == "lg:oom-retry-1"
@@ -120,7 +118,7 @@ mode = ["oom", "bad", "ok"]
     code, doc = monitor(world, "lg")
     assert code == 1 and list(failed(doc)) == ["lg:bad"]
 
-    code, rep = inv(world, "retry-failed", "--host", "lg", "--group", "lg", "--retry-all")
+    code, rep = inv_json(world, "retry-failed", "--host", "lg", "--group", "lg", "--retry-all")
     assert code == 0, rep
     settle(host, "lg", 2)
     retried = labels(host, "lg")["lg:bad-retry-1"]
@@ -131,8 +129,8 @@ mode = ["oom", "bad", "ok"]
     code, doc = monitor(world, "lg")
     assert code == 0, doc
 
-    inv(world, "clean", "--host", "lg", "--group", "lg", code=0)
-    code, out = inv(world, "submit-batch", "--host", "lg", "--playbook", str(path))
+    inv_json(world, "clean", "--host", "lg", "--group", "lg", code=0)
+    code, out = inv_json(world, "submit-batch", "--host", "lg", "--playbook", str(path))
     assert code == 0 and out["counts"]["added"] == 0, out  # done: every outcome succeeded
 
 
@@ -148,8 +146,8 @@ label = "cmd:{n}:{mode}"
 n = [1, 2, 3]
 mode = ["ok", "oom", "bad"]
 """)
-    out = inv(world, "submit-batch", "--host", "lg", "--playbook", str(path), "--units",
-              "--unit-size", "10", code=0)[1]
+    out = inv_json(world, "submit-batch", "--host", "lg", "--playbook", str(path), "--units",
+                   "--unit-size", "10", code=0)[1]
     assert out["units"] == 1
     settle(host, "lu", 1)
     code, doc = monitor(world, "lu")
@@ -160,13 +158,13 @@ mode = ["ok", "oom", "bad"]
     code, doc = monitor(world, "lu", "--label-glob", "cmd:2:*")
     assert code == 1 and sorted(failed(doc)) == ["cmd:2:bad", "cmd:2:oom"]
 
-    inv(world, "clean", "--host", "lg", "--group", "lu", code=0)
+    inv_json(world, "clean", "--host", "lg", "--group", "lu", code=0)
     code, doc = monitor(world, "lu", "--label-glob", "*:bad")
     assert code == 1 and sorted(failed(doc)) == ["cmd:1:bad", "cmd:2:bad", "cmd:3:bad"]
 
     (host.project_dir / "fixed").touch()
-    code, out = inv(world, "submit-batch", "--host", "lg", "--playbook", str(path), "--units",
-                    "--unit-size", "10")
+    code, out = inv_json(world, "submit-batch", "--host", "lg", "--playbook", str(path),
+                         "--units", "--unit-size", "10")
     assert code == 1, out
     items = {i["label"]: i for i in out["items"] if i["kind"] == "job"}
     assert {k: i["new_label"] for k, i in items.items() if i["action"] == "add"} == {
@@ -174,7 +172,7 @@ mode = ["ok", "oom", "bad"]
     assert sorted(k for k, i in items.items() if i["action"] == "failed") == [
         "cmd:1:bad", "cmd:2:bad", "cmd:3:bad"]
     settle(host, "lu", 3)
-    code, rep = inv(world, "retry-failed", "--host", "lg", "--group", "lu", "--retry-all")
+    code, rep = inv_json(world, "retry-failed", "--host", "lg", "--group", "lu", "--retry-all")
     assert code == 0, rep
     settle(host, "lu", 6)
     assert all(t["status"]["Done"]["result"] == "Success" for t in labels(host, "lu").values())
@@ -190,7 +188,7 @@ retry_budget = 1
 command = "test -f unstuck || sleep 120"
 label = "lk:stuck"
 """)
-    inv(world, "submit-batch", "--host", "lg", "--playbook", str(path), code=0)
+    inv_json(world, "submit-batch", "--host", "lg", "--playbook", str(path), code=0)
     deadline = time.monotonic() + 30
     while "Running" not in labels(host, "lk").get("lk:stuck", {}).get("status", {}):
         assert time.monotonic() < deadline, labels(host, "lk")
@@ -198,11 +196,11 @@ label = "lk:stuck"
     time.sleep(0.5)  # the wrapper has written its start marker
     host.run("pueue kill --group lk", check=True)  # SIGKILL to the task's process group
     settle(host, "lk", 1)
-    inv(world, "clean", "--host", "lg", "--group", "lk", code=0)
+    inv_json(world, "clean", "--host", "lg", "--group", "lk", code=0)
     code, doc = monitor(world, "lk")
     assert code == 1 and failed(doc)["lk:stuck"]["state"] == "killed", doc
     (host.project_dir / "unstuck").touch()
-    code, out = inv(world, "submit-batch", "--host", "lg", "--playbook", str(path))
+    code, out = inv_json(world, "submit-batch", "--host", "lg", "--playbook", str(path))
     assert code == 0, out  # killed is transient: re-added within the budget
     assert [(i["action"], i["new_label"]) for i in out["items"]] == [("add", "lk:stuck-retry-1")]
     settle(host, "lk", 1)

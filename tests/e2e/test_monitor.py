@@ -5,11 +5,8 @@ across a re-queue (new task ids), two hosts in one view, unreachable hosts."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,11 +14,11 @@ import pytest
 from jobsafe_ops.facts.snapshot import Options, read_snapshot
 from jobsafe_ops.inventory import load_inventory
 from jobsafe_ops.remote import session
+from tests.cli import inv
 from tests.e2e.pueue_setup import add, settle
 from tests.jsonout import result_of
 from tests.world import SimHost, World
 
-REPO = Path(__file__).resolve().parents[2]
 ACTIVE = ("Queued", "Running", "Paused", "Locked", "Stashed")
 
 
@@ -43,11 +40,8 @@ def wait_running(host: SimHost, group: str, n: int, timeout: float = 15) -> None
 
 def monitor(world: World, *args: str, timeout: float = 90) -> tuple[int, Any, str]:
     """Run `inv monitor` as cron would (no TTY); parse --json output when asked."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(REPO), "monitor", *args],
-        env=world.env(JOBSAFE_CONNECT_ATTEMPTS="1", JOBSAFE_CONNECT_TIMEOUT="3"),
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-    )
+    proc = inv(world, "monitor", *args, timeout=timeout,
+               env={"JOBSAFE_CONNECT_ATTEMPTS": "1", "JOBSAFE_CONNECT_TIMEOUT": "3"})
     out: Any = proc.stdout
     if "--json" in args and proc.stdout.strip():
         out = result_of(proc.stdout)

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_deploy import (
-    REPO,
+from tests.cli import inv
+from tests.e2e.deploy_helpers import (
     deploy,
     make_wheel,
     start_pypiserver,
@@ -53,12 +53,6 @@ def host_path(world: World, host: SimHost, dirs: tuple[str, ...]) -> Iterator[No
     finally:
         host.path = saved
         world.write_inventory()
-
-
-def inv(world: World, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["inv", "-r", str(REPO), *args], env=world.env(), text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                          cwd=world.root)
 
 
 def error_lines(r: subprocess.CompletedProcess[str]) -> list[str]:

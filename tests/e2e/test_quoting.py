@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli import inv
 from tests.jsonout import result_of
 from tests.world import SimHost, World
 
-REPO = Path(__file__).resolve().parents[2]
 NAME = "qh"  # the inventory name; its ssh alias is the world host "qt"
 # a file name holding every metacharacter (no '/', which would make it a path)
 WEIRD = "-x we'ird \"q\" $(touch pwned1) `touch pwned2`;touch pwned3|&>*"
@@ -65,12 +64,6 @@ def host(world: World, canary: Path) -> SimHost:
         f"pueue = {json.dumps(f'~/bin {WEIRD}/pueue')}\n"
         '[groups.p1]\nparallel = 4\nmax = 8\n[groups.p2]\nparallel = 2\nmax = 4\n')
     return h
-
-
-def inv(world: World, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["inv", "-r", str(REPO), *args], env=world.env(),
-                          capture_output=True, text=True, timeout=timeout, cwd=world.root,
-                          stdin=subprocess.DEVNULL)
 
 
 def run_json(world: World, *args: str, codes: tuple[int, ...] = (0,)) -> Any:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import inv
 from tests.jsonout import result_of
 from tests.world import SimHost, World
 
-REPO = Path(__file__).resolve().parents[2]
 GROUPS = {"p1": {"parallel": 3, "min": 1, "max": 4}, "p2": {"parallel": 2, "min": 1, "max": 4}}
 PASS = 'pass_env = ["JOBSAFE_WORLD", "JOBSAFE_WORLD_HOST"]\n'  # the world's sweep marker
 
@@ -133,11 +133,11 @@ def host(world: World, secrets: dict[str, str]) -> SimHost:
 def test_no_secret_leaves_its_place(world: World, host: SimHost, secrets: dict[str, str],
                                     tmp_path: Path) -> None:
     outputs: list[str] = []
-    laptop_env = {**world.env(), "API_TOKEN": secrets["laptop"]}
+    laptop_env = {"API_TOKEN": secrets["laptop"]}
 
-    def inv(*args: str, code: int | None = 0, timeout: float = 300) -> str:
-        proc = subprocess.run(["inv", "-r", str(REPO), *args], env=laptop_env,
-                              capture_output=True, text=True, timeout=timeout, cwd=world.root)
+    def run(*args: str, code: int | None = 0, timeout: float = 300) -> str:
+        """`inv ARGS` with the secret in the laptop's environment; its stdout."""
+        proc = inv(world, *args, env=laptop_env, timeout=timeout)
         outputs.extend([proc.stdout, proc.stderr])
         if code is not None:
             assert proc.returncode == code, f"inv {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
@@ -162,9 +162,8 @@ def test_no_secret_leaves_its_place(world: World, host: SimHost, secrets: dict[s
     bad = tmp_path / "leaky.toml"
     bad.write_text('name = "leaky"\ngroup = "p1"\n' + f'command = "{JOB} --name x"\n'
                    f'label = "x"\n[env]\nAPI_TOKEN = "{secrets["laptop"]}"\n')
-    refused = subprocess.run(["inv", "-r", str(REPO), "submit-batch", "--host", "sec",
-                              "--playbook", str(bad)], env=laptop_env, capture_output=True,
-                             text=True, timeout=120, cwd=world.root)
+    refused = inv(world, "submit-batch", "--host", "sec", "--playbook", str(bad),
+                  env=laptop_env, timeout=120)
     outputs.extend([refused.stdout, refused.stderr])
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "env.API_TOKEN looks like a secret" in refused.stderr
@@ -173,28 +172,28 @@ def test_no_secret_leaves_its_place(world: World, host: SimHost, secrets: dict[s
     sampler = CmdlineSampler()
     sampler.start()
     try:
-        inv("deploy", "--host", "sec", "--on-running", "abort", "--watch", "0", "--json")
+        run("deploy", "--host", "sec", "--on-running", "abort", "--watch", "0", "--json")
         assert (host.project_dir / "scripts" / "secret_job.py").exists()
-        inv("submit-batch", "--host", "sec", "--playbook", str(jobs))
-        inv("submit-batch", "--host", "sec", "--playbook", str(units), "--units", "--json")
-        inv("monitor", "--host", "sec", "--group", "p2", "--until-done", "--timeout", "120",
+        run("submit-batch", "--host", "sec", "--playbook", str(jobs))
+        run("submit-batch", "--host", "sec", "--playbook", str(units), "--units", "--json")
+        run("monitor", "--host", "sec", "--group", "p2", "--until-done", "--timeout", "120",
             "--interval", "1", "--json")
         # flaky fails (137): monitor says so, retry-failed re-adds it, it fails once more
-        inv("monitor", "--host", "sec", "--group", "p1", "--until-done", "--timeout", "120",
+        run("monitor", "--host", "sec", "--group", "p1", "--until-done", "--timeout", "120",
             "--interval", "1", code=1)
-        inv("retry-failed", "--host", "sec", "--group", "p1")
-        inv("monitor", "--host", "sec", "--group", "p1", "--until-done", "--timeout", "120",
+        run("retry-failed", "--host", "sec", "--group", "p1")
+        run("monitor", "--host", "sec", "--group", "p1", "--until-done", "--timeout", "120",
             "--interval", "1", "--json", code=1)
         # deploy's RESTART re-adds it again, in the lean environment too
-        report = result_of(inv("deploy", "--host", "sec", "--on-running", "abort",
+        report = result_of(run("deploy", "--host", "sec", "--on-running", "abort",
                                 "--watch", "0", "--json"))
         restart = next(s for s in report["steps"] if s["name"] == "restart")
         assert "sec:flaky-retry-2" in restart["detail"], restart
         wait_success(host, "sec:flaky-retry-2")
-        probe = result_of(inv("probe", "--host", "sec", "--json"))
+        probe = result_of(run("probe", "--host", "sec", "--json"))
         assert (probe["dotenv"], probe["dotenv_path"]) == ("600", "~/project/.env")
         dotenv.chmod(0o644)
-        shown = inv("probe", "--host", "sec")
+        shown = run("probe", "--host", "sec")
         assert "chmod 600 ~/project/.env" in " ".join(shown.split())
     finally:
         lines = sampler.stop()

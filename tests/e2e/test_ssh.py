@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,20 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import inv
 from tests.jsonout import result_of
 from tests.world import LOOPBACK, SimHost, World
 
-REPO = Path(__file__).resolve().parents[2]
-
 pytestmark = pytest.mark.skipif(shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
                                 reason="needs the OpenSSH client (ssh, ssh-keygen, ssh-agent)")
-
-
-def inv(world: World, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    # stdin closed: a passphrase prompt would fail the test instead of hanging it
-    return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args],
-                          capture_output=True, text=True, env=world.env(), timeout=timeout,
-                          stdin=subprocess.DEVNULL)
 
 
 def keygen(path: Path, *, passphrase: str = "") -> Path:

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli import inv
 from tests.jsonout import result_of
 from tests.world import SimHost, World
 
-REPO = Path(__file__).resolve().parents[2]
 GROUPS = {g: {"parallel": 4, "min": 1, "max": 8} for g in ("p1", "p2", "p3", "p4", "p5", "p6")}
 # pueue copies the add-time environment into each task; the feeder keeps a lean one, so
 # the world's marker (used to sweep leftovers) must be passed on explicitly.
@@ -37,15 +36,8 @@ def playbook(tmp_path: Path, name: str, body: str) -> Path:
     return path
 
 
-def inv(world: World, *args: str, env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["inv", "-r", str(REPO), "submit-batch", *args],
-                          env={**world.env(), **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout, cwd=world.root)
-
-
 def submit(world: World, path: Path, *args: str, code: int = 0) -> dict[str, Any]:
-    proc = inv(world, "--host", "sb", "--playbook", str(path), "--json", *args)
+    proc = inv(world, "submit-batch", "--host", "sb", "--playbook", str(path), "--json", *args)
     assert proc.returncode == code, proc.stdout + proc.stderr
     return result_of(proc.stdout)  # type: ignore[no-any-return]
 
@@ -104,22 +96,23 @@ def test_inv1_and_inv9_violations_caught_with_zero_remote_commands(
         world: World, host: SimHost, tmp_path: Path) -> None:
     ghost = ghost_inventory(world, tmp_path)
     good = playbook(tmp_path, "inv1", SWEEP)
-    proc = inv(world, "--host", "sb", "--playbook", str(good), "--inventory", str(ghost),
-               env={"JOBSAFE_CONNECT_ATTEMPTS": "1"})
+    proc = inv(world, "submit-batch", "--host", "sb", "--playbook", str(good),
+               "--inventory", str(ghost), env={"JOBSAFE_CONNECT_ATTEMPTS": "1"})
     assert proc.returncode == 4  # control: this inventory would really try to connect
     bad = playbook(tmp_path, "inv1", 'artifacts = ["out/{symbol}.json"]\n' + SWEEP)
-    proc = inv(world, "--host", "sb", "--playbook", str(bad), "--inventory", str(ghost))
+    proc = inv(world, "submit-batch", "--host", "sb", "--playbook", str(bad),
+               "--inventory", str(ghost))
     assert proc.returncode == 2, proc.stderr
     assert "INV-1" in proc.stderr and "'threshold'" in proc.stderr
     assert "artifacts[0]" in proc.stderr and "out/{symbol}.json" in proc.stderr
     inv9 = playbook(tmp_path, "inv9", 'categories = ["symbol"]\n'
                     'artifacts = ["out/{symbol}_{threshold}.json"]\n'
                     'merge = ["out/*_{threshold}.json"]\n' + SWEEP)
-    proc = inv(world, "--host", "sb", "--playbook", str(inv9), "--inventory", str(ghost),
-               "--dry")
+    proc = inv(world, "submit-batch", "--host", "sb", "--playbook", str(inv9),
+               "--inventory", str(ghost), "--dry")
     assert proc.returncode == 2 and "INV-9" in proc.stderr and "merge[0]" in proc.stderr
     # and against the real host: nothing was added, no batch directory was made
-    proc = inv(world, "--host", "sb", "--playbook", str(bad))
+    proc = inv(world, "submit-batch", "--host", "sb", "--playbook", str(bad))
     assert proc.returncode == 2
     assert tasks(host) == []
     assert not (host.home / ".local/state/jobsafe-ops/batches/inv1").exists()
@@ -272,7 +265,8 @@ def test_memory_cap_refused_where_unsupported(world: World, host: SimHost,
     text = (inv_dir / "sb.toml").read_text()
     assert "memory_cap = false" in text
     (inv_dir / "sb.toml").write_text(text.replace("memory_cap = false", "memory_cap = true"))
-    proc = inv(world, "--host", "sb", "--playbook", str(path), "--inventory", str(inv_dir))
+    proc = inv(world, "submit-batch", "--host", "sb", "--playbook", str(path),
+               "--inventory", str(inv_dir))
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "memory caps do not work on sb" in proc.stderr and "--allow-uncapped" in proc.stderr
     assert tasks(host, "mc:") == []
@@ -293,7 +287,7 @@ def test_memory_cap_false_in_the_host_file_runs_uncapped_and_says_so(
     path = playbook(tmp_path, "memfalse", body)
     journal = world.laptop / ".local/state/jobsafe-ops/journal.ndjson"
     before = journal.read_text().count("\n") if journal.exists() else 0
-    proc = inv(world, "--host", "sb", "--playbook", str(path))
+    proc = inv(world, "submit-batch", "--host", "sb", "--playbook", str(path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     row = next(ln for ln in proc.stdout.splitlines() if "memory cap" in ln)
     assert "off: UNCAPPED (memory_cap = false" in row  # the summary's memory cap row
@@ -392,8 +386,8 @@ def test_state_warn_mb_cleans_with_the_daemons_default_config(
     toml.write_text(toml.read_text().replace("memory_cap", "state_warn_mb = 1\nmemory_cap", 1))
     body = SWEEP.replace('group = "p1"', 'group = "p5"').replace(
         'label = "{symbol}@{threshold}"', 'label = "sw:{symbol}@{threshold}"')
-    proc = inv(world, "--host", "sw", "--playbook", str(playbook(tmp_path, "warn", body)),
-               "--json")
+    proc = inv(world, "submit-batch", "--host", "sw", "--playbook",
+               str(playbook(tmp_path, "warn", body)), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = result_of(proc.stdout)
     assert [(c["group"], c["run"]) for c in out["clean"]] == [("p5", True)]

@@ -54,7 +54,7 @@ def spec(tmp_path: Path, **kw: object) -> CheckpointSpec:
 def test_path_carries_every_parameter_in_declared_order(tmp_path):
     p = checkpoint_path(spec(tmp_path), **JOB)
     assert p == tmp_path / "process_BTCUSDT_1000_2024-01-01_2024-12-31.json"
-    # REQUIREMENTS' INV-1 test: jobs differing only in threshold never share a checkpoint.
+    # the INV-1 test (docs/glossary.md): jobs differing only in threshold never share a checkpoint.
     assert p != checkpoint_path(spec(tmp_path), **{**JOB, "threshold": 750})
 
 
@@ -154,7 +154,7 @@ def test_errors_are_value_errors_with_the_package_exit_codes():
     assert ContaminationError.exit_code == EXIT_FAILED
 
 
-# ---- atomic_write / load_json / remove (INV-3, INV-2) -----------------------------------
+# ---- atomic_write / load_json / remove (INV-4, INV-3) -----------------------------------
 
 
 def temps(directory: Path) -> list[str]:
@@ -201,7 +201,7 @@ def test_remove_is_idempotent(tmp_path):
     target = tmp_path / "artifact.parquet"
     target.write_text("x")
     remove(target)
-    remove(target)  # already gone: no error (INV-2)
+    remove(target)  # already gone: no error (INV-3)
     assert not target.exists()
 
 

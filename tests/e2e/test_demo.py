@@ -1,26 +1,25 @@
-"""The README's first quick-start command: `inv demo` runs end to end on a throwaway host."""
+"""The README's first quick-start command: `inv demo` runs end to end on a throwaway host
+(a real sshd on loopback, like the rest of tests/e2e)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.cli import inv
+from tests.e2e.conftest import require_sshd
 
 
 @pytest.mark.skipif(shutil.which("git") is None or shutil.which("uv") is None,
                     reason="the demo needs git and uv (installed by ./dev)")
-def test_demo_runs_end_to_end(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("JOBSAFE_", "PUEUE_", "XDG_"))}
-    env.update(HOME=str(tmp_path), COLUMNS="200")
-    proc = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "demo"],
-                          capture_output=True, text=True, env=env, timeout=600)
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    require_sshd()
+    unset = [k for k in os.environ if k.startswith(("PUEUE_", "XDG_"))]
+    proc = inv(None, "demo", env={"HOME": str(tmp_path), "COLUMNS": "200"}, unset=unset,
+               timeout=600)
     out = proc.stdout
     for step in ("inv probe", "inv audit", "inv deploy", "inv submit-batch", "inv monitor"):
         assert step in out, (step, out[-3000:], proc.stderr[-2000:])
