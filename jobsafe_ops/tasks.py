@@ -224,16 +224,22 @@ SUBMIT_DRY = ("plan, then the real status read (probe, receipts): print the coun
     "units": "units mode even at <= 10,000 jobs: one pueue task per unit of --unit-size "
              "commands, run with bounded parallelism inside (automatic above 10,000)",
     "unit_size": "commands per unit in units mode (default: the playbook's [units] size, 500)",
+    "spread": "one batch over the --host list: each label on one host, by capacity (cores, "
+              "free memory / job_memory, the group's max, work queued); sticky on reruns",
+    "reassign_from": "with --spread: move the labels of this (gone) host to the others; "
+                     "refused while it answers with any of them queued/running",
     **COMMON,
 }, kinds={"unit_size": count_kind("--unit-size", 500)})
 def submit_batch(c, host="", playbook="", dry=False, allow_uncapped=False, units=False,
-                 unit_size=None, json=False, debug=False, inventory=None):
+                 unit_size=None, spread=False, reassign_from=None, json=False, debug=False,
+                 inventory=None):
     """Plan a playbook, check INV-1/5/9, upload once, feed pueue on the host, chain --after."""
     from jobsafe_ops import cli
     from jobsafe_ops.batch.submit import submit_batch_cmd
 
     cli.main(submit_batch_cmd, host=host, playbook=playbook, dry=dry,
              allow_uncapped=allow_uncapped, units=units, unit_size=unit_size,
+             spread=spread, reassign_from=reassign_from,
              inventory=inventory, json_out=json, debug=debug)
 
 

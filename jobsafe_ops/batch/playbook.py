@@ -108,6 +108,7 @@ class Playbook:
     retry_budget: int = DEFAULT_RETRY_BUDGET
     unit_size: int = DEFAULT_UNIT_SIZE
     unit_parallel: int = DEFAULT_UNIT_PARALLEL
+    after_scope: str = "fleet"  # submit-batch --spread: "host" chains each host's share
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,8 @@ class Plan:
 
 _TOP = {"name", "description", "group", "workdir", "command", "label", "memory_max",
         *PATH_KINDS, "categories", "cleanup", "merge", "env_overrides", "pass_env",
-        "retry_budget", "matrix", "split", "env", "phases", "after", "units"}
+        "retry_budget", "matrix", "split", "env", "phases", "after", "units",
+        "after_scope"}
 _PHASE = {"name", "group", "workdir", "command", "label", "memory_max", *PATH_KINDS,
           "matrix", "split", "env", "after_phase"}
 _AFTER = {"label", "command", "group", "workdir", "memory_max"}
@@ -350,8 +352,12 @@ def parse_playbook(data: Mapping[str, Any], source: str) -> Playbook:
             raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}; "
                               f"write {key.rpartition('.')[2]} = "
                               f"{DEFAULT_RETRY_BUDGET if key == 'retry_budget' else 4}")
+    scope = data.get("after_scope", "fleet")
+    if scope not in ("fleet", "host"):
+        raise ConfigError(f"{where}: after_scope must be \"host\" (each host of a --spread "
+                          f"runs the chain after its own share) or \"fleet\", got {scope!r}")
     return Playbook(
-        name=name, source=source, phases=tuple(phases), after=tuple(after),
+        after_scope=scope, name=name, source=source, phases=tuple(phases), after=tuple(after),
         categories=_strs(data, "categories", where), cleanup=_strs(data, "cleanup", where),
         merge=_strs(data, "merge", where), env_overrides=_strs(data, "env_overrides", where),
         pass_env=_strs(data, "pass_env", where), retry_budget=ints["retry_budget"],

@@ -262,7 +262,10 @@ def _counted(report: BatchReport, remote: Remote) -> BatchReport:
 # ---- the command ----------------------------------------------------------------------
 
 def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, units: bool,
-                     unit_size: int | None, inventory: str | None, json_out: bool) -> int:
+                     unit_size: int | None, inventory: str | None, json_out: bool,
+                     spread: bool = False, reassign_from: str | None = None) -> int:
+    from . import fleet
+
     require(host, "--host")
     require(playbook, "--playbook")
     size = positive_int(unit_size, "--unit-size")
@@ -270,6 +273,18 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
     hosts = hosts_for(host, inventory)
     # plan-time invariants (INV-1/5/9, labels, placeholders) fail here, before any SSH
     plans = {h.name: plan_batch(book, h) for h in hosts}
+    if reassign_from is not None and not spread:
+        raise ConfigError("--reassign-from moves labels of a spread batch; add --spread")
+    if spread:  # one batch over the hosts, each label on one host (batch/fleet.py)
+        fleet.check_plans(book, plans)
+        gone = hosts_for(reassign_from, inventory)[0] if reassign_from else None
+        return fleet.spread_cmd(
+            hosts, book, plans, dry=dry, reassign_from=gone, json_out=json_out,
+            submit_one=lambda remote, plan, bar: submit(
+                remote, plan, dry=dry, allow_uncapped=allow_uncapped,
+                units=True if units else None, unit_size=size, progress=bar))
+    if len(hosts) > 1:
+        fleet.refuse_if_spread(hosts, book.name)
     with progress_bars(enabled=not json_out) as bar:
         def one(h: Host) -> BatchReport:
             with session(h) as remote:
