@@ -208,6 +208,9 @@ def spread_cmd(hosts: list[Host], book: Playbook, plans: Mapping[str, Plan], *, 
                         return Outcome(h.name, error=_pending(exc, assignment, h.name))
 
                 outcomes = each(hosts, one)
+            # a host that failed while being fed: its labels are pending on it too
+            assignment = replace(assignment, down={**assignment.down, **{
+                o.host: _line(o.error) for o in outcomes if o.error is not None}})
         finally:
             for r in remotes.values():
                 r.close()
@@ -241,7 +244,8 @@ def _line(exc: JobsafeError) -> str:
 
 
 def _pending(exc: JobsafeError, assignment: spread.Assignment, host: str) -> JobsafeError:
-    n = assignment.pending().get(host, 0)
+    n = sum(1 for label, h in assignment.owner.items()
+            if h == host and assignment.how[label] != "present")
     if not n:
         return exc
     return type(exc)(f"{exc}; {n} label(s) of this batch are pending on {host} (rerun when it "
