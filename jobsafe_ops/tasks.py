@@ -80,18 +80,20 @@ def demo(c, keep=False, debug=False):
     "timeout": "seconds before giving up (exit 3 if work remains); default: no limit",
     "interval": "seconds between polls (default 30)",
     "log_lines": "last log lines shown per failed label (default 5; 0 = none)",
+    "playbook": "only this batch (its labels' common prefix); with several hosts, one "
+                "board by label across them (a spread batch)",
     **COMMON,
 }, kinds={"timeout": seconds_kind("--timeout", 3600)})
 def monitor(c, host="", group="", label_glob=None, once=False, until_done=False,
             timeout=None, interval=MONITOR_INTERVAL,
-            log_lines=LOG_LINES, json=False, debug=False, inventory=None):
+            log_lines=LOG_LINES, playbook=None, json=False, debug=False, inventory=None):
     """Watch a group by label: counts, running, failed (+ log tail), blocked, host health."""
     from jobsafe_ops import cli
     from jobsafe_ops.monitor.watch import monitor_cmd
 
     cli.main(monitor_cmd, host=host, group=group, label_glob=label_glob, once=once,
              until_done=until_done, timeout=timeout, interval=interval, log_lines=log_lines,
-             inventory=inventory, json_out=json, debug=debug)
+             playbook=playbook, inventory=inventory, json_out=json, debug=debug)
 
 
 @task(help={

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +210,39 @@ def test_reassign_from_a_gone_host_moves_its_labels_once(
     # the rerun keeps the moved labels where they went
     doc(inv(world, "--host", "xa,xb", "--playbook", book, "--spread"), 0)
     assert assert_once(hosts, "gone", 9) == owner
+
+
+def settle(hosts: dict[str, SimHost], prefix: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while any(next(iter(t["status"])) in ("Queued", "Running")
+              for h in hosts.values() for t in h.pueue_status()["tasks"].values()
+              if (t["label"] or "").startswith(prefix + ":")):
+        assert time.monotonic() < deadline, f"{prefix} did not settle in {timeout}s"
+        time.sleep(0.2)
+
+
+def test_monitor_one_board_across_hosts_and_retry_where_it_ran(
+        world: World, hosts: dict[str, SimHost], tmp_path: Path) -> None:
+    path = tmp_path / "mon.toml"
+    path.write_text(f'name = "mon"\n{PASS}group = "p1"\nworkdir = "~"\n'
+                    'command = "test {x} -ne 2"\nlabel = "mon:{x}"\n[matrix]\nx = [0, 1, 2, 3]\n')
+    doc(inv(world, "--host", "xa,xb", "--playbook", str(path), "--spread"), 0)
+    owner = assert_once(hosts, "mon", 4)
+    settle(hosts, "mon")
+    env = world.env()
+    proc = subprocess.run(["inv", "-r", str(REPO), "monitor", "--host", "xa,xb", "--group", "p1",
+                           "--playbook", str(path), "--once", "--json"], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=world.root)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # one label failed
+    board = envelope_of(proc.stdout)["result"]
+    assert board["totals"] == {"success": 3, "failed": 1}
+    assert [(f["label"], f["host"]) for f in board["failures"]] == [("mon:2", owner["mon:2"])]
+    assert sum(board["per_host"][h].get("success", 0) for h in ("xa", "xb")) == 3
+    # a persistent failure is retried (--retry-all) on the host that ran it, nowhere else
+    ran = owner["mon:2"]
+    retry = subprocess.run(["inv", "-r", str(REPO), "retry-failed", "--host", "xa,xb",
+                            "--group", "p1", "--retry-all", "--json"], env=env,
+                           capture_output=True, text=True, timeout=120, cwd=world.root)
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    on = where(hosts, "mon")
+    assert on["mon:2-retry-1"] == [ran] and on["mon:2"] == [ran]
