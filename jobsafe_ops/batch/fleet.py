@@ -54,6 +54,8 @@ from .playbook import Plan, Playbook
 ASSIGN_ACTION = "spread-assign"
 REASSIGN_ACTION = "spread-reassign"
 LOCK_WAIT = 300.0  # seconds a second spread submit of the same batch waits for the first
+# submit.submit with the run's flags: (remote, the host's share, progress, the probe read)
+SubmitOne = Callable[[Remote, Plan, Callable[[int, int], None] | None, Probe], BatchReport]
 
 
 # ---- plan time ---------------------------------------------------------------------------
@@ -69,6 +71,21 @@ def check_plans(book: Playbook, plans: Mapping[str, Plan]) -> list[tuple[str, st
             raise ConfigError(f"{book.source}: the playbook gives {first.host} and {plan.host} "
                               "different labels; --spread needs one batch for every host")
     return labels
+
+
+def plans_for(book: Playbook, hosts: Sequence[Host]) -> dict[str, Plan]:
+    """Plan once: hosts alike in what the plan reads of them (project dir, declared groups,
+    checkpoint patterns) share one plan_batch (100,000 jobs take seconds to plan)."""
+    from .playbook import plan_batch
+
+    cache: dict[tuple[Any, ...], Plan] = {}
+    out = {}
+    for h in hosts:
+        key = (h.project_dir, tuple(sorted(h.groups)), tuple(h.checkpoints))
+        if key not in cache:
+            cache[key] = plan_batch(book, h)
+        out[h.name] = replace(cache[key], host=h.name)
+    return out
 
 
 def share_plan(plan: Plan, labels: set[str]) -> Plan:
@@ -157,8 +174,7 @@ def batch_lock(playbook: str, wait: float = LOCK_WAIT) -> Iterator[None]:
 
 def spread_cmd(hosts: list[Host], book: Playbook, plans: Mapping[str, Plan], *, dry: bool,
                reassign_from: Host | None, json_out: bool,
-               submit_one: Callable[[Remote, Plan, Callable[[int, int], None] | None],
-                                    BatchReport]) -> int:
+               submit_one: SubmitOne) -> int:
     """Everything after plan time; `submit_one` is submit.submit with the run's flags."""
     from .submit import _problem
     from .view import batch_view, progress_bars
@@ -253,9 +269,7 @@ def _pending(exc: JobsafeError, assignment: spread.Assignment, host: str) -> Job
 
 
 def _feed(read: Read, plan: Plan, assignment: spread.Assignment, book: Playbook, dry: bool,
-          submit_one: Callable[[Remote, Plan, Callable[[int, int], None] | None],
-                               BatchReport],
-          progress: Callable[[int, int], None] | None) -> BatchReport:
+          submit_one: SubmitOne, progress: Callable[[int, int], None] | None) -> BatchReport:
     """Record the assignment on the host, journal it, then submit the host's share."""
     name = read.host.name
     mine = set(assignment.share(name))
@@ -273,7 +287,7 @@ def _feed(read: Read, plan: Plan, assignment: spread.Assignment, book: Playbook,
         if moved:
             journal.append(moved[0][1], REASSIGN_ACTION, [lbl for lbl, _, _ in moved], "ok",
                            playbook=book.name, to=name)
-    return submit_one(read.remote, share_plan(plan, mine), progress)
+    return submit_one(read.remote, share_plan(plan, mine), progress, read.probe)
 
 
 # ---- output ------------------------------------------------------------------------------
