@@ -197,14 +197,24 @@ def deploy(c, host="", on_running=None, wait_timeout=WAIT_TIMEOUT, ref=None,
     "retry_all": "also re-add tasks that failed with a persistent exit code (1, 2, ...)",
     "retry_budget": "retries per label, counted in the journal across runs (default 3)",
     "dry": "read and plan, print the `pueue add` commands, change nothing",
+    "reassign_from": "a spread batch (with --playbook): re-add the failed labels of this host "
+                     "on the --host list instead (submit-batch --spread --reassign-from)",
+    "playbook": "the spread batch whose labels --reassign-from moves",
     **COMMON,
 })
 def retry_failed(c, host="", group="", retry_all=False,
-                 retry_budget=RETRY_BUDGET, dry=False, json=False,
-                 debug=False, inventory=None):
+                 retry_budget=RETRY_BUDGET, dry=False, reassign_from=None, playbook=None,
+                 json=False, debug=False, inventory=None):
     """Re-add a group's failed labels fresh as <label>-retry-N, within the retry budget."""
     from jobsafe_ops import cli
     from jobsafe_ops.deploy.cli import retry_failed_cmd
+
+    if reassign_from is not None:  # on another host: the spread batch's rule (batch/fleet.py)
+        from jobsafe_ops.batch.submit import submit_batch_cmd
+
+        cli.main(submit_batch_cmd, host=host, playbook=playbook or "", dry=dry,
+                 allow_uncapped=False, units=False, unit_size=None, spread=True,
+                 reassign_from=reassign_from, inventory=inventory, json_out=json, debug=debug)
 
     cli.main(retry_failed_cmd, host=host, group=group, retry_all=retry_all,
              retry_budget=int(retry_budget), dry=dry, inventory=inventory, json_out=json,

@@ -246,3 +246,16 @@ def test_monitor_one_board_across_hosts_and_retry_where_it_ran(
     assert retry.returncode == 0, retry.stdout + retry.stderr
     on = where(hosts, "mon")
     assert on["mon:2-retry-1"] == [ran] and on["mon:2"] == [ran]
+    # it failed there again: retry-failed --reassign-from moves it to the other host
+    settle(hosts, "mon")
+    other = "xb" if ran == "xa" else "xa"
+    moved = subprocess.run(["inv", "-r", str(REPO), "retry-failed", "--host", "xa,xb",
+                            "--group", "p1", "--reassign-from", ran, "--playbook", str(path),
+                            "--json"], env=env, capture_output=True, text=True, timeout=120,
+                           cwd=world.root)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert envelope_of(moved.stdout)["result"]["moved"] == [
+        {"label": "mon:2", "from": ran, "to": other}]
+    on = where(hosts, "mon")
+    assert on["mon:2"] == sorted([ran, other]) and on["mon:2-retry-1"] == [ran]
+    assert all(len(hs) == 1 for lbl, hs in on.items() if lbl != "mon:2")  # the rest stayed
