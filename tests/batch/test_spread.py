@@ -227,3 +227,24 @@ def test_after_phase_follows_the_same_rule_and_waits_only_on_the_hosts_share() -
 def test_after_scope_takes_host_or_fleet_only() -> None:
     with pytest.raises(ConfigError, match=r'after_scope must be "host".*got \'hosts\''):
         parse_playbook(tomllib.loads(book('after_scope = "hosts"')), "sw.toml")
+
+
+def test_the_dry_table_shows_counts_per_host_and_why() -> None:
+    from rich.console import Console
+
+    from jobsafe_ops.batch.fleet import assignment_table
+
+    rec = {"j00000": "c"}
+    caps = {"p1": spread.capacity("a", "p1", parallel=2, max_parallel=4, job_memory=G,
+                                  nproc=8, mem_available=3 * G, backlog=1)}
+    a = spread.assign(labels(5), ["a", "b", "c"],
+                      {"a": spread.HostView("a", {}, rec, caps), "b": view("b", 1)},
+                      down={"c": "c: unreachable"})
+    console = Console(width=200, record=True)
+    console.print(assignment_table(a))
+    text = console.export_text()
+    row = {line.split("│")[1].strip(): line for line in text.splitlines() if "│" in line}
+    assert "3.0G free / 1.0G per job = 3" in row["a"] and "1 already queued" in row["a"]
+    assert "no new work (failing: c: unreachable)" in row["c"]
+    assert [c.strip() for c in row["c"].split("│")[2:8]] == ["1", "0", "1", "0", "0", "1"]
+    assert sum(int(row[h].split("│")[2]) for h in "abc") == 5
