@@ -198,8 +198,8 @@ def spread_cmd(hosts: list[Host], book: Playbook, plans: Mapping[str, Plan], *, 
             live = [h for h in targets if h.name in remotes]
             reads: dict[str, Read] = {}
             for h, got in zip(live, each(live, lambda h: _try(
-                    lambda: read_host(h, remotes[h.name], plan_of[h.name], labels))),
-                    strict=True):
+                    lambda: read_host(h, remotes[h.name], plan_of[h.name], labels)))
+                    if live else [], strict=True):  # each() needs at least one host
                 if isinstance(got, JobsafeError):
                     errors[h.name] = got
                 else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -248,3 +249,29 @@ def test_the_dry_table_shows_counts_per_host_and_why() -> None:
     assert "no new work (failing: c: unreachable)" in row["c"]
     assert [c.strip() for c in row["c"].split("│")[2:8]] == ["1", "0", "1", "0", "0", "1"]
     assert sum(int(row[h].split("│")[2]) for h in "abc") == 5
+
+
+def test_a_chain_is_refused_before_any_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the command: hosts at a closed port, so any connection attempt would end
+    as exit 4 rows, never as this ConfigError."""
+    from jobsafe_ops import remote
+    from jobsafe_ops.batch.submit import submit_batch_cmd
+
+    monkeypatch.setattr(remote, "CONNECT_ATTEMPTS", 1)
+    hosts = tmp_path / "hosts"
+    hosts.mkdir()
+    for name in ("a", "b"):
+        (hosts / f"{name}.toml").write_text(
+            'ssh = "nobody@127.0.0.1:1"\nproject_dir = "~/p"\npackage = "x"\n'
+            "[groups.p1]\nparallel = 1\nmin = 1\nmax = 2\n")
+    chained = tmp_path / "sw.toml"
+    chained.write_text(book("") + AFTER)
+    args = {"host": "a,b", "dry": False, "allow_uncapped": False, "units": False,
+            "unit_size": None, "inventory": str(hosts), "json_out": True, "spread": True}
+    with pytest.raises(ConfigError, match="--spread with \\[\\[after\\]\\] steps"):
+        submit_batch_cmd(playbook=str(chained), **args)
+    plain = tmp_path / "plain.toml"
+    plain.write_text(book(""))
+    assert submit_batch_cmd(playbook=str(plain), **args) == 4  # control: it does connect
+    assert "unreachable" in capsys.readouterr().out
