@@ -80,18 +80,20 @@ def demo(c, keep=False, debug=False):
     "timeout": "seconds before giving up (exit 3 if work remains); default: no limit",
     "interval": "seconds between polls (default 30)",
     "log_lines": "last log lines shown per failed label (default 5; 0 = none)",
+    "playbook": "only this batch (its labels' common prefix); with several hosts, one "
+                "board by label across them (a spread batch)",
     **COMMON,
 }, kinds={"timeout": seconds_kind("--timeout", 3600)})
 def monitor(c, host="", group="", label_glob=None, once=False, until_done=False,
             timeout=None, interval=MONITOR_INTERVAL,
-            log_lines=LOG_LINES, json=False, debug=False, inventory=None):
+            log_lines=LOG_LINES, playbook=None, json=False, debug=False, inventory=None):
     """Watch a group by label: counts, running, failed (+ log tail), blocked, host health."""
     from jobsafe_ops import cli
     from jobsafe_ops.monitor.watch import monitor_cmd
 
     cli.main(monitor_cmd, host=host, group=group, label_glob=label_glob, once=once,
              until_done=until_done, timeout=timeout, interval=interval, log_lines=log_lines,
-             inventory=inventory, json_out=json, debug=debug)
+             playbook=playbook, inventory=inventory, json_out=json, debug=debug)
 
 
 @task(help={
@@ -195,14 +197,24 @@ def deploy(c, host="", on_running=None, wait_timeout=WAIT_TIMEOUT, ref=None,
     "retry_all": "also re-add tasks that failed with a persistent exit code (1, 2, ...)",
     "retry_budget": "retries per label, counted in the journal across runs (default 3)",
     "dry": "read and plan, print the `pueue add` commands, change nothing",
+    "reassign_from": "a spread batch (with --playbook): re-add the failed labels of this host "
+                     "on the --host list instead (submit-batch --spread --reassign-from)",
+    "playbook": "the spread batch whose labels --reassign-from moves",
     **COMMON,
 })
 def retry_failed(c, host="", group="", retry_all=False,
-                 retry_budget=RETRY_BUDGET, dry=False, json=False,
-                 debug=False, inventory=None):
+                 retry_budget=RETRY_BUDGET, dry=False, reassign_from=None, playbook=None,
+                 json=False, debug=False, inventory=None):
     """Re-add a group's failed labels fresh as <label>-retry-N, within the retry budget."""
     from jobsafe_ops import cli
     from jobsafe_ops.deploy.cli import retry_failed_cmd
+
+    if reassign_from is not None:  # on another host: the spread batch's rule (batch/fleet.py)
+        from jobsafe_ops.batch.submit import submit_batch_cmd
+
+        cli.main(submit_batch_cmd, host=host, playbook=playbook or "", dry=dry,
+                 allow_uncapped=False, units=False, unit_size=None, spread=True,
+                 reassign_from=reassign_from, inventory=inventory, json_out=json, debug=debug)
 
     cli.main(retry_failed_cmd, host=host, group=group, retry_all=retry_all,
              retry_budget=int(retry_budget), dry=dry, inventory=inventory, json_out=json,
@@ -224,16 +236,22 @@ SUBMIT_DRY = ("plan, then the real status read (probe, receipts): print the coun
     "units": "units mode even at <= 10,000 jobs: one pueue task per unit of --unit-size "
              "commands, run with bounded parallelism inside (automatic above 10,000)",
     "unit_size": "commands per unit in units mode (default: the playbook's [units] size, 500)",
+    "spread": "one batch over the --host list: each label on one host, by capacity (cores, "
+              "free memory / job_memory, the group's max, work queued); sticky on reruns",
+    "reassign_from": "with --spread: move the labels of this (gone) host to the others; "
+                     "refused while it answers with any of them queued/running",
     **COMMON,
 }, kinds={"unit_size": count_kind("--unit-size", 500)})
 def submit_batch(c, host="", playbook="", dry=False, allow_uncapped=False, units=False,
-                 unit_size=None, json=False, debug=False, inventory=None):
+                 unit_size=None, spread=False, reassign_from=None, json=False, debug=False,
+                 inventory=None):
     """Plan a playbook, check INV-1/5/9, upload once, feed pueue on the host, chain --after."""
     from jobsafe_ops import cli
     from jobsafe_ops.batch.submit import submit_batch_cmd
 
     cli.main(submit_batch_cmd, host=host, playbook=playbook, dry=dry,
              allow_uncapped=allow_uncapped, units=units, unit_size=unit_size,
+             spread=spread, reassign_from=reassign_from,
              inventory=inventory, json_out=json, debug=debug)
 
 

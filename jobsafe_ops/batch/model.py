@@ -90,6 +90,7 @@ class Playbook:
     retry_budget: int = DEFAULT_RETRY_BUDGET
     unit_size: int = DEFAULT_UNIT_SIZE
     unit_parallel: int = DEFAULT_UNIT_PARALLEL
+    after_scope: str = "fleet"  # submit-batch --spread: "host" chains each host's share
 
 
 @dataclass(frozen=True)

@@ -459,3 +459,13 @@ class BatchReport:
             "ssh": {"connections": self.connections, "round_trips": self.round_trips},
             "exit_code": self.exit_code,
         }
+
+def problem_line(r: BatchReport) -> str:
+    """A host whose submission did not complete: its one line for the hosts table."""
+    if r.errors:
+        label, error = r.errors[0]
+        return (f"{r.host}: {len(r.errors)} label(s) not added, first {label}: {error}; "
+                "rerun to converge")
+    if r.memcap.refusal:
+        return f"{r.host}: {r.memcap.refusal}"
+    return f"{r.host}: {r.count('refused')} label(s) refused (retry budget spent)"

@@ -55,7 +55,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 _TOP = {"name", "description", "group", "workdir", "command", "label", "memory_max",
         *PATH_KINDS, "categories", "cleanup", "merge", "env_overrides", "pass_env",
-        "retry_budget", "matrix", "split", "env", "phases", "after", "units"}
+        "retry_budget", "matrix", "split", "env", "phases", "after", "units",
+        "after_scope"}
 _PHASE = {"name", "group", "workdir", "command", "label", "memory_max", *PATH_KINDS,
           "matrix", "split", "env", "after_phase"}
 _AFTER = {"label", "command", "group", "workdir", "memory_max"}
@@ -243,8 +244,12 @@ def parse_playbook(data: Mapping[str, Any], source: str) -> Playbook:
             raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}; "
                               f"write {key.rpartition('.')[2]} = "
                               f"{DEFAULT_RETRY_BUDGET if key == 'retry_budget' else 4}")
+    scope = data.get("after_scope", "fleet")
+    if scope not in ("fleet", "host"):
+        raise ConfigError(f"{where}: after_scope must be \"host\" (each host of a --spread "
+                          f"runs the chain after its own share) or \"fleet\", got {scope!r}")
     return Playbook(
-        name=name, source=source, phases=tuple(phases), after=tuple(after),
+        after_scope=scope, name=name, source=source, phases=tuple(phases), after=tuple(after),
         categories=_strs(data, "categories", where), cleanup=_strs(data, "cleanup", where),
         merge=_strs(data, "merge", where), env_overrides=_strs(data, "env_overrides", where),
         pass_env=_strs(data, "pass_env", where), retry_budget=ints["retry_budget"],

@@ -27,8 +27,9 @@ from ..console import console
 from ..errors import ConfigError, RefusedError, RemoteError
 from ..facts import ledger, programs
 from ..facts.audit import read_state
-from ..facts.probe import run_probe, sections
+from ..facts.probe import Probe, run_probe, sections
 from ..hostside.bundle import bundle
+from ..hostside.model import BATCH_ROOT
 from ..hostside.monitor_filter import STATUS_FAILED
 from ..inventory import Host
 from ..remote import Remote, session
@@ -47,13 +48,13 @@ from .plan import (
     make_units,
     memcap_policy,
     parse_receipts,
+    problem_line,
 )
 from .playbook import load_playbook, plan_batch
 from .retry import RE_ADD_ACTION, used_from_journal
 from .view import batch_view, progress_bars
 
 ACTION = "submit-batch"
-BATCH_ROOT = "~/.local/state/jobsafe-ops/batches"
 UNITS_THRESHOLD = 10_000  # above 10 K jobs, pueue per unit (docs/glossary.md)
 FEED_JOBS = 4  # concurrent `pueue add` calls inside the feeder
 # what is uploaded to `{batch_dir}/feeder.py` (queued unit tasks call that path, so it stays):
@@ -87,10 +88,12 @@ def facts_script(batch_dir: str, workdirs: Sequence[str],
 
 
 def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | None,
-            unit_size: int | None, dry: bool) -> tuple[BatchReport, dict[str, Unit]]:
-    """Every read, no write: probe + facts, then the pure decisions."""
+            unit_size: int | None, dry: bool,
+            probe: Probe | None = None) -> tuple[BatchReport, dict[str, Unit]]:
+    """Every read, no write: probe (`probe`: one read just now over this session, as
+    --spread does) + facts, then the pure decisions."""
     host = remote.host
-    probe = run_probe(remote, swap_interval=0)
+    probe = probe or run_probe(remote, swap_interval=0)
     if probe.state is None:
         raise RemoteError(f"{host.name}: cannot read the pueue state: {probe.pueue_error}")
     batch_dir = probe.expand(f"{BATCH_ROOT}/{plan.playbook}")
@@ -164,10 +167,10 @@ def _adding(items: Sequence[Item], unit_map: dict[str, Unit]) -> list[str]:
 
 def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: bool = False,
            units: bool | None = None, unit_size: int | None = None,
-           progress: Progress | None = None) -> BatchReport:
+           progress: Progress | None = None, probe: Probe | None = None) -> BatchReport:
     host = remote.host
     report, unit_map = prepare(remote, plan, allow_uncapped=allow_uncapped, units=units,
-                               unit_size=unit_size, dry=dry)
+                               unit_size=unit_size, dry=dry, probe=probe)
     if dry:
         return _counted(report, remote)
     if report.memcap.refusal:
@@ -267,14 +270,30 @@ def _counted(report: BatchReport, remote: Remote) -> BatchReport:
 # ---- the command ----------------------------------------------------------------------
 
 def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, units: bool,
-                     unit_size: int | None, inventory: str | None, json_out: bool) -> int:
+                     unit_size: int | None, inventory: str | None, json_out: bool,
+                     spread: bool = False, reassign_from: str | None = None) -> int:
+    from . import fleet
+
     require(host, "--host")
     require(playbook, "--playbook")
     size = positive_int(unit_size, "--unit-size")
     book = load_playbook(playbook)
     hosts = hosts_for(host, inventory)
     # plan-time invariants (INV-1/5/9, labels, placeholders) fail here, before any SSH
-    plans = {h.name: plan_batch(book, h) for h in hosts}
+    plans = (fleet.plans_for(book, hosts) if spread else
+             {h.name: plan_batch(book, h) for h in hosts})
+    if reassign_from is not None and not spread:
+        raise ConfigError("--reassign-from moves labels of a spread batch; add --spread")
+    if spread:  # one batch over the hosts, each label on one host (batch/fleet.py)
+        fleet.check_plans(book, plans)
+        gone = hosts_for(reassign_from, inventory)[0] if reassign_from else None
+        return fleet.spread_cmd(
+            hosts, book, plans, dry=dry, reassign_from=gone, json_out=json_out,
+            submit_one=lambda remote, plan, bar, probe: submit(
+                remote, plan, dry=dry, allow_uncapped=allow_uncapped,
+                units=True if units else None, unit_size=size, progress=bar, probe=probe))
+    if len(hosts) > 1:
+        fleet.refuse_if_spread(hosts, book.name)
     with progress_bars(enabled=not json_out) as bar:
         def one(h: Host) -> BatchReport:
             with session(h) as remote:
@@ -284,17 +303,7 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
 
         outcomes = fan_out(hosts, one)
     return finish(outcomes, json_out, lambda r: console.print(batch_view(r)),
-                  lambda r: int(r.exit_code), error_of=_problem,
+                  lambda r: int(r.exit_code), error_of=problem_line,
                   summary=lambda r: ", ".join(f"{k} {n}" for k, n in r.counts.items() if n))
 
-
-def _problem(r: BatchReport) -> str:
-    """A host whose submission did not complete: its one line for the hosts table."""
-    if r.errors:
-        label, error = r.errors[0]
-        return (f"{r.host}: {len(r.errors)} label(s) not added, first {label}: {error}; "
-                "rerun to converge")
-    if r.memcap.refusal:
-        return f"{r.host}: {r.memcap.refusal}"
-    return f"{r.host}: {r.count('refused')} label(s) refused (retry budget spent)"
 

@@ -163,6 +163,11 @@ GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # pueue stores the add-time client environment in every task (state.json grows, secrets
 # land on disk - docs/glossary.md): add with this allow-list only, plus --pass-env.
+# Every batch has its own dir on the host: BATCH_ROOT/<playbook> (feeder, commands, receipts,
+# the outcome ledger); the monitor filter scans the ledgers under it.
+BATCH_ROOT = "~/.local/state/jobsafe-ops/batches"
+
+
 LEAN_ENV = (
     "HOME", "PATH", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
     "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME",

@@ -31,6 +31,7 @@ from typing import Any
 from .health import health_facts, largest_state_file, parse_meminfo, parse_swap_counters
 from .model import (
     ACTIVE,
+    BATCH_ROOT,
     FAILED,
     STARTED,
     UNIT_RE,
@@ -302,7 +303,7 @@ def log_tails(directory: str, ids: list[int], lines: int,
 
 # ---- the ledger: outcomes recorded on the host (feeder.py `run` / `unit`) ---------------
 
-LEDGER_ROOT = "~/.local/state/jobsafe-ops/batches"  # jobsafe_ops.batch.submit.BATCH_ROOT
+LEDGER_ROOT = BATCH_ROOT
 LEDGER_NAME = "ledger.ndjson"  # feeder.LEDGER_NAME
 
 

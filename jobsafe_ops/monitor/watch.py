@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..cli import each, hosts_for, print_error, print_json
 from ..errors import (
@@ -131,10 +132,12 @@ def _finished(r: HostResult, misses: int, empties: int = 0) -> bool:
 
 def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool,
                 until_done: bool, timeout: str | float | None, interval: float,
-                log_lines: int, inventory: str | None, json_out: bool) -> int:
+                log_lines: int, inventory: str | None, json_out: bool,
+                playbook: str | None = None) -> int:
     from rich.live import Live
 
     from ..console import console
+    from . import fleet
     from .view import monitor_view
 
     if not group:
@@ -147,6 +150,12 @@ def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool
     if log_lines < 0:
         raise ConfigError("--log-lines must be >= 0")
     hosts = hosts_for(host, inventory)
+    label_glob, batch = fleet.select(playbook, label_glob, hosts)  # monitor/fleet.py
+    on = len(hosts) > 1 or batch is not None  # one board by label across the hosts
+
+    def view_of(b: list[HostResult]) -> Any:
+        return fleet.with_fleet(monitor_view(b, by_name), b, group, batch, on)
+
     opts = Options(group=group, label_glob=label_glob, log_lines=log_lines)
     watchers = [Watcher(h, opts) for h in hosts]
     by_name = {h.name: h for h in hosts}
@@ -161,14 +170,15 @@ def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool
             with Live(console=console, auto_refresh=False, transient=False) as view:
                 board = watch(
                     watchers, timeout=timeout, interval=interval, stop_when_settled=until_done,
-                    on_poll=lambda b: view.update(monitor_view(b, by_name), refresh=True))
+                    on_poll=lambda b: view.update(view_of(b), refresh=True))
         else:
             board = watch(watchers, once=once, timeout=timeout, interval=interval,
                           stop_when_settled=True)
             if json_out:
-                print_json(board_exit_code(board), [r.row for r in board])
+                print_json(board_exit_code(board), [r.row for r in board],
+                           result=fleet.build(board, group, batch) if on else None)
             else:
-                console.print(monitor_view(board, by_name))
+                console.print(view_of(board))
     finally:
         for w in watchers:
             w.close()
