@@ -273,6 +273,11 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
     with progress_bars(enabled=not json_out) as bar:
         def one(h: Host) -> BatchReport:
             with session(h) as remote:
+                if h.is_slurm:  # job arrays on the cluster (batch/slurm_submit.py)
+                    from . import slurm_submit
+
+                    return slurm_submit.submit(remote, plans[h.name], dry=dry,
+                                               allow_uncapped=allow_uncapped)
                 return submit(remote, plans[h.name], dry=dry, allow_uncapped=allow_uncapped,
                               units=True if units else None, unit_size=size,
                               progress=bar(h.name))
