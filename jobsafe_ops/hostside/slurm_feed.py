@@ -6,6 +6,7 @@ Modes
   submit COMMANDS --batch-dir B --playbook P   one `sbatch --array` per chunk, once per label
   element CHUNK --ledger L --group G            one array element: run line $SLURM_ARRAY_TASK_ID
   status --batch-dir B --playbook P [--group G] this batch's queued/running elements, by label
+  board --root R [--group G] [--glob X]         the monitor's summary over every batch under R
 
 Commands file: JSON lines {"label", "group", "workdir" (absolute), "command", "after":
 [labels], "chunk" (the array it belongs to: same group, phase, workdir, memory), "mem"
@@ -40,9 +41,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jobsafe_ops.hostside import feeder
-else:  # uploaded next to this file, on a host without jobsafe_ops
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import feeder
+else:  # uploaded next to this file, on a host without jobsafe_ops; `board` is also sent
+    # inline (python3 -c, no __file__, no feeder.py next to it) and needs neither
+    sys.path.insert(0, os.path.dirname(os.path.abspath(globals().get("__file__", "."))))
+    try:
+        import feeder
+    except ImportError:
+        feeder = None
 
 SQUEUE_FORMAT = "%i|%F|%K|%j|%T|%r|%k"
 TIMEOUT = 120.0
@@ -73,12 +78,14 @@ def log_name(label: str) -> str:
 
 
 def read_chunk(batch_dir: str, digest: str) -> list[dict[str, Any]]:
+    """An array's lines (its chunk file, named by the array's --comment); [] if unknown."""
     if not re.fullmatch(r"[0-9a-f]{8,64}", digest):
         return []
     path = os.path.join(batch_dir, "arrays", digest + ".jsonl")
     try:
-        return feeder.read_json_lines(path)
-    except (OSError, ValueError, SystemExit):
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(raw) for raw in fh if raw.strip()]
+    except (OSError, ValueError):
         return []
 
 
@@ -264,6 +271,143 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+_RETRY = re.compile(r"-retry-([1-9][0-9]*)$")
+LOG_BYTES = 4096
+
+
+def _tail(path: str, lines: int) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - LOG_BYTES))
+            return fh.read().decode("utf-8", "replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def _iso_seconds(stamp: str) -> float | None:
+    import calendar
+    import time as _time
+    try:
+        head = stamp.split(".")[0].rstrip("Z")
+        return float(calendar.timegm(_time.strptime(head, "%Y-%m-%dT%H:%M:%S")))
+    except (ValueError, AttributeError):
+        return None
+
+
+def board(args: argparse.Namespace) -> int:
+    """The monitor's payload (snapshot.snapshot_from's shape) for every batch under --root:
+    the elements squeue shows (named through their chunk files) and the ledgers' outcomes,
+    by group and label, the latest attempt of each label deciding (older ones superseded).
+    Filtered here, so a poll moves only the watched group's lists."""
+    import fnmatch
+    import time as _time
+
+    root = os.path.abspath(args.root)
+    batches = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) \
+        if os.path.isdir(root) else []
+    proc = subprocess.run(["squeue", "-h", "-r", "--me", "-o", SQUEUE_FORMAT],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    if proc.returncode != 0:
+        print(json.dumps({"error": "squeue failed: " + (proc.stderr or proc.stdout).strip()}))
+        return 0
+    attempts: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+
+    def want(group: str, label: str) -> bool:
+        return args.group in (None, group) and (
+            args.glob is None or fnmatch.fnmatchcase(label, args.glob))
+
+    def put(group: str, label: str, info: dict[str, Any]) -> None:
+        if want(group, label):
+            base = _RETRY.sub("", label)
+            attempts.setdefault((group, base), {})[label] = info
+
+    for b in batches:
+        bdir = os.path.join(root, b)
+        for label, rec in ledger_outcomes(os.path.join(bdir, "ledger.ndjson")).items():
+            group = str(rec.get("group", ""))
+            put(group, label, {"state": str(rec.get("outcome", "failed")), "exit_code":
+                               rec.get("exit"), "start": rec.get("start"),
+                               "log": os.path.join(bdir, "logs", log_name(label))})
+    chunks: dict[str, list[dict[str, Any]]] = {}
+    now = _time.time()
+    for line in proc.stdout.splitlines():
+        parts = [p.strip() for p in line.split("|", 6)]
+        if len(parts) != 7 or not parts[3].startswith("jobsafe:"):
+            continue
+        _jid, array_id, index, name, state, reason, comment = parts
+        batch = name.split(":")[1] if name.count(":") >= 2 else ""
+        if comment not in chunks:
+            chunks[comment] = read_chunk(os.path.join(root, batch), comment) if batch in \
+                batches else []
+        for i in expand_indices(index) or [0]:
+            if i >= len(chunks[comment]):
+                continue
+            item = chunks[comment][i]
+            st = {"RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "paused"}.get(
+                state, "queued")
+            if state == "PENDING" and reason == "DependencyNeverSatisfied":
+                st = "blocked"
+            elif state not in ("PENDING", "RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING"):
+                continue  # ended; the ledger has (or will have) its outcome
+            marker = os.path.join(root, batch, feeder_marker(item["group"], item["label"]))
+            start = _start_of(marker)
+            put(item["group"], item["label"], {
+                "state": st, "start": start, "id": f"{array_id}_{i}",
+                "runtime": None if start is None or _iso_seconds(start) is None
+                else round(now - float(_iso_seconds(start) or now), 1)})
+    groups: dict[str, dict[str, Any]] = {}
+    for (group, _base), tries in sorted(attempts.items()):
+        g = groups.setdefault(group, {"status": "Running", "parallel": 0, "counts": {},
+                                      "total": 0, "superseded": 0, "ready": 0,
+                                      "running": [], "failed": [], "blocked": [],
+                                      "truncated": {}})
+        def order(label: str) -> int:
+            m = _RETRY.search(label)
+            return int(m.group(1)) if m else 0
+        latest = max(tries, key=order)
+        info = tries[latest]
+        g["total"] += 1
+        g["superseded"] += len(tries) - 1
+        st = info["state"]
+        g["counts"][st] = g["counts"].get(st, 0) + 1
+        entry: dict[str, Any] = {"label": latest, "state": st, "attempts": len(tries)}
+        if info.get("start"):
+            entry["start"] = info["start"]
+        if st == "queued":
+            g["ready"] += 1
+        kind = {"running": "running", "failed": "failed", "killed": "failed",
+                "blocked": "blocked"}.get(st)
+        if kind is None:
+            continue
+        if kind == "running" and info.get("runtime") is not None:
+            entry["runtime"] = info["runtime"]
+        if kind == "failed":
+            entry["exit_code"] = info.get("exit_code")
+            entry["log"] = _tail(info.get("log", ""), args.log_lines)
+        if len(g[kind]) < args.limit:
+            g[kind].append(entry)
+        else:
+            g["truncated"][kind] = g["truncated"].get(kind, 0) + 1
+    print(json.dumps({"via": "slurm", "source": "squeue+ledger", "groups": groups,
+                      "health": {}}, separators=(",", ":")), flush=True)
+    return 0
+
+
+def feeder_marker(group: str, label: str) -> str:
+    """Mirror of feeder.marker_path, relative to the batch dir."""
+    digest = hashlib.sha1(f"{group}\0{label}".encode()).hexdigest()[:24]
+    return os.path.join("running", digest + ".json")
+
+
+def _start_of(marker: str) -> str | None:
+    try:
+        with open(marker, encoding="utf-8") as fh:
+            return str(json.loads(fh.readline()).get("start") or "") or None
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slurm_feed.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -285,9 +429,16 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch-dir", required=True)
     t.add_argument("--playbook", required=True)
     t.add_argument("--group")
+    b = sub.add_parser("board")
+    b.add_argument("--root", required=True)
+    b.add_argument("--group")
+    b.add_argument("--glob")
+    b.add_argument("--limit", type=int, default=200)
+    b.add_argument("--log-lines", type=int, default=5)
     args = parser.parse_args(argv)
+    modes = {"submit": submit, "element": element, "status": status, "board": board}
     try:
-        return int({"submit": submit, "element": element, "status": status}[args.mode](args))
+        return int(modes[args.mode](args))
     except SystemExit as exc:  # a bad or torn commands file, squeue failing: one line
         if isinstance(exc.code, str):
             print("@@summary " + json.dumps({"fatal": exc.code}), flush=True)

@@ -159,6 +159,16 @@ command = "true"
     assert len([r for r in ledger(host, "chain") if r["label"] == "ch:1"]) == 1
     final = submit(world, path)
     assert final["counts"]["added"] == 0 and final["counts"]["skip"] == 8
+    board = monitor(world, "--group", "p1", "--label-glob", "ch:*", code=0)
+    [g] = board["groups"]
+    assert board["verdict"] == "done" and g["total"] == 8 and g["counts"] == {"success": 8}
+    assert g["parallel"] == 3  # the array throttle of the host file
+
+
+def monitor(world: World, *args: str, code: int) -> dict[str, Any]:
+    proc = inv(world, "monitor", "--host", "hpc", "--once", "--json", *args)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    return result_of(proc.stdout)  # type: ignore[no-any-return]
 
 
 def test_a_failure_holds_its_dependants_and_a_rerun_retries_it(
@@ -198,6 +208,12 @@ command = "true"
     assert retried["rt:oom-retry-1"]["attempt"] == 1
     again = submit(world, path, code=1)  # the retry is not submitted twice
     assert again["counts"]["added"] == 0
+    board = monitor(world, "--group", "p2", "--label-glob", "rt:*", code=1)
+    [g] = board["groups"]
+    assert board["verdict"] == "failed" and g["total"] == 4 and g["superseded"] == 1
+    assert [f["label"] for f in g["failed"]] == ["rt:bad"] and g["failed"][0]["exit_code"] == 3
+    assert [b["label"] for b in g["blocked"]] == ["rt:after"]
+    assert g["counts"] == {"success": 2, "failed": 1, "blocked": 1}
 
 
 def test_killed_submissions_converge_to_each_label_once(
