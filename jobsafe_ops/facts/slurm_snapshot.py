@@ -48,8 +48,8 @@ def read_slurm_snapshot(remote: Remote, opts: Options,
         detail = (result.stderr.strip() or text or f"exit {result.exited}").splitlines()
         raise RemoteError(f"{host.name}: slurm board failed: {detail[-1]}")
     for name, g in (payload.get("groups") or {}).items():
-        if name in host.groups:  # the array throttle the host file gives the group
-            g["parallel"] = host.groups[name].parallel
+        if not g.get("parallel") and name in host.groups:  # no array waiting: the
+            g["parallel"] = host.groups[name].parallel       # host file's throttle
     snap = snapshot_from(host.name, payload, opts, sent=len(command.encode()),
                          received=len(result.stdout.encode()))
     return replace(snap, via="slurm")

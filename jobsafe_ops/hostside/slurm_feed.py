@@ -389,9 +389,53 @@ def board(args: argparse.Namespace) -> int:
             g[kind].append(entry)
         else:
             g["truncated"][kind] = g["truncated"].get(kind, 0) + 1
+    throttles = _throttles()
+    for group, g in groups.items():
+        seen = [n for (grp, _a), n in throttles.items() if grp == group]
+        g["parallel"] = max(seen) if seen else 0  # 0: no array waiting (the laptop fills in)
+        g["arrays"] = sorted({a for (grp, a) in throttles if grp == group}, key=int)
     print(json.dumps({"via": "slurm", "source": "squeue+ledger", "groups": groups,
-                      "health": {}}, separators=(",", ":")), flush=True)
+                      "health": _cluster_health()}, separators=(",", ":")), flush=True)
     return 0
+
+
+def _throttles() -> dict[tuple[str, str], int]:
+    """(group, array id) -> ArrayTaskThrottle of this user's jobsafe arrays that still have
+    pending elements (squeue shows their range as `2-5%2`)."""
+    proc = subprocess.run(["squeue", "-h", "--me", "-t", "PENDING", "-o", "%F|%K|%j"],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    out: dict[tuple[str, str], int] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3 and parts[2].startswith("jobsafe:") and "%" in parts[1]:
+            tail = parts[1].rsplit("%", 1)[1]
+            if tail.isdigit() and parts[0].isdigit():
+                out[(parts[2].rsplit(":", 1)[1], parts[0])] = int(tail)
+    return out
+
+
+def _cluster_health() -> dict[str, Any]:
+    """The cluster's load as the board reads a host's: allocated of all CPUs (as the 1-min
+    load over nproc) and free of all memory (sinfo %C, %m, %e per node)."""
+    proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%N|%C|%m|%e"], capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    nodes: dict[str, tuple[int, int, int, int]] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.strip().split("|")
+        try:
+            alloc, _idle, _other, total = (int(x) for x in parts[1].split("/"))
+            nodes[parts[0]] = (alloc, total, int(parts[2]) * 1024**2,
+                               int(parts[3]) * 1024**2 if parts[3].isdigit() else 0)
+        except (ValueError, IndexError):
+            continue
+    if not nodes:
+        return {}
+    alloc = sum(n[0] for n in nodes.values())
+    total = sum(n[1] for n in nodes.values())
+    return {"nproc": total, "load": [alloc, alloc, alloc],
+            "mem_total": sum(n[2] for n in nodes.values()),
+            "mem_available": sum(min(n[3], n[2]) for n in nodes.values()),
+            "swap_in": 0, "swap_out": 0}
 
 
 def feeder_marker(group: str, label: str) -> str:

@@ -256,6 +256,19 @@ def throttle_argv(array_id: str, n: int) -> list[str]:
     return ["scontrol", "update", f"JobId={array_id}", f"ArrayTaskThrottle={n}"]
 
 
+def throttle_script(group: str, n: int) -> str:
+    """One round trip on the login node: ArrayTaskThrottle=n on every array of `group`
+    that still has pending elements, the ids read from squeue right there (never typed)."""
+    if n < 1:
+        raise ConfigError(f"ArrayTaskThrottle {n}: never 0 (Slurm reads it as unlimited)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", group):
+        raise ConfigError(f"group {group!r}: not a plain group name")
+    return (f"squeue -h --me -t PENDING -o '%F|%j' | awk -F'|' -v g=':{group}' "
+            "'index($2, \"jobsafe:\") == 1 && substr($2, length($2) - length(g) + 1) == g "
+            "{print $1}' | sort -u | while read -r a; do "
+            f"scontrol update JobId=\"$a\" ArrayTaskThrottle={n} || exit 1; done")
+
+
 def hold_argv(ids: Iterable[str]) -> list[str]:
     return ["scontrol", "hold", ",".join(ids)]
 

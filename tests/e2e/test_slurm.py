@@ -243,3 +243,41 @@ i = [{", ".join(str(i) for i in range(1, 21))}]
     assert squeue(slurm_cluster, "killed") == []
     ends = [r["label"] for r in ledger(host, "killed") if r.get("event") == "end"]
     assert sorted(ends) == sorted(labels)  # each label ran exactly once
+
+
+def test_clean_has_nothing_to_clean_and_keeps_the_ledger(world: World, host: SimHost) -> None:
+    before = (batch_dir(host, "chain") / "ledger.ndjson").read_text()
+    proc = inv(world, "clean", "--host", "hpc", "--group", "p1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "nothing to clean" in proc.stdout
+    assert (batch_dir(host, "chain") / "ledger.ndjson").read_text() == before
+    bad = inv(world, "clean", "--host", "hpc", "--group", "nope")
+    assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+def test_autoscale_tunes_the_array_throttle_live_one_step(
+        world: World, host: SimHost, slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    body = f"""
+group = "p2"
+command = "sleep 3 # {{i}}"
+label = "as:{{i}}"
+[matrix]
+i = [{", ".join(str(i) for i in range(1, 13))}]
+"""
+    out = submit(world, playbook(tmp_path, "scale", body))
+    [array] = {a["id"] for a in out["added"]}
+    # the throttle drifted above the host file's max (4) behind our back
+    subprocess.run(["scontrol", "update", f"JobId={array}", "ArrayTaskThrottle=6"],
+                   env=slurm_cluster.client_env(), check=True, timeout=30)
+    try:
+        proc = inv(world, "autoscale", "--host", "hpc", "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        tick = result_of(proc.stdout)
+        [act] = [a for a in tick["actions"] if a["group"] == "p2"]
+        assert (act["before"], act["after"]) == (6, 5)  # one step per tick, toward max
+        pending = subprocess.run(["squeue", "-h", "-t", "PENDING", "-j", str(array), "-o",
+                                  "%K"], env=slurm_cluster.client_env(), capture_output=True,
+                                 text=True, timeout=30, check=True).stdout.split()
+        assert pending and all(k.endswith("%5") for k in pending), pending
+    finally:
+        subprocess.run(["scancel", str(array)], env=slurm_cluster.client_env(), timeout=30)
