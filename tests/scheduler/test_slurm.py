@@ -196,3 +196,26 @@ def test_probe_parser_on_recorded_sections() -> None:
     down = slurm_probe.parse_probe("hpc", "@@home\n/h\n@@config\nslurm_load_ctl_conf error: "
                                    "Unable to contact slurm controller\nrc 1\n@@end\n")
     assert down.error and "Unable to contact" in down.error
+
+
+# ---- lint: sbatch per job ---------------------------------------------------------------
+
+def test_lint_flags_sbatch_per_job_not_one_array() -> None:
+    from tests.lint.test_lint import py, sh
+
+    assert sh("""
+        for s in A B; do
+          sbatch --mem=1G --wrap "python run.py $s"
+        done
+        xargs -I{} sbatch --wrap "run {}" < jobs
+        ssh login 'for s in A B; do sbatch run.sh $s; done'
+        sbatch --array=0-999%8 run_line.sh
+        for s in A B; do sbatch --array=0-9 run.sh $s; done
+        """) == [(2, "sbatch-per-job"), (4, "sbatch-per-job"), (5, "sbatch-per-job")]
+    assert py("""
+        import subprocess
+        def submit(jobs):
+            for j in jobs:
+                subprocess.run(["sbatch", "--wrap", j], check=True)
+            subprocess.run(["sbatch", "--array=0-9", "x.sh"], check=True)
+        """) == [(4, "sbatch-per-job")]
