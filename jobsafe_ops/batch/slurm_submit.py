@@ -69,8 +69,13 @@ def batch_status_state(status: Mapping[str, Any] | None) -> PueueState:
 
 def chunk_key(spec: JobSpec, after: Sequence[str]) -> str:
     """Jobs that can share one array: same group, phase, kind, workdir, memory and wait."""
-    raw = json.dumps([spec.group, spec.phase, spec.kind, spec.workdir, spec.memory_max,
-                      sorted(after)])
+    return chunk_key_of(spec.group, spec.workdir, spec.memory_max, spec.phase, spec.kind,
+                        after)
+
+
+def chunk_key_of(group: str, workdir: str, memory: int | None, phase: str = "",
+                 kind: str = "job", after: Sequence[str] = ()) -> str:
+    raw = json.dumps([group, phase, kind, workdir, memory, sorted(after)])
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -144,6 +149,12 @@ def submit(remote: Remote, plan: Plan, *, dry: bool = False,
         return _counted(report, remote)
     if report.memcap.refusal:
         raise RefusedError(f"{host.name}: {report.memcap.refusal}")
+    adding = report.count("add")
+    if probe.max_jobs and adding > probe.max_jobs:
+        raise RefusedError(f"{host.name}: {adding} jobs to submit but the cluster's "
+                           f"MaxJobCount is {probe.max_jobs} (each array element counts; "
+                           "sbatch would block): split the playbook into phases/batches "
+                           "or have MaxJobCount raised")
     text = commands_file(report.items, host)
     if not text:  # converged: nothing to upload, nothing to submit
         return _counted(report, remote)
@@ -162,15 +173,24 @@ def submit(remote: Remote, plan: Plan, *, dry: bool = False,
 
 def feed_argv(batch_dir: str, plan: Plan, host: Host, max_array: int,
               commands: str) -> list[str]:
+    return feed_argv_for(batch_dir, plan.playbook, host, commands, max_array=max_array,
+                         pass_env=plan.pass_env)
+
+
+def feed_argv_for(batch_dir: str, playbook: str, host: Host, text: str, *,
+                  commands: str | None = None, max_array: int = slurm.DEFAULT_MAX_ARRAY,
+                  pass_env: Sequence[str] = ()) -> list[str]:
+    """`slurm_feed.py submit` of an uploaded commands file whose content is `text`."""
     opts = [f"--{k}={v}" for k, v in (("partition", host.partition),
                                       ("account", host.account), ("qos", host.qos)) if v]
-    return ["python3", f"{batch_dir}/slurm_feed.py", "submit", f"{batch_dir}/commands.jsonl",
-            "--batch-dir", batch_dir, "--playbook", plan.playbook,
+    return ["python3", f"{batch_dir}/slurm_feed.py", "submit",
+            commands or f"{batch_dir}/commands.jsonl",
+            "--batch-dir", batch_dir, "--playbook", playbook,
             "--max-array", str(max_array), "--lock-wait", str(LOCK_WAIT),
             *(f"--sbatch-opt={o}" for o in opts),
-            *(f"--pass-env={n}" for n in plan.pass_env),
-            "--sha256", hashlib.sha256(commands.encode()).hexdigest(),
-            "--count", str(commands.count("\n"))]
+            *(f"--pass-env={n}" for n in pass_env),
+            "--sha256", hashlib.sha256(text.encode()).hexdigest(),
+            "--count", str(text.count("\n"))]
 
 
 def run_feed(remote: Remote, batch_dir: str, plan: Plan, max_array: int,

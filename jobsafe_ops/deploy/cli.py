@@ -112,6 +112,12 @@ def retry_failed_cmd(host: str, group: str, inventory: str | None, json_out: boo
     opts = DeployOptions(retry_all=retry_all, retry_budget=retry_budget, dry=dry, watch=0)
 
     def one(h: Host) -> DeployReport:
+        if h.is_slurm:  # a fresh array of the failed lines (batch/slurm_retry.py)
+            from ..batch.slurm_retry import retry_failed
+
+            with session(h) as remote:
+                return retry_failed(remote, group, budget=retry_budget, retry_all=retry_all,
+                                    dry=dry)
         with session(h) as remote:
             ctx = DeployContext(host=h, remote=remote, options=opts, say=_say_for(h),
                                 command=f"retry-failed --group {group}")

@@ -71,6 +71,7 @@ class SlurmProbe:
     task_plugin: str
     status: dict[str, Any] | None = field(default=None, compare=False)
     scheduler: str = "slurm"
+    max_jobs: int | None = None  # MaxJobCount (each array element counts)
 
     @property
     def partitions(self) -> list[str]:
@@ -138,7 +139,8 @@ def parse_probe(host: str, text: str) -> SlurmProbe:
         programs=tuple(programs), version=cfg.get("SLURM_VERSION"), error=error,
         nodes=slurm.parse_sinfo("\n".join(sinfo[:-1])), memcap=memcap, memcap_reason=reason,
         max_array=slurm.max_array_size(cfg), accounting=acct, accounting_reason=acct_reason,
-        task_plugin=cfg.get("TaskPlugin", ""), status=status)
+        task_plugin=cfg.get("TaskPlugin", ""), status=status,
+        max_jobs=slurm.max_job_count(cfg))
 
 
 def run_probe(remote: Remote, status: tuple[str, str] | None = None) -> SlurmProbe:
@@ -177,6 +179,7 @@ def probe_view(p: SlurmProbe, host: Host) -> RenderableType:
                   f"{p.memory_mb / 1024:.1f} GiB)")
     facts.add_row("memory cap", ("yes: " if p.memcap else "no: ") + escape(p.memcap_reason))
     facts.add_row("MaxArraySize", str(p.max_array))
+    facts.add_row("MaxJobCount", str(p.max_jobs or "?"))
     facts.add_row("accounting", escape(p.accounting_reason))
     facts.add_row("programs", ", ".join(
         f"{n} {escape(w)}" if w else f"[red]{n} NOT FOUND" for n, w in p.programs))

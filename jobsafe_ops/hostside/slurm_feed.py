@@ -438,6 +438,24 @@ def _cluster_health() -> dict[str, Any]:
             "swap_in": 0, "swap_out": 0}
 
 
+def records(args: argparse.Namespace) -> int:
+    """retry-failed's facts: per batch under --root, the group's labels squeue shows active
+    and the ledger's newest outcome per label (a failure with its command and workdir)."""
+    root = os.path.abspath(args.root)
+    out: dict[str, Any] = {}
+    for b in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        bdir = os.path.join(root, b)
+        if not os.path.isfile(os.path.join(bdir, "slurm_feed.py")):
+            continue  # a pueue batch
+        ended = {k: v for k, v in ledger_outcomes(os.path.join(bdir, "ledger.ndjson")).items()
+                 if v.get("group") == args.group}
+        running = {k: v for k, v in active(bdir, b).items() if v["group"] == args.group}
+        if ended or running:
+            out[b] = {"dir": bdir, "ended": ended, "active": sorted(running)}
+    print(json.dumps(out, separators=(",", ":")), flush=True)
+    return 0
+
+
 def feeder_marker(group: str, label: str) -> str:
     """Mirror of feeder.marker_path, relative to the batch dir."""
     digest = hashlib.sha1(f"{group}\0{label}".encode()).hexdigest()[:24]
@@ -479,8 +497,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--glob")
     b.add_argument("--limit", type=int, default=200)
     b.add_argument("--log-lines", type=int, default=5)
+    r = sub.add_parser("records")
+    r.add_argument("--root", required=True)
+    r.add_argument("--group", required=True)
     args = parser.parse_args(argv)
-    modes = {"submit": submit, "element": element, "status": status, "board": board}
+    modes = {"submit": submit, "element": element, "status": status, "board": board,
+             "records": records}
     try:
         return int(modes[args.mode](args))
     except SystemExit as exc:  # a bad or torn commands file, squeue failing: one line

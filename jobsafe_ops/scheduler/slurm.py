@@ -87,6 +87,15 @@ def max_array_size(cfg: Mapping[str, str]) -> int:
         return DEFAULT_MAX_ARRAY
 
 
+def max_job_count(cfg: Mapping[str, str]) -> int | None:
+    """MaxJobCount: slurmctld's limit on job records, every array element counting as one
+    (sbatch blocks, "temporarily unable to accept job", once it is reached)."""
+    try:
+        return int(cfg.get("MaxJobCount", "").split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
 def accounting(cfg: Mapping[str, str]) -> tuple[bool, str]:
     kind = cfg.get("AccountingStorageType", "")
     if not kind or kind.endswith("/none"):

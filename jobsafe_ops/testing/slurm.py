@@ -76,6 +76,9 @@ class SlurmCluster:
     ctld_port: int = 0
     slurmd_port: int = 0
     node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
+    # more slurm.conf lines (bench: MaxJobCount above its 10,000 default, which counts
+    # every array element)
+    extra_conf: tuple[str, ...] = ()
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     # -- layout -------------------------------------------------------------------------
@@ -137,6 +140,7 @@ class SlurmCluster:
             f"RealMemory={memory} State=UNKNOWN",
             f"PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE "
             "State=UP",
+            *self.extra_conf,
         ]) + "\n"
 
     # -- lifecycle ----------------------------------------------------------------------

@@ -89,7 +89,7 @@ def test_probe_reports_the_clusters_facts_and_that_mem_is_not_enforced(
     assert p["scheduler"] == "slurm" and p["error"] is None
     assert p["partitions"] == [PARTITION] and p["default_partition"] == PARTITION
     assert p["cpus"] >= 1 and p["memory_mb"] > 0 and p["nodes"][0]["state"] == "idle"
-    assert p["max_array"] == 1001
+    assert p["max_array"] == 1001 and p["max_jobs"] == 10000
     # the recipe's cluster: TaskPlugin=task/none, no accounting storage
     assert p["memcap"] is False and "task/none" in p["memcap_reason"]
     assert p["accounting"] is False
@@ -281,3 +281,30 @@ i = [{", ".join(str(i) for i in range(1, 13))}]
         assert pending and all(k.endswith("%5") for k in pending), pending
     finally:
         subprocess.run(["scancel", str(array)], env=slurm_cluster.client_env(), timeout=30)
+
+
+def test_retry_failed_resubmits_transient_failures_as_a_fresh_array(
+        world: World, host: SimHost, slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    case = ("case {mode} in ok) true;; bad) exit 3;; "
+            "oom) test -e rf.flag || (touch rf.flag; kill -KILL $$);; esac")
+    body = f"""
+group = "p1"
+command = "{case}"
+label = "rf:{{mode}}"
+[matrix]
+mode = ["ok", "bad", "oom"]
+"""
+    submit(world, playbook(tmp_path, "rfail", body))
+    wait_ended(host, slurm_cluster, "rfail", {"rf:ok", "rf:bad", "rf:oom"})
+    proc = inv(world, "retry-failed", "--host", "hpc", "--group", "p1", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [step] = result_of(proc.stdout)["steps"]
+    assert step["data"]["re_added"] == ["rf:oom-retry-1"]  # exit 137: transient
+    by = {d["label"]: d for d in step["data"]["plan"]["decisions"]}
+    assert by["rf:bad"]["action"] == "skip" and by["rf:bad"]["kind"] == "persistent"
+    again = inv(world, "retry-failed", "--host", "hpc", "--group", "p1", "--json")
+    assert again.returncode == 0  # while it is queued or running: not twice
+    assert result_of(again.stdout)["steps"][0]["data"]["re_added"] == []
+    ends = wait_ended(host, slurm_cluster, "rfail", {"rf:oom-retry-1"})
+    assert ends["rf:oom-retry-1"]["outcome"] == "success"
+    assert (batch_dir(host, "rfail") / "logs").is_dir()
