@@ -356,6 +356,10 @@ def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: boo
     group = optional_group(group)
 
     def one(h: Host) -> Any:
+        if h.is_slurm:
+            raise ConfigError(f"{h.name}: audit reads pueue; on a scheduler = \"slurm\" "
+                              "host use `inv monitor --host "
+                              f"{h.name} --group G --once` (squeue + the ledger)")
         with session(h) as remote:
             # + the ledger: a failure `pueue clean` removed stays failed until a retry succeeds
             state = read_merged(remote, read_state(remote, group), group)

@@ -308,3 +308,13 @@ mode = ["ok", "bad", "oom"]
     ends = wait_ended(host, slurm_cluster, "rfail", {"rf:oom-retry-1"})
     assert ends["rf:oom-retry-1"]["outcome"] == "success"
     assert (batch_dir(host, "rfail") / "logs").is_dir()
+
+
+def test_deploy_and_audit_refuse_a_slurm_host_in_one_line(world: World, host: SimHost) -> None:
+    host.log_sessions()
+    before = host.sessions()
+    proc = inv(world, "deploy", "--host", "hpc", "--on-running", "abort")
+    assert proc.returncode == 2 and 'scheduler = "slurm"' in proc.stderr
+    audit = inv(world, "audit", "--host", "hpc")
+    assert audit.returncode == 2 and "inv monitor" in audit.stderr
+    assert host.sessions() == before  # nothing reached the login node
