@@ -270,6 +270,10 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
     hosts = hosts_for(host, inventory)
     # plan-time invariants (INV-1/5/9, labels, placeholders) fail here, before any SSH
     plans = {h.name: plan_batch(book, h) for h in hosts}
+    slurm = [h.name for h in hosts if h.is_slurm]
+    if slurm and (units or unit_size):
+        raise ConfigError(f"--units/--unit-size are for pueue hosts; {', '.join(slurm)} "
+                          "run(s) job arrays (one sbatch per MaxArraySize jobs): drop the flag")
     with progress_bars(enabled=not json_out) as bar:
         def one(h: Host) -> BatchReport:
             with session(h) as remote:

@@ -4,6 +4,7 @@ Slurm probe's parser."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -219,3 +220,40 @@ def test_lint_flags_sbatch_per_job_not_one_array() -> None:
                 subprocess.run(["sbatch", "--wrap", j], check=True)
             subprocess.run(["sbatch", "--array=0-9", "x.sh"], check=True)
         """) == [(4, "sbatch-per-job")]
+
+
+# ---- submit-batch's pure parts ----------------------------------------------------------
+
+def test_batch_status_becomes_the_state_decide_reads() -> None:
+    from jobsafe_ops.batch.slurm_submit import batch_status_state
+
+    state = batch_status_state({
+        "ended": {"a": {"group": "g", "outcome": "success", "exit": 0},
+                  "b": {"group": "g", "outcome": "failed", "exit": 137, "command": "x",
+                        "workdir": "/w"}},
+        "active": {"c": {"group": "g", "id": "4_0", "array": "4", "state": "RUNNING",
+                         "reason": "None"},
+                   "d": {"group": "g", "id": "5", "array": "5", "state": "PENDING",
+                         "reason": slurm.NEVER}}})
+    by = {t.label: t for t in state.tasks}
+    assert by["a"].state == "success" and by["b"].transient_failure
+    assert by["c"].state == "running" and state.state_of(by["d"]) == "blocked"
+
+
+def test_commands_file_groups_lines_into_chunks(tmp_path: Path) -> None:
+    from jobsafe_ops.batch.plan import Item
+    from jobsafe_ops.batch.playbook import JobSpec
+    from jobsafe_ops.batch.slurm_submit import commands_file
+
+    h = load_host_file(host_file(tmp_path, 'scheduler = "slurm"\n[groups.g]\nparallel = 3\n'
+                                 'job_memory = "1G"\ncpus = 2\n'))
+    jobs = [JobSpec(f"j{i}", "g", "/w", f"run {i}") for i in range(3)]
+    after = JobSpec("merge", "g", "/w", "merge", kind="after", after=("j0", "j1", "j2"))
+    items = [Item(j.label, "g", "add", "new", j.label, job=j) for j in jobs] + [
+        Item("merge", "g", "add", "new", "merge", ("j0", "j1", "j2"), "after", after),
+        Item("old", "g", "skip", "succeeded")]
+    lines = [json.loads(x) for x in commands_file(items, h).splitlines()]
+    assert [x["label"] for x in lines] == ["j0", "j1", "j2", "merge"]
+    assert len({x["chunk"] for x in lines[:3]}) == 1 and lines[3]["chunk"] != lines[0]["chunk"]
+    assert lines[0]["mem"] == 1024**3 and lines[0]["cpus"] == 2 and lines[0]["throttle"] == 3
+    assert lines[3]["after"] == ["j0", "j1", "j2"]
