@@ -100,7 +100,9 @@ def test_probe_reports_the_clusters_facts_and_that_mem_is_not_enforced(
 
 def test_memory_cap_true_refuses_unless_allow_uncapped(
         world: World, host: SimHost, slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
-    body = f'group = "p1"\nlabel = "mc:{{i}}"\ncommand = "{JOB} --name mc_{{i}}"\n' \
+    # the job takes 200M under --mem=100M: this cluster does not enforce it (task/none)
+    hog = "python3 -c 'import sys; b = bytearray(200 * 1024 * 1024)' {i}"
+    body = f'group = "p1"\nlabel = "mc:{{i}}"\ncommand = "{hog}"\n' \
         'memory_max = "100M"\n[matrix]\ni = [1]\n'
     path = playbook(tmp_path, "memcap", body)
     toml = world.inventory / "hpc.toml"
@@ -113,6 +115,9 @@ def test_memory_cap_true_refuses_unless_allow_uncapped(
         out = submit(world, path, "--allow-uncapped")
         assert out["memcap"]["uncapped_by"] == "--allow-uncapped"
         assert [a["label"] for a in out["added"]] == ["mc:1"]
+        assert "UNCAPPED" in out["memcap"]["reason"]
+        ends = wait_ended(host, slurm_cluster, "memcap", {"mc:1"})
+        assert ends["mc:1"]["outcome"] == "success"  # over --mem, and nothing stopped it
     finally:
         world.write_inventory()
 
