@@ -322,20 +322,29 @@ def _host_dict(h: Host) -> dict[str, Any]:
 
 
 def probe_cmd(host: str, inventory: str | None, json_out: bool) -> int:
+    from .facts import slurm_probe
     from .facts.probe import run_probe
     from .facts.views import probe_view
     from .remote import session
 
     def one(h: Host) -> Any:
         with session(h) as remote:
-            return run_probe(remote)
+            return slurm_probe.run_probe(remote) if h.is_slurm else run_probe(remote)
+
+    def view(p: Any) -> Any:
+        if isinstance(p, slurm_probe.SlurmProbe):
+            return slurm_probe.probe_view(p, inv[p.host])
+        return probe_view(p, inv[p.host])
+
+    def summary(p: Any) -> str:
+        if isinstance(p, slurm_probe.SlurmProbe):
+            return f"slurm {p.version or p.error}, {len(p.partitions)} partition(s)"
+        return f"pueue {p.pueue_version or p.pueue_error}, {len(p.groups)} group(s)"
 
     hosts = hosts_for(host, inventory)
     inv = {h.name: h for h in hosts}
-    return finish(fan_out(hosts, one), json_out,
-                  lambda p: console.print(probe_view(p, inv[p.host])),
-                  summary=lambda p: f"pueue {p.pueue_version or p.pueue_error}, "
-                                    f"{len(p.groups)} group(s)")
+    return finish(fan_out(hosts, one), json_out, lambda p: console.print(view(p)),
+                  summary=summary)
 
 
 def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: bool) -> int:
@@ -347,6 +356,10 @@ def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: boo
     group = optional_group(group)
 
     def one(h: Host) -> Any:
+        if h.is_slurm:
+            raise ConfigError(f"{h.name}: audit reads pueue; on a scheduler = \"slurm\" "
+                              "host use `inv monitor --host "
+                              f"{h.name} --group G --once` (squeue + the ledger)")
         with session(h) as remote:
             # + the ledger: a failure `pueue clean` removed stays failed until a retry succeeds
             state = read_merged(remote, read_state(remote, group), group)

@@ -27,6 +27,10 @@ MAX_PARALLEL = 4096
 # the official uv and pueue installers (and pip --user, pipx) put programs here, and a
 # login shell has it on PATH (Debian/Ubuntu ~/.profile); a non-login SSH session does not
 DEFAULT_PATH = ("~/.local/bin",)
+SCHEDULERS = ("pueue", "slurm")
+# partition/account/qos names as Slurm accepts them (no spaces, commas or shell syntax)
+_SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SLURM_ONLY = ("partition", "account", "qos")
 _SSH_TARGET = re.compile(r"^[^\s-][^\s]*$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -50,6 +54,7 @@ class GroupSpec:
     min: int
     max: int
     job_memory: int | None = None  # bytes; the autoscaler never adds a slot without it
+    cpus: int | None = None  # Slurm: --cpus-per-task of each job of the group
 
     @property
     def job_memory_text(self) -> str | None:
@@ -77,6 +82,16 @@ class Host:
     state_alarm_mb: float = 50.0
     groups: Mapping[str, GroupSpec] = field(default_factory=dict)
     source: str = ""
+    # "pueue" (default) or "slurm": then `ssh` is the cluster's login node and each group's
+    # parallel/min/max is its job arrays' throttle (%P)
+    scheduler: str = "pueue"
+    partition: str = ""  # Slurm only: sbatch --partition/--account/--qos ("" = the default)
+    account: str = ""
+    qos: str = ""
+
+    @property
+    def is_slurm(self) -> bool:
+        return self.scheduler == "slurm"
 
     @property
     def dist_name(self) -> str:
@@ -120,12 +135,17 @@ _HOST_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "state_warn_mb": ((int, float), False),
     "state_alarm_mb": ((int, float), False),
     "groups": (dict, False),
+    "scheduler": (str, False),
+    "partition": (str, False),
+    "account": (str, False),
+    "qos": (str, False),
 }
 _GROUP_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "parallel": (int, True),
     "min": (int, False),
     "max": (int, False),
     "job_memory": (str, False),
+    "cpus": (int, False),
 }
 
 
@@ -179,7 +199,7 @@ def _shown(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def _group(name: str, data: Any, where: str) -> GroupSpec:
+def _group(name: str, data: Any, where: str, scheduler: str = "pueue") -> GroupSpec:
     gwhere = f"{where} [groups.{name}]"
     if not _GROUP_NAME.match(name):
         raise ConfigError(f"{where}: group name {name!r}: use letters, digits, '.', '_', '-' "
@@ -213,7 +233,35 @@ def _group(name: str, data: Any, where: str) -> GroupSpec:
             memory = parse_size(data["job_memory"])
         except ValueError as exc:
             raise ConfigError(f"{gwhere}: job_memory: {exc}") from None
-    return GroupSpec(name=name, parallel=parallel, min=lo, max=hi, job_memory=memory)
+    cpus = data.get("cpus")
+    if cpus is not None:
+        if scheduler != "slurm":
+            raise ConfigError(f"{gwhere}: cpus is a Slurm setting (--cpus-per-task); remove it "
+                              'or set scheduler = "slurm"')
+        if not 1 <= cpus <= MAX_PARALLEL:
+            raise ConfigError(f"{gwhere}: cpus = {cpus} is invalid; set 1 <= cpus <= "
+                              f"{MAX_PARALLEL}")
+    return GroupSpec(name=name, parallel=parallel, min=lo, max=hi, job_memory=memory,
+                     cpus=cpus)
+
+
+def _scheduler(data: Mapping[str, Any], where: str) -> str:
+    """`scheduler = "pueue" | "slurm"`; partition/account/qos only with slurm, and each a
+    plain Slurm name (it is passed to sbatch)."""
+    scheduler = data.get("scheduler", "pueue")
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"{where}: scheduler {scheduler!r} is unknown; write "
+                          'scheduler = "pueue" (the default) or scheduler = "slurm"')
+    for key in SLURM_ONLY:
+        if key not in data:
+            continue
+        if scheduler != "slurm":
+            raise ConfigError(f"{where}: {key} is a Slurm setting; remove it or set "
+                              'scheduler = "slurm"')
+        if not _SLURM_NAME.match(data[key]):
+            raise ConfigError(f"{where}: {key} {data[key]!r} is not a Slurm name; use "
+                              "letters, digits, '.', '_', '-' (e.g. partition = \"batch\")")
+    return str(scheduler)
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -246,7 +294,9 @@ def load_host_file(path: Path, defaults: Mapping[str, Any] | None = None) -> Hos
     if not _SSH_TARGET.match(data["ssh"]):
         raise ConfigError(f"{where}: ssh {data['ssh']!r} must be an ssh_config alias or "
                           "user@host[:port] (no spaces, no leading '-')")
-    groups = {name: _group(name, g, where) for name, g in data.get("groups", {}).items()}
+    scheduler = _scheduler(data, where)
+    groups = {name: _group(name, g, where, scheduler)
+              for name, g in data.get("groups", {}).items()}
     checkpoints = data.get("checkpoints", [])
     if not all(isinstance(c, str) for c in checkpoints):
         raise ConfigError(f"{where}: field 'checkpoints' must be a list of path patterns")

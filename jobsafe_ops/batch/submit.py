@@ -51,10 +51,10 @@ from .plan import (
     problem_line,
 )
 from .playbook import load_playbook, plan_batch
+from .record import counted, journal_submit
 from .retry import RE_ADD_ACTION, used_from_journal
 from .view import batch_view, progress_bars
 
-ACTION = "submit-batch"
 UNITS_THRESHOLD = 10_000  # above 10 K jobs, pueue per unit (docs/glossary.md)
 FEED_JOBS = 4  # concurrent `pueue add` calls inside the feeder
 # what is uploaded to `{batch_dir}/feeder.py` (queued unit tasks call that path, so it stays):
@@ -172,7 +172,7 @@ def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: boo
     report, unit_map = prepare(remote, plan, allow_uncapped=allow_uncapped, units=units,
                                unit_size=unit_size, dry=dry, probe=probe)
     if dry:
-        return _counted(report, remote)
+        return counted(report, remote)
     if report.memcap.refusal:
         raise RefusedError(f"{host.name}: {report.memcap.refusal}")
     for c in report.cleans:
@@ -182,7 +182,7 @@ def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: boo
         ensure_group(remote, g, parallel)
     text = commands_file(report.items, report.memcap.wrap, unit_map, report.batch_dir)
     if not text:  # a rerun of a converged batch: nothing to upload, nothing to add
-        return _counted(report, remote)
+        return counted(report, remote)
     bdir = report.batch_dir
     remote.run(["mkdir", "-p", f"{bdir}/units"])
     remote.put_text(bundle(FEEDER), f"{bdir}/feeder.py", 0o755)
@@ -191,8 +191,8 @@ def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: boo
     added = tuple((str(lbl), int(tid)) for lbl, tid in summary.get("added", []))
     errors = tuple((str(lbl), str(e)) for lbl, e in summary.get("errors", []))
     existing = tuple(str(lbl) for lbl, _ in summary.get("existing", []))
-    _journal(host, plan, report, added, errors)
-    return _counted(replace(report, added=added, errors=errors, existing=existing), remote)
+    journal_submit(host, plan, report, added, errors)
+    return counted(replace(report, added=added, errors=errors, existing=existing), remote)
 
 
 def ensure_group(remote: Remote, group: str, parallel: int) -> None:
@@ -245,26 +245,6 @@ def run_feeder(remote: Remote, batch_dir: str, pueue: str, pass_env: Sequence[st
     return summary
 
 
-def _journal(host: Host, plan: Plan, report: BatchReport, added: Sequence[tuple[str, int]],
-             errors: Sequence[tuple[str, str]]) -> None:
-    result = "ok" if not errors else "partial"
-    uncapped = {"uncapped": report.memcap.reason} if report.memcap.uncapped_by else {}
-    journal.append(host.name, ACTION, [lbl for lbl, _ in added], result,
-                   playbook=plan.playbook, mode=report.mode, errors=len(errors),
-                   skipped=report.count("skip"), **uncapped)
-    new = {lbl for lbl, _ in added}
-    retries: dict[str, list[str]] = {}
-    for it in report.items:
-        if it.action == "add" and it.new_label != it.label and it.new_label in new:
-            retries.setdefault(it.group, []).append(it.new_label)
-    for group, labels in retries.items():  # retry.py counts budgets from these lines
-        journal.append(host.name, RE_ADD_ACTION, labels, "ok", group=group,
-                       playbook=plan.playbook)
-
-
-def _counted(report: BatchReport, remote: Remote) -> BatchReport:
-    return replace(report, connections=remote.connections_opened,
-                   round_trips=remote.round_trips)
 
 
 # ---- the command ----------------------------------------------------------------------
@@ -279,6 +259,13 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
     size = positive_int(unit_size, "--unit-size")
     book = load_playbook(playbook)
     hosts = hosts_for(host, inventory)
+    slurm = [h.name for h in hosts if h.is_slurm]
+    if slurm and (units or unit_size):
+        raise ConfigError(f"--units/--unit-size are for pueue hosts; {', '.join(slurm)} "
+                          "run(s) job arrays (one sbatch per MaxArraySize jobs): drop the flag")
+    if spread and slurm:
+        raise ConfigError(f"--spread is for pueue hosts; {', '.join(slurm)} "
+                          "take(s) the whole batch as job arrays: list it alone")
     # plan-time invariants (INV-1/5/9, labels, placeholders) fail here, before any SSH
     plans = (fleet.plans_for(book, hosts) if spread else
              {h.name: plan_batch(book, h) for h in hosts})
@@ -297,6 +284,11 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
     with progress_bars(enabled=not json_out) as bar:
         def one(h: Host) -> BatchReport:
             with session(h) as remote:
+                if h.is_slurm:  # job arrays on the cluster (batch/slurm_submit.py)
+                    from . import slurm_submit
+
+                    return slurm_submit.submit(remote, plans[h.name], dry=dry,
+                                               allow_uncapped=allow_uncapped)
                 return submit(remote, plans[h.name], dry=dry, allow_uncapped=allow_uncapped,
                               units=True if units else None, unit_size=size,
                               progress=bar(h.name))

@@ -92,6 +92,12 @@ def deploy_cmd(host: str, inventory: str | None, json_out: bool, **flags: Any) -
     opts = DeployOptions(**flags)
     opts.validate()
     hosts = hosts_for(host, inventory)
+    slurm = [h.name for h in hosts if h.is_slurm]
+    if slurm:  # before any SSH: the pueue protocol must not run against a login node
+        raise ConfigError(f"deploy does not support scheduler = \"slurm\" hosts yet "
+                          f"({', '.join(slurm)}); deploy the login node's checkout by hand "
+                          "or leave it out of --host (submit-batch, monitor, retry-failed, "
+                          "autoscale and clean work there)")
     interactive = opts.on_running is None and sys.stdin.isatty() and not opts.dry
     with interrupts_as_keyboard_interrupt():
         outcomes = fan_out(hosts, lambda h: deploy_host(h, opts,
@@ -112,6 +118,12 @@ def retry_failed_cmd(host: str, group: str, inventory: str | None, json_out: boo
     opts = DeployOptions(retry_all=retry_all, retry_budget=retry_budget, dry=dry, watch=0)
 
     def one(h: Host) -> DeployReport:
+        if h.is_slurm:  # a fresh array of the failed lines (batch/slurm_retry.py)
+            from ..batch.slurm_retry import retry_failed
+
+            with session(h) as remote:
+                return retry_failed(remote, group, budget=retry_budget, retry_all=retry_all,
+                                    dry=dry)
         with session(h) as remote:
             ctx = DeployContext(host=h, remote=remote, options=opts, say=_say_for(h),
                                 command=f"retry-failed --group {group}")

@@ -424,6 +424,7 @@ def _flat(e: ast.AST) -> str:
 # mentions one: "a literal pueue task id" is not linted, "cd {p} && pueue add" is.
 _COMMANDISH = re.compile(r"(?m)^\s*(?:\S*/)?(?:pueue|ssh|systemd-run|env|sudo|nohup|timeout|cd)"
                          r"\s|(?:&&|;|\|)\s*(?:\S*/)?pueue\s")
+_SBATCH = re.compile(r"(?:^|[\s/])sbatch(?:\s|$)")
 _PUEUE_ADD = re.compile(r"\bpueue\s+(?:-\S+\s+)*add\b")
 
 
@@ -446,6 +447,11 @@ def _ssh_loops(file: str, tree: ast.AST, out: list[Finding]) -> None:
     for loop in (n for n in ast.walk(tree) if isinstance(n, _LOOPS)):
         for call in (c for s in loop.body for c in ast.walk(s) if isinstance(c, ast.Call)):
             flat = " ".join(_flat(a) for a in [*call.args, *(k.value for k in call.keywords)])
+            if id(call) not in seen and _SBATCH.search(flat) and "--array" not in flat:
+                seen.add(id(call))
+                out.append(finding(file, call.lineno, "sbatch-per-job",
+                                   "one `sbatch` per loop pass (use one job array)"))
+                continue
             if id(call) in seen or not _PUEUE_ADD.search(flat):
                 continue
             f = call.func

@@ -85,6 +85,12 @@ _RULE_LIST = [
          "(300 K jobs x 75 ms = 6 h)",
          "upload one commands file and run the feeder on the host (`inv submit-batch`)",
          ("AP-12",)),
+    Rule("sbatch-per-job",
+         "`sbatch` inside a loop or xargs: one submission per job (a scheduler RPC and, "
+         "over SSH, a round trip each; MaxJobCount fills up)",
+         "one job array per group (`sbatch --array=0-K%P`, what `inv submit-batch` does on "
+         'a scheduler = "slurm" host)',
+         ("AP-12",)),
     Rule("remote-add-without-workdir",
          "`pueue add` over SSH without `-w` and without `cd`: the job runs in $HOME and "
          "its relative paths fail",

@@ -173,6 +173,7 @@ def _command(unit: Unit, line: int, sep: str, command: str, prev: list[str]) -> 
         _ssh(unit, line, argv, ssh)
         return argv
     _pueue(unit, line, argv)
+    _sbatch(unit, line, argv)
     _rm(unit, line, sep, argv, prev)
     _find_delete(unit, line, argv)
     _merge(unit, line, command, argv)
@@ -216,6 +217,17 @@ def _per_job(sub: Unit, line: int) -> None:
     if sub.per_job and sub.adds:
         sub.findings.append(finding(sub.file, line, "ssh-per-job",
                                     "one `ssh ... pueue add` per job (a round trip each)"))
+
+
+def _sbatch(unit: Unit, line: int, argv: list[str]) -> None:
+    """AP-12 on Slurm: an sbatch run once per job (a loop, xargs, or a per-job ssh)."""
+    k = next((n for n, t in enumerate(argv) if os.path.basename(t) == "sbatch"), None)
+    if k is None or (k > 0 and argv[0] not in WRAPPERS):
+        return
+    if unit.loops > 0 or argv[0] in PER_JOB_WRAPPERS or unit.per_job:
+        if not any(a.startswith("--array") or a == "-a" for a in argv[k + 1:]):
+            unit.findings.append(finding(unit.file, line, "sbatch-per-job",
+                                         "one `sbatch` per job (use one job array)"))
 
 
 def _pueue(unit: Unit, line: int, argv: list[str]) -> None:

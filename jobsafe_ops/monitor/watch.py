@@ -55,7 +55,12 @@ class Watcher:
         try:
             if self.remote is None:
                 self.remote = self.connector(self.host)
-            snap = read_snapshot(self.remote, self.opts, self.previous)
+            if self.host.is_slurm:  # squeue + the ledgers (facts/slurm_snapshot.py)
+                from ..facts.slurm_snapshot import read_slurm_snapshot
+
+                snap = read_slurm_snapshot(self.remote, self.opts, self.previous)
+            else:
+                snap = read_snapshot(self.remote, self.opts, self.previous)
             group = self.opts.group
             if group and snap.view(group).status == "missing" and group not in self.host.groups:
                 # a typo must not read as "still running" (exit 3) forever

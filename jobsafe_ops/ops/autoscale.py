@@ -323,7 +323,12 @@ class Autoscaler:
         self.previous: Snapshot | None = None
 
     def tick(self) -> Tick:
-        snap = read_snapshot(self.remote, self.opts, self.previous)  # the ONE read per tick
+        if self.host.is_slurm:  # squeue + ledgers; the cluster's CPUs/memory as health
+            from ..facts.slurm_snapshot import read_slurm_snapshot
+
+            snap = read_slurm_snapshot(self.remote, self.opts, self.previous)
+        else:
+            snap = read_snapshot(self.remote, self.opts, self.previous)  # the ONE read per tick
         self.previous = snap
         readings = self.reader(snap)
         check = None
@@ -345,7 +350,12 @@ class Autoscaler:
         extra = {"group": action.group, "before": action.before, "after": action.after,
                  "reason": action.reason, **readings.to_dict()}
         try:
-            self.remote.run(parallel_argv(self.host.pueue, action.group, action.after))
+            if self.host.is_slurm:  # the group's arrays' ArrayTaskThrottle, live
+                from ..scheduler.slurm import throttle_script
+
+                self.remote.run(throttle_script(action.group, action.after))
+            else:
+                self.remote.run(parallel_argv(self.host.pueue, action.group, action.after))
         except JobsafeError as exc:
             journal.append(self.host.name, ACTION, result="error", error=str(exc), **extra)
             raise

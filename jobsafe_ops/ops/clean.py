@@ -73,6 +73,17 @@ def check_clean(snap: Snapshot, group: str) -> None:
         )
 
 
+SLURM_NOTHING = ("nothing to clean: Slurm drops finished jobs from squeue by itself "
+                 "(MinJobAge); the ledger of outcomes is kept")
+
+
+def slurm_clean(host: str, group: str, dry: bool) -> CleanReport:
+    """clean on a Slurm host: nothing to run (no state file grows with finished jobs)."""
+    return CleanReport(host=host, group=group, dry=dry, argv=(), successful_only=False,
+                       state_file=None, size_before=None, size_after=None, counts_before={},
+                       counts_after={}, tasks_before=0, tasks_after=0)
+
+
 def run_clean(remote: Remote, group: str, *, successful_only: bool = False,
               dry: bool = False) -> CleanReport:
     opts = Options(group=group, all_tasks=True, log_lines=0, log_labels=0, limit=0,
@@ -113,6 +124,9 @@ def clean_cmd(host: str, group: str | None, successful_only: bool, dry: bool,
     hosts = hosts_for(host, inventory)
 
     def one(h: Host) -> CleanReport:
+        if h.is_slurm:  # Slurm forgets finished jobs itself; the ledger is kept
+            h.group(group)  # an undeclared group is still a typo (exit 2)
+            return slurm_clean(h.name, group, dry)
         with session(h) as remote:
             return run_clean(remote, group, successful_only=successful_only, dry=dry)
 
@@ -120,6 +134,9 @@ def clean_cmd(host: str, group: str | None, successful_only: bool, dry: bool,
         return "?" if n is None else f"{n / 1024**2:.2f} MB ({n} bytes)"
 
     def render(r: CleanReport) -> None:
+        if not r.argv:
+            console.print(f"{r.host}: {SLURM_NOTHING}")
+            return
         t = Table(title=f"clean {r.host} group {r.group}" + (" (dry run)" if r.dry else ""),
                   show_header=False)
         t.add_column("what", style="bold")

@@ -333,6 +333,8 @@ class SimHost:
     # the host file's `path` key; None writes no key (the toolkit's default applies)
     path: tuple[str, ...] | None = HOST_PATH
     pueue_key: str | None = None  # the host file's `pueue` (e.g. "~/.local/bin/pueue")
+    # more top-level keys of the host file (e.g. scheduler = "slurm", partition = "debug")
+    host_keys: dict[str, Any] = field(default_factory=dict)
     groups: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_GROUPS))
     # the host key line in the inventory's known_hosts; rotate_host_key leaves it stale
     trusted_key: str = ""
@@ -656,12 +658,14 @@ class World:
         extra_env: Mapping[str, str] | None = None,
         path: tuple[str, ...] | None = HOST_PATH,
         pueue_key: str | None = None,
+        host_keys: Mapping[str, Any] | None = None,
     ) -> SimHost:
         """Create and start host ``name``: sshd, pueued (``pueue``), ~/project (``project``).
         ``extra_env``: more variables of the host's login environment (sshd SetEnv), e.g. a
         secret an operator exported in their shell profile. ``path``: the host file's
         `path` key (None: no key); pueue, pueued and uv are in ~/.local/bin either way.
-        ``pueue_key``: the host file's `pueue` key (None: no key)."""
+        ``pueue_key``: the host file's `pueue` key (None: no key). ``host_keys``: more
+        top-level keys of the host file (a Slurm login node: ``scheduler = "slurm"``)."""
         if self._closed:
             raise WorldError("this world is closed")
         if name in self.hosts:
@@ -679,6 +683,7 @@ class World:
             editable=editable,
             path=None if path is None else tuple(path),
             pueue_key=pueue_key,
+            host_keys=dict(host_keys or {}),
             groups={g: dict(v) for g, v in (groups or DEFAULT_GROUPS).items()},
         )
         if len(str(host.pueue_socket)) > 100:  # sun_path holds 108 bytes
@@ -833,6 +838,7 @@ class World:
             lines.append(f"path = {_toml_value(host.path)}")
         if host.pueue_key is not None:
             lines.append(f"pueue = {_toml_value(host.pueue_key)}")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in host.host_keys.items())
         for group, spec in host.groups.items():
             lines.append(f"[groups.{group}]")
             lines.extend(f"{k} = {_toml_value(v)}" for k, v in spec.items())

@@ -19,7 +19,12 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from jobsafe_ops.testing.slurm import INSTALL_HINT, SlurmCluster, missing_programs  # noqa: E402
 from tests.world import World, find_sshd  # noqa: E402
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 def require_sshd() -> None:
@@ -27,9 +32,27 @@ def require_sshd() -> None:
     if find_sshd() is not None:
         return
     message = "sshd not found: apt-get install openssh-server"
-    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+    if in_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """One real single-node Slurm cluster (munged + slurmctld + slurmd on loopback, files in
+    a temp dir) for the whole session. Slurm missing: fail in CI, skip elsewhere."""
+    missing = missing_programs()
+    if missing:
+        message = f"{', '.join(missing)} not found; {INSTALL_HINT}"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,127 @@
+"""`inv retry-failed --group G` on a Slurm host: the failed labels of the group, across
+its batches, re-submitted fresh as `<label>-retry-N` (a new job array of just those lines,
+same command, workdir and group), classified and budgeted by batch.retry exactly as on a
+pueue host (exit 137/143 transient; OUT_OF_MEMORY, NODE_FAIL, PREEMPTED show as those).
+
+One round trip of facts (`slurm_feed.py records`: the ledger's newest outcome per label and
+what squeue shows active), then per batch one upload and one `slurm_feed.py submit` - which
+rechecks squeue and the ledger under the batch lock, so a rerun never submits a retry twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .. import journal
+from ..deploy.context import StepResult
+from ..deploy.steps import DeployReport
+from ..errors import EXIT_OK, RefusedError, RemoteError
+from ..facts.slurm_probe import home_word
+from ..facts.slurm_snapshot import BATCH_ROOT
+from ..hostside.bundle import bundle
+from ..inventory import Host
+from ..remote import Remote
+from ..scheduler.pueue import PueueState, Task
+from ..shell import quote
+from . import retry as retries
+from .slurm_submit import chunk_key_of, feed_argv_for
+
+RETRY_COMMANDS = "retry-commands.jsonl"
+
+
+def records_command(group: str) -> str:
+    feed = "$(ls -d " + home_word(BATCH_ROOT) + "/*/slurm_feed.py 2>/dev/null | head -n1)"
+    return (f"f={feed}; if [ -n \"$f\" ]; then python3 \"$f\" records --root "
+            f"{home_word(BATCH_ROOT)} --group {quote(group)}; else echo '{{}}'; fi")
+
+
+def state_of(facts: Mapping[str, Any], group: str) -> tuple[PueueState, dict[str, str]]:
+    """The group's labels as decide/plan_retries read them; label -> batch dir."""
+    tasks: list[Task] = []
+    where: dict[str, str] = {}
+    for batch in facts.values():
+        for label, rec in (batch.get("ended") or {}).items():
+            outcome = str(rec.get("outcome") or "failed")
+            tasks.append(Task(id=len(tasks), group=str(rec.get("group", "")), label=label,
+                              command=str(rec.get("command") or ""),
+                              path=str(rec.get("workdir") or ""),
+                              state=outcome if outcome in ("success", "failed", "killed")
+                              else "failed", exit_code=rec.get("exit")))
+            where[label] = str(batch["dir"])
+        for label in batch.get("active") or []:
+            tasks.append(Task(id=len(tasks), group=group, label=label, command="", path="",
+                              state="queued"))
+            where[label] = str(batch["dir"])
+    return PueueState(tasks=tuple(tasks), groups={}, schema="slurm"), where
+
+
+def retry_failed(remote: Remote, group: str, *, budget: int, retry_all: bool,
+                 dry: bool) -> DeployReport:
+    host = remote.host
+    spec = host.group(group)
+    out = remote.run(records_command(group), check=False)
+    try:
+        facts = json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {}
+    except json.JSONDecodeError:
+        facts = None
+    if not isinstance(facts, dict):
+        raise RemoteError(f"{host.name}: cannot read the group's outcomes: "
+                          f"{(out.stderr or out.stdout).strip()[-200:]}")
+    state, where = state_of(facts, group)
+    entries = list(journal.entries(host=host.name))
+    plan = retries.plan_retries(state, groups=[group], budget=budget,
+                                used=retries.used_from_journal(entries), retry_all=retry_all)
+    added: list[str] = []
+    errors: list[list[str]] = []
+    if not dry:
+        by_batch: dict[str, list[retries.RetryDecision]] = {}
+        for d in plan.to_add:
+            by_batch.setdefault(where[d.label], []).append(d)
+        for bdir, decisions in by_batch.items():
+            summary = _submit(remote, host, bdir, decisions, spec)
+            added += [str(lbl) for lbl, _ in summary.get("added", [])]
+            errors += summary.get("errors", [])
+        if added:  # retry.py counts budgets from these lines
+            journal.append(host.name, retries.RE_ADD_ACTION, added, "ok", group=group)
+    data = {"plan": plan.to_dict(), "re_added": added, "errors": errors, "resumed": []}
+    if errors:
+        code, status = RemoteError.exit_code, "failed"
+    elif plan.exhausted:
+        code, status = RefusedError.exit_code, "refused"
+    else:
+        code, status = EXIT_OK, "dry" if dry else ("changed" if added else "ok")
+    detail = (f"would re-submit {', '.join(d.new_label or '' for d in plan.to_add)}" if dry
+              and plan.to_add else f"re-submitted {', '.join(added)}" if added
+              else "nothing to retry")
+    if plan.exhausted:
+        detail += f"; retry budget spent: {', '.join(d.label for d in plan.exhausted)}"
+    step = StepResult("restart", status, detail=detail, data=data)
+    verdict = {EXIT_OK: "OK"}.get(code, "FAILED" if errors else "REFUSED")
+    return DeployReport(host.name, dry, (step,), code, verdict,
+                        error="" if code == EXIT_OK else detail)
+
+
+def _submit(remote: Remote, host: Host, bdir: str, decisions: list[retries.RetryDecision],
+            spec: Any) -> dict[str, Any]:
+    lines = [json.dumps({
+        "label": d.new_label, "group": d.group, "workdir": d.workdir, "command": d.command,
+        "after": [], "chunk": chunk_key_of(d.group, d.workdir, spec.job_memory),
+        "mem": spec.job_memory, "cpus": spec.cpus, "throttle": spec.parallel},
+        separators=(",", ":")) for d in decisions]
+    text = "".join(line + "\n" for line in lines)
+    remote.put_text(bundle("feeder"), f"{bdir}/feeder.py", 0o755)
+    remote.put_text(bundle("slurm_feed"), f"{bdir}/slurm_feed.py", 0o755)
+    remote.put_text(text, f"{bdir}/{RETRY_COMMANDS}")
+    playbook = bdir.rstrip("/").rsplit("/", 1)[-1]
+    argv = feed_argv_for(bdir, playbook, host, text, commands=f"{bdir}/{RETRY_COMMANDS}")
+    result = remote.run(argv, check=False)
+    for line in result.stdout.splitlines():
+        if line.startswith("@@summary "):
+            summary: dict[str, Any] = json.loads(line[len("@@summary "):])
+            if "fatal" in summary:
+                raise RemoteError(f"{host.name}: slurm_feed: {summary['fatal']}")
+            return summary
+    raise RemoteError(f"{host.name}: slurm_feed failed (exit {result.exited}): "
+                      f"{(result.stderr or result.stdout).strip()[-200:]}")

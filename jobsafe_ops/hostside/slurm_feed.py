@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""jobsafe-ops Slurm feeder: uploaded with feeder.py next to a commands file and run ON the
+cluster's login node with its python3 (standard library only, like feeder.py).
+
+Modes
+  submit COMMANDS --batch-dir B --playbook P   one `sbatch --array` per chunk, once per label
+  element CHUNK --ledger L --group G            one array element: run line $SLURM_ARRAY_TASK_ID
+  status --batch-dir B --playbook P [--group G] this batch's queued/running elements, by label
+  board --root R [--group G] [--glob X]         the monitor's summary over every batch under R
+
+Commands file: JSON lines {"label", "group", "workdir" (absolute), "command", "after":
+[labels], "chunk" (the array it belongs to: same group, phase, workdir, memory), "mem"
+(bytes or null), "cpus", "throttle"}. Consecutive lines of one chunk become arrays of at
+most --max-array elements.
+
+Exactly once per label: under the batch lock, the labels squeue shows active for this
+batch (job name `jobsafe:<playbook>:<group>`; the array's --comment names its chunk file
+`<B>/arrays/<digest>.jsonl`, written before the sbatch) and the labels the ledger records
+as succeeded are left out; a kill between the chunk file and the sbatch leaves a file no
+array points at (harmless), a kill after the sbatch leaves an array squeue shows (its
+labels are skipped by the rerun).
+
+Each element runs its line through feeder.py's `run` wrapper (same ledger records, same
+signal forwarding), its output in `<B>/logs/<label>.log`.
+
+stdout: one `@@summary {json}` line. Exit codes: 0 ok, 1 some arrays not submitted, 2 bad
+input (a commands file whose sha256/line count differs: a torn upload is never submitted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .model import LEAN_ENV
+
+if TYPE_CHECKING:
+    from . import feeder
+else:  # uploaded next to this file, on a host without jobsafe_ops; `board` is also sent
+    # inline (python3 -c, no __file__, no feeder.py next to it) and needs neither
+    sys.path.insert(0, os.path.dirname(os.path.abspath(globals().get("__file__", "."))))
+    try:
+        import feeder
+    except ImportError:
+        feeder = None
+
+SQUEUE_FORMAT = "%i|%F|%K|%j|%T|%r|%k"
+TIMEOUT = 120.0
+_SAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
+
+
+def job_name(playbook: str, group: str) -> str:
+    return f"jobsafe:{playbook}:{group}"
+
+
+def expand_indices(text: str) -> list[int]:
+    """Mirror of jobsafe_ops.scheduler.slurm.expand_indices."""
+    text = text.strip().strip("[]").split("%")[0]
+    out: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.partition("-")
+        if not lo.strip().isdigit():
+            continue
+        if sep and hi.strip().isdigit():
+            out.extend(range(int(lo), int(hi) + 1))
+        else:
+            out.append(int(lo))
+    return out
+
+
+def log_name(label: str) -> str:
+    return _SAFE.sub("_", label)[:200] + ".log"
+
+
+def read_chunk(batch_dir: str, digest: str) -> list[dict[str, Any]]:
+    """An array's lines (its chunk file, named by the array's --comment); [] if unknown."""
+    if not re.fullmatch(r"[0-9a-f]{8,64}", digest):
+        return []
+    path = os.path.join(batch_dir, "arrays", digest + ".jsonl")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(raw) for raw in fh if raw.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def active(batch_dir: str, playbook: str) -> dict[str, dict[str, Any]]:
+    """label -> {group, id, array, state, reason} of this batch's elements squeue shows."""
+    proc = subprocess.run(["squeue", "-h", "-r", "--me", "-o", SQUEUE_FORMAT],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"squeue failed: {(proc.stderr or proc.stdout).strip()}")
+    prefix = job_name(playbook, "")
+    chunks: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for line in proc.stdout.splitlines():
+        parts = [p.strip() for p in line.split("|", 6)]
+        if len(parts) != 7 or not parts[3].startswith(prefix):
+            continue
+        jid, array_id, index, _name, state, reason, comment = parts
+        if comment not in chunks:
+            chunks[comment] = read_chunk(batch_dir, comment)
+        lines = chunks[comment]
+        for i in expand_indices(index) or [0]:
+            if i < len(lines):
+                item = lines[i]
+                out[item["label"]] = {"group": item["group"], "id": f"{array_id}_{i}",
+                                      "array": array_id, "state": state, "reason": reason}
+    return out
+
+
+def ledger_outcomes(ledger: str) -> dict[str, dict[str, Any]]:
+    """label -> its newest end record (the run wrapper's ledger)."""
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        with open(ledger, encoding="utf-8") as fh:
+            for raw in fh:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and rec.get("event") == "end" and "label" in rec:
+                    out[str(rec["label"])] = rec
+    except OSError:
+        pass
+    return out
+
+
+def lean_export(extra: list[str]) -> str:
+    names = [n for n in (*LEAN_ENV, *extra) if n in os.environ]
+    return ",".join(dict.fromkeys(names)) or "NONE"
+
+
+def pieces(lines: list[dict[str, Any]], max_array: int) -> list[list[dict[str, Any]]]:
+    """Consecutive lines of one chunk, at most max_array per array."""
+    out: list[list[dict[str, Any]]] = []
+    for line in lines:
+        if out and out[-1][0]["chunk"] == line["chunk"] and len(out[-1]) < max_array:
+            out[-1].append(line)
+        else:
+            out.append([line])
+    return out
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def submit(args: argparse.Namespace) -> int:
+    feeder.check_upload(args.commands, args.sha256, args.count)
+    lines = feeder.read_json_lines(args.commands)
+    bdir = os.path.abspath(args.batch_dir)
+    for sub in ("arrays", "logs", "slurm"):
+        os.makedirs(os.path.join(bdir, sub), exist_ok=True)
+    lock = os.open(os.path.join(bdir, "slurm.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    if not feeder.wait_for_lock(lock, args.lock_wait):
+        print("@@summary " + json.dumps({"fatal": "locked"}), flush=True)
+        return feeder.EXIT_LOCKED
+    ledger = os.path.join(bdir, feeder.LEDGER_NAME)
+    running = active(bdir, args.playbook)
+    outcomes = ledger_outcomes(ledger)
+    done = {lbl for lbl, rec in outcomes.items() if rec.get("outcome") == "success"}
+    existing = [ln["label"] for ln in lines if ln["label"] in running or ln["label"] in done]
+    todo = [ln for ln in lines if ln["label"] not in running and ln["label"] not in done]
+    array_of = {lbl: info["array"] for lbl, info in running.items()}
+    added: list[list[str]] = []
+    errors: list[list[str]] = []
+    arrays: list[list[Any]] = []
+    export = lean_export(args.pass_env)
+    me = os.path.abspath(__file__)
+    for piece in pieces(todo, max(1, args.max_array)):
+        head = piece[0]
+        deps: set[str] = set()
+        missing = ""
+        for ln in piece:
+            for dep in ln.get("after") or []:
+                if dep in array_of:
+                    deps.add(array_of[dep])
+                elif dep not in done:
+                    missing = dep
+        if missing:
+            for ln in piece:
+                errors.append([ln["label"], f"waits for {missing}, which neither ran nor "
+                               "is queued; rerun submit-batch"])
+            continue
+        body = "".join(json.dumps({"label": ln["label"], "group": ln["group"],
+                                   "command": ln["command"]}, separators=(",", ":")) + "\n"
+                       for ln in piece)
+        digest = hashlib.sha256(f"{head['chunk']}\n{body}".encode()).hexdigest()[:20]
+        chunk_file = os.path.join(bdir, "arrays", digest + ".jsonl")
+        write_atomic(chunk_file, body)
+        wrap = " ".join(shlex.quote(w) for w in (
+            "python3", me, "element", chunk_file, "--ledger", ledger, "--group", head["group"]))
+        argv = ["sbatch", "--parsable", f"--array=0-{len(piece) - 1}%{max(1, head['throttle'])}",
+                f"--job-name={job_name(args.playbook, head['group'])}", f"--comment={digest}",
+                f"--chdir={head['workdir']}", f"--output={bdir}/slurm/%A_%a.out",
+                f"--export={export}"]
+        if head.get("mem"):
+            argv.append(f"--mem={max(1, -(-int(head['mem']) // 1024**2))}M")
+        if head.get("cpus"):
+            argv.append(f"--cpus-per-task={int(head['cpus'])}")
+        argv += list(args.sbatch_opt)
+        if deps:
+            argv.append("--dependency=afterok:" + ":".join(sorted(deps, key=int)))
+        argv.append(f"--wrap={wrap}")
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
+        jid = proc.stdout.strip().split(";")[0]
+        if proc.returncode != 0 or not jid.isdigit():
+            why = (proc.stderr or proc.stdout).strip().splitlines()
+            for ln in piece:
+                errors.append([ln["label"], f"sbatch: {why[-1] if why else proc.returncode}"])
+            continue
+        feeder.append_record(os.path.join(bdir, "arrays.ndjson"),
+                             {"array": jid, "chunk": digest, "group": head["group"],
+                              "count": len(piece), "at": feeder.now_iso()})
+        arrays.append([jid, head["group"], len(piece)])
+        for i, ln in enumerate(piece):
+            array_of[ln["label"]] = jid
+            added.append([ln["label"], f"{jid}_{i}"])
+    print("@@summary " + json.dumps({"added": added, "existing": existing, "errors": errors,
+                                     "arrays": arrays, "sbatch": len(arrays) +
+                                     len({e[0] for e in errors if e[1].startswith("sbatch")})}),
+          flush=True)
+    os.close(lock)
+    return feeder.EXIT_SOME_FAILED if errors else feeder.EXIT_OK
+
+
+def element(args: argparse.Namespace) -> int:
+    """One array element: its line of the chunk file through feeder.py's run wrapper, its
+    output appended to <batch>/logs/<label>.log."""
+    lines = feeder.read_json_lines(args.chunk)
+    index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
+    if not 0 <= index < len(lines):
+        sys.stderr.write(f"slurm_feed element: no line {index} in {args.chunk}\n")
+        return feeder.EXIT_BAD_INPUT
+    line = lines[index]
+    bdir = os.path.dirname(os.path.abspath(args.ledger))
+    log = os.open(os.path.join(bdir, "logs", log_name(line["label"])),
+                  os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    ns = argparse.Namespace(ledger=args.ledger, label=line["label"], group=args.group,
+                            argv=["sh", "-c", line["command"]])
+    return feeder.run_wrapped(ns)
+
+
+def status(args: argparse.Namespace) -> int:
+    """This batch's labels: the active ones (squeue) and the ledger's outcomes, filtered by
+    group here so a poll moves only what the board shows."""
+    bdir = os.path.abspath(args.batch_dir)
+    running = active(bdir, args.playbook)
+    outcomes = ledger_outcomes(os.path.join(bdir, feeder.LEDGER_NAME))
+    keep = ("group", "exit", "outcome", "start", "end", "attempt", "signal")
+    out = {
+        "active": {k: v for k, v in running.items() if args.group in (None, v["group"])},
+        "ended": {k: {f: v[f] for f in keep if f in v} for k, v in outcomes.items()
+                  if args.group in (None, v.get("group")) and k not in running},
+    }
+    print(json.dumps(out, separators=(",", ":")), flush=True)
+    return 0
+
+
+_RETRY = re.compile(r"-retry-([1-9][0-9]*)$")
+LOG_BYTES = 4096
+
+
+def _tail(path: str, lines: int) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - LOG_BYTES))
+            return fh.read().decode("utf-8", "replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def _iso_seconds(stamp: str) -> float | None:
+    import calendar
+    import time as _time
+    try:
+        head = stamp.split(".")[0].rstrip("Z")
+        return float(calendar.timegm(_time.strptime(head, "%Y-%m-%dT%H:%M:%S")))
+    except (ValueError, AttributeError):
+        return None
+
+
+def board(args: argparse.Namespace) -> int:
+    """The monitor's payload (snapshot.snapshot_from's shape) for every batch under --root:
+    the elements squeue shows (named through their chunk files) and the ledgers' outcomes,
+    by group and label, the latest attempt of each label deciding (older ones superseded).
+    Filtered here, so a poll moves only the watched group's lists."""
+    import fnmatch
+    import time as _time
+
+    root = os.path.abspath(args.root)
+    batches = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) \
+        if os.path.isdir(root) else []
+    proc = subprocess.run(["squeue", "-h", "-r", "--me", "-o", SQUEUE_FORMAT],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    if proc.returncode != 0:
+        print(json.dumps({"error": "squeue failed: " + (proc.stderr or proc.stdout).strip()}))
+        return 0
+    attempts: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+
+    def want(group: str, label: str) -> bool:
+        return args.group in (None, group) and (
+            args.glob is None or fnmatch.fnmatchcase(label, args.glob))
+
+    def put(group: str, label: str, info: dict[str, Any]) -> None:
+        if want(group, label):
+            base = _RETRY.sub("", label)
+            attempts.setdefault((group, base), {})[label] = info
+
+    for b in batches:
+        bdir = os.path.join(root, b)
+        for label, rec in ledger_outcomes(os.path.join(bdir, "ledger.ndjson")).items():
+            group = str(rec.get("group", ""))
+            put(group, label, {"state": str(rec.get("outcome", "failed")), "exit_code":
+                               rec.get("exit"), "start": rec.get("start"),
+                               "log": os.path.join(bdir, "logs", log_name(label))})
+    chunks: dict[str, list[dict[str, Any]]] = {}
+    now = _time.time()
+    for line in proc.stdout.splitlines():
+        parts = [p.strip() for p in line.split("|", 6)]
+        if len(parts) != 7 or not parts[3].startswith("jobsafe:"):
+            continue
+        _jid, array_id, index, name, state, reason, comment = parts
+        batch = name.split(":")[1] if name.count(":") >= 2 else ""
+        if comment not in chunks:
+            chunks[comment] = read_chunk(os.path.join(root, batch), comment) if batch in \
+                batches else []
+        for i in expand_indices(index) or [0]:
+            if i >= len(chunks[comment]):
+                continue
+            item = chunks[comment][i]
+            st = {"RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "paused"}.get(
+                state, "queued")
+            if state == "PENDING" and reason == "DependencyNeverSatisfied":
+                st = "blocked"
+            elif state not in ("PENDING", "RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING"):
+                continue  # ended; the ledger has (or will have) its outcome
+            marker = os.path.join(root, batch, feeder_marker(item["group"], item["label"]))
+            start = _start_of(marker)
+            put(item["group"], item["label"], {
+                "state": st, "start": start, "id": f"{array_id}_{i}",
+                "runtime": None if start is None or _iso_seconds(start) is None
+                else round(now - float(_iso_seconds(start) or now), 1)})
+    groups: dict[str, dict[str, Any]] = {}
+    for (group, _base), tries in sorted(attempts.items()):
+        g = groups.setdefault(group, {"status": "Running", "parallel": 0, "counts": {},
+                                      "total": 0, "superseded": 0, "ready": 0,
+                                      "running": [], "failed": [], "blocked": [],
+                                      "truncated": {}})
+        def order(label: str) -> int:
+            m = _RETRY.search(label)
+            return int(m.group(1)) if m else 0
+        latest = max(tries, key=order)
+        info = tries[latest]
+        g["total"] += 1
+        g["superseded"] += len(tries) - 1
+        st = info["state"]
+        g["counts"][st] = g["counts"].get(st, 0) + 1
+        entry: dict[str, Any] = {"label": latest, "state": st, "attempts": len(tries)}
+        if info.get("start"):
+            entry["start"] = info["start"]
+        if st == "queued":
+            g["ready"] += 1
+        kind = {"running": "running", "failed": "failed", "killed": "failed",
+                "blocked": "blocked"}.get(st)
+        if kind is None:
+            continue
+        if kind == "running" and info.get("runtime") is not None:
+            entry["runtime"] = info["runtime"]
+        if kind == "failed":
+            entry["exit_code"] = info.get("exit_code")
+            entry["log"] = _tail(info.get("log", ""), args.log_lines)
+        if len(g[kind]) < args.limit:
+            g[kind].append(entry)
+        else:
+            g["truncated"][kind] = g["truncated"].get(kind, 0) + 1
+    throttles = _throttles()
+    for group, g in groups.items():
+        seen = [n for (grp, _a), n in throttles.items() if grp == group]
+        g["parallel"] = max(seen) if seen else 0  # 0: no array waiting (the laptop fills in)
+        g["arrays"] = sorted({a for (grp, a) in throttles if grp == group}, key=int)
+    print(json.dumps({"via": "slurm", "source": "squeue+ledger", "groups": groups,
+                      "health": _cluster_health()}, separators=(",", ":")), flush=True)
+    return 0
+
+
+def _throttles() -> dict[tuple[str, str], int]:
+    """(group, array id) -> ArrayTaskThrottle of this user's jobsafe arrays that still have
+    pending elements (squeue shows their range as `2-5%2`)."""
+    proc = subprocess.run(["squeue", "-h", "--me", "-t", "PENDING", "-o", "%F|%K|%j"],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    out: dict[tuple[str, str], int] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3 and parts[2].startswith("jobsafe:") and "%" in parts[1]:
+            tail = parts[1].rsplit("%", 1)[1]
+            if tail.isdigit() and parts[0].isdigit():
+                out[(parts[2].rsplit(":", 1)[1], parts[0])] = int(tail)
+    return out
+
+
+def _cluster_health() -> dict[str, Any]:
+    """The cluster's load as the board reads a host's: allocated of all CPUs (as the 1-min
+    load over nproc) and free of all memory (sinfo %C, %m, %e per node)."""
+    proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%N|%C|%m|%e"], capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    nodes: dict[str, tuple[int, int, int, int]] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.strip().split("|")
+        try:
+            alloc, _idle, _other, total = (int(x) for x in parts[1].split("/"))
+            nodes[parts[0]] = (alloc, total, int(parts[2]) * 1024**2,
+                               int(parts[3]) * 1024**2 if parts[3].isdigit() else 0)
+        except (ValueError, IndexError):
+            continue
+    if not nodes:
+        return {}
+    alloc = sum(n[0] for n in nodes.values())
+    total = sum(n[1] for n in nodes.values())
+    return {"nproc": total, "load": [alloc, alloc, alloc],
+            "mem_total": sum(n[2] for n in nodes.values()),
+            "mem_available": sum(min(n[3], n[2]) for n in nodes.values()),
+            "swap_in": 0, "swap_out": 0}
+
+
+def records(args: argparse.Namespace) -> int:
+    """retry-failed's facts: per batch under --root, the group's labels squeue shows active
+    and the ledger's newest outcome per label (a failure with its command and workdir)."""
+    root = os.path.abspath(args.root)
+    out: dict[str, Any] = {}
+    for b in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        bdir = os.path.join(root, b)
+        if not os.path.isfile(os.path.join(bdir, "slurm_feed.py")):
+            continue  # a pueue batch
+        ended = {k: v for k, v in ledger_outcomes(os.path.join(bdir, "ledger.ndjson")).items()
+                 if v.get("group") == args.group}
+        running = {k: v for k, v in active(bdir, b).items() if v["group"] == args.group}
+        if ended or running:
+            out[b] = {"dir": bdir, "ended": ended, "active": sorted(running)}
+    print(json.dumps(out, separators=(",", ":")), flush=True)
+    return 0
+
+
+def feeder_marker(group: str, label: str) -> str:
+    """Mirror of feeder.marker_path, relative to the batch dir."""
+    digest = hashlib.sha1(f"{group}\0{label}".encode()).hexdigest()[:24]
+    return os.path.join("running", digest + ".json")
+
+
+def _start_of(marker: str) -> str | None:
+    try:
+        with open(marker, encoding="utf-8") as fh:
+            return str(json.loads(fh.readline()).get("start") or "") or None
+    except (OSError, ValueError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="slurm_feed.py", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    s = sub.add_parser("submit")
+    s.add_argument("commands")
+    s.add_argument("--batch-dir", required=True)
+    s.add_argument("--playbook", required=True)
+    s.add_argument("--max-array", type=int, default=1001)
+    s.add_argument("--sbatch-opt", action="append", default=[])
+    s.add_argument("--pass-env", action="append", default=[])
+    s.add_argument("--lock-wait", type=float, default=0.0)
+    s.add_argument("--sha256")
+    s.add_argument("--count", type=int)
+    e = sub.add_parser("element")
+    e.add_argument("chunk")
+    e.add_argument("--ledger", required=True)
+    e.add_argument("--group", required=True)
+    t = sub.add_parser("status")
+    t.add_argument("--batch-dir", required=True)
+    t.add_argument("--playbook", required=True)
+    t.add_argument("--group")
+    b = sub.add_parser("board")
+    b.add_argument("--root", required=True)
+    b.add_argument("--group")
+    b.add_argument("--glob")
+    b.add_argument("--limit", type=int, default=200)
+    b.add_argument("--log-lines", type=int, default=5)
+    r = sub.add_parser("records")
+    r.add_argument("--root", required=True)
+    r.add_argument("--group", required=True)
+    args = parser.parse_args(argv)
+    modes = {"submit": submit, "element": element, "status": status, "board": board,
+             "records": records}
+    try:
+        return int(modes[args.mode](args))
+    except SystemExit as exc:  # a bad or torn commands file, squeue failing: one line
+        if isinstance(exc.code, str):
+            print("@@summary " + json.dumps({"fatal": exc.code}), flush=True)
+            return feeder.EXIT_BAD_INPUT
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
