@@ -696,7 +696,7 @@ def test_dry_run_reads_for_real_prints_every_command_and_mutates_nothing(
     out = " ".join(r.stdout.split())
     assert "1 running, 0 queued, 1 failed" in out  # the real audit
     for needle in ("pause --group p1 --wait", "kill --signal sigterm", "fetch --quiet origin main",
-                   "reset --quiet --hard origin/main", "--label D@oom-retry-1",
+                   "reset --quiet --hard <origin/main after the fetch>", "--label D@oom-retry-1",
                    "--label D@run-retry-1", "nothing was changed"):
         assert needle in out.replace("'", ""), needle
     assert head(alpha) == before and tasks(alpha) == snapshot
