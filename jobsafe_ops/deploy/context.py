@@ -191,6 +191,12 @@ class Facts:
         """'~/x' -> absolute on the host: pueue -w and quoted arguments never expand ~."""
         return self.probe.expand(path)
 
+    @property
+    def checkout(self) -> GitFacts:
+        if self.git is None:
+            raise RuntimeError("deploy's audit reads the git checkout; retry-failed's does not")
+        return self.git
+
 
 # ---- each step's own result (StepResult.value) ---------------------------------------------
 

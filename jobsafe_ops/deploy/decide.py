@@ -32,8 +32,7 @@ def plan_decide(ctx: DeployContext) -> Plan:
     """Every refusal before the first mutation: local changes, an unknown --ref, running
     tasks under `abort`. Then the running-tasks policy: wait / keep / kill (AP-1)."""
     facts, opts = ctx.facts, ctx.options
-    git = facts.git
-    assert git is not None, "deploy's audit reads the git facts"
+    git = facts.checkout
     refusals: list[str] = []
     if git.changes and not opts.discard_local_changes:
         refusals.append(f"local changes in {ctx.host.project_dir}: {', '.join(git.changes)}; "

@@ -261,8 +261,7 @@ def plan_upgrade(ctx: DeployContext) -> Plan:
 
 def apply_upgrade(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
     if not plan.actions:
-        assert plan.dry is not None
-        return plan.dry
+        return plan.row
     opts, install = ctx.options, plan.facts["install"]
     (action,) = plan.actions
     version = opts.version

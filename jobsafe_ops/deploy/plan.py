@@ -120,6 +120,13 @@ class Plan:
     dry: StepResult | None = None  # the --dry row (None: the step has nothing to do)
     facts: Mapping[str, Any] = field(default_factory=dict)  # what apply needs from plan
 
+    @property
+    def row(self) -> StepResult:
+        """The step's row when it has nothing to run (the same for --dry and the run)."""
+        if self.dry is None:
+            raise RuntimeError("this plan has no row of its own")
+        return self.dry
+
 
 class Executor:
     """Runs or lists actions. Real: through the `Remote` (mutating: never reconnected,

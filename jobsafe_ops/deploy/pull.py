@@ -58,8 +58,7 @@ def read_git_facts(host: Host, remote: Remote, expand: Callable[[str], str], ref
 def plan_pull(ctx: DeployContext) -> Plan:
     """Record the commit, fetch, re-check local changes, `reset --hard` to origin/<branch>
     or --ref (a rollback goes through the same checks). Nothing to do: no reset."""
-    git, opts = ctx.facts.git, ctx.options
-    assert git is not None, "deploy's audit reads the git facts"
+    git, opts = ctx.facts.checkout, ctx.options
     before = git.head
     target_name = opts.ref or f"origin/{ctx.host.branch}"
     fetch = (ctx.git_argv("fetch", "--quiet", "--tags", "origin") if opts.ref

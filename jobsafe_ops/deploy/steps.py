@@ -24,8 +24,8 @@ from tenacity import Retrying, retry_if_result, stop_before_delay, wait_fixed
 
 from .. import journal
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, JobsafeError, RefusedError, RemoteError
-from ..facts.audit import Audit, build_audit
-from ..facts.probe import Probe, run_probe, verdicts
+from ..facts.audit import build_audit
+from ..facts.probe import run_probe, verdicts
 from ..scheduler.pueue import FAILED_RESULTS
 from . import lock as locking
 from .context import (
@@ -53,24 +53,25 @@ AUDIT_SWAP_SAMPLE = 0.2  # seconds; the monitor samples longer
 
 # ---- 1. AUDIT --------------------------------------------------------------------------
 
-def _read_pueue(ctx: DeployContext, group: str | None = None) -> tuple[Probe, Audit]:
+def _read_pueue(ctx: DeployContext, group: str | None = None,
+                **more: Any) -> Facts:
     """The probe (host facts and pueue state in one round trip) and the audit built on it."""
     probe = run_probe(ctx.remote, swap_interval=AUDIT_SWAP_SAMPLE)
     if probe.state is None:
         raise RemoteError(f"{ctx.host.name}: cannot audit pueue: {probe.pueue_error}")
-    return probe, build_audit(ctx.host.name, probe.state, group)
+    return Facts(probe, probe.state, build_audit(ctx.host.name, probe.state, group), **more)
 
 
 def audit(ctx: DeployContext) -> StepResult:
     """Mandatory, also in --dry: pueue state by group (running / queued / failed / blocked
     with labels, commands, working dirs, exit codes), host resources, git checkout and the
     deploy lock (read with the git facts, one round trip)."""
-    probe, a = _read_pueue(ctx)
-    assert probe.state is not None
-    git, lock_state = read_git_facts(ctx.host, ctx.remote, probe.expand, ctx.options.ref,
+    pueue = _read_pueue(ctx)
+    git, lock_state = read_git_facts(ctx.host, ctx.remote, pueue.probe.expand, ctx.options.ref,
                                      locking.lock_path(ctx.host))
-    facts = Facts(probe, probe.state, a, git, lock_state)
+    facts = replace(pueue, git=git, lock=lock_state)
     ctx.learned(facts)
+    probe, a = facts.probe, facts.audit
     counts = {k: sum(len(getattr(g, k)) for g in a.groups)
               for k in ("running", "queued", "failed", "blocked")}
     detail = ", ".join(f"{n} {k}" for k, n in counts.items())
@@ -84,10 +85,9 @@ def audit(ctx: DeployContext) -> StepResult:
 def group_audit(group: str) -> Step:
     """`inv retry-failed`'s AUDIT: pueue only, one group."""
     def audit(ctx: DeployContext) -> StepResult:
-        probe, a = _read_pueue(ctx, group)
-        assert probe.state is not None
-        facts = Facts(probe, probe.state, a)
+        facts = _read_pueue(ctx, group)
         ctx.learned(facts)
+        a = facts.audit
         g = a.groups[0]
         return StepResult("audit", "ok", detail=f"{group}: {len(g.running)} running, "
                           f"{len(g.queued)} queued, {len(g.failed)} failed, "
@@ -219,8 +219,7 @@ def plan_monitor(ctx: DeployContext) -> Plan:
 def apply_monitor(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
     watch = ctx.options.watch
     if watch <= 0:
-        assert plan.dry is not None
-        return plan.dry
+        return plan.row
     restarted = ctx.outcome(RestartOutcome)
     re_added = restarted.re_added if restarted else ()
     samples: list[Sample] = []
