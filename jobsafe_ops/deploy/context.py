@@ -1,9 +1,12 @@
 """What every `inv deploy` step shares: the options, the `DeployContext` a step receives,
-the `StepResult` it returns, and the small values the steps hand each other.
+the frozen `Facts` AUDIT reads, the `StepResult` each step returns with its own typed
+value (`LockOutcome`, `DecideOutcome`, `PullOutcome`, `Install`, `RestartOutcome`,
+`MonitorOutcome`), and the small values the steps hand each other.
 
-The steps live by protocol phase: AUDIT, LOCK, MONITOR and the runner in deploy.py, DECIDE
+The steps live by protocol phase: AUDIT, LOCK, MONITOR and the runner in steps.py, DECIDE
 in decide.py, PULL in pull.py, VERIFY and UPGRADE in install.py, RESTART in restart.py;
-the commands (`inv deploy`, `inv retry-failed`) in deploy_cli.py.
+plan.py is the plan and its executor (no step branches on --dry); the commands
+(`inv deploy`, `inv retry-failed`) are in cli.py.
 """
 
 from __future__ import annotations

@@ -255,11 +255,12 @@ def release(remote: Remote, path: str, owner: LockOwner) -> bool:
     return remote.run(release_command(path, owner)).stdout.strip() == "RELEASED"
 
 
-def break_command(path: str, seen: LockState) -> str:
+def break_command(path: str, seen: LockState, tag: str | None = None) -> str:
     """Remove the lock only if it is still the one we looked at (same owner file), by
-    renaming it away first: two concurrent breakers cannot both win."""
+    renaming it away first: two concurrent breakers cannot both win. `tag` names the
+    renamed copy (deploy: its own owner token, so the planned command is the one sent)."""
     d = program(path)
-    gone = f"{d}.broken.{os.getpid()}.{secrets.token_hex(4)}"
+    gone = f"{d}.broken.{tag or f'{os.getpid()}.{secrets.token_hex(4)}'}"
     if seen.raw:
         same = _owner_is(d, seen.raw)
     else:

@@ -90,7 +90,8 @@ class Action:
             notes.append(f"only {self.when}")
         if self.repeat:
             notes.append(self.repeat)
-        return f"{self.line}  # {'; '.join(notes)}"
+        # one line whatever a label holds: the comment never ends early in a pasted line
+        return f"{self.line}  # {' '.join('; '.join(notes).split())}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"argv": [a if isinstance(a, str) else f"<{a.what}>" for a in self.argv],

@@ -1,15 +1,17 @@
 """`inv deploy`: AUDIT -> LOCK -> DECIDE -> PULL -> VERIFY -> UPGRADE -> RESTART -> MONITOR.
 
-Each step is `step(ctx) -> StepResult` (deploy_context.py); `STEPS` below is the whole
-protocol, read top to bottom. Facts first (the audit reads pueue, the probe and git in two
-round trips), every refusal before the first mutation, every mutation journaled, one SSH
-connection for all of it. `--dry` runs the same steps: reads for real, mutations only
-recorded as the exact commands they would run (an Ansible-style check mode that skips
-reads plans from nothing).
+Each step is `step(ctx) -> StepResult` (context.py); `STEPS` below is the whole protocol,
+read top to bottom. AUDIT reads the facts (pueue and the probe, then git and the deploy
+lock: two round trips) and freezes them (`context.Facts`); every later step is a
+`plan.PlannedStep`: it plans its actions (argv + why) from those facts and the re-reads
+it must make at mutate time, every refusal comes before the first mutation, and one
+`plan.Executor` lists the plan (`--dry`: the reads run for real, nothing is sent that
+changes the host) or runs it, journaled, over one SSH connection. Each step's typed result
+(`StepResult.value`) is what later steps and the verdict read.
 
 The lock is taken right after the audit and released on every exit path (`run_deploy`'s
 finally: errors, refusals, Ctrl-C). `inv retry-failed` (`retry_failed_steps`) reuses the
-RESTART step under the same lock. The commands themselves are in deploy_cli.py.
+RESTART step under the same lock. The commands themselves are in cli.py.
 """
 
 from __future__ import annotations
@@ -104,8 +106,9 @@ def release_action(path: str, owner: locking.LockOwner) -> Action:
                   when="at the end of the run, on every exit path")
 
 
-def _break_action(path: str, seen: locking.LockState) -> Action:
-    return script(locking.break_command(path, seen), f"--break-lock: {seen.describe()}; "
+def _break_action(path: str, seen: locking.LockState, owner: locking.LockOwner) -> Action:
+    return script(locking.break_command(path, seen, owner.token),
+                  f"--break-lock: {seen.describe()}; "
                   "removes only that very lock (same owner file), journaled")
 
 
@@ -122,7 +125,7 @@ def plan_lock(ctx: DeployContext) -> Plan:
                      "take the deploy lock: mkdir is the test-and-set, owner.json inside")
     actions: tuple[Action, ...] = (acquire, release_action(path, owner))
     if seen.held:
-        actions = (_break_action(path, seen), *actions)
+        actions = (_break_action(path, seen, owner), *actions)
     return Plan(actions, dry=StepResult(
         "lock", "dry", detail=f"would take {path}" + (f" after breaking: {seen.describe()}"
                                                       if seen.held else ""),
@@ -142,7 +145,7 @@ def apply_lock(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
     held = locking.acquire_by(lambda: ex.run(acquire).stdout, path)
     if held is not None and broken is None and ctx.options.break_lock:
         # taken after the audit, by a run the operator says is dead: break it, try again
-        broken = _break(ctx, ex, _break_action(path, held), held)
+        broken = _break(ctx, ex, _break_action(path, held, owner), held)
         held = locking.acquire_by(lambda: ex.run(acquire).stdout, path)
     if held is not None:
         ctx.held = None
