@@ -71,7 +71,7 @@ def _plan(policy: str, pre: tuple[Action, ...], refusals: list[str], status: str
     outcome = outcome or DecideOutcome(policy, ref_target=facts["ref_target"])
     return Plan((*pre, *actions), tuple(refusals), StepResult(
         "decide", status, detail=detail, data={"policy": policy, **data}, value=outcome),
-        facts={**facts, "policy": policy, "status": status, "detail": detail, "data": data,
+        handoff={**facts, "policy": policy, "status": status, "detail": detail, "data": data,
                "outcome": outcome})
 
 
@@ -176,7 +176,7 @@ def _plan_kill(ctx: DeployContext, pre: tuple[Action, ...], refusals: list[str],
 
 
 def apply_decide(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
-    f = plan.facts
+    f = plan.handoff
     outcome: DecideOutcome = f["outcome"]
     ref_target = _check_ref(ctx, ex, f["pre"]) if f["pre"] else f["ref_target"]
     outcome = replace(outcome, ref_target=ref_target)
@@ -215,7 +215,7 @@ def _wait_idle(ctx: DeployContext, groups: set[str], outcome: DecideOutcome) -> 
 
 
 def _kill(ctx: DeployContext, plan: Plan, ex: Executor, outcome: DecideOutcome) -> StepResult:
-    f = plan.facts
+    f = plan.handoff
     host, pueue, grace = ctx.host, ctx.host.pueue, ctx.options.kill_grace
     records: tuple[KilledTask, ...] = f["records"]
     ids: list[int] = f["ids"]

@@ -144,34 +144,34 @@ def plan_verify(ctx: DeployContext) -> Plan:
         message = f"{ctx.host.name}: verify failed: {install.error}"
         return Plan(dry=StepResult("verify", "warn", detail=install.error, data=data,
                                    value=install),
-                    facts={"failed": message, "install": install})
+                    handoff={"failed": message, "install": install})
     what = (f"{ctx.host.package} {install.version or install.dist_version} ({install.kind}"
             f"{': the pull is the upgrade (AP-5)' if install.editable else ''}) "
             f"from {install.file}")
     if _needs_upgrade(install, ctx.options):
         row = StepResult("verify", "ok", detail=f"{what}; upgrade to {ctx.options.version} "
                          "next, checks after it", data=data, value=install)
-        return Plan(dry=row, facts={"row": row})
+        return Plan(dry=row, handoff={"row": row})
     problems = check_expectations(install, ctx.options)
     if problems:
         return Plan(dry=StepResult("verify", "warn", detail=f"{what}; before the pull: "
                                    + "; ".join(problems), data=data, value=install),
-                    facts={"failed": f"{ctx.host.name}: verify failed: " + "; ".join(problems),
+                    handoff={"failed": f"{ctx.host.name}: verify failed: " + "; ".join(problems),
                            "install": install})
     checked = [c for c in (ctx.options.expected_version and "version",
                            ctx.options.expect_code and "code") if c]
     row = StepResult("verify", "ok", detail=what + (f"; {' and '.join(checked)} as expected"
                                                     if checked else ""), data=data,
                      value=install)
-    return Plan(dry=row, facts={"row": row})
+    return Plan(dry=row, handoff={"row": row})
 
 
 def apply_verify(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
-    if "failed" in plan.facts:
-        message, install = plan.facts["failed"], plan.facts["install"]
+    if "failed" in plan.handoff:
+        message, install = plan.handoff["failed"], plan.handoff["install"]
         raise StepFailed(message, StepResult("verify", "failed", detail=message,
                                              data=install.to_dict(), value=install))
-    row: StepResult = plan.facts["row"]
+    row: StepResult = plan.handoff["row"]
     return row
 
 
@@ -256,13 +256,13 @@ def plan_upgrade(ctx: DeployContext) -> Plan:
     return Plan((action,), dry=StepResult(
         "upgrade", "dry", detail=f"would install {ctx.host.dist_name}=={opts.version} (wheel "
         f"{install.dist_version}), retrying up to {opts.upgrade_timeout:g}s while the index "
-        "lacks it"), facts={"install": install})
+        "lacks it"), handoff={"install": install})
 
 
 def apply_upgrade(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
     if not plan.actions:
         return plan.row
-    opts, install = ctx.options, plan.facts["install"]
+    opts, install = ctx.options, plan.handoff["install"]
     (action,) = plan.actions
     version = opts.version
     assert version is not None

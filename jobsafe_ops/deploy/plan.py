@@ -119,7 +119,7 @@ class Plan:
     actions: tuple[Action, ...] = ()
     refusals: tuple[str, ...] = ()
     dry: StepResult | None = None  # the --dry row (None: the step has nothing to do)
-    facts: Mapping[str, Any] = field(default_factory=dict)  # what apply needs from plan
+    handoff: Mapping[str, Any] = field(default_factory=dict)  # what apply needs from plan
 
     @property
     def row(self) -> StepResult:

@@ -78,12 +78,12 @@ def plan_pull(ctx: DeployContext) -> Plan:
         "pull", "dry", detail=f"would fetch and move {before[:10]} -> {target_name} (may "
         "change: the fetch decides)", data={"before": before, "target": target_name},
         value=PullOutcome(before, None)),
-        facts={"before": before, "target_name": target_name})
+        handoff={"before": before, "target_name": target_name})
 
 
 def apply_pull(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
     opts = ctx.options
-    before, target_name = plan.facts["before"], plan.facts["target_name"]
+    before, target_name = plan.handoff["before"], plan.handoff["target_name"]
     fetched, reset = plan.actions
     out = ex.run(fetched)
     s = sections(out.stdout)

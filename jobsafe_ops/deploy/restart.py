@@ -140,23 +140,23 @@ def plan_restart(ctx: DeployContext) -> Plan:
     return Plan((*(a for _, a in adds.actions), *starts), dry=_restart_result(
         plan, would, {"plan": plan.to_dict(), "re_added": [], "errors": list(adds.errors),
                       "resumed": list(resume)}, would_add=bool(adds.actions)),
-        facts={"adds": adds, "starts": starts, "resume": resume, "plan": plan})
+        handoff={"adds": adds, "starts": starts, "resume": resume, "plan": plan})
 
 
 def apply_restart(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
-    adds: ReAdds = plan.facts["adds"]
+    adds: ReAdds = plan.handoff["adds"]
     re_added, errors = run_readds(ctx, ex, adds)
-    for action in plan.facts["starts"]:
+    for action in plan.handoff["starts"]:
         ex.run(action)
-    started = {dict(a.fields)["group"] for a in plan.facts["starts"]}
-    for g in plan.facts["resume"]:  # wanted, but running already: noted as resumed
+    started = {dict(a.fields)["group"] for a in plan.handoff["starts"]}
+    for g in plan.handoff["resume"]:  # wanted, but running already: noted as resumed
         if g not in started:
             journal.append(ctx.host.name, "group-start", [], group=g,
                            reason="resumed after deploy re-added its tasks")
-    rp: retries.RetryPlan = plan.facts["plan"]
+    rp: retries.RetryPlan = plan.handoff["plan"]
     outcome = RestartOutcome(tuple(re_added), tuple(f"{d.group}/{d.label}"
                                                     for d in rp.exhausted),
-                             tuple(errors), tuple(plan.facts["resume"]))
+                             tuple(errors), tuple(plan.handoff["resume"]))
     result = _restart_result(rp, outcome, {
         "plan": rp.to_dict(), "re_added": [r.to_dict() for r in re_added], "errors": errors,
         "resumed": list(outcome.resumed)})
@@ -205,11 +205,11 @@ def restart_group(group: str) -> Step:
                                add_errors=adds.errors)
         return Plan(tuple(a for _, a in adds.actions), dry=_restart_result(
             rp, would, {"plan": rp.to_dict(), "re_added": [], "errors": list(adds.errors)},
-            would_add=bool(adds.actions)), facts={"adds": adds, "plan": rp})
+            would_add=bool(adds.actions)), handoff={"adds": adds, "plan": rp})
 
     def apply(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
-        rp: retries.RetryPlan = plan.facts["plan"]
-        re_added, errors = run_readds(ctx, ex, plan.facts["adds"])
+        rp: retries.RetryPlan = plan.handoff["plan"]
+        re_added, errors = run_readds(ctx, ex, plan.handoff["adds"])
         outcome = RestartOutcome(tuple(re_added), tuple(f"{d.group}/{d.label}"
                                                         for d in rp.exhausted), tuple(errors))
         return _restart_result(rp, outcome, {"plan": rp.to_dict(), "re_added": [

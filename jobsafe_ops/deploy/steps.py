@@ -130,13 +130,13 @@ def plan_lock(ctx: DeployContext) -> Plan:
         "lock", "dry", detail=f"would take {path}" + (f" after breaking: {seen.describe()}"
                                                       if seen.held else ""),
         data=seen.to_dict(), value=LockOutcome(path, owner, seen if seen.held else None)),
-        facts={"path": path, "owner": owner, "seen": seen, "acquire": acquire})
+        handoff={"path": path, "owner": owner, "seen": seen, "acquire": acquire})
 
 
 def apply_lock(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
-    path, owner = plan.facts["path"], plan.facts["owner"]
-    seen: locking.LockState = plan.facts["seen"]
-    acquire: Action = plan.facts["acquire"]
+    path, owner = plan.handoff["path"], plan.handoff["owner"]
+    seen: locking.LockState = plan.handoff["seen"]
+    acquire: Action = plan.handoff["acquire"]
     # Set before the round trip: a Ctrl-C while it is in flight may come after the mkdir
     # on the host, and the release (which only removes a lock whose owner file is ours)
     # must still run. Cleared when the lock is known to be someone else's.
