@@ -117,6 +117,10 @@ def plan_lock(ctx: DeployContext) -> Plan:
     audit saw held is refused (or broken first, with --break-lock)."""
     path = locking.lock_path(ctx.host)
     seen = ctx.facts.lock or locking.read(ctx.remote, path)  # retry-failed reads it here
+    if seen.held and seen.owner is None and not seen.stale:
+        # another acquire between its mkdir and its owner write: our mkdir attempt looks
+        # again and names the holder (locking.acquire_by), or takes it if it went away
+        seen = locking.LockState(path, False)
     owner = ctx.owner or locking.this_process(ctx.options.lock_ttl)
     if seen.held and not ctx.options.break_lock:
         return Plan(refusals=(locking.refusal(seen),), dry=StepResult(

@@ -110,3 +110,19 @@ def test_a_stale_lock_is_broken_on_request_as_planned(tmp_path: Path,
     [entry] = journal.entries(action="lock-break")
     assert entry["owner"]["operator"] == "bob@elsewhere" and "TTL" in entry["stale"]
     assert json.dumps(run.to_dict())  # the report stays JSON
+
+
+def test_a_lock_being_taken_at_audit_time_is_left_to_the_mkdir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held without an owner file yet (an acquire between its mkdir and its owner write):
+    not refused from the audit's look; the mkdir attempt decides and names the holder."""
+    monkeypatch.setenv("JOBSAFE_JOURNAL", str(tmp_path / "j.ndjson"))
+    taking = "HELD\n\n100\n100\n"
+    opts = {"on_running": "keep", "watch": 0}
+    assert d.run_deploy(ctx_for(BigBlack(lock=taking), **opts)).exit_code == 0  # it went away
+    theirs = locking.this_process()
+    remote = BigBlack(lock=taking).on_script(
+        "echo ACQUIRED", f"HELD\n{theirs.to_json()}\n100\n100\n", mutates=True)
+    report = d.run_deploy(ctx_for(remote, **opts))
+    assert report.exit_code == 3 and f"locked by {theirs.operator}" in report.verdict
+    assert [s for s in remote.mutations if "echo RELEASED" in s.command] == []  # not ours
