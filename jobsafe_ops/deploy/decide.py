@@ -182,9 +182,9 @@ def apply_decide(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
     outcome = replace(outcome, ref_target=ref_target)
     row = StepResult("decide", f["status"], detail=f["detail"],
                      data={"policy": f["policy"], **f["data"]}, value=outcome)
-    if f["policy"] == "wait":
+    if "groups" in f:  # wait, with something running ("nothing running" needs no wait)
         return _wait_idle(ctx, set(f["groups"]), outcome)
-    if f["policy"] == "kill" and "records" in f:
+    if "records" in f:  # kill, with something to kill
         return _kill(ctx, plan, ex, outcome)
     return row
 

@@ -46,7 +46,10 @@ class BigBlack(FakeRemote):
         verify = json.dumps({"version": "1.0.0", "dist_version": "1.0.0", "editable": True,
                              "file": f"{PROJECT}/src/mypkg/__init__.py"})
         pueue = host.pueue
-        self.on_script("@@nproc", probe).on_script("@@head", git)
+        head, rest = probe.split("@@status\n", 1)
+        tail = "\nrc 0" + rest.split("\nrc 0", 1)[1]
+        self.on_script("@@nproc", lambda s: f"{head}@@status\n{json.dumps(self.status)}{tail}")
+        self.on_script("@@head", git)
         self.on((pueue, "status", "--json"), lambda s: json.dumps(self.status))
         self.on((ANY, "-I", "-c"), verify)  # the venv python's VERIFY script
         self.on(("git", "-C", PROJECT, "fetch"), f"@@target\n{fetched}\n@@changes\n",

@@ -126,3 +126,19 @@ def test_a_lock_being_taken_at_audit_time_is_left_to_the_mkdir(
     report = d.run_deploy(ctx_for(remote, **opts))
     assert report.exit_code == 3 and f"locked by {theirs.operator}" in report.verdict
     assert [s for s in remote.mutations if "echo RELEASED" in s.command] == []  # not ours
+
+
+@pytest.mark.parametrize("policy", ["wait", "kill", "keep"])
+def test_a_policy_with_nothing_running_sends_nothing_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
+    monkeypatch.setenv("JOBSAFE_JOURNAL", str(tmp_path / "j.ndjson"))
+    remote = BigBlack()
+    for t in remote.status["tasks"].values():  # everything finished before the deploy
+        kind = next(iter(t["status"]))
+        if kind in ("Running", "Paused"):
+            s = t["status"][kind]
+            t["status"] = {"Done": {**s, "end": s["start"], "result": "Success"}}
+    report = d.run_deploy(ctx_for(remote, on_running=policy, watch=0))
+    assert report.exit_code == 0, report.verdict
+    assert report.steps[2].detail == "nothing running: no policy needed"
+    assert not any(s.argv and s.argv[1] in ("kill", "pause") for s in remote.mutations)
