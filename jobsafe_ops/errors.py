@@ -135,7 +135,7 @@ class JobsFailedError(JobsafeError):
 
 class StepFailed(JobsafeError):
     """A deploy step failed, and its result (facts gathered so far) belongs in the report.
-    `result` is the step's deploy.context.StepResult."""
+    `result` is the step's deploy.plan.StepResult."""
 
     def __init__(self, message: str, result: Any, exit_code: int = EXIT_FAILED) -> None:
         super().__init__(message)

@@ -68,6 +68,12 @@ _ATTEMPTS, _ATTEMPTS_ERROR = _env_setting("JOBSAFE_CONNECT_ATTEMPTS", 3, int, mi
 CONNECT_ATTEMPTS = int(_ATTEMPTS)
 
 
+def _argv_of(command: str | Sequence[str], argv: Sequence[str] | None) -> tuple[str, ...] | None:
+    if argv is not None:
+        return tuple(argv)
+    return None if isinstance(command, str) else tuple(command)
+
+
 @dataclass(frozen=True)
 class Result:
     command: str
@@ -104,20 +110,26 @@ class Remote:
 
     def run(self, command: str | Sequence[str], *, check: bool = True,
             timeout: float | None = None, stdin: str | None = None,
-            readonly: bool = False) -> Result:
+            readonly: bool = False, argv: Sequence[str] | None = None) -> Result:
+        """`argv`: for a shell line that wraps one program call (an `env -i ... pueue add`
+        line), that call's argv; an argv command is its own. The transports send the line;
+        the hook receives both (testing.fake_remote answers by argv)."""
         text = shell_line(command)
         self.round_trips += 1
         wired = path_prefix(self.host) + text
-        return self._checked(text, self._run(wired, timeout=timeout, stdin=stdin), check)
+        return self._checked(text, self._run(wired, argv=_argv_of(command, argv),
+                                             timeout=timeout, stdin=stdin), check)
 
     def stream(self, command: str | Sequence[str], on_line: Callable[[str], None], *,
-               check: bool = True, timeout: float | None = None) -> Result:
+               check: bool = True, timeout: float | None = None,
+               argv: Sequence[str] | None = None) -> Result:
         """Like `run`, but hands each stdout line to `on_line` as it arrives (the feeder's
         progress lines drive a progress bar while it runs on the host)."""
         text = shell_line(command)
         self.round_trips += 1
         wired = path_prefix(self.host) + text
-        return self._checked(text, self._stream(wired, on_line, timeout=timeout), check)
+        return self._checked(text, self._stream(wired, on_line, argv=_argv_of(command, argv),
+                                                timeout=timeout), check)
 
     def reopen_if_dropped(self, purpose: str) -> str | None:
         """Reopen a dead connection on purpose for one idempotent clean-up of our own
@@ -148,8 +160,8 @@ class Remote:
         return result
 
     def _stream(self, text: str, on_line: Callable[[str], None], *,
-                timeout: float | None) -> Result:
-        result = self._run(text, timeout=timeout, stdin=None)
+                argv: tuple[str, ...] | None, timeout: float | None) -> Result:
+        result = self._run(text, argv=argv, timeout=timeout, stdin=None)
         for line in result.stdout.splitlines():
             on_line(line)
         return result
@@ -177,7 +189,8 @@ class Remote:
                       or f"exit {result.exited}").splitlines()[-1]
             raise RemoteError(f"{self.host.name}: upload of {remote_path} refused: {detail}")
 
-    def _run(self, text: str, *, timeout: float | None, stdin: str | None) -> Result:
+    def _run(self, text: str, *, argv: tuple[str, ...] | None, timeout: float | None,
+             stdin: str | None) -> Result:
         raise NotImplementedError
 
     def _put_text(self, text: str, path: str, mode: int) -> None:
@@ -204,7 +217,8 @@ class LocalRemote(Remote):
         super().__init__(host)
         self.connections_opened = 0
 
-    def _run(self, text: str, *, timeout: float | None, stdin: str | None) -> Result:
+    def _run(self, text: str, *, argv: tuple[str, ...] | None, timeout: float | None,
+             stdin: str | None) -> Result:
         try:
             proc = subprocess.run(
                 ["sh", "-c", text], capture_output=True, text=True, timeout=timeout,
@@ -215,7 +229,7 @@ class LocalRemote(Remote):
         return Result(text, proc.stdout, proc.stderr, proc.returncode)
 
     def _stream(self, text: str, on_line: Callable[[str], None], *,
-                timeout: float | None) -> Result:
+                argv: tuple[str, ...] | None, timeout: float | None) -> Result:
         proc = subprocess.Popen(["sh", "-c", text], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stderr is not None
@@ -257,17 +271,17 @@ class SSHRemote(Remote):
 
     def run(self, command: str | Sequence[str], *, check: bool = True,
             timeout: float | None = None, stdin: str | None = None,
-            readonly: bool = False) -> Result:
+            readonly: bool = False, argv: Sequence[str] | None = None) -> Result:
         if not readonly:
-            return super().run(command, check=check, timeout=timeout, stdin=stdin)
+            return super().run(command, check=check, timeout=timeout, stdin=stdin, argv=argv)
         text = shell_line(command)
         if not self.conn.is_connected:
             self._reopen(f"before `{_short(text)}`")
         try:
-            return super().run(command, check=check, timeout=timeout, stdin=stdin)
+            return super().run(command, check=check, timeout=timeout, stdin=stdin, argv=argv)
         except ConnectionDropped:
             self._reopen(f"while `{_short(text)}` ran")
-        return super().run(command, check=check, timeout=timeout, stdin=stdin)
+        return super().run(command, check=check, timeout=timeout, stdin=stdin, argv=argv)
 
     def reopen_if_dropped(self, purpose: str) -> str | None:
         if self.conn.is_connected:
@@ -303,7 +317,8 @@ class SSHRemote(Remote):
                 "for a command that changes the host; rerun the same command once the "
                 "host is back (it converges)")
 
-    def _run(self, text: str, *, timeout: float | None, stdin: str | None) -> Result:
+    def _run(self, text: str, *, argv: tuple[str, ...] | None, timeout: float | None,
+             stdin: str | None) -> Result:
         import io
 
         from invoke.exceptions import CommandTimedOut
@@ -321,7 +336,7 @@ class SSHRemote(Remote):
         return Result(text, r.stdout, r.stderr, r.exited)
 
     def _stream(self, text: str, on_line: Callable[[str], None], *,
-                timeout: float | None) -> Result:
+                argv: tuple[str, ...] | None, timeout: float | None) -> Result:
         from invoke.exceptions import CommandTimedOut
 
         sink = _LineSink(on_line)

@@ -88,8 +88,8 @@ def test_retry_readd_runs_pueue_add_in_the_lean_env(tmp_path: Path,
     decision = RetryDecision(group="p1", label="A", base="A", action="add", reason="killed",
                              new_label="A-retry-1", command="python job.py",
                              workdir=str(tmp_path), state="killed", kind="transient")
-    readd(ctx, RetryPlan((decision,), budget=3, retry_all=False))
-    assert [r.label for r in ctx.re_added] == ["A-retry-1"] and not ctx.add_errors
+    out = readd(ctx, RetryPlan((decision,), budget=3, retry_all=False))
+    assert [r.label for r in out.re_added] == ["A-retry-1"] and not out.add_errors
     (call,) = [json.loads(x) for x in (tmp_path / "add-env.json").read_text().splitlines()]
     assert call["argv"][:5] == ["add", "--group", "p1", "--label", "A-retry-1"]
     assert "API_TOKEN" not in call["env"]

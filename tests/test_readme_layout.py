@@ -6,16 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "jobsafe_ops"
 NAME = re.compile(r"`([^`]+)`")
 
-# Named in the table, created by the other branches of the layout issue (14); the xfail is
-# strict: once they all exist the test passes, and this marker must go.
-COMING = {"shell.py", "hostside/model.py", "scheduler/base.py", "batch/model.py",
-          "monitor/board.py", "testing/fake_remote.py"}
 
 
 def layout_rows() -> list[tuple[list[str], list[str]]]:
@@ -72,14 +66,9 @@ def test_the_table_is_found_and_names_the_packages() -> None:
 
 
 def test_every_name_in_the_table_exists() -> None:
-    missing = sorted(n for n in named() - COMING if not exists(n))
+    missing = sorted(n for n in named() if not exists(n))
     assert not missing, f"named in the README's layout table, not in jobsafe_ops/: {missing}"
 
-
-@pytest.mark.xfail(strict=True, reason="created by the other branches of issue 14")
-def test_the_modules_of_the_other_layout_branches_exist() -> None:
-    assert COMING <= named()
-    assert all(exists(n) for n in COMING), sorted(n for n in COMING if not exists(n))
 
 
 def test_every_package_and_module_is_in_the_table() -> None:

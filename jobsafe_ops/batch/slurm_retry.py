@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import journal
-from ..deploy.context import StepResult
+from ..deploy.plan import StepResult
 from ..deploy.steps import DeployReport
 from ..errors import EXIT_OK, RefusedError, RemoteError
 from ..facts.slurm_probe import home_word

@@ -1,28 +1,31 @@
 """What every `inv deploy` step shares: the options, the `DeployContext` a step receives,
-the `StepResult` it returns, and the small values the steps hand each other.
+the frozen `Facts` AUDIT reads, the `StepResult` each step returns with its own typed
+value (`LockOutcome`, `DecideOutcome`, `PullOutcome`, `Install`, `RestartOutcome`,
+`MonitorOutcome`), and the small values the steps hand each other.
 
-The steps live by protocol phase: AUDIT, LOCK, MONITOR and the runner in deploy.py, DECIDE
+The steps live by protocol phase: AUDIT, LOCK, MONITOR and the runner in steps.py, DECIDE
 in decide.py, PULL in pull.py, VERIFY and UPGRADE in install.py, RESTART in restart.py;
-the commands (`inv deploy`, `inv retry-failed`) in deploy_cli.py.
+plan.py is the plan and its executor (no step branches on --dry); the commands
+(`inv deploy`, `inv retry-failed`) are in cli.py.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from ..batch import retry as retries
-from ..errors import ConfigError, RefusedError
+from ..errors import ConfigError
 from ..facts.audit import Audit
 from ..facts.probe import Probe
 from ..flags import check_choice
 from ..inventory import Host
 from ..remote import Remote
 from ..scheduler.pueue import PueueState
-from ..shell import shell_line
 from . import lock as locking
+from .plan import Executor, Plan, StepResult
 
 POLICIES = ("abort", "wait", "keep", "kill")
 # PEP 440 (packaging's VERSION_PATTERN, without the legacy spellings): what `uv pip install
@@ -33,6 +36,7 @@ VERSION = re.compile(
     r"(?:\+[a-z0-9]+(?:[-_.][a-z0-9]+)*)?$", re.IGNORECASE)
 # never part of one commit, tag or revision (HEAD~1 is fine; a..b is a range)
 _BAD_REF = re.compile(r"[\x00-\x20\x7f]|\.\.")
+T = TypeVar("T")
 LOCK_MARGIN = 900.0  # seconds added to the longest possible run for the lock's TTL
 
 Say = Callable[[str], None]
@@ -101,20 +105,6 @@ class DeployOptions:
                                   "or module:function:text (e.g. mypkg.core:compute)")
 
 
-@dataclass(frozen=True)
-class StepResult:
-    """One protocol step. status: ok | changed | skipped | dry | warn | refused | failed."""
-
-    name: str
-    status: str
-    seconds: float = 0.0
-    detail: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 3),
-                "detail": self.detail, "data": self.data}
-
 
 @dataclass(frozen=True)
 class KilledTask:
@@ -174,10 +164,71 @@ class ReAdded:
                 "id": self.id}
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What AUDIT read, frozen: every later step plans from it (and re-reads what it must
+    re-check at mutate time). `git`/`lock` are None for retry-failed's one-group audit."""
+
+    probe: Probe
+    state: PueueState
+    audit: Audit
+    git: GitFacts | None = None
+    lock: locking.LockState | None = None
+
+    def path(self, path: str) -> str:
+        """'~/x' -> absolute on the host: pueue -w and quoted arguments never expand ~."""
+        return self.probe.expand(path)
+
+    @property
+    def checkout(self) -> GitFacts:
+        if self.git is None:
+            raise RuntimeError("deploy's audit reads the git checkout; retry-failed's does not")
+        return self.git
+
+
+# ---- each step's own result (StepResult.value) ---------------------------------------------
+
+@dataclass(frozen=True)
+class LockOutcome:
+    path: str
+    owner: locking.LockOwner
+    broken: locking.LockState | None = None
+
+
+@dataclass(frozen=True)
+class DecideOutcome:
+    policy: str
+    killed: tuple[KilledTask, ...] = ()  # (in --dry: would be killed)
+    paused: tuple[str, ...] = ()  # groups paused (in --dry: would be)
+    ref_target: str | None = None  # --ref as resolved (after a fetch when it was unknown)
+    state: PueueState | None = None  # pueue after `wait` (fresh facts for RESTART)
+
+
+@dataclass(frozen=True)
+class PullOutcome:
+    before: str
+    after: str | None  # None in --dry: the fetch decides
+
+
+@dataclass(frozen=True)
+class RestartOutcome:
+    re_added: tuple[ReAdded, ...] = ()
+    exhausted: tuple[str, ...] = ()
+    add_errors: tuple[str, ...] = ()
+    resumed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MonitorOutcome:
+    ok: bool
+
+
 @dataclass
 class DeployContext:
-    """Everything the steps share: the host, its one Remote, the options and what the run
-    has learned or done so far."""
+    """What the steps share: the host, its one Remote, the options, the executor (the one
+    place that lists or runs mutations), the frozen `Facts` from AUDIT and the results of
+    the steps so far (each with its typed `value`). The only state a step changes is
+    `held`: the lock to release on every exit path."""
 
     host: Host
     remote: Remote
@@ -185,30 +236,34 @@ class DeployContext:
     say: Say = lambda text: None
     ask: Callable[[Audit], str] | None = None  # the TTY prompt; None = not interactive
     command: str = "deploy"  # or "retry-failed" (the RESTART step alone)
-    probe: Probe | None = None
-    state: PueueState | None = None
-    audit: Audit | None = None
-    git: GitFacts | None = None
-    lock_owner: locking.LockOwner | None = None
-    lock_path: str = ""
-    policy: str = ""
-    killed: list[KilledTask] = field(default_factory=list)
-    paused: list[str] = field(default_factory=list)  # groups this run paused, not resumed yet
-    commit_before: str | None = None
-    commit_after: str | None = None
-    install: Install | None = None
-    re_added: list[ReAdded] = field(default_factory=list)
-    exhausted: list[str] = field(default_factory=list)
-    add_errors: list[str] = field(default_factory=list)
-    monitor_ok: bool | None = None
-    planned: list[str] = field(default_factory=list)  # --dry: the mutations, verbatim
-    refusals: list[str] = field(default_factory=list)  # --dry: what would be refused
-    refusals_shown: int = 0
+    owner: locking.LockOwner | None = None  # the lock owner record (default: this process)
+    results: list[StepResult] = field(default_factory=list)  # appended by run_deploy
+    held: LockOutcome | None = None  # set before the lock's round trip, cleared on release
+    _facts: Facts | None = None
+    executor: Executor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.executor = Executor(self.remote, self.host.name, self.options.dry)
+
+    @property
+    def facts(self) -> Facts:
+        if self._facts is None:
+            raise RuntimeError("the audit step runs first")
+        return self._facts
+
+    def learned(self, facts: Facts) -> None:
+        """AUDIT's facts, once."""
+        if self._facts is not None:
+            raise RuntimeError("the facts are read once, at AUDIT")
+        self._facts = facts
+
+    def outcome(self, kind: type[T]) -> T | None:
+        """The latest step result of that type (None: no such step ran)."""
+        return next((r.value for r in reversed(self.results) if isinstance(r.value, kind)),
+                    None)
 
     def path(self, path: str) -> str:
-        """'~/x' -> absolute on the host: pueue -w and quoted arguments never expand ~."""
-        assert self.probe is not None, "the audit step runs first"
-        return self.probe.expand(path)
+        return self.facts.path(path)
 
     @property
     def project(self) -> str:
@@ -225,17 +280,32 @@ class DeployContext:
         """--poll, or about 20 looks per waiting window (0.5 s to 10 s apart)."""
         return self.options.poll if self.options.poll else min(10.0, max(0.5, window / 20))
 
-    def refuse(self, message: str) -> None:
-        """A safety refusal: exit 3 now, or in --dry noted and the walk-through goes on."""
-        if self.options.dry:
-            self.refusals.append(message)
-            return
-        raise RefusedError(f"{self.host.name}: {message}")
-
-    def would(self, command: str | Sequence[str]) -> str:
-        text = shell_line(command)
-        self.planned.append(text)
-        return text
-
 
 Step = Callable[[DeployContext], StepResult]
+
+
+class PlannedStep:
+    """A mutating step: `plan(ctx)` (facts and reads only), then in --dry the plan is
+    listed and `Plan.dry` is the step's row; otherwise `apply(ctx, plan, executor)` runs
+    it. Refusals stop the run before the first action (in --dry they are noted)."""
+
+    def __init__(self, name: str, plan: Callable[[DeployContext], Plan],
+                 apply: Callable[[DeployContext, Plan, Executor], StepResult]) -> None:
+        self.__name__ = name
+        self.plan = plan
+        self.apply = apply
+
+    def __call__(self, ctx: DeployContext) -> StepResult:
+        ex = ctx.executor
+        plan = self.plan(ctx)
+        seen = len(ex.refusals)
+        for message in plan.refusals:
+            ex.refuse(message)
+        if not ex.dry:
+            return self.apply(ctx, plan, ex)
+        ex.show(plan.actions)
+        row = plan.dry or StepResult(self.__name__, "ok", detail="nothing to do")
+        new = ex.refusals[seen:]
+        if new:
+            row = replace(row, status="refused", detail="; ".join([*new, row.detail]))
+        return row

@@ -20,7 +20,8 @@ from tenacity import (
 
 from .. import journal
 from ..errors import RemoteError, StepFailed, VersionNotVisible
-from .context import DeployContext, DeployOptions, Install, StepResult
+from .context import DeployContext, DeployOptions, Install, PlannedStep
+from .plan import Action, Executor, Plan, StepResult
 
 # ---- 5. VERIFY -------------------------------------------------------------------------
 
@@ -133,34 +134,48 @@ def _needs_upgrade(install: Install, opts: DeployOptions) -> bool:
     return bool(opts.version) and not install.editable and install.dist_version != opts.version
 
 
-def verify(ctx: DeployContext) -> StepResult:
+def plan_verify(ctx: DeployContext) -> Plan:
     """Import the package in the venv: version, __file__, editable or wheel (AP-5), and
-    --expect-version / --expect-code (the fix by its source text, inspect.getsource)."""
+    --expect-version / --expect-code (the fix by its source text, inspect.getsource).
+    Reads only; in --dry it runs before the pull, so a mismatch is a warning there."""
     install = inspect_install(ctx)
-    ctx.install = install
     data = install.to_dict()
     if install.error:
-        if ctx.options.dry:
-            return StepResult("verify", "warn", detail=install.error, data=data)
         message = f"{ctx.host.name}: verify failed: {install.error}"
-        raise StepFailed(message, StepResult("verify", "failed", detail=message, data=data))
+        return Plan(dry=StepResult("verify", "warn", detail=install.error, data=data,
+                                   value=install),
+                    handoff={"failed": message, "install": install})
     what = (f"{ctx.host.package} {install.version or install.dist_version} ({install.kind}"
             f"{': the pull is the upgrade (AP-5)' if install.editable else ''}) "
             f"from {install.file}")
     if _needs_upgrade(install, ctx.options):
-        return StepResult("verify", "ok", detail=f"{what}; upgrade to {ctx.options.version} "
-                          "next, checks after it", data=data)
+        row = StepResult("verify", "ok", detail=f"{what}; upgrade to {ctx.options.version} "
+                         "next, checks after it", data=data, value=install)
+        return Plan(dry=row, handoff={"row": row})
     problems = check_expectations(install, ctx.options)
-    if problems and ctx.options.dry:
-        return StepResult("verify", "warn", detail=f"{what}; before the pull: "
-                          + "; ".join(problems), data=data)
     if problems:
-        message = f"{ctx.host.name}: verify failed: " + "; ".join(problems)
-        raise StepFailed(message, StepResult("verify", "failed", detail=message, data=data))
+        return Plan(dry=StepResult("verify", "warn", detail=f"{what}; before the pull: "
+                                   + "; ".join(problems), data=data, value=install),
+                    handoff={"failed": f"{ctx.host.name}: verify failed: " + "; ".join(problems),
+                           "install": install})
     checked = [c for c in (ctx.options.expected_version and "version",
                            ctx.options.expect_code and "code") if c]
-    return StepResult("verify", "ok", detail=what + (f"; {' and '.join(checked)} as expected"
-                                                     if checked else ""), data=data)
+    row = StepResult("verify", "ok", detail=what + (f"; {' and '.join(checked)} as expected"
+                                                    if checked else ""), data=data,
+                     value=install)
+    return Plan(dry=row, handoff={"row": row})
+
+
+def apply_verify(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
+    if "failed" in plan.handoff:
+        message, install = plan.handoff["failed"], plan.handoff["install"]
+        raise StepFailed(message, StepResult("verify", "failed", detail=message,
+                                             data=install.to_dict(), value=install))
+    row: StepResult = plan.handoff["row"]
+    return row
+
+
+verify = PlannedStep("verify", plan_verify, apply_verify)
 
 
 # ---- 6. UPGRADE ------------------------------------------------------------------------
@@ -215,33 +230,45 @@ def upgrade_argv(ctx: DeployContext, version: str) -> list[str]:
             "--index-url", ctx.host.index_url, f"{dist}=={version}"]
 
 
-def upgrade(ctx: DeployContext) -> StepResult:
+def plan_upgrade(ctx: DeployContext) -> Plan:
     """Wheel installs only, when --version asks for another version. Bounded tenacity
     retry with exponential back-off on "not found" only; each attempt printed."""
-    opts, install = ctx.options, ctx.install
-    assert install is not None
+    opts, install = ctx.options, ctx.outcome(Install)
+    if install is None:
+        raise RuntimeError("the verify step runs first")
     if not opts.version:
-        return StepResult("upgrade", "skipped", detail="no --version requested")
+        return Plan(dry=StepResult("upgrade", "skipped", detail="no --version requested"))
     if install.editable:
-        return StepResult("upgrade", "skipped", detail="editable install: the pull updated "
-                          "the code; no package upgrade needed (AP-5)")
+        return Plan(dry=StepResult("upgrade", "skipped", detail="editable install: the pull "
+                                   "updated the code; no package upgrade needed (AP-5)"))
     if not _needs_upgrade(install, opts):
-        return StepResult("upgrade", "ok", detail=f"{ctx.host.dist_name} {opts.version} is "
-                          "already installed")
+        return Plan(dry=StepResult("upgrade", "ok", detail=f"{ctx.host.dist_name} "
+                                   f"{opts.version} is already installed"))
+    action = Action(tuple(upgrade_argv(ctx, opts.version)),
+                    f"install {ctx.host.dist_name}=={opts.version} (wheel "
+                    f"{install.dist_version})", check=False,
+                    repeat=f"sent again while the index lacks it, up to "
+                    f"{opts.upgrade_timeout:g}s")
+    return Plan((action,), dry=StepResult(
+        "upgrade", "dry", detail=f"would install {ctx.host.dist_name}=={opts.version} (wheel "
+        f"{install.dist_version}), retrying up to {opts.upgrade_timeout:g}s while the index "
+        "lacks it"), handoff={"install": install})
+
+
+def apply_upgrade(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
+    if not plan.actions:
+        return plan.row
+    opts, install = ctx.options, plan.handoff["install"]
+    (action,) = plan.actions
     version = opts.version
-    argv = upgrade_argv(ctx, version)
-    if opts.dry:
-        ctx.would(argv)
-        return StepResult("upgrade", "dry", detail=f"would install {ctx.host.dist_name}=="
-                          f"{opts.version} (wheel {install.dist_version}), retrying up to "
-                          f"{opts.upgrade_timeout:g}s while the index lacks it")
+    assert version is not None
     attempts: list[dict[str, Any]] = []
     started = time.monotonic()
     first_wait = min(5.0, max(0.5, opts.upgrade_timeout / 30))
     budget = Deadline(opts.upgrade_timeout, first_wait)
 
     def attempt() -> None:
-        r = ctx.remote.run(argv, check=False, timeout=max(10.0, budget.remaining()))
+        r = ex.run(action, timeout=max(10.0, budget.remaining()))
         outcome = install_outcome(r.exited, r.stdout + r.stderr, ctx.host.dist_name,
                                   version)
         lines = [ln.strip() for ln in (r.stderr or r.stdout).splitlines() if ln.strip()]
@@ -278,12 +305,16 @@ def upgrade(ctx: DeployContext) -> StepResult:
                          exc.exit_code) from None
     journal.append(ctx.host.name, "upgrade", [], result="ok", before=install.dist_version,
                    to=opts.version, attempts=len(attempts))
-    ctx.install = after = inspect_install(ctx)
+    after = inspect_install(ctx)
     problems = check_expectations(after, opts)
     data = {"attempts": attempts, "install": after.to_dict()}
     if problems:
         message = f"{ctx.host.name}: after the upgrade: " + "; ".join(problems)
-        raise StepFailed(message, StepResult("upgrade", "failed", detail=message, data=data))
+        raise StepFailed(message, StepResult("upgrade", "failed", detail=message, data=data,
+                                             value=after))
     return StepResult("upgrade", "changed", detail=f"{ctx.host.dist_name} "
                       f"{install.dist_version} -> {after.dist_version} after {len(attempts)} "
-                      f"attempt(s); checks passed", data=data)
+                      f"attempt(s); checks passed", data=data, value=after)
+
+
+upgrade = PlannedStep("upgrade", plan_upgrade, apply_upgrade)

@@ -175,12 +175,20 @@ def _read_script(d: str) -> str:
             f"date +%s; stat -c %Y {d} 2>/dev/null; else echo FREE; fi")
 
 
+def read_command(path: str) -> str:
+    """Read-only: HELD + owner file, host clock, directory mtime; or FREE."""
+    return _read_script(program(path))
+
+
+def parse_read(path: str, lines: list[str]) -> LockState:
+    if lines and lines[0] == "HELD":
+        return _held_state(path, lines[1:])
+    return LockState(path, False)
+
+
 def read(remote: Remote, path: str) -> LockState:
     """Read-only: who holds the lock (for --dry and for reports)."""
-    out = remote.run(_read_script(program(path)), check=False).stdout.splitlines()
-    if out and out[0] == "HELD":
-        return _held_state(path, out[1:])
-    return LockState(path, False)
+    return parse_read(path, remote.run(read_command(path), check=False).stdout.splitlines())
 
 
 def acquire_command(path: str, owner: LockOwner) -> str:
@@ -202,18 +210,35 @@ def _look_again(seen: LockState | None) -> bool:
     return seen is not None and (seen.race or (seen.owner is None and not seen.stale))
 
 
-@retry(retry=retry_if_result(_look_again), stop=stop_after_attempt(5), wait=wait_fixed(0.1),
-       retry_error_callback=lambda rs: rs.outcome.result() if rs.outcome else None)
-def try_acquire(remote: Remote, path: str, owner: LockOwner) -> LockState | None:
+def parse_acquire(path: str, stdout: str) -> LockState | None:
     """None when acquired; else the state of the lock someone else holds."""
-    result = remote.run(acquire_command(path, owner))
-    out = result.stdout.splitlines()
+    out = stdout.splitlines()
     if out and out[0] == "ACQUIRED":
         return None
     if out and out[0] == "HELD":
         return _held_state(path, out[1:])
     # FREE: the holder released it between our mkdir and our read: a fresh attempt
     return LockState(path, True, race=True)
+
+
+@retry(retry=retry_if_result(_look_again), stop=stop_after_attempt(5), wait=wait_fixed(0.1),
+       retry_error_callback=lambda rs: rs.outcome.result() if rs.outcome else None)
+def acquire_by(send: Callable[[], str], path: str) -> LockState | None:
+    """`send()` sends `acquire_command` and returns its stdout (deploy sends it through its
+    executor); None when acquired, else the lock someone else holds."""
+    return parse_acquire(path, send())
+
+
+def try_acquire(remote: Remote, path: str, owner: LockOwner) -> LockState | None:
+    """None when acquired; else the state of the lock someone else holds."""
+    return acquire_by(lambda: remote.run(acquire_command(path, owner)).stdout, path)
+
+
+def refusal(seen: LockState) -> str:
+    """Why the lock cannot be taken, and what to do (exit 3; the caller names the host)."""
+    hint = ("; if its owner is really gone, rerun with --break-lock" if seen.stale
+            else "; wait for it to finish (or --break-lock if you know it is dead)")
+    return f"{seen.describe()}{hint}"
 
 
 def _owner_is(d: str, owner_json: str) -> str:
@@ -231,11 +256,12 @@ def release(remote: Remote, path: str, owner: LockOwner) -> bool:
     return remote.run(release_command(path, owner)).stdout.strip() == "RELEASED"
 
 
-def break_command(path: str, seen: LockState) -> str:
+def break_command(path: str, seen: LockState, tag: str | None = None) -> str:
     """Remove the lock only if it is still the one we looked at (same owner file), by
-    renaming it away first: two concurrent breakers cannot both win."""
+    renaming it away first: two concurrent breakers cannot both win. `tag` names the
+    renamed copy (deploy: its own owner token, so the planned command is the one sent)."""
     d = program(path)
-    gone = f"{d}.broken.{os.getpid()}.{secrets.token_hex(4)}"
+    gone = f"{d}.broken.{tag or f'{os.getpid()}.{secrets.token_hex(4)}'}"
     if seen.raw:
         same = _owner_is(d, seen.raw)
     else:
@@ -261,9 +287,7 @@ def acquire(remote: Remote, host: Host, path: str, owner: LockOwner, *,
     if seen is None:
         return None
     if not break_stale:
-        hint = ("; if its owner is really gone, rerun with --break-lock" if seen.stale
-                else "; wait for it to finish (or --break-lock if you know it is dead)")
-        raise RefusedError(f"{host.name}: {seen.describe()}{hint}")
+        raise RefusedError(f"{host.name}: {refusal(seen)}")
     break_lock(remote, host, path, seen)
     again = try_acquire(remote, path, owner)
     if again is not None:

@@ -17,7 +17,8 @@ from jobsafe_ops import journal
 from jobsafe_ops.deploy import lock as locking
 from jobsafe_ops.errors import RefusedError
 from jobsafe_ops.inventory import Host
-from jobsafe_ops.remote import LocalRemote, Result
+from jobsafe_ops.remote import LocalRemote
+from jobsafe_ops.testing.fake_remote import FakeRemote
 
 HOSTNAME = socket.gethostname()
 
@@ -194,26 +195,22 @@ def test_break_does_not_remove_a_lock_retaken_meanwhile(host: Host) -> None:
     assert json.loads((lockdir(host) / "owner.json").read_text())["token"] == newer.token
 
 
-class Scripted:
-    """A remote answering each command with the next scripted stdout."""
-
-    def __init__(self, *outputs: str) -> None:
-        self.outputs = list(outputs)
-        self.commands: list[str] = []
-
-    def run(self, command: str, check: bool = True) -> Result:
-        self.commands.append(command)
-        return Result(command, self.outputs.pop(0), "", 0)
+def scripted(*outputs: str) -> FakeRemote:
+    """A host answering each `mkdir` lock attempt with the next scripted stdout."""
+    replies = iter(outputs)
+    host = Host(name="h", ssh="x", project_dir="~/p", package="p", path=())
+    return FakeRemote(host).on_script("echo ACQUIRED", lambda sent: next(replies),
+                                      mutates=True)
 
 
 def test_a_lock_without_owner_file_yet_is_read_again_to_name_its_holder() -> None:
     # the holder's single command is between its mkdir and its owner write: look again
     holder = owner(hostname="elsewhere")
-    remote = Scripted("HELD\n\n100\n100\n", f"HELD\n{holder.to_json()}\n100\n100\n")
-    seen = locking.try_acquire(remote, "~/l.lock", owner())  # type: ignore[arg-type]
-    assert seen is not None and seen.owner == holder and len(remote.commands) == 2
+    remote = scripted("HELD\n\n100\n100\n", f"HELD\n{holder.to_json()}\n100\n100\n")
+    seen = locking.try_acquire(remote, "~/l.lock", owner())
+    assert seen is not None and seen.owner == holder and len(remote.sent) == 2
     # an acquire that died halfway (ownerless for > OWNERLESS_GRACE) is reported at once
-    remote = Scripted("HELD\n\n1000\n100\n")
-    seen = locking.try_acquire(remote, "~/l.lock", owner())  # type: ignore[arg-type]
+    remote = scripted("HELD\n\n1000\n100\n")
+    seen = locking.try_acquire(remote, "~/l.lock", owner())
     assert seen is not None and seen.owner is None and seen.stale
-    assert len(remote.commands) == 1
+    assert len(remote.sent) == 1

@@ -514,11 +514,74 @@ def test_dry_run_reads_for_real_prints_every_command_and_mutates_nothing(
     out = " ".join(r.stdout.split())
     assert "1 running, 0 queued, 1 failed" in out  # the real audit
     for needle in ("pause --group p1 --wait", "kill --signal sigterm", "fetch --quiet origin main",
-                   "reset --quiet --hard origin/main", "--label D@oom-retry-1",
+                   "reset --quiet --hard <origin/main after the fetch>", "--label D@oom-retry-1",
                    "--label D@run-retry-1", "nothing was changed"):
         assert needle in out.replace("'", ""), needle
     assert head(alpha) == before and tasks(alpha) == snapshot
     assert len(journal(world, alpha)) == journaled and not lock_exists(alpha)
+
+
+PLAN_THEN_RUN = r"""
+import json, sys
+from jobsafe_ops import deploy as d
+from jobsafe_ops.deploy import lock as locking
+from jobsafe_ops.deploy.context import DeployContext, DeployOptions
+from jobsafe_ops.inventory import inventory_dir, load_inventory
+from jobsafe_ops.remote import session
+
+host = load_inventory(inventory_dir())[sys.argv[1]]
+owner = locking.this_process(3600)  # the lock's command carries it: the same for both
+out = {}
+for dry in (True, False):
+    with session(host) as remote:
+        received = []
+        transport = remote._run
+
+        def spy(text, **kw):  # what the SSH transport was handed
+            received.append(text)
+            return transport(text, **kw)
+
+        remote._run = spy
+        opts = DeployOptions(on_running="kill", watch=0, kill_grace=5, dry=dry)
+        report = d.run_deploy(DeployContext(host=host, remote=remote, options=opts,
+                                            owner=owner))
+    out[dry] = (report, received)
+(plan, _), (run, received) = out[True], out[False]
+sent = [a.line for a in run.actions]
+print(json.dumps({
+    "exit": [plan.exit_code, run.exit_code], "verdict": run.verdict,
+    "plan": [{"line": a.line, "when": a.when} for a in plan.actions], "sent": sent,
+    "match": [[i for i, a in enumerate(plan.actions) if a.matches(line)] for line in sent],
+    "reached": [any(r.endswith(line) for r in received) for line in sent]}))
+"""
+
+
+def test_the_dry_run_lists_the_commands_the_run_then_sends(world: World, alpha: SimHost) -> None:
+    """--dry, then the real deploy, on the same host state: each command the run sent over
+    SSH is the next one the dry run listed; what it listed and the run did not send is
+    marked conditional (e.g. SIGKILL: the job stopped at SIGTERM)."""
+    fresh(alpha)
+    add(alpha, "P@run", "sleep 30")
+    add(alpha, "P@oom", "exit 137", group="p2")
+    wait_for(lambda: state_of(alpha, "P@run") == "Running" and
+             state_of(alpha, "P@oom") == "Failed", what="setup")
+    world.commit_to_origin({"NOTES": "plan\n"}, "plan test")
+    r = subprocess.run([sys.executable, "-c", PLAN_THEN_RUN, alpha.name], env=world.env(),
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.splitlines()[-1])
+    assert out["exit"] == [0, 0], out["verdict"]
+    assert all(out["reached"])  # the executor's record is what went over SSH
+    matched = [m[0] for m in out["match"] if m]
+    assert len(matched) == len(out["sent"]), [s for s, m in zip(out["sent"], out["match"],
+                                                                 strict=True) if not m]
+    assert matched == sorted(set(matched))  # in the planned order, none twice
+    skipped = [p for i, p in enumerate(out["plan"]) if i not in matched]
+    assert all(p["when"] for p in skipped), skipped
+    [sigkill] = skipped  # SIGKILL: the job stopped at SIGTERM
+    assert " kill " in sigkill["line"] and "--signal" not in sigkill["line"], sigkill
+    assert out["plan"][-1]["when"] and "RELEASED" in out["sent"][-1]
+    assert state_of(alpha, "P@run-retry-1") is not None and not lock_exists(alpha)
 
 
 def test_retry_failed_respects_the_budget_across_runs(world: World, alpha: SimHost) -> None:

@@ -4,7 +4,6 @@ and the loop driver against a scripted transport (one read per tick, journaled c
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +29,7 @@ from jobsafe_ops.ops.autoscale import (
     pending_changes,
     post_check,
 )
-from jobsafe_ops.remote import Remote, Result
+from jobsafe_ops.testing.fake_remote import FakeRemote, Sent
 
 GiB = 1024**3
 
@@ -234,22 +233,23 @@ def test_pending_changes_come_from_the_journal(tmp_path: Path,
 
 # ---- the loop driver over a scripted transport -----------------------------------------------
 
-class ScriptedHost(Remote):
-    """Answers the monitor filter with a summary built from `parallel`, and applies
-    `pueue parallel N --group G` to it."""
+class ScriptedHost(FakeRemote):
+    """Answers the monitor filter (the poll, a script) with a summary built from
+    `parallel`, and applies `pueue parallel N --group G` (by argv) to it."""
 
     def __init__(self, host: Host, parallel: dict[str, int], queued: int = 3) -> None:
-        super().__init__(host)
+        super().__init__(host, default=self._summary)
         self.parallel = dict(parallel)
         self.queued = queued
-        self.commands: list[str] = []
+        self.on((host.pueue, "parallel"), self._set, mutates=True)
 
-    def _run(self, text: str, *, timeout: float | None, stdin: str | None) -> Result:
-        self.commands.append(text)
-        if " parallel " in text:
-            argv = shlex.split(text)
-            self.parallel[argv[argv.index("--group") + 1]] = int(argv[argv.index("parallel") + 1])
-            return Result(text, 'Parallel tasks setting adjusted\n', "", 0)
+    def _set(self, sent: Sent) -> str:
+        assert sent.argv is not None
+        argv = list(sent.argv)
+        self.parallel[argv[argv.index("--group") + 1]] = int(argv[argv.index("parallel") + 1])
+        return "Parallel tasks setting adjusted\n"
+
+    def _summary(self, sent: Sent) -> str:
         payload = {
             "groups": {n: {"status": "Running", "parallel": p, "counts": {"queued": self.queued},
                            "total": self.queued, "superseded": 0, "ready": self.queued,
@@ -257,7 +257,7 @@ class ScriptedHost(Remote):
                        for n, p in self.parallel.items()},
             "health": {"nproc": 10, "load": [0, 0, 0], "mem_total": 100 * GiB,
                        "mem_available": 90 * GiB, "swap_in": 0, "swap_out": 0}}
-        return Result(text, json.dumps(payload) + "\n", "", 0)
+        return json.dumps(payload) + "\n"
 
 
 def test_loop_steps_within_bounds_journals_and_checks(tmp_path: Path,
