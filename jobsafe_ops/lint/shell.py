@@ -177,21 +177,39 @@ def syntax_error(root: Node, text: str) -> tuple[Node, str] | None:
     """The first ERROR or MISSING node and what is wrong there, when bash agrees that the
     file is broken (`bash -n`): a gap in the grammar must not fail a valid script. A `[`
     without its `]` is reported either way (bash only finds it at run time)."""
-    node = next(_errors(root), None)
+    errors = list(_errors(root))
+    node = next((n for n in errors if n.is_missing), errors[0] if errors else None)
     if node is None:
         return None
+    first = node.children[0].type if node.child_count else ""
     if node.is_missing:
         message = f"syntax error: missing `{node.type}`"
+    elif first in _CLOSERS:
+        message = f"syntax error: `{first}` is never closed (no `{_CLOSERS[first]}`)"
     else:
-        got = _text(node).strip().splitlines()
-        message = f"syntax error: unexpected `{got[0][:30]}`" if got else "syntax error"
+        leaf = node
+        while leaf.child_count:
+            leaf = leaf.children[0]
+        message = f"syntax error: unexpected `{_text(leaf)[:30]}`"
     bracket = node.is_missing and node.type in ("]", "]]")
+    if not bracket and not node.is_missing:
+        leaves = [n for n in _walk(node) if not n.child_count]
+        kinds = [n.type for n in leaves]
+        for open_, close in (("[[", "]]"), ("[", "]")):
+            if open_ in kinds and close not in kinds:
+                node, bracket = leaves[kinds.index(open_)], True
+                message = f"syntax error: `{open_}` without its closing `{close}`"
+                break
     verdict = _bash_n(text)
     if verdict is None or bracket:
         return node, message
     if verdict == "":
         return None
     return node, f"{message} (bash: {verdict})"
+
+
+_CLOSERS = {"if": "fi", "while": "done", "until": "done", "for": "done", "select": "done",
+            "case": "esac", "{": "}", "(": ")", "do": "done", "then": "fi"}
 
 
 def _errors(node: Node) -> Iterator[Node]:
