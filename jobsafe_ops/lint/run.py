@@ -339,7 +339,7 @@ def _lint_jsonl(file: str, text: str) -> list[Finding]:
 
 def _display(p: Path) -> str:
     try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
+        return str(Path(os.path.abspath(p)).relative_to(os.getcwd()))
     except ValueError:
         return str(p)
 
