@@ -445,6 +445,23 @@ def test_inv_lint_exit_codes_and_path_forms(tmp_path: Path) -> None:
     assert r.stderr.strip().count("\n") == 0 and "missing.sh: no such file" in r.stderr
 
 
+def test_readme_shows_formats_config_and_hook() -> None:
+    import yaml
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### `jobsafe lint` (`inv lint`): the linter", 1)[1].split(
+        "\n## ", 1)[0]
+    for fmt in ("text", "json", "jsonl", "github", "sarif"):
+        assert f"| `{fmt}`" in section
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    from jobsafe_ops.lint.config import parse
+    cfg = parse(tomllib.loads(toml)["tool"]["jobsafe"]["lint"], "README", REPO)
+    assert cfg.select and cfg.ignore and cfg.exclude and cfg.per_file_ignores
+    hook = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    [shipped] = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
+    assert hook["repos"][0]["hooks"][0]["id"] == shipped["id"] == "jobsafe-lint"
+
+
 def test_readme_lists_every_rule_and_its_suppression_example_works() -> None:
     readme = (REPO / "README.md").read_text()
     section = readme.split("### `inv lint` rules", 1)[1].split("\n## ", 1)[0]

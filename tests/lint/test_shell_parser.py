@@ -140,3 +140,17 @@ def test_shell_findings_carry_a_shell_fix() -> None:
     [f] = lint_text("f.py", "python", "import glob, os\nfor p in glob.glob('*.parquet'):\n"
                                       "    os.remove(p)\n")[:1]
     assert f.rule == "unscoped-glob-delete" and 'f"_chunk_{direction}' in f.fix
+
+
+def test_every_file_of_the_project_parses() -> None:
+    """tree-sitter-bash (and ast, tomllib) read every file of this repo; only the
+    deliberately malformed TOML fixtures are syntax errors."""
+    from pathlib import Path
+
+    from jobsafe_ops.lint.config import LintConfig, pattern
+    from jobsafe_ops.lint.run import run_lint
+
+    repo = Path(__file__).resolve().parents[2]
+    report = run_lint([str(repo)], LintConfig(exclude=(pattern("tests/data/bad_input", repo),)))
+    assert report.files > 100
+    assert [f for f in report.findings if f.rule in ("syntax-error", "io-error")] == []
