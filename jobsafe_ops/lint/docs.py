@@ -12,8 +12,11 @@ from .rules import INVARIANTS, RULES
 @dataclass(frozen=True)
 class Doc:
     why: str
-    bad: str
+    bad: str            # flagged (tests/lint checks that it is, and that `good` is not)
     good: str
+    kind: str = "shell"  # the language of bad/good: shell | python | mise
+    py_bad: str = ""    # the same in Python, where the rule checks Python too
+    py_good: str = ""
 
 
 DOCS: dict[str, Doc] = {
@@ -22,33 +25,36 @@ DOCS: dict[str, Doc] = {
         "the file is already gone. A test and then a delete is a race (TOCTOU): a sibling job "
         "deletes the file in between and this one fails with FileNotFoundError (AP-2: a "
         "checkpoint shared by two parameter sets, one deletes it, the other crashes).",
-        '[ -f "$CKPT" ] && rm "$CKPT"\nif p.exists():\n    p.unlink()',
-        'rm -f "$CKPT"\np.unlink(missing_ok=True)'),
+        '[ -f "$CKPT" ] && rm "$CKPT"', 'rm -f "$CKPT"',
+        py_bad="if p.exists():\n    p.unlink()", py_good="p.unlink(missing_ok=True)"),
     "delete-without-missing-ok": Doc(
         "Idempotent cleanup (SKILL 3 / reference INV-2): a rerun, or a sibling job that "
         "cleaned first, finds the file gone; `unlink()` raises and `rm` fails (and stops a "
         "`set -e` script). Shell `rm` is checked only on job files: checkpoints, cursors, "
         "state, locks and data artifacts, not every `rm x`.",
-        'rm "$OUT/cursor.json"\nPath(ckpt).unlink()',
-        'rm -f "$OUT/cursor.json"\nPath(ckpt).unlink(missing_ok=True)'),
+        'rm "$OUT/cursor.json"', 'rm -f "$OUT/cursor.json"',
+        py_bad="Path(ckpt).unlink()", py_good="Path(ckpt).unlink(missing_ok=True)"),
     "non-atomic-checkpoint-write": Doc(
         "Atomic state writes (SKILL 4 / reference INV-3): a checkpoint is always the complete "
         "old or the complete new state. Opening it for writing truncates it first; a kill, "
         "an OOM (exit 137) or a full disk mid-write leaves it torn, and the next run either "
         "crashes on it or starts from zero.",
-        'echo "$pos" > "$CURSOR"\nwith open(ckpt_path, "w") as f:\n    json.dump(state, f)',
-        'printf \'%s\\n\' "$pos" > "$CURSOR.tmp" && mv "$CURSOR.tmp" "$CURSOR"\n'
-        'fd, tmp = tempfile.mkstemp(dir=ckpt_path.parent, prefix=".ckpt_", suffix=".tmp")\n'
-        "... write, flush, os.fsync ...\nos.replace(tmp, ckpt_path)   # or jobkit.atomic_write"),
+        'echo "$pos" > "$CURSOR"',
+        'printf \'%s\\n\' "$pos" > "$CURSOR.tmp" && mv "$CURSOR.tmp" "$CURSOR"',
+        py_bad='with open(ckpt_path, "w") as f:\n    json.dump(state, f)',
+        py_good='fd, tmp = tempfile.mkstemp(dir=ckpt_path.parent, prefix=".ckpt_", '
+                'suffix=".tmp")\nwith os.fdopen(fd, "w") as f:\n    json.dump(state, f)\n'
+                "    f.flush()\n    os.fsync(f.fileno())\nos.replace(tmp, ckpt_path)"),
     "unscoped-glob-delete": Doc(
         "Derived-artifact category isolation (INV-9, AP-17): phases writing to one directory "
         "must read, merge and delete only their own files. The Gen720 incident: an unscoped "
         "glob merged both phases into an 8.7 M-row mixed Parquet, and the SHORT phase then "
         "found 0 chunks. Only globs over data artifacts (parquet, csv, json, chunk files) are "
         "checked; `*.pyc`, `*.log` and `*.tmp` cleanup is not.",
-        'rm -f out/_chunk_*.parquet\nfiles = glob.glob(f"{out}/_chunk_*.parquet")',
-        'rm -f "out/_chunk_${DIRECTION}_"*.parquet\n'
-        'files = glob.glob(f"{out}/_chunk_{direction}_*.parquet")'),
+        'rm -f out/_chunk_*.parquet', 'rm -f "out/_chunk_${DIRECTION}_"*.parquet',
+        py_bad='for f in glob.glob(f"{out}/_chunk_*.parquet"):\n    os.remove(f)',
+        py_good='for f in glob.glob(f"{out}/_chunk_{direction}_*.parquet"):\n'
+                '    os.remove(f)'),
     "pueue-restart": Doc(
         "pueue v4's `restart` adds a copy of the task, without its dependencies; looped over "
         "failures it is a runaway: on 2026-03-04 five agents restarting failed tasks turned "
@@ -101,7 +107,8 @@ DOCS: dict[str, Doc] = {
         "mise activation, so the value is empty inside the job; it is also committed in "
         "plain text.",
         '[env]\nGH_TOKEN = "ghp_..."',
-        '[env]\n_.file = ".env"     # .env is git-ignored; the job loads it with python-dotenv'),
+        '[env]\n_.file = ".env"     # .env is git-ignored; the job loads it with python-dotenv',
+        kind="mise"),
     "memorymax-without-swapmax": Doc(
         "Per-job memory isolation (INV-7, G-10): without `MemorySwapMax=0` the cap is soft; "
         "jobs that grow from 500 MB to 5+ GB swap past it, load climbs to 50+ and SSH stops "
@@ -124,8 +131,7 @@ DOCS: dict[str, Doc] = {
         "A file that does not parse cannot be checked: every rule would pass it silently. "
         "Shell files are parsed with tree-sitter-bash and confirmed with `bash -n`; the run "
         "goes on with the other files and exits 2 at the end.",
-        "if [ -f x; then\n  rm -f x\n",
-        "if [ -f x ]; then\n  rm -f x\nfi"),
+        "if [ -f x; then\n  rm -f x\n", "if [ -f x ]; then\n  rm -f x\nfi"),
     "io-error": Doc(
         "A file that cannot be read cannot be checked; the run goes on with the other files "
         "and exits 2 at the end.",
@@ -144,6 +150,8 @@ def explain(rule_id: str) -> str:
             f"Why: {d.why}\n\n"
             f"Fix: {fix}\n\n"
             f"Example, flagged:\n\n{_indent(d.bad)}\n\nFixed:\n\n{_indent(d.good)}\n"
+            + (f"\nIn Python, flagged:\n\n{_indent(d.py_bad)}\n\nFixed:\n\n"
+               f"{_indent(d.py_good)}\n" if d.py_bad else "")
             + (f"\nGuards: {guards}\n" if guards else "")
             + f"\nSuppress one: `# jobsafe: ignore[{r.id}]` on or above the line; a file: "
               f"`# jobsafe: ignore-file[{r.id}]` in its first 10 lines.\n")

@@ -471,3 +471,20 @@ def test_readme_lists_every_rule_and_its_suppression_example_works() -> None:
                    and ln.startswith("rm "))
     assert sh(example + "\n") == []
     assert sh(example.split("#")[0] + "\n") == [(1, "unscoped-glob-delete")]
+
+
+@pytest.mark.parametrize("rule", sorted(set(RULES) - {"io-error"}))
+def test_every_rules_documented_example_is_flagged_and_its_fix_is_not(rule: str) -> None:
+    """The --explain/SARIF examples are real: `bad` fires the rule, `good` does not (io-error
+    is about permissions, not text)."""
+    from jobsafe_ops.lint.docs import DOCS
+
+    doc = DOCS[rule]
+    pairs = [(doc.kind, doc.bad, doc.good)]
+    if doc.py_bad:
+        pairs.append(("python", "import glob, json, os, tempfile\nfrom pathlib import Path\n"
+                      + doc.py_bad + "\n", doc.py_good))
+    for kind, bad, good in pairs:
+        prefix = bad.split(doc.py_bad)[0] if kind == "python" else ""
+        assert rule in {f.rule for f in lint_text("f", kind, bad + "\n")}, (kind, bad)
+        assert rule not in {f.rule for f in lint_text("f", kind, prefix + good + "\n")}, good
