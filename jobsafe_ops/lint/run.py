@@ -448,6 +448,9 @@ def lint_cmd(paths: list[str], json_out: bool = False, list_rules: bool = False,
     if output_format not in output.FORMATS:
         raise ConfigError(f"--output-format {output_format!r} is not one of "
                           f"{'|'.join(output.FORMATS)}; e.g. --output-format sarif")
+    if json_out and output_format not in ("text", "json"):
+        raise ConfigError(f"--json and --output-format {output_format} ask for two formats; "
+                          f"give one (--json is --output-format json)")
     if json_out:
         output_format = "json"
     if explain_rule is not None:

@@ -133,6 +133,8 @@ def test_a_bad_format_is_bad_input(repo: Path) -> None:
     r = jobsafe("--output-format", "xml", cwd=repo)
     assert r.returncode == 2 and r.stdout == ""
     assert "text|json|jsonl|github|sarif" in r.stderr
+    r = jobsafe("--json", "--output-format", "sarif", cwd=repo)
+    assert r.returncode == 2 and "give one" in r.stderr
 
 
 def test_explain_prints_what_why_fix_example(repo: Path) -> None:
