@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.table import Table
 from rich.text import Text
@@ -396,9 +396,16 @@ def split_paths(values: Iterable[str]) -> list[str]:
     return [p for v in values for p in (x.strip() for x in v.split(",")) if p]
 
 
+class _Remainder(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"lint: after `--`: {message}; paths go after `--`, and lint's "
+                          "flags may too (--output-format, --select, --ignore, --exclude, "
+                          "--per-file-ignores, --config, --baseline, --with-shellcheck)")
+
+
 def _remainder_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="jobsafe lint --", add_help=False, allow_abbrev=False,
-                                 exit_on_error=False)
+    ap = _Remainder(prog="jobsafe lint --", add_help=False, allow_abbrev=False,
+                    exit_on_error=False)
     ap.add_argument("paths", nargs="*")
     for flag in ("--output-format", "--select", "--config", "--baseline", "--add-baseline"):
         ap.add_argument(flag)
@@ -419,11 +426,11 @@ def parse_remainder(rest: list[str]) -> tuple[list[str], dict[str, Any]]:
         head, tail = rest, []
     if not any(w.startswith("--") for w in head):
         return head + tail, {}
+    parser = _remainder_parser()
     try:
-        ns = _remainder_parser().parse_intermixed_args(head)
-    except (argparse.ArgumentError, SystemExit) as exc:
-        raise ConfigError(f"lint: after `--`: {exc}; paths go after `--`, flags too "
-                          "(--output-format, --select, --ignore, ...)") from None
+        ns = parser.parse_intermixed_args(head)
+    except argparse.ArgumentError as exc:
+        parser.error(str(exc))
     opts = {k: v for k, v in vars(ns).items() if k != "paths" and v not in (None, [], False)}
     return [*ns.paths, *tail], opts
 

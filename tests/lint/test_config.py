@@ -107,6 +107,11 @@ def test_bad_flags_are_exit_2(repo: Path) -> None:
     assert r.returncode == 2 and "--select: unknown rule 'nope'" in r.stderr
     r = jobsafe("--per-file-ignores", "no-colon", cwd=repo)
     assert r.returncode == 2 and "PATTERN:RULE" in r.stderr
+    for args in (["--bogus", "scripts"], ["--select"]):  # after `--`: one line too
+        r = jobsafe("--", *args, cwd=repo)
+        assert r.returncode == 2 and r.stdout == ""
+        [line] = r.stderr.strip().splitlines()
+        assert line.startswith("error: lint: after `--`: ")
 
 
 def test_patterns() -> None:
