@@ -38,7 +38,7 @@ PLAYBOOKS_DIR = "playbooks"
 # [autoscale] keys = the autoscale flags (their defaults stay in tasks.py)
 AUTOSCALE_KEYS = ("interval", "up_load", "up_mem", "down_load", "down_mem", "headroom")
 _PERCENT = {"up_load", "up_mem", "down_load", "down_mem"}
-TOP_KEYS = ("connect_timeout", "journal", "autoscale")
+TOP_KEYS = ("connect_timeout", "journal", "autoscale", "lint")  # [lint]: jobsafe_ops.lint.config
 
 
 @dataclass(frozen=True)

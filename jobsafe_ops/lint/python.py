@@ -13,7 +13,8 @@ What counts as what, decided here:
   atomic when the same function (or module) also calls `os.replace`/`os.rename`/
   `Path.replace`/`Path.rename`/`shutil.move` - the mkstemp + fsync + os.replace pattern
   of INV-4.
-* a glob is unscoped when nothing interpolated comes before the first wildcard of its file
+* a glob is unscoped when its file name is a data artifact's (parquet, csv, json, chunk...:
+  rules.ARTIFACT) and nothing interpolated comes before the first wildcard of its file
   name (`"*.parquet"`, `"_chunk_*.parquet"`, `f"{out}/*.json"`); `f"_chunk_{d}_*.parquet"`,
   `f"{out}/{phase}/*.json"` and `(out / phase).glob("*.json")` are scoped. A literal
   category (`"long_*.json"`) cannot be told from a generic prefix: spell it through a
@@ -35,6 +36,7 @@ import re
 from collections.abc import Iterator
 
 from .rules import (
+    ARTIFACT,
     CURSORISH,
     MERGE_WORDS,
     RESET_WORDS,
@@ -78,7 +80,11 @@ def lint_python(file: str, text: str) -> list[Finding]:
     _task_ids(file, tree, out)
     _command_strings(file, text, tree, out)
     _ssh_loops(file, tree, out)
-    return sorted(set(out), key=lambda f: (f.line, f.rule))
+    return sorted(set(out), key=lambda f: (f.line, f.col, f.rule))
+
+
+def _at(file: str, node: ast.expr | ast.stmt, rule: str, message: str) -> Finding:
+    return finding(file, node.lineno, rule, message, node.col_offset + 1)
 
 
 def _name(e: ast.AST) -> str:
@@ -164,7 +170,7 @@ def _check_then_delete(file: str, tree: ast.AST, parents: _Parents,
             if d and d[1] != "rmtree" and _name(d[0]) in checked \
                     and not _is_safe_delete(call, d[1], parents):
                 covered.add(call)
-                out.append(finding(file, node.lineno, "check-then-delete",
+                out.append(_at(file, node, "check-then-delete",
                                    f"checks {_name(d[0])} exists, then deletes it"))
     return covered
 
@@ -175,7 +181,7 @@ def _unsafe_delete(file: str, call: ast.Call, parents: _Parents, covered: set[as
     if d is None or d[1] == "rmtree" or call in covered or _is_safe_delete(call, d[1], parents):
         return
     what = f"{_name(d[0])}.unlink()" if d[1] == "path" else f"os.remove({_name(d[0])})"
-    out.append(finding(file, call.lineno, "delete-without-missing-ok",
+    out.append(_at(file, call, "delete-without-missing-ok",
                        f"{what} raises FileNotFoundError when it is already gone"))
 
 
@@ -226,7 +232,7 @@ def _write(file: str, call: ast.Call, parents: _Parents, tree: ast.AST,
         return
     if _renames(scope):
         return
-    out.append(finding(file, call.lineno, "non-atomic-checkpoint-write",
+    out.append(_at(file, call, "non-atomic-checkpoint-write",
                        f"writes {text} in place (a kill mid-write leaves it torn)"))
 
 
@@ -241,7 +247,7 @@ def _cursor_delete(file: str, call: ast.Call, parents: _Parents, out: list[Findi
         return
     if not CURSORISH.search(what) or TMPISH.search(what) or not _on_success(call, parents):
         return
-    out.append(finding(file, call.lineno, "cursor-deleted-on-success",
+    out.append(_at(file, call, "cursor-deleted-on-success",
                        f"deletes {what} after the work succeeded"))
 
 
@@ -300,6 +306,8 @@ def unscoped_shape(shape: str) -> bool:
     if not re.search(r"[*?]", shape):
         return False
     head, _, base = shape.rpartition("/")
+    if not ARTIFACT.search(base):  # `*.pyc`, `*.log`, `*.tmp`: cleanup, not a phase's data
+        return False
     if "\0" in re.split(r"[*?\[]", base, maxsplit=1)[0]:
         return False
     return not any("\0" in part for part in head.split("/")[1:])
@@ -392,7 +400,7 @@ def _globs(file: str, tree: ast.AST, calls: list[ast.Call], parents: _Parents,
             hits.setdefault(o, {})[sink] = None
     for call, sinks in hits.items():
         pattern = unscoped[call].replace("\0", "{...}")
-        out.append(finding(file, call.lineno, "unscoped-glob-delete",
+        out.append(_at(file, call, "unscoped-glob-delete",
                            f"glob {pattern!r} spans every category and feeds "
                            f"{', '.join(sinks)}"))
 
@@ -405,7 +413,7 @@ def _task_ids(file: str, tree: ast.AST, out: list[Finding]) -> None:
             key = str(n.slice.value)
             owner = _name(n.value)
             if key.isdigit() and re.search(r"tasks['\"]?\]?$", owner):
-                out.append(finding(file, n.lineno, "hardcoded-task-id",
+                out.append(_at(file, n, "hardcoded-task-id",
                                    f"{owner}[{key!r}] picks a pueue task by literal id"))
 
 
@@ -438,7 +446,7 @@ def _command_strings(file: str, text: str, tree: ast.AST, out: list[Finding]) ->
         if isinstance(n, ast.List | ast.Tuple | ast.JoinedStr | ast.Constant):
             s = _flat(n)
             if s and _COMMANDISH.search(s):
-                out.extend(lint_command(file, n.lineno, s, text))
+                out.extend(lint_command(file, n.lineno, n.col_offset + 1, s, text))
                 inside.update(id(x) for x in ast.walk(n))
 
 
@@ -459,5 +467,5 @@ def _ssh_loops(file: str, tree: ast.AST, out: list[Finding]) -> None:
                       and _name(f.value) != "subprocess")
             if re.search(r"(?:^|\s)ssh\s", flat) or fabric:
                 seen.add(id(call))
-                out.append(finding(file, call.lineno, "ssh-per-job",
+                out.append(_at(file, call, "ssh-per-job",
                                    "one remote `pueue add` per loop pass"))

@@ -397,16 +397,18 @@ def test_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "a.sh").write_text("set -o pipefail\nls | head\n")
     assert lint_cmd([f"{tmp_path / 'a.sh'},{tmp_path}"], json_out=True) == 1
     out = result_of(capsys.readouterr().out)
-    assert out["summary"] == {"files": 1, "findings": 1, "by_rule": {"pipefail-head": 1}}
+    assert out["summary"] == {"files": 1, "findings": 1, "by_rule": {"pipefail-head": 1},
+                              "unchecked_files": 0, "shellcheck": "off",
+                              "baseline_suppressed": 0}
     f = out["findings"][0]
-    assert f["line"] == 2 and f["rule"] == "pipefail-head"
+    assert (f["line"], f["col"], f["rule"], f["severity"]) == (2, 6, "pipefail-head", "warning")
     assert f["guards"] == ["AP-13", "G-13"] and f["fix"] and f["file"].endswith("a.sh")
 
 
 def test_every_rule_names_its_fix_and_guards() -> None:
     for rule in RULES.values():
         assert rule.fix and rule.catches
-        assert rule.guards or rule.id == "unknown-suppression"
+        assert rule.guards or rule.id in ("unknown-suppression", "syntax-error", "io-error")
 
 
 def test_project_playbooks_and_examples_are_clean() -> None:
@@ -430,7 +432,9 @@ def test_inv_lint_exit_codes_and_path_forms(tmp_path: Path) -> None:
     r = inv("--", "bad.sh", "good.sh", cwd=tmp_path)
     assert r.returncode == 1, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("bad.sh:2 parallel-zero ") and "fix: " in lines[0]
+    assert lines[0] == "bad.sh:2:1: error parallel-zero `pueue parallel 0` means unlimited " \
+                       "parallelism"
+    assert lines[1].startswith("    fix: `pueue parallel 1 -g G`")
     assert "1 finding(s) in 1 of 2 file(s)" in lines[-1]
     r = inv("--path", "good.sh", "--path", str(tmp_path / "good.sh") + ",good.sh", cwd=tmp_path)
     assert r.returncode == 0 and "clean: 1 file(s) checked" in r.stdout, r.stderr
@@ -439,6 +443,23 @@ def test_inv_lint_exit_codes_and_path_forms(tmp_path: Path) -> None:
     r = inv("--", "missing.sh", cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().count("\n") == 0 and "missing.sh: no such file" in r.stderr
+
+
+def test_readme_shows_formats_config_and_hook() -> None:
+    import yaml
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### `jobsafe lint` (`inv lint`): the linter", 1)[1].split(
+        "\n## ", 1)[0]
+    for fmt in ("text", "json", "jsonl", "github", "sarif"):
+        assert f"| `{fmt}`" in section
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    from jobsafe_ops.lint.config import parse
+    cfg = parse(tomllib.loads(toml)["tool"]["jobsafe"]["lint"], "README", REPO)
+    assert cfg.select and cfg.ignore and cfg.exclude and cfg.per_file_ignores
+    hook = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    [shipped] = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
+    assert hook["repos"][0]["hooks"][0]["id"] == shipped["id"] == "jobsafe-lint"
 
 
 def test_readme_lists_every_rule_and_its_suppression_example_works() -> None:
@@ -450,3 +471,20 @@ def test_readme_lists_every_rule_and_its_suppression_example_works() -> None:
                    and ln.startswith("rm "))
     assert sh(example + "\n") == []
     assert sh(example.split("#")[0] + "\n") == [(1, "unscoped-glob-delete")]
+
+
+@pytest.mark.parametrize("rule", sorted(set(RULES) - {"io-error"}))
+def test_every_rules_documented_example_is_flagged_and_its_fix_is_not(rule: str) -> None:
+    """The --explain/SARIF examples are real: `bad` fires the rule, `good` does not (io-error
+    is about permissions, not text)."""
+    from jobsafe_ops.lint.docs import DOCS
+
+    doc = DOCS[rule]
+    pairs = [(doc.kind, doc.bad, doc.good)]
+    if doc.py_bad:
+        pairs.append(("python", "import glob, json, os, tempfile\nfrom pathlib import Path\n"
+                      + doc.py_bad + "\n", doc.py_good))
+    for kind, bad, good in pairs:
+        prefix = bad.split(doc.py_bad)[0] if kind == "python" else ""
+        assert rule in {f.rule for f in lint_text("f", kind, bad + "\n")}, (kind, bad)
+        assert rule not in {f.rule for f in lint_text("f", kind, prefix + good + "\n")}, good
