@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,10 +82,31 @@ def missing_explicit(inventory: Path, how: str) -> ConfigError:
                        f"or {make}")
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A host file or playbook as a dict. A UTF-8 byte-order mark is accepted (Windows
+    editors write one; it changes nothing), and so are CRLF line endings (TOML allows them
+    and folds them in multi-line strings). An empty file is a mistake, not an empty
+    config."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror}); check the path") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start}); save the file as UTF-8") \
+            from None
+    if not text.strip():
+        raise ConfigError(f"{path}: the file is empty; write the {what} (see the README) "
+                          "or delete the file")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+
+
 def _pyproject_table(path: Path) -> dict[str, Any] | None:
     """`[tool.jobsafe]` of a pyproject.toml, or None when it has none."""
-    from .inventory import read_toml
-
     data = read_toml(path, "pyproject")
     tool = data.get("tool")
     table = tool.get("jobsafe") if isinstance(tool, dict) else None
@@ -139,8 +161,6 @@ def locate(explicit: str | os.PathLike[str] | None = None, start: Path | None = 
 
 
 def load_settings(root: Path) -> Settings:
-    from .inventory import read_toml
-
     own, py = root / CONFIG_FILE, root / "pyproject.toml"
     table = _pyproject_table(py) if py.is_file() else None
     if own.is_file():

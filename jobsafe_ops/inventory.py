@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import active, missing_explicit, read_toml
 from .errors import ConfigError
 from .hostside.model import GROUP_NAME as _GROUP_NAME  # the feeder checks the same
 
@@ -264,28 +264,6 @@ def _scheduler(data: Mapping[str, Any], where: str) -> str:
     return str(scheduler)
 
 
-def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """A host file or playbook as a dict. A UTF-8 byte-order mark is accepted (Windows
-    editors write one; it changes nothing), and so are CRLF line endings (TOML allows them
-    and folds them in multi-line strings). An empty file is a mistake, not an empty
-    config."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror}); check the path") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start}); save the file as UTF-8") \
-            from None
-    if not text.strip():
-        raise ConfigError(f"{path}: the file is empty; write the {what} (see the README) "
-                          "or delete the file")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-
 
 def load_host_file(path: Path, defaults: Mapping[str, Any] | None = None) -> Host:
     data = {**(defaults or {}), **read_toml(path, "host's fields (ssh, project_dir, ...)")}
@@ -331,8 +309,6 @@ def inventory_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     current directory (jobsafe_ops.config)."""
     if explicit:
         return Path(explicit).expanduser()
-    from .config import active
-
     return active().inventory
 
 
@@ -344,7 +320,6 @@ def host_inventory(host: Host) -> Path:
 
 def load_inventory(directory: Path) -> dict[str, Host]:
     if not directory.is_dir():
-        from .config import active, missing_explicit
 
         repo = active()
         if repo.inventory.absolute() == directory.absolute():

@@ -10,7 +10,6 @@ the offered fingerprint. A host's options are what `ssh <alias>` would use (sshc
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import errno
 import functools
@@ -36,6 +35,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from . import sshconf
 from .errors import (
     ConfigError,
     ConnectionDropped,
@@ -85,10 +85,6 @@ class Result:
     def ok(self) -> bool:
         return self.exited == 0
 
-
-def fingerprint(key: Any) -> str:
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 class Remote:
@@ -455,8 +451,6 @@ def _harden(conn: Any, name: str, inventory: Path | None = None) -> None:
     known_hosts belongs to this host (inventory.host_inventory)."""
     import paramiko
 
-    from . import sshconf
-
     known = sshconf.KnownHosts()
 
     class Refuse(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # paramiko: untyped
@@ -466,11 +460,11 @@ def _harden(conn: Any, name: str, inventory: Path | None = None) -> None:
                 raise HostKeyError(
                     f"{name}: {hostname} is trusted only through @cert-authority "
                     f"({ca}); host certificates are not supported (paramiko), so its own "
-                    f"key ({key.get_name()} {fingerprint(key)}) must be listed: "
+                    f"key ({key.get_name()} {sshconf.fingerprint(key)}) must be listed: "
                     + _trust_hint(conn.host, conn.port))
             raise HostKeyError(
                 f"{name}: unknown host key for {hostname} "
-                f"({key.get_name()} {fingerprint(key)}); refusing to connect. "
+                f"({key.get_name()} {sshconf.fingerprint(key)}); refusing to connect. "
                 + _trust_hint(conn.host, conn.port)
             )
 
@@ -530,7 +524,8 @@ def _open(conn: Any, name: str) -> None:
     except paramiko.BadHostKeyException as exc:
         raise HostKeyError(
             f"{name}: host key for {exc.hostname} CHANGED: offered {exc.key.get_name()} "
-            f"{fingerprint(exc.key)}, known_hosts has {fingerprint(exc.expected_key)}; "
+            f"{sshconf.fingerprint(exc.key)}, known_hosts has "
+            f"{sshconf.fingerprint(exc.expected_key)}; "
             "refusing (possible man-in-the-middle). If the host was reinstalled, "
             "remove the old line and " + _trust_hint(conn.host, conn.port)
         ) from None
@@ -562,8 +557,6 @@ def _open(conn: Any, name: str) -> None:
 def _auth_failed(conn: Any, name: str, exc: BaseException) -> RemoteError:
     """One line: an encrypted key no agent holds names the key and `ssh-add` (paramiko
     never prompts; neither does cron); a configured IdentityFile that is missing is named."""
-    from . import sshconf
-
     resolved = getattr(conn, "resolved", None)
     keys = list(getattr(conn, "connect_kwargs", {}).get("key_filename") or [])
     locked = sshconf.encrypted_identities(keys)
@@ -633,7 +626,6 @@ def connection(host: Host) -> Any:
     `replace_env=True` and `run.env` is empty, and we never pass `env=`: nothing of the
     laptop's environment reaches the host (no `export K=V &&` prefix from inline_ssh_env,
     no SSH env requests). tests/test_env_hygiene.py checks it through SSHRemote."""
-    from . import sshconf
     from .inventory import host_inventory
 
     cfg_path = _ssh_config_path(host_inventory(host))
@@ -645,8 +637,6 @@ def _connection_for(resolved: Any, cfg_path: str | None, depth: int = 0) -> Any:
     parser); ProxyJump hops are resolved the same way, first hop first, as ssh does."""
     import paramiko
     from fabric import Config
-
-    from . import sshconf
 
     gateway: Any = False
     if resolved.proxy_jump and depth < 8:

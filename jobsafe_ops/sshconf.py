@@ -426,7 +426,6 @@ def transport_factory(known: KnownHosts, name: str, hostname: str, port: int) ->
     from paramiko import Transport
 
     from .errors import HostKeyError
-    from .remote import fingerprint
 
     entry = known_hosts_name(hostname, port)
 
@@ -443,3 +442,8 @@ def transport_factory(known: KnownHosts, name: str, hostname: str, port: int) ->
             return key
 
     return Checked
+
+
+def fingerprint(key: Any) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")

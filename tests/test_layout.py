@@ -213,12 +213,7 @@ def test_no_import_cycle_between_modules() -> None:
 # Cycles closed only by imports inside functions, in modules outside the layout change
 # (their owners move the function named): reported on every run, and the list may only
 # shrink. Anything else in the combined graph fails the test below.
-KNOWN_LAZY_CYCLES = {
-    # inventory.read_toml belongs in config.py (config reads TOML files for inventory)
-    frozenset({"jobsafe_ops.config", "jobsafe_ops.inventory"}),
-    # remote.fingerprint belongs in sshconf.py, whose KnownHosts is its other user
-    frozenset({"jobsafe_ops.remote", "jobsafe_ops.sshconf"}),
-}
+KNOWN_LAZY_CYCLES: set[frozenset[str]] = set()
 
 
 def test_no_import_cycle_even_through_imports_in_functions() -> None:

@@ -8,7 +8,7 @@ import paramiko
 import pytest
 from paramiko.ssh_exception import NoValidConnectionsError
 
-from jobsafe_ops import remote, shell
+from jobsafe_ops import remote, shell, sshconf
 from jobsafe_ops.errors import ConnectionDropped, HostKeyError, RemoteError, TransientConnectError
 
 
@@ -61,7 +61,7 @@ def test_changed_key_names_both_fingerprints():
         remote._open(conn, "h")
     assert conn.calls == 1
     text = str(err.value)
-    assert remote.fingerprint(key_a) in text and remote.fingerprint(key_b) in text
+    assert sshconf.fingerprint(key_a) in text and sshconf.fingerprint(key_b) in text
     assert "CHANGED" in text
 
 

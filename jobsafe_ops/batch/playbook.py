@@ -17,8 +17,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from ..config import read_toml
 from ..errors import ConfigError
-from ..inventory import Host, parse_size, read_toml
+from ..inventory import Host, parse_size
 from ..secrecy import check_playbook as check_secrets
 from .invariants import (
     check_categories,
