@@ -35,7 +35,7 @@ EXIT_CODES: dict[int, str] = {
     "its program was not found)",
     EXIT_PARTIAL: "partial: some hosts of a multi-host run failed",
     EXIT_NOTHING_SELECTED: "monitor: nothing selected (the group has no tasks, or no label "
-    "matches --label-glob); --until-done stops on it",
+    "matches --label-glob); --until-done stops on it; logs/cancel: no task matches",
     EXIT_INTERNAL: "internal error (a bug in jobsafe-ops: one line; rerun with --debug for "
     "the traceback)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",

@@ -42,6 +42,19 @@ def operator() -> str:
 
 def append(host: str, action: str, labels: Iterable[str] = (), result: str = "ok",
            **extra: Any) -> dict[str, Any]:
+    """Append locally; with an SSH session open to `host`, the entry is also mirrored to
+    the team journal on the host (ops/teamjournal.py: on the session's next command)."""
+    entry = append_local(host, action, labels, result, **extra)
+    from .ops import teamjournal
+
+    teamjournal.queue(entry)
+    return entry
+
+
+def append_local(host: str, action: str, labels: Iterable[str] = (), result: str = "ok",
+                 **extra: Any) -> dict[str, Any]:
+    """Append to the local journal only: the host's journal has the entry already (written
+    in the mutation's own run: logs, cancel, pause, resume)."""
     entry: dict[str, Any] = redact({
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "operator": operator(), "host": host, "action": action,

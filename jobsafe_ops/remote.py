@@ -166,7 +166,7 @@ class Remote:
             readonly: bool = False) -> Result:
         text = shell_line(command)
         self.round_trips += 1
-        wired = path_prefix(self.host) + text
+        wired = path_prefix(self.host) + _mirrored(self.host.name) + text
         return self._checked(text, self._run(wired, timeout=timeout, stdin=stdin), check)
 
     def stream(self, command: str | Sequence[str], on_line: Callable[[str], None], *,
@@ -175,7 +175,7 @@ class Remote:
         progress lines drive a progress bar while it runs on the host)."""
         text = shell_line(command)
         self.round_trips += 1
-        wired = path_prefix(self.host) + text
+        wired = path_prefix(self.host) + _mirrored(self.host.name) + text
         return self._checked(text, self._stream(wired, on_line, timeout=timeout), check)
 
     def reopen_if_dropped(self, purpose: str) -> str | None:
@@ -773,10 +773,26 @@ def connect(host: Host) -> Remote:
     return remote
 
 
+def _mirrored(host: str) -> str:
+    """Journal entries waiting for this host's team journal, as a shell line in front of
+    the next command (ops/teamjournal.py): no extra round trip."""
+    from .ops import teamjournal
+
+    return teamjournal.pending_line(host)
+
+
 @contextmanager
 def session(host: Host) -> Iterator[Remote]:
+    from .ops import teamjournal
+
     remote = connect(host)
+    teamjournal.opened(host.name)
     try:
         yield remote
     finally:
-        remote.close()
+        try:
+            with suppress(Exception):  # never masks the body's own outcome
+                teamjournal.flush(remote)
+        finally:
+            teamjournal.closed(host.name)
+            remote.close()

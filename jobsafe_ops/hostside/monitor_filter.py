@@ -457,11 +457,12 @@ def _boot_id() -> str:
 
 
 def outcome(rec: dict[str, Any], boot: str | None = None) -> str:
-    """success | failed | killed | running for the last record of a label: an `end` says;
-    a `start` alone is running while its process lives, else it was killed (SIGKILL)."""
+    """success | failed | killed | cancelled | running for the last record of a label: an
+    `end` says (`cancelled`: written by `jobsafe cancel`, ops_agent.py); a `start` alone is
+    running while its process lives, else it was killed (SIGKILL)."""
     if rec.get("event") == "end":
         value = rec.get("outcome")
-        if value in ("success", "failed", "killed"):
+        if value in ("success", "failed", "killed", "cancelled"):
             return str(value)
         return "success" if rec.get("exit") == 0 else "failed"
     return "running" if _alive(rec, _boot_id() if boot is None else boot) else "killed"
@@ -512,6 +513,7 @@ def relevant(raws: dict[tuple[bytes, bytes], Any], boot: str | None = None,
         with_markers(raws, markers, boot)
     bad_jobs: set[tuple[str, str]] = set()
     bad_units: set[tuple[bytes, bytes]] = set()
+    cancelled: dict[tuple[str, str], int] = {}
     out: list[dict[str, Any]] = []
     successes: list[tuple[tuple[bytes, bytes], tuple[bytes, str]]] = []
     for key, entry in raws.items():
@@ -528,13 +530,17 @@ def relevant(raws: dict[tuple[bytes, bytes], Any], boot: str | None = None,
         rec["_outcome"] = outcome(rec, boot)
         if rec["_outcome"] == "running":
             continue
+        if rec["_outcome"] == "cancelled":  # the job and its older attempts: not failed
+            job = (rec["group"], base_label(rec["label"]))
+            cancelled[job] = max(cancelled.get(job, -1), attempt_of(rec["label"]))
+            continue
         out.append(rec)
         if rec["_outcome"] in ("failed", "killed"):
             bad_jobs.add((rec["group"], base_label(rec["label"])))
             if isinstance(rec.get("unit"), str):
                 bad_units.add((key[0], _json_key(rec["unit"])))
     if not bad_jobs and not bad_units:
-        return out
+        return _uncancelled(out, cancelled)
     picked: dict[tuple[bytes, bytes], tuple[bytes, str]] = {}
     for group, base in bad_jobs:  # looked up, not scanned: a job's attempts are -retry-1..N
         g, b = _json_key(group), _json_key(base)
@@ -557,7 +563,16 @@ def relevant(raws: dict[tuple[bytes, bytes], Any], boot: str | None = None,
         if rec is not None:
             rec["_outcome"] = "success"
             out.append(rec)
-    return out
+    return _uncancelled(out, cancelled)
+
+
+def _uncancelled(records: list[dict[str, Any]], cancelled: dict[tuple[str, str], int]
+                 ) -> list[dict[str, Any]]:
+    """Drop the attempts a cancel covers (that attempt and older ones of the job)."""
+    if not cancelled:
+        return records
+    return [r for r in records if attempt_of(r["label"]) >
+            cancelled.get((r["group"], base_label(r["label"])), -1)]
 
 
 def ledger_paths(root: str = LEDGER_ROOT) -> list[str]:
