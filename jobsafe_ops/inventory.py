@@ -50,6 +50,7 @@ class GroupSpec:
     min: int
     max: int
     job_memory: int | None = None  # bytes; the autoscaler never adds a slot without it
+    job_cpu: float = 1.0  # cores one job uses: the sizing formula's divisor (INV-6)
 
     @property
     def job_memory_text(self) -> str | None:
@@ -75,6 +76,8 @@ class Host:
     checkpoints: tuple[str, ...] = ()
     state_warn_mb: float = 10.0
     state_alarm_mb: float = 50.0
+    # re-adds per hour on this host, by every operator together (ops/teamjournal.py)
+    max_readds_per_hour: int = 100
     groups: Mapping[str, GroupSpec] = field(default_factory=dict)
     source: str = ""
 
@@ -119,6 +122,7 @@ _HOST_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "checkpoints": (list, False),
     "state_warn_mb": ((int, float), False),
     "state_alarm_mb": ((int, float), False),
+    "max_readds_per_hour": (int, False),
     "groups": (dict, False),
 }
 _GROUP_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
@@ -126,6 +130,7 @@ _GROUP_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "min": (int, False),
     "max": (int, False),
     "job_memory": (str, False),
+    "job_cpu": ((int, float), False),
 }
 
 
@@ -213,7 +218,12 @@ def _group(name: str, data: Any, where: str) -> GroupSpec:
             memory = parse_size(data["job_memory"])
         except ValueError as exc:
             raise ConfigError(f"{gwhere}: job_memory: {exc}") from None
-    return GroupSpec(name=name, parallel=parallel, min=lo, max=hi, job_memory=memory)
+    cpu = data.get("job_cpu", 1.0)
+    if not cpu > 0:
+        raise ConfigError(f"{gwhere}: job_cpu = {cpu} is invalid; set the cores one job uses, "
+                          "e.g. job_cpu = 1 (or 0.5)")
+    return GroupSpec(name=name, parallel=parallel, min=lo, max=hi, job_memory=memory,
+                     job_cpu=float(cpu))
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -255,6 +265,9 @@ def load_host_file(path: Path, defaults: Mapping[str, Any] | None = None) -> Hos
         raise ConfigError(
             f"{where}: project_dir {data['project_dir']!r} must be absolute or start with ~"
         )
+    if data.get("max_readds_per_hour", 0) < 0:
+        raise ConfigError(f"{where}: max_readds_per_hour = {data['max_readds_per_hour']} is "
+                          "invalid; set it >= 0 (default 100; 0 refuses every re-add)")
     kwargs = {k: v for k, v in data.items() if k not in ("groups", "checkpoints", "path")}
     return Host(
         name=path.stem, groups=groups, checkpoints=tuple(checkpoints), path=dirs,

@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..facts import programs
 from ..facts.audit import read_state
 from ..facts.ledger import read_merged, relabel
+from ..ops import teamjournal
 from ..remote import lean_env_line
 from ..scheduler.pueue import PueueState, add_argv, parse_task_id, start_group_argv
 from .context import DeployContext, KilledTask, ReAdded, Step, StepResult
@@ -36,9 +37,11 @@ def restart(ctx: DeployContext) -> StepResult:
         else:
             state = read_state(ctx.remote)  # re-check at mutate time: labels added meanwhile
             ctx.state = state
+        shared, on_host = teamjournal.team_readds(ctx.remote, entries)  # every operator's
         plan = retries.plan_retries(state, budget=ctx.options.retry_budget,
-                                    used=retries.used_from_journal(entries),
+                                    used=retries.used_from_journal(shared),
                                     retry_all=ctx.options.retry_all, forced=forced)
+        teamjournal.guard_readds(ctx.remote, on_host, len(plan.to_add))
         readd(ctx, plan)
     ctx.exhausted = [f"{d.group}/{d.label}" for d in plan.exhausted]
     resumed = _resume_groups(ctx)
@@ -149,8 +152,12 @@ def restart_group(group: str) -> Step:
         state = ctx.state if ctx.options.dry else read_state(ctx.remote, group)
         assert state is not None
         state = read_merged(ctx.remote, state, group)  # failures a clean removed, too
+        shared, on_host = teamjournal.team_readds(
+            ctx.remote, journal.entries(host=ctx.host.name, action=retries.RE_ADD_ACTION))
         plan = retries.plan_retries(state, groups=[group], budget=ctx.options.retry_budget,
-                                    used=journal_used(ctx), retry_all=ctx.options.retry_all)
+                                    used=retries.used_from_journal(shared),
+                                    retry_all=ctx.options.retry_all)
+        teamjournal.guard_readds(ctx.remote, on_host, len(plan.to_add))
         readd(ctx, plan)
         ctx.exhausted = [f"{d.group}/{d.label}" for d in plan.exhausted]
         return _restart_result(ctx, plan, {"plan": plan.to_dict(), "re_added": [

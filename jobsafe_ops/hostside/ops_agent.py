@@ -151,7 +151,8 @@ def record(args: argparse.Namespace, result: str, labels: list[str], **extra: An
     return entry
 
 
-def journal_lines(path: str, since: str | None, glob: str | None) -> list[dict[str, Any]]:
+def journal_lines(path: str, since: str | None, glob: str | None,
+                  action: str | None = None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     try:
         fh = open(os.path.expanduser(path), "rb")
@@ -168,6 +169,8 @@ def journal_lines(path: str, since: str | None, glob: str | None) -> list[dict[s
             if not isinstance(entry, dict):
                 continue
             if since and str(entry.get("time", "")) < since:
+                continue
+            if action and entry.get("action") != action:
                 continue
             if glob and not any(fnmatch.fnmatchcase(str(lbl), glob)
                                 for lbl in entry.get("labels") or ()):
@@ -518,7 +521,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--glob")
     parser.add_argument("--batch")
     parser.add_argument("--dry", action="store_true")
-    parser.add_argument("--action", choices=("pause", "resume"))
+    parser.add_argument("--action")  # group: pause|resume; journal: only this action
     parser.add_argument("--entry")
     parser.add_argument("--since")
     parser.add_argument("--journal", default=JOURNAL)
@@ -536,7 +539,7 @@ def main(argv: list[str]) -> int:
                 if line.strip():
                     append_journal(args.journal, json.loads(line))
             return 0
-        entries = journal_lines(args.journal, args.since, args.glob)
+        entries = journal_lines(args.journal, args.since, args.glob, args.action)
         emit("meta", {"entries": len(entries)})
         for entry in entries:
             sys.stdout.write(json.dumps(entry, separators=(",", ":")) + "\n")

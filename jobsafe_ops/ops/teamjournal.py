@@ -103,9 +103,9 @@ def parse_since(text: str | None, now: datetime | None = None) -> str | None:
     return when.astimezone(UTC).isoformat()
 
 
-def read_entries(remote: Remote, since: str | None = None, glob: str | None = None
-                 ) -> list[dict[str, Any]]:
-    reply = run_agent(remote, "journal", {"since": since, "glob": glob})
+def read_entries(remote: Remote, since: str | None = None, glob: str | None = None,
+                 action: str | None = None) -> list[dict[str, Any]]:
+    reply = run_agent(remote, "journal", {"since": since, "glob": glob, "action": action})
     out = []
     for line in reply.body:
         try:
@@ -161,6 +161,28 @@ def check_readd_budget(host: str, entries: Iterable[Mapping[str, Any]], adding: 
                            f"({used} re-added in the last hour by every operator); "
                            "investigate the failures, or raise max_readds_per_hour in the "
                            "host file")
+
+
+def team_readds(remote: Remote, local: Iterable[Mapping[str, Any]]
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every re-add on record: the host's journal plus local lines it lacks, the host's
+    alone) for retry budgets shared by every operator. One round trip; a host without
+    python3 has no team journal: the local lines only."""
+    from ..errors import RemoteError
+
+    mine = [dict(e) for e in local if e.get("action") == RE_ADD]
+    try:
+        on_host = read_entries(remote, action=RE_ADD)
+    except RemoteError:
+        return mine, []
+    return merged(on_host, mine), on_host
+
+
+def guard_readds(remote: Remote, on_host: Iterable[Mapping[str, Any]], adding: int,
+                 now: datetime | None = None) -> None:
+    """The host-wide budget (`max_readds_per_hour` in the host file) before re-adding."""
+    check_readd_budget(remote.host.name, on_host, adding, remote.host.max_readds_per_hour,
+                       now or datetime.now(UTC))
 
 
 def journal_cmd(host: str, since: str | None, label: str | None, inventory: str | None,

@@ -19,7 +19,7 @@ from tests.jsonout import result_of
 from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
-GROUPS = {g: {"parallel": 1, "min": 1, "max": 4} for g in ("ol", "ou", "oc", "od", "op")}
+GROUPS = {g: {"parallel": 1, "min": 1, "max": 4} for g in ("ol", "ou", "oc", "od", "op", "or")}
 PASS = 'pass_env = ["JOBSAFE_WORLD", "JOBSAFE_WORLD_HOST"]\n'
 
 
@@ -221,3 +221,34 @@ def test_the_team_journal_on_the_host(world: World, host: SimHost) -> None:
     assert code == 0 and len(doc["entries"]) == len(host_journal(host))
     code, _, err = inv(world, "journal", "--host", "ops", "--since", "yesterday")
     assert code == 2 and "--since" in err
+
+
+def test_retry_budgets_are_shared_through_the_host_journal(world: World, host: SimHost) -> None:
+    """Another operator's re-adds (on the host's journal only) count against this laptop's
+    per-label budget and against the host-wide max_readds_per_hour."""
+    host_file = world.inventory / "ops.toml"
+    original = host_file.read_text()
+    host_file.write_text("max_readds_per_hour = 3\n" + original)
+    for n in (1, 2, 3):
+        add(host, "or", f"r:{n}", "exit 137")
+    settle(host, "or")
+    path = host.home / ".local/state/jobsafe-ops/journal.ndjson"
+    when = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 600))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps({"time": when, "operator": "other@laptop", "host": "ops",
+                             "action": "re-add", "labels": ["r:1-retry-1", "r:1-retry-2"],
+                             "result": "ok", "group": "or"}) + "\n")
+    try:
+        code, _, err = inv(world, "retry-failed", "--host", "ops", "--group", "or",
+                           "--retry-budget", "2")
+        assert code == 3 and "max_readds_per_hour = 3 has 1 left" in err, err
+        assert set(tasks(host, "or")) == {"r:1", "r:2", "r:3"}  # nothing re-added
+    finally:
+        host_file.write_text(original)
+    code, doc, err = inv(world, "retry-failed", "--host", "ops", "--group", "or",
+                         "--retry-budget", "2", "--json")
+    steps = {s["name"]: s for s in doc["steps"]}
+    actions = {d["label"]: d["action"] for d in steps["restart"]["data"]["plan"]["decisions"]}
+    assert actions == {"r:1": "exhausted", "r:2": "add", "r:3": "add"}, err
+    assert {"r:2-retry-1", "r:3-retry-1"} <= set(tasks(host, "or"))
