@@ -123,10 +123,33 @@ def normalise(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
         out[tid] = {
             "id": tid, "group": str(raw.get("group", "default")), "label": raw.get("label"),
             "command": str(raw.get("original_command") or raw.get("command") or ""),
-            "state": state, "exit_code": code, "start": start,
+            "state": state, "exit_code": code, "start": start, "end": _end(raw),
             "deps": [int(d) for d in raw.get("dependencies") or ()],
         }
     return out
+
+
+def _end(raw: dict[str, Any]) -> Any:
+    status = raw.get("status")
+    if isinstance(status, dict) and isinstance(status.get("Done"), dict) \
+            and "end" in status["Done"]:
+        return status["Done"]["end"]
+    return raw.get("end")
+
+
+RECENT_WINDOW = 3600.0  # seconds of finished jobs the rate is taken over (ops/eta.py)
+
+
+def recent(ended: list[tuple[datetime, datetime | None]], now: datetime,
+           window: float = RECENT_WINDOW) -> dict[str, Any]:
+    """Jobs that ended in the `window` before `now` (host clock), and the span they took:
+    from the earliest start among them (or the window's start, if earlier) to now. Pure."""
+    cut = now.timestamp() - window
+    inside = [(end, start) for end, start in ended if end.timestamp() >= cut]
+    starts = [st.timestamp() for _, st in inside if st is not None]
+    begin = max(cut, min(starts)) if starts else cut
+    return {"window": window, "ended": len(inside),
+            "span": round(max(0.0, now.timestamp() - begin), 3)}
 
 
 _FIRST_TASK = re.compile(r'\{"tasks":\{"(\d+)":\{"id":(\d+),')
@@ -251,6 +274,7 @@ def summarize(
             "counts": {}, "total": 0, "superseded": 0, "ready": 0,
             "running": [], "failed": [], "blocked": [], "truncated": {},
         }
+    ended: dict[str, list[tuple[datetime, datetime | None]]] = {n: [] for n in groups}
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     attempts: dict[tuple[str, str], int] = {}
     # the highest retry number wins, then the highest id (ledger outcomes have ids < 0)
@@ -271,6 +295,10 @@ def summarize(
         g["total"] += 1
         g["superseded"] += attempts[key] - 1
         entry: dict[str, Any] = {"label": _name(t), "state": state}
+        if state == "success" or state in FAILED:
+            end = parse_ts(t.get("end"))
+            if end is not None:
+                ended[t["group"]].append((end, parse_ts(t["start"])))
         if attempts[key] > 1:
             entry["attempts"] = attempts[key]
         if state == "queued" and all(
@@ -294,7 +322,8 @@ def summarize(
         else:
             continue
         g[kind].append(entry)
-    for g in groups.values():
+    for name, g in groups.items():
+        g["recent"] = recent(ended[name], now)
         # newest failures first: those are the ones whose logs are worth the bytes
         g["failed"].sort(key=lambda e: -e["_id"])
         for kind in ("running", "failed", "blocked"):

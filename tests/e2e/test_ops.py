@@ -100,6 +100,26 @@ def test_logs_follow_streams_until_the_job_ends(world: World, host: SimHost) -> 
     assert out.split() == ["one", "two"] and time.monotonic() - started > 1.0
 
 
+def test_monitor_shows_percent_rate_and_eta(world: World, host: SimHost) -> None:
+    add(host, "ol", "job:later", "true")
+    settle(host, "ol")
+    host.run("pueue pause --group ol", check=True)
+    add(host, "ol", "job:waits", "true")
+    try:
+        code, doc, err = inv(world, "monitor", "--host", "ops", "--group", "ol", "--once",
+                             "--json")
+        assert code == 3, err  # still work queued
+        [g] = doc["groups"]
+        p = g["progress"]
+        assert (p["total"], p["done"], p["remaining"]) == (4, 3, 1)
+        assert p["percent"] == 75.0 and p["per_hour"] > 0 and p["eta_seconds"] > 0
+        code, text, err = inv(world, "monitor", "--host", "ops", "--group", "ol", "--once")
+        assert "75% ·" in text and "ETA" in text
+    finally:
+        host.run("pueue start --group ol", check=True)
+    settle(host, "ol")
+
+
 def test_logs_of_a_units_mode_command(world: World, host: SimHost, tmp_path: Path) -> None:
     path = book(tmp_path, "opu", """
 group = "ou"
