@@ -327,8 +327,14 @@ def probe_cmd(host: str, inventory: str | None, json_out: bool) -> int:
     from .remote import session
 
     def one(h: Host) -> Any:
+        from dataclasses import replace
+
+        from .ops.sizing import sizing
+
         with session(h) as remote:
-            return run_probe(remote)
+            p = run_probe(remote)
+        return replace(p, sizing=sizing(p.mem_available, p.nproc, dict(h.groups),
+                                        {g.name: g.parallel for g in p.groups}))
 
     hosts = hosts_for(host, inventory)
     inv = {h.name: h for h in hosts}

@@ -272,3 +272,16 @@ def test_retry_budgets_are_shared_through_the_host_journal(world: World, host: S
     actions = {d["label"]: d["action"] for d in steps["restart"]["data"]["plan"]["decisions"]}
     assert actions == {"r:1": "exhausted", "r:2": "add", "r:3": "add"}, err
     assert {"r:2-retry-1", "r:3-retry-1"} <= set(tasks(host, "or"))
+
+
+def test_probe_prints_the_sizing_formula_per_group(world: World, host: SimHost) -> None:
+    code, doc, err = inv(world, "probe", "--host", "ops", "--json")
+    assert code == 0, err
+    rows = {z["group"]: z for z in doc["sizing"]}
+    assert set(rows) == set(GROUPS)
+    nproc = doc["nproc"]
+    z = rows["ol"]  # no job_memory declared: the cores bind
+    assert (z["by_memory"], z["by_cpu"], z["max"]) == (None, int(nproc * 0.8), 4)
+    assert z["allowed"] == z["by_cpu"] and z["parallel"] == 1
+    code, text, err = inv(world, "probe", "--host", "ops")
+    assert code == 0 and "sizing" in text and "by cpu" in text, err
