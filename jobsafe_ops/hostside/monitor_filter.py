@@ -143,13 +143,16 @@ RECENT_WINDOW = 3600.0  # seconds of finished jobs the rate is taken over (ops/e
 def recent(ended: list[tuple[datetime, datetime | None]], now: datetime,
            window: float = RECENT_WINDOW) -> dict[str, Any]:
     """Jobs that ended in the `window` before `now` (host clock), and the span they took:
-    from the earliest start among them (or the window's start, if earlier) to now. Pure."""
+    from the earliest start among them (or the window's start, if earlier) to the latest
+    end. Recorded times only, so two reads of the same tasks agree. Pure."""
     cut = now.timestamp() - window
     inside = [(end, start) for end, start in ended if end.timestamp() >= cut]
+    if not inside:
+        return {"window": window, "ended": 0, "span": 0.0}
     starts = [st.timestamp() for _, st in inside if st is not None]
     begin = max(cut, min(starts)) if starts else cut
-    return {"window": window, "ended": len(inside),
-            "span": round(max(0.0, now.timestamp() - begin), 3)}
+    last = max(end.timestamp() for end, _ in inside)
+    return {"window": window, "ended": len(inside), "span": round(max(0.0, last - begin), 3)}
 
 
 _FIRST_TASK = re.compile(r'\{"tasks":\{"(\d+)":\{"id":(\d+),')

@@ -5,8 +5,8 @@ so no laptop/host clock skew enters the rate.
 
 - percent: finished jobs (succeeded or failed; each job counted once, by its newest
   attempt) over every job of the group; blocked-forever jobs count as not done;
-- rate: jobs ended in the window / the span they took (the window, or less when the first
-  of them started later), per hour; None when none ended in it;
+- rate: jobs ended in the window / the span they took (from the earliest start among
+  them, or the window's start, to the latest end), per hour; None when none ended in it;
 - ETA: the jobs still to run (queued, running, paused, stashed, locked) / the rate; None
   without a rate or when nothing is left (0 when the group is settled).
 """

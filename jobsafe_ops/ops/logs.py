@@ -14,11 +14,15 @@ with the output in `result`.
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, JobsafeError
+from ..remote import Remote
 from .agent import AgentReply, run_agent, stream_agent
 
 
@@ -67,6 +71,31 @@ def header(meta: dict[str, Any]) -> str:
             f"{meta.get('state')}")
 
 
+@contextmanager
+def interruptible(remote: Remote) -> Iterator[list[bool]]:
+    """Ctrl-C while a follow streams: Invoke's runner would catch the KeyboardInterrupt,
+    send ^C into a channel without a terminal and keep waiting; instead the connection is
+    closed (the host ends `pueue follow` with the session) and the caller raises
+    KeyboardInterrupt itself (exit 130). A local host has no connection: interrupt as is."""
+    stopped: list[bool] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        stopped.append(True)
+        if remote.host.is_local:
+            raise KeyboardInterrupt
+        remote.close()
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: leave Ctrl-C as it is
+        yield stopped
+        return
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def logs_cmd(host: str, label: str | None, group: str | None, attempt: int | None,
              follow: bool, inventory: str | None, json_out: bool) -> int:
     from ..cli import HostRow, hosts_for, print_json
@@ -88,9 +117,18 @@ def logs_cmd(host: str, label: str | None, group: str | None, attempt: int | Non
                 sys.stdout.write(line + "\n")
                 sys.stdout.flush()
 
-            reply = stream_agent(remote, "logs", args, out,
-                                 lambda m: err_console.print(header(m), highlight=False,
-                                                             markup=False))
+            with interruptible(remote) as stopped:
+                try:
+                    reply = stream_agent(remote, "logs", args, out,
+                                         lambda m: err_console.print(header(m),
+                                                                     highlight=False,
+                                                                     markup=False))
+                except JobsafeError:
+                    if stopped:  # our own close after Ctrl-C: not a host failure
+                        raise KeyboardInterrupt from None
+                    raise
+            if stopped:
+                raise KeyboardInterrupt
     report = report_of(hosts[0].name, label, reply)
     if json_out:
         print_json(0, [HostRow(report.host, True, 0, None, report)])

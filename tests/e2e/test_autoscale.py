@@ -25,7 +25,7 @@ from tests.world import SimHost, World
 
 REPO = Path(__file__).resolve().parents[2]
 GiB = 1024**3
-GROUPS = {"p1": {"parallel": 1, "min": 1, "max": 3, "job_memory": "1G"},
+GROUPS = {"p1": {"parallel": 1, "min": 1, "max": 3, "job_memory": "1G", "job_cpu": 0.25},
           "p2": {"parallel": 1, "min": 1, "max": 2}}  # p2: no job_memory -> never up
 
 

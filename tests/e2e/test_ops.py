@@ -7,6 +7,7 @@ on the host that every mutation reaches."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -100,6 +101,25 @@ def test_logs_follow_streams_until_the_job_ends(world: World, host: SimHost) -> 
     assert out.split() == ["one", "two"] and time.monotonic() - started > 1.0
 
 
+def test_logs_follow_ends_on_ctrl_c_with_130(world: World, host: SimHost) -> None:
+    add(host, "od", "f:long", "echo started; sleep 60")
+    proc = subprocess.Popen(["inv", "-r", str(REPO), "logs", "--host", "ops", "--label",
+                             "f:long", "--follow"], env=world.env(), cwd=world.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "started"  # streaming, not at the end
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    code, doc, err = inv(world, "cancel", "--host", "ops", "--label", "f:long", "--json")
+    assert code == 0 and doc["killed"] == ["f:long"], err
+
+
 def test_monitor_shows_percent_rate_and_eta(world: World, host: SimHost) -> None:
     add(host, "ol", "job:later", "true")
     settle(host, "ol")
@@ -168,7 +188,7 @@ n = [1, 2, 3]
         rec = json.loads(line)
         last[rec["label"]] = rec["outcome"] if rec.get("event") == "end" else "start"
     assert last == {"c:1": "cancelled", "c:2": "cancelled", "c:3": "cancelled"}
-    [entry] = [e for e in host_journal(host) if e["action"] == "cancel"]
+    [entry] = [e for e in host_journal(host) if e["action"] == "cancel" and e.get("batch")]
     assert sorted(entry["labels"]) == ["c:1", "c:2", "c:3"] and entry["result"] == "ok"
     assert "@" in entry["operator"] and entry["batch"] == "opc"
     # not failed, not retried: retry-failed has nothing to add, audit nothing failed

@@ -17,10 +17,10 @@ def ago(minutes: float) -> datetime:
 
 def test_the_window_counts_recent_ends_over_the_span_they_took() -> None:
     ended = [(ago(5), ago(10)), (ago(20), ago(30)), (ago(90), ago(100))]  # (end, start)
-    assert mf.recent(ended, NOW) == {"window": 3600.0, "ended": 2, "span": 1800.0}
-    old = [(ago(5), ago(300))]  # a long job: the span is the window, not its runtime
-    assert mf.recent(old, NOW)["span"] == 3600.0
-    assert mf.recent([], NOW) == {"window": 3600.0, "ended": 0, "span": 3600.0}
+    assert mf.recent(ended, NOW) == {"window": 3600.0, "ended": 2, "span": 1500.0}
+    old = [(ago(5), ago(300))]  # a long job: from the window's start, not its own start
+    assert mf.recent(old, NOW)["span"] == 3300.0
+    assert mf.recent([], NOW) == {"window": 3600.0, "ended": 0, "span": 0.0}
 
 
 def test_percent_rate_and_eta() -> None:
@@ -51,4 +51,4 @@ def test_the_summary_carries_the_window_per_group() -> None:
             "tasks": {"0": task(0, "a", done), "1": task(1, "b", {"Queued": {}}),
                       "2": task(2, "c", {"Done": {**done["Done"], "result": {"Failed": 1}}})}}
     summary, _ = mf.summarize(data, "p1", now=NOW)
-    assert summary["groups"]["p1"]["recent"] == {"window": 3600.0, "ended": 2, "span": 1800.0}
+    assert summary["groups"]["p1"]["recent"] == {"window": 3600.0, "ended": 2, "span": 1200.0}
