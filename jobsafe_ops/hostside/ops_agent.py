@@ -398,6 +398,39 @@ def dependants(tasks: list[dict[str, Any]], chosen: list[dict[str, Any]]
     return out
 
 
+def unfinished(t: dict[str, Any]) -> list[str]:
+    """The commands of a unit (units mode) without an exit-0 receipt in its done log: the
+    ones a cancel of the unit stops or never lets start."""
+    try:
+        words = shlex.split(str(t.get("original_command") or t.get("command") or ""))
+    except ValueError:
+        return []
+    if len(words) < 4 or words[2] != "unit" or "--done" not in words:
+        return []
+    done: dict[str, str] = {}
+    try:
+        with open(os.path.expanduser(words[words.index("--done") + 1]), encoding="utf-8") as fh:
+            for line in fh:
+                label, sep, code = line.rstrip("\n").rpartition("\t")
+                if sep:
+                    done[label] = code
+    except (OSError, IndexError):
+        pass
+    out = []
+    try:
+        with open(os.path.expanduser(words[3]), encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    label = json.loads(line).get("label")
+                except ValueError:
+                    continue
+                if isinstance(label, str) and done.get(label) != "0":
+                    out.append(label)
+    except OSError:
+        return []
+    return out
+
+
 def cancelled_record(t: dict[str, Any], operator: str) -> dict[str, Any]:
     label = str(t["label"])
     rec = {"v": 1, "label": label, "group": t["group"], "batch": batch_of(t) or "",
@@ -467,15 +500,20 @@ def cancel(args: argparse.Namespace) -> int:
     meta["not_stopped"] = [t["label"] for t in active if t not in gone and t not in stopped]
     for t in gone + stopped:  # the outcome ledger: cancelled, after the wrapper's own end
         path = ledger_of(t)
-        if path and os.path.isdir(os.path.dirname(path)):
+        if not path or not os.path.isdir(os.path.dirname(path)):
+            continue
+        records = [cancelled_record(t, operator)]
+        records += [dict(cancelled_record(dict(t, label=label), operator),
+                         unit=base_label(str(t["label"]))) for label in unfinished(t)]
+        for rec in records:
             try:
-                append_journal(path, cancelled_record(t, operator))
+                append_journal(path, rec)
             except OSError as exc:
                 meta.setdefault("ledger_errors", []).append(str(exc))
                 continue
             # a SIGKILLed wrapper leaves its start marker (read as "killed"): the job has
             # ended (pueue says so), and its last word is now the cancel
-            digest = hashlib.sha1(f"{t['group']}\0{t['label']}".encode()).hexdigest()[:24]
+            digest = hashlib.sha1(f"{rec['group']}\0{rec['label']}".encode()).hexdigest()[:24]
             try:
                 os.unlink(os.path.join(os.path.dirname(path), RUNNING_DIR, digest + ".json"))
             except OSError:

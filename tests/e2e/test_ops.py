@@ -206,6 +206,26 @@ n = [1, 2, 3]
     assert code == 6 and "nothing cancelled" in err
 
 
+def test_cancel_of_a_unit_covers_its_commands(world: World, host: SimHost,
+                                             tmp_path: Path) -> None:
+    path = book(tmp_path, "opv", """
+group = "ou"
+command = "sleep 30 # {n}"
+label = "v:{n}"
+[matrix]
+n = [1, 2]
+""")
+    code, _, err = inv(world, "submit-batch", "--host", "ops", "--playbook", str(path),
+                       "--units", "--unit-size", "10")
+    assert code == 0, err
+    unit = wait_running(host, "ou")
+    time.sleep(0.5)  # the unit's commands have started (their start markers written)
+    code, doc, err = inv(world, "cancel", "--host", "ops", "--playbook", "opv", "--json")
+    assert code == 0 and doc["killed"] == [unit], err
+    code, doc, err = inv(world, "audit", "--host", "ops", "--group", "ou", "--json")
+    assert code == 0 and [g["failed"] for g in doc["groups"]] == [[]], doc
+
+
 def test_cancel_refuses_while_a_dependant_waits_outside_the_match(
         world: World, host: SimHost) -> None:
     tid = add(host, "od", "d:first", "sleep 30")

@@ -137,3 +137,14 @@ def test_the_agent_runs_under_the_hosts_python3(tmp_path: Path) -> None:
     reply = laptop.parse_reply(proc.stdout)
     assert proc.returncode == 0 and reply.meta == {"entries": 1}
     assert json.loads(reply.body[0])["action"] == "cancel"
+
+
+def test_cancelling_a_unit_covers_its_commands_not_done_yet(tmp_path: Path) -> None:
+    unit_file = tmp_path / "u.jsonl"
+    unit_file.write_text("".join(json.dumps({"label": f"u:{n}", "workdir": "/",
+                                             "command": "x"}) + "\n" for n in (1, 2, 3)))
+    done = tmp_path / "done.tsv"
+    done.write_text("u:1\t0\nu:2\t1\n")  # u:1 succeeded, u:2 failed, u:3 never ran
+    command = f"python3 /b/feeder.py unit {unit_file} --done {done} --ledger /b/l --group p1"
+    assert agent.unfinished(t(1, "pb:unit-00001-0123abcd", command=command)) == ["u:2", "u:3"]
+    assert agent.unfinished(t(2, "plain", command="sleep 1")) == []
