@@ -328,8 +328,16 @@ def probe_cmd(host: str, inventory: str | None, json_out: bool) -> int:
     from .remote import session
 
     def one(h: Host) -> Any:
+        from dataclasses import replace
+
+        from .ops.sizing import sizing
+
         with session(h) as remote:
-            return slurm_probe.run_probe(remote) if h.is_slurm else run_probe(remote)
+            if h.is_slurm:
+                return slurm_probe.run_probe(remote)
+            p = run_probe(remote)
+        return replace(p, sizing=sizing(p.mem_available, p.nproc, dict(h.groups),
+                                        {g.name: g.parallel for g in p.groups}))
 
     def view(p: Any) -> Any:
         if isinstance(p, slurm_probe.SlurmProbe):

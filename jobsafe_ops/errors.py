@@ -12,6 +12,7 @@ Exception
 │   │   ├── ConnectionDropped 4  the connection died under a command or before it (remote)
 │   │   └── VersionNotVisible 4  the index does not list the version yet: retried (deploy)
 │   ├── JobsFailedError ..... 1  the work ran but some jobs failed
+│   ├── NothingSelected ..... 6  no task has that label (logs, cancel)
 │   └── StepFailed .......... -  a deploy step failed; carries its partial result (deploy)
 ├── TransientConnectError ... -  internal: refused/reset/timeout, retried by remote.connect
 └── UploadRefused ........... -  internal: a write refused by the host (Remote.put_text)
@@ -26,7 +27,8 @@ ValueError
 The two internal ones never reach the operator: remote turns them into a RemoteError.
 jobkit keeps its own classes (it imports nothing outside itself) with the same exit-code
 numbers. The test world (jobsafe_ops/testing) and its pueue stand-in, a separate program,
-keep theirs: no command an operator runs raises them.
+keep theirs, and so do the programs in hostside/ (run by the host's python3, stdlib
+only): no command an operator runs raises them.
 
 Exit codes (the README's table is generated from EXIT_CODES):
 0 ok, 1 jobs failed / findings, 2 bad input or config, 3 refused for safety,
@@ -63,7 +65,7 @@ EXIT_CODES: dict[int, str] = {
     "its program was not found)",
     EXIT_PARTIAL: "partial: some hosts of a multi-host run failed",
     EXIT_NOTHING_SELECTED: "monitor: nothing selected (the group has no tasks, or no label "
-    "matches --label-glob); --until-done stops on it",
+    "matches --label-glob); --until-done stops on it; logs/cancel: no task matches",
     EXIT_INTERNAL: "internal error (a bug in jobsafe-ops: one line; rerun with --debug for "
     "the traceback)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
@@ -131,6 +133,13 @@ class JobsFailedError(JobsafeError):
     """The work ran but some jobs failed."""
 
     exit_code = EXIT_FAILED
+
+
+class NothingSelected(JobsafeError):
+    """No task has the label asked for (logs, cancel): exit 6, as monitor's empty
+    selection."""
+
+    exit_code = EXIT_NOTHING_SELECTED
 
 
 class StepFailed(JobsafeError):

@@ -47,6 +47,7 @@ SHORTS: dict[str, str] = {
     "dry": "n",       # as make -n, rsync -n, git clean -n: change nothing
     "json": "j",
     "playbook": "p",
+    "follow": "f",    # as tail -f
 }
 # Options that change or remove something beyond the normal run: long form only.
 DESTRUCTIVE = frozenset({"discard_local_changes", "break_lock", "retry_all", "on_running",

@@ -55,6 +55,7 @@ class GroupSpec:
     max: int
     job_memory: int | None = None  # bytes; the autoscaler never adds a slot without it
     cpus: int | None = None  # Slurm: --cpus-per-task of each job of the group
+    job_cpu: float = 1.0  # cores one job uses: the sizing formula's divisor (INV-6)
 
     @property
     def job_memory_text(self) -> str | None:
@@ -80,6 +81,8 @@ class Host:
     checkpoints: tuple[str, ...] = ()
     state_warn_mb: float = 10.0
     state_alarm_mb: float = 50.0
+    # re-adds per hour on this host, by every operator together (ops/teamjournal.py)
+    max_readds_per_hour: int = 100
     groups: Mapping[str, GroupSpec] = field(default_factory=dict)
     source: str = ""
     # "pueue" (default) or "slurm": then `ssh` is the cluster's login node and each group's
@@ -134,6 +137,7 @@ _HOST_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "checkpoints": (list, False),
     "state_warn_mb": ((int, float), False),
     "state_alarm_mb": ((int, float), False),
+    "max_readds_per_hour": (int, False),
     "groups": (dict, False),
     "scheduler": (str, False),
     "partition": (str, False),
@@ -146,6 +150,7 @@ _GROUP_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "max": (int, False),
     "job_memory": (str, False),
     "cpus": (int, False),
+    "job_cpu": ((int, float), False),
 }
 
 
@@ -241,8 +246,12 @@ def _group(name: str, data: Any, where: str, scheduler: str = "pueue") -> GroupS
         if not 1 <= cpus <= MAX_PARALLEL:
             raise ConfigError(f"{gwhere}: cpus = {cpus} is invalid; set 1 <= cpus <= "
                               f"{MAX_PARALLEL}")
+    cpu = data.get("job_cpu", 1.0)
+    if not cpu > 0:
+        raise ConfigError(f"{gwhere}: job_cpu = {cpu} is invalid; set the cores one job uses, "
+                          "e.g. job_cpu = 1 (or 0.5)")
     return GroupSpec(name=name, parallel=parallel, min=lo, max=hi, job_memory=memory,
-                     cpus=cpus)
+                     cpus=cpus, job_cpu=float(cpu))
 
 
 def _scheduler(data: Mapping[str, Any], where: str) -> str:
@@ -283,6 +292,9 @@ def load_host_file(path: Path, defaults: Mapping[str, Any] | None = None) -> Hos
         raise ConfigError(
             f"{where}: project_dir {data['project_dir']!r} must be absolute or start with ~"
         )
+    if data.get("max_readds_per_hour", 0) < 0:
+        raise ConfigError(f"{where}: max_readds_per_hour = {data['max_readds_per_hour']} is "
+                          "invalid; set it >= 0 (default 100; 0 refuses every re-add)")
     kwargs = {k: v for k, v in data.items() if k not in ("groups", "checkpoints", "path")}
     return Host(
         name=path.stem, groups=groups, checkpoints=tuple(checkpoints), path=dirs,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import mirror
 from .secrecy import redact
 
 
@@ -42,6 +43,17 @@ def operator() -> str:
 
 def append(host: str, action: str, labels: Iterable[str] = (), result: str = "ok",
            **extra: Any) -> dict[str, Any]:
+    """Append locally; with an SSH session open to `host`, the entry is also mirrored to
+    the team journal on the host (mirror.py: on the session's next command)."""
+    entry = append_local(host, action, labels, result, **extra)
+    mirror.queue(entry)
+    return entry
+
+
+def append_local(host: str, action: str, labels: Iterable[str] = (), result: str = "ok",
+                 **extra: Any) -> dict[str, Any]:
+    """Append to the local journal only: the host's journal has the entry already (written
+    in the mutation's own run: logs, cancel, pause, resume)."""
     entry: dict[str, Any] = redact({
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "operator": operator(), "host": host, "action": action,

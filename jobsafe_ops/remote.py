@@ -35,7 +35,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from . import sshconf
+from . import mirror, sshconf
 from .errors import (
     ConfigError,
     ConnectionDropped,
@@ -112,7 +112,7 @@ class Remote:
         the hook receives both (testing.fake_remote answers by argv)."""
         text = shell_line(command)
         self.round_trips += 1
-        wired = path_prefix(self.host) + text
+        wired = path_prefix(self.host) + mirror.pending_line(self.host.name) + text
         return self._checked(text, self._run(wired, argv=_argv_of(command, argv),
                                              timeout=timeout, stdin=stdin), check)
 
@@ -123,7 +123,7 @@ class Remote:
         progress lines drive a progress bar while it runs on the host)."""
         text = shell_line(command)
         self.round_trips += 1
-        wired = path_prefix(self.host) + text
+        wired = path_prefix(self.host) + mirror.pending_line(self.host.name) + text
         return self._checked(text, self._stream(wired, on_line, argv=_argv_of(command, argv),
                                                 timeout=timeout), check)
 
@@ -700,7 +700,15 @@ def connect(host: Host) -> Remote:
 @contextmanager
 def session(host: Host) -> Iterator[Remote]:
     remote = connect(host)
+    mirror.opened(host.name)
     try:
         yield remote
     finally:
-        remote.close()
+        try:
+            with suppress(Exception):  # never masks the body's own outcome
+                line = mirror.pending_line(host.name)  # what is left: one round trip
+                if line:
+                    remote.run(line + "true", check=False)
+        finally:
+            mirror.closed(host.name)
+            remote.close()

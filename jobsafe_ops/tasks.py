@@ -317,5 +317,75 @@ def init(c, directory=None, debug=False):
     cli.main(init_cmd, directory=directory, debug=debug)
 
 
+LABEL = "the job's label (its newest attempt X, X-retry-1, ...; never a pueue id)"
+
+
+@task(help={
+    "host": "the host (one)", "label": LABEL,
+    "group": "the label's pueue group (needed only when the label is in several)",
+    "attempt": "this attempt instead of the newest: 0 the first run, N its -retry-N",
+    "follow": "stream a queued or running attempt until it ends (Ctrl-C stops: exit 130)",
+    **COMMON,
+}, kinds={"attempt": count_kind("--attempt", 1, minimum=0)})
+def logs(c, host="", label="", group=None, attempt=None, follow=False, json=False,
+         debug=False, inventory=None):
+    """The log of a label's newest attempt (or --attempt N), units-mode commands too."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.ops.logs import logs_cmd
+
+    cli.main(logs_cmd, host=host, label=label, group=group, attempt=attempt, follow=follow,
+             inventory=inventory, json_out=json, debug=debug)
+
+
+@task(help={
+    "host": HOST, "label": "cancel the labels matching this glob (and their -retry-N)",
+    "playbook": "cancel every job this playbook's batch fed (file, or its name)",
+    "group": "only in this pueue group",
+    "dry": "read and match, print what would be removed and killed, change nothing",
+    **COMMON,
+})
+def cancel(c, host="", label=None, playbook=None, group=None, dry=False, json=False,
+           debug=False, inventory=None):
+    """Remove queued and kill running jobs by label or playbook; recorded as cancelled."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.ops.cancel import cancel_cmd
+
+    cli.main(cancel_cmd, host=host, label=label, playbook=playbook, group=group, dry=dry,
+             inventory=inventory, json_out=json, debug=debug)
+
+
+@task(help={"host": HOST, "group": "the pueue group to pause (required)", **COMMON})
+def pause(c, host="", group=None, json=False, debug=False, inventory=None):
+    """Pause a group (pueue pause --wait: no new starts, running jobs finish); journaled."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.ops.pause import pause_cmd
+
+    cli.main(pause_cmd, host=host, group=group, inventory=inventory, json_out=json,
+             debug=debug)
+
+
+@task(help={"host": HOST, "group": "the pueue group to resume (required)", **COMMON})
+def resume(c, host="", group=None, json=False, debug=False, inventory=None):
+    """Resume a group (pueue start); refused while another operator's deploy lock is held."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.ops.pause import resume_cmd
+
+    cli.main(resume_cmd, host=host, group=group, inventory=inventory, json_out=json,
+             debug=debug)
+
+
+@task(help={
+    "host": HOST, "since": "only entries since this ISO time or span back (90m, 6h, 2d)",
+    "label": "only entries naming a label matching this glob", **COMMON,
+})
+def journal(c, host="", since=None, label=None, json=False, debug=False, inventory=None):
+    """The team journal on the host: every operator's mutations (who, what, labels, result)."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.ops.teamjournal import journal_cmd
+
+    cli.main(journal_cmd, host=host, since=since, label=label, inventory=inventory,
+             json_out=json, debug=debug)
+
+
 ns = Collection(hosts, init, probe, audit, demo, monitor, autoscale, clean, deploy, retry_failed,
-                submit_batch, lint)
+                submit_batch, lint, logs, cancel, pause, resume, journal)

@@ -65,6 +65,11 @@ BAD = {
     "retry-failed": ["--host", "h", "--group", "nosuch"],
     "submit-batch": ["--host", "h"],
     "lint": ["--path", "{inv}/missing.sh"],
+    "logs": ["--host", "h"],
+    "cancel": ["--host", "h", "--label", "a", "--playbook", "b"],
+    "pause": ["--host", "h"],
+    "resume": ["--host", "h", "--group", ""],
+    "journal": ["--host", "h", "--since", "yesterday"],
 }
 
 

@@ -134,6 +134,18 @@ def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | N
                                      _adding(items, unit_map))
     if refused:  # item 3: a job that would exit 127; nothing was changed on the host
         raise ConfigError(refused)
+    readds = [i for i in items if i.action == "add" and i.new_label != i.label]
+    if readds:  # every operator's re-adds count: the host's journal (one more read, only now)
+        from ..ops import teamjournal
+
+        shared, on_host = teamjournal.team_readds(
+            remote, journal.entries(host=host.name, action=RE_ADD_ACTION))
+        items = decide(specs, state, receipts, budget=plan.retry_budget,
+                       used=used_from_journal(shared, host.name),
+                       succeeded=frozenset(scanned.get("succeeded") or ()),
+                       units={label: u.jobs for label, u in unit_map.items()})
+        teamjournal.guard_readds(remote, on_host, len(
+            [i for i in items if i.action == "add" and i.new_label != i.label]))
     groups = [s.group for s in specs]
     new_groups = tuple((g, host.group(g).parallel)
                        for g in dict.fromkeys(groups) if g not in probe.state.groups)

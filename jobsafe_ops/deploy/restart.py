@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..facts import programs
 from ..facts.audit import build_audit, read_state
 from ..facts.ledger import read_merged, relabel
+from ..ops import teamjournal
 from ..scheduler.pueue import PueueState, add_argv, parse_task_id, start_group_argv
 from ..shell import lean_env_line
 from .context import (
@@ -122,9 +123,11 @@ def plan_restart(ctx: DeployContext) -> Plan:
     state = decided.state if decided and decided.state else facts.state
     if audited.failed or forced:
         state = as_killed(read_state(ctx.remote), killed)
+        shared, on_host = teamjournal.team_readds(ctx.remote, entries)  # every operator's
         plan = retries.plan_retries(state, budget=ctx.options.retry_budget,
-                                    used=retries.used_from_journal(entries),
+                                    used=retries.used_from_journal(shared),
                                     retry_all=ctx.options.retry_all, forced=forced)
+        teamjournal.guard_readds(ctx.remote, on_host, len(plan.to_add))  # exit 3 before any
     adds = plan_readds(ctx, plan)
     paused = decided.paused if decided else ()
     state = as_paused(state, paused)
@@ -198,8 +201,12 @@ def restart_group(group: str) -> Step:
     def plan(ctx: DeployContext) -> Plan:
         state = read_state(ctx.remote, group)
         state = read_merged(ctx.remote, state, group)  # failures a clean removed, too
+        shared, on_host = teamjournal.team_readds(
+            ctx.remote, journal.entries(host=ctx.host.name, action=retries.RE_ADD_ACTION))
         rp = retries.plan_retries(state, groups=[group], budget=ctx.options.retry_budget,
-                                  used=journal_used(ctx), retry_all=ctx.options.retry_all)
+                                  used=retries.used_from_journal(shared),
+                                  retry_all=ctx.options.retry_all)
+        teamjournal.guard_readds(ctx.remote, on_host, len(rp.to_add))
         adds = plan_readds(ctx, rp)
         would = RestartOutcome(exhausted=tuple(f"{d.group}/{d.label}" for d in rp.exhausted),
                                add_errors=adds.errors)

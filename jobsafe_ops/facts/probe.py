@@ -163,6 +163,7 @@ class Probe:
     programs: tuple[tuple[str, str | None], ...] = ()
     path: str | None = None
     ssh_resolver: str | None = None  # how ssh options were resolved: "ssh -G" | "paramiko"
+    sizing: tuple[Any, ...] = ()  # per declared group (ops/sizing.py; set by probe_cmd)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -178,6 +178,13 @@ class GroupView:
     failed: tuple[LabelState, ...] = ()
     blocked: tuple[LabelState, ...] = ()
     truncated: Mapping[str, int] = field(default_factory=dict)
+    recent: Mapping[str, Any] = field(default_factory=dict)  # jobs ended lately (ops/eta)
+
+    @property
+    def progress(self) -> Any:
+        from ..ops.eta import progress
+
+        return progress(self.counts, self.total, self.recent)
 
     def count(self, *states: str) -> int:
         return sum(self.counts.get(s, 0) for s in states)
@@ -214,6 +221,7 @@ class GroupView:
             "failed": [t.to_dict() for t in self.failed],
             "blocked": [t.to_dict() for t in self.blocked],
             "truncated": dict(self.truncated),
+            "progress": self.progress.to_dict(),
         }
 
 
@@ -399,6 +407,7 @@ def snapshot_from(host: str, payload: Mapping[str, Any], opts: Options, *,
             ready=int(g.get("ready", 0)), running=_labels(g["running"]),
             failed=_labels(g["failed"]), blocked=_labels(g["blocked"]),
             truncated=dict(g.get("truncated") or {}),
+            recent=dict(g.get("recent") or {}),
         )
         for name, g in (payload.get("groups") or {}).items()
     )

@@ -70,7 +70,21 @@ def probe_view(p: Probe, host: Host) -> RenderableType:
     for g in p.groups:
         counts = ", ".join(f"{k}={n}" for k, n in sorted(g.counts.items())) or "empty"
         groups.add_row(g.name, g.status, str(g.parallel), counts)
-    return RGroup(facts, health, groups)
+    parts: list[RenderableType] = [facts, health, groups]
+    if p.sizing:  # INV-6: what the host allows per declared group
+        sized = Table(title="sizing: min(available x 0.8 / job_memory, cores x 0.8 / job_cpu)")
+        for col in ("group", "parallel now", "max", "by memory", "by cpu", "allowed"):
+            sized.add_column(col, justify="left" if col == "group" else "right")
+
+        def n(v: int | None) -> str:
+            return "?" if v is None else str(v)
+
+        for z in p.sizing:
+            over = z.allowed is not None and (z.parallel or 0) > z.allowed
+            sized.add_row(z.group, n(z.parallel), str(z.max), n(z.by_memory), n(z.by_cpu),
+                          f"[bold red]{n(z.allowed)}" if over else n(z.allowed))
+        parts.append(sized)
+    return RGroup(*parts)
 
 
 def audit_view(a: Audit) -> RenderableType:

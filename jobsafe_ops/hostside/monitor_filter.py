@@ -66,10 +66,36 @@ def normalise(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
         out[tid] = {
             "id": tid, "group": str(raw.get("group", "default")), "label": raw.get("label"),
             "command": str(raw.get("original_command") or raw.get("command") or ""),
-            "state": state, "exit_code": code, "start": start,
+            "state": state, "exit_code": code, "start": start, "end": _end(raw),
             "deps": [int(d) for d in raw.get("dependencies") or ()],
         }
     return out
+
+
+def _end(raw: dict[str, Any]) -> Any:
+    status = raw.get("status")
+    if isinstance(status, dict) and isinstance(status.get("Done"), dict) \
+            and "end" in status["Done"]:
+        return status["Done"]["end"]
+    return raw.get("end")
+
+
+RECENT_WINDOW = 3600.0  # seconds of finished jobs the rate is taken over (ops/eta.py)
+
+
+def recent(ended: list[tuple[datetime, datetime | None]], now: datetime,
+           window: float = RECENT_WINDOW) -> dict[str, Any]:
+    """Jobs that ended in the `window` before `now` (host clock), and the span they took:
+    from the earliest start among them (or the window's start, if earlier) to the latest
+    end. Recorded times only, so two reads of the same tasks agree. Pure."""
+    cut = now.timestamp() - window
+    inside = [(end, start) for end, start in ended if end.timestamp() >= cut]
+    if not inside:
+        return {"window": window, "ended": 0, "span": 0.0}
+    starts = [st.timestamp() for _, st in inside if st is not None]
+    begin = max(cut, min(starts)) if starts else cut
+    last = max(end.timestamp() for end, _ in inside)
+    return {"window": window, "ended": len(inside), "span": round(max(0.0, last - begin), 3)}
 
 
 _FIRST_TASK = re.compile(r'\{"tasks":\{"(\d+)":\{"id":(\d+),')
@@ -193,6 +219,7 @@ def summarize(
             "counts": {}, "total": 0, "superseded": 0, "ready": 0,
             "running": [], "failed": [], "blocked": [], "truncated": {},
         }
+    ended: dict[str, list[tuple[datetime, datetime | None]]] = {n: [] for n in groups}
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     attempts: dict[tuple[str, str], int] = {}
     # the highest retry number wins, then the highest id (ledger outcomes have ids < 0)
@@ -213,6 +240,10 @@ def summarize(
         g["total"] += 1
         g["superseded"] += attempts[key] - 1
         entry: dict[str, Any] = {"label": _name(t), "state": state}
+        if state == "success" or state in FAILED:
+            end = parse_ts(t.get("end"))
+            if end is not None:
+                ended[t["group"]].append((end, parse_ts(t["start"])))
         if attempts[key] > 1:
             entry["attempts"] = attempts[key]
         if state == "queued" and all(
@@ -235,7 +266,8 @@ def summarize(
         else:
             continue
         g[kind].append(entry)
-    for g in groups.values():
+    for name, g in groups.items():
+        g["recent"] = recent(ended[name], now)
         # newest failures first: those are the ones whose logs are worth the bytes
         g["failed"].sort(key=lambda e: -e["_id"])
         for kind in ("running", "failed", "blocked"):
@@ -397,11 +429,12 @@ def _boot_id() -> str:
 
 
 def outcome(rec: dict[str, Any], boot: str | None = None) -> str:
-    """success | failed | killed | running for the last record of a label: an `end` says;
-    a `start` alone is running while its process lives, else it was killed (SIGKILL)."""
+    """success | failed | killed | cancelled | running for the last record of a label: an
+    `end` says (`cancelled`: written by `jobsafe cancel`, ops_agent.py); a `start` alone is
+    running while its process lives, else it was killed (SIGKILL)."""
     if rec.get("event") == "end":
         value = rec.get("outcome")
-        if value in ("success", "failed", "killed"):
+        if value in ("success", "failed", "killed", "cancelled"):
             return str(value)
         return "success" if rec.get("exit") == 0 else "failed"
     return "running" if _alive(rec, _boot_id() if boot is None else boot) else "killed"
@@ -452,6 +485,7 @@ def relevant(raws: dict[tuple[bytes, bytes], Any], boot: str | None = None,
         with_markers(raws, markers, boot)
     bad_jobs: set[tuple[str, str]] = set()
     bad_units: set[tuple[bytes, bytes]] = set()
+    cancelled: dict[tuple[str, str], int] = {}
     out: list[dict[str, Any]] = []
     successes: list[tuple[tuple[bytes, bytes], tuple[bytes, str]]] = []
     for key, entry in raws.items():
@@ -468,13 +502,17 @@ def relevant(raws: dict[tuple[bytes, bytes], Any], boot: str | None = None,
         rec["_outcome"] = outcome(rec, boot)
         if rec["_outcome"] == "running":
             continue
+        if rec["_outcome"] == "cancelled":  # the job and its older attempts: not failed
+            job = (rec["group"], base_label(rec["label"]))
+            cancelled[job] = max(cancelled.get(job, -1), attempt_of(rec["label"]))
+            continue
         out.append(rec)
         if rec["_outcome"] in ("failed", "killed"):
             bad_jobs.add((rec["group"], base_label(rec["label"])))
             if isinstance(rec.get("unit"), str):
                 bad_units.add((key[0], _json_key(rec["unit"])))
     if not bad_jobs and not bad_units:
-        return out
+        return _uncancelled(out, cancelled)
     picked: dict[tuple[bytes, bytes], tuple[bytes, str]] = {}
     for group, base in bad_jobs:  # looked up, not scanned: a job's attempts are -retry-1..N
         g, b = _json_key(group), _json_key(base)
@@ -497,7 +535,16 @@ def relevant(raws: dict[tuple[bytes, bytes], Any], boot: str | None = None,
         if rec is not None:
             rec["_outcome"] = "success"
             out.append(rec)
-    return out
+    return _uncancelled(out, cancelled)
+
+
+def _uncancelled(records: list[dict[str, Any]], cancelled: dict[tuple[str, str], int]
+                 ) -> list[dict[str, Any]]:
+    """Drop the attempts a cancel covers (that attempt and older ones of the job)."""
+    if not cancelled:
+        return records
+    return [r for r in records if attempt_of(r["label"]) >
+            cancelled.get((r["group"], base_label(r["label"])), -1)]
 
 
 def ledger_paths(root: str = LEDGER_ROOT) -> list[str]:

@@ -70,13 +70,13 @@ def monitor_view(board: Sequence[HostResult], hosts: Mapping[str, Host],
     parts: list[RenderableType] = [header]
 
     counts = Table(title="groups", title_justify="left")
-    for col in ("host", "group", "labels by state", "total", "verdict"):
+    for col in ("host", "group", "labels by state", "total", "progress", "verdict"):
         counts.add_column(col, justify="right" if col == "total" else "left")
     for r in board:
         if r.snapshot is None:
             host_code = r.error.exit_code if r.error else 4
             counts.add_row(r.host, group or "-", Text(str(r.error or "unreachable")), "-",
-                           f"[bold red]failed (exit {host_code})")
+                           "-", f"[bold red]failed (exit {host_code})")
             continue
         for g in r.snapshot.watched:
             by_state = "  ".join(
@@ -85,7 +85,7 @@ def monitor_view(board: Sequence[HostResult], hosts: Mapping[str, Host],
             extra = f" (+{g.superseded} earlier attempts)" if g.superseded else ""
             info = "" if g.status == "Running" else f" [yellow]group {g.status.lower()}[/]"
             counts.add_row(r.host, f"{g.name} (parallel {g.parallel})", (by_state or "empty")
-                           + extra, str(g.total),
+                           + extra, str(g.total), g.progress.text(),
                            f"[{OUTCOME_STYLE[g.outcome]}]{g.outcome}[/]{info}")
     parts.append(counts)
 

@@ -33,6 +33,7 @@ from ..facts.snapshot import Options, Snapshot, read_snapshot
 from ..inventory import GroupSpec, Host
 from ..remote import Remote, connect
 from ..scheduler.pueue import parallel_argv
+from .sizing import SHARE, allowed
 
 ACTION = "autoscale"
 CHECK_ACTION = "autoscale-check"
@@ -193,6 +194,9 @@ def decide(snapshot: ScaleSnapshot, host: Host | Mapping[str, GroupSpec],
         elif budget < t.headroom * spec.job_memory:
             act(p, f"free memory {_gib(budget)} < {t.headroom:g} x job_memory "
                    f"{_gib(spec.job_memory)}")
+        elif (cap := allowed(r.mem_available, r.nproc, spec)) is not None and p + 1 > cap:
+            act(p, f"at the sizing limit {cap}: min(available x {SHARE:g} / job_memory, "
+                   f"cores x {SHARE:g} / job_cpu {spec.job_cpu:g})")
         else:
             # reserve this slot's estimate so two groups do not both count the same memory
             budget -= spec.job_memory

@@ -23,7 +23,7 @@ from tests.jsonout import lines_of, result_of
 from tests.world import SimHost, World
 
 GiB = 1024**3
-GROUPS = {"p1": {"parallel": 1, "min": 1, "max": 3, "job_memory": "1G"},
+GROUPS = {"p1": {"parallel": 1, "min": 1, "max": 3, "job_memory": "1G", "job_cpu": 0.25},
           "p2": {"parallel": 1, "min": 1, "max": 2}}  # p2: no job_memory -> never up
 
 
