@@ -144,8 +144,9 @@ command = "true"
     assert squeue(slurm_cluster, "chain") == []  # --dry submitted nothing
     host.log_sessions()
     first = submit(world, path)
-    # one connection; its channels: the facts, mkdir, 3 uploads, the submission - not per job
-    assert host.sessions() <= 7
+    # one connection; its channels: the facts, mkdir, 3 uploads, the submission, and at
+    # close the journal lines for the host's team journal - not per job
+    assert host.sessions() <= 8
     assert first["counts"]["added"] == 8 and first["ssh"]["connections"] == 1
     arrays = {a["id"] for a in first["added"]}
     assert len(arrays) == 3  # the 6 jobs in one array, each [[after]] step its own
