@@ -113,9 +113,10 @@ def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | N
         after[0] = replace(after[0], after=tuple(s.label for s in specs))
     specs = [*specs, *after]
     workdirs = sorted({s.workdir for s in specs})
+    # each label once: without units, specs are the jobs themselves (plus the chain)
+    checked = {s.label: s for s in (*jobs, *specs)}.values()
     checks, check_of = programs.job_checks(
-        [(s.label, s.workdir, s.command, exports(s.env) if s.env else "")
-         for s in (*jobs, *specs)])
+        [(s.label, s.workdir, s.command, exports(s.env) if s.env else "") for s in checked])
     facts = sections(remote.run(facts_script(batch_dir, workdirs, checks),
                                 check=False).stdout)
     missing = [w for w in facts.get("missing", []) if w.strip()]
