@@ -40,6 +40,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .model import LEAN_ENV
+from .slurm_model import SQUEUE_FORMAT, expand_indices, job_name
 
 if TYPE_CHECKING:
     from . import feeder
@@ -51,28 +52,10 @@ else:  # uploaded next to this file, on a host without jobsafe_ops; `board` is a
     except ImportError:
         feeder = None
 
-SQUEUE_FORMAT = "%i|%F|%K|%j|%T|%r|%k"
 TIMEOUT = 120.0
 _SAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
 
 
-def job_name(playbook: str, group: str) -> str:
-    return f"jobsafe:{playbook}:{group}"
-
-
-def expand_indices(text: str) -> list[int]:
-    """Mirror of jobsafe_ops.scheduler.slurm.expand_indices."""
-    text = text.strip().strip("[]").split("%")[0]
-    out: list[int] = []
-    for part in text.split(","):
-        lo, sep, hi = part.partition("-")
-        if not lo.strip().isdigit():
-            continue
-        if sep and hi.strip().isdigit():
-            out.extend(range(int(lo), int(hi) + 1))
-        else:
-            out.append(int(lo))
-    return out
 
 
 def log_name(label: str) -> str:

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..hostside.slurm_model import SQUEUE_FORMAT, expand_indices, job_name
 
-JOB_PREFIX = "jobsafe"
 # what `squeue` prints per element (-r: one line per array element, pending ones too)
-SQUEUE_FORMAT = "%i|%F|%K|%j|%T|%r|%k"
 SQUEUE_FIELDS = ("id", "array_id", "index", "name", "state", "reason", "comment")
 # Slurm job states -> the normalised states the board and retry rules use (pueue's words)
 STATE_MAP = {
@@ -181,26 +180,7 @@ def parse_squeue(text: str, prefix: str = "") -> tuple[Element, ...]:
     return tuple(out)
 
 
-def expand_indices(text: str) -> list[int]:
-    """'3' -> [3]; '[4-6,9%2]' / '4-6,9' -> [4, 5, 6, 9]; 'N/A' -> []."""
-    text = text.strip().strip("[]").split("%")[0]
-    out: list[int] = []
-    for part in text.split(","):
-        lo, sep, hi = part.partition("-")
-        if not lo.strip().isdigit():
-            continue
-        if sep and hi.strip().isdigit():
-            out.extend(range(int(lo), int(hi) + 1))
-        else:
-            out.append(int(lo))
-    return out
-
-
 # ---- argv builders ----------------------------------------------------------------------
-
-def job_name(playbook: str, group: str) -> str:
-    return f"{JOB_PREFIX}:{playbook}:{group}"
-
 
 def mem_arg(memory_max: int | None) -> str | None:
     """bytes -> sbatch --mem's whole MiB (at least 1)."""
