@@ -24,12 +24,20 @@ def quote(value: str) -> str:
     return shlex.quote(value)
 
 
-def program(path: str) -> str:
-    """Quote a program path, keeping a leading ~/ meaningful (quoting would disable tilde
-    expansion): pueue lives in ~/.local/bin, which a non-login SSH PATH lacks."""
+def home_word(path: str) -> str:
+    """A path as one shell word, keeping `~` and a leading `~/` meaningful (quoting would
+    disable tilde expansion): `~/x` -> `"$HOME"/'x'`."""
+    if path == "~":
+        return '"$HOME"'
     if path.startswith("~/"):
         return '"$HOME"/' + quote(path[2:])
     return quote(path)
+
+
+def program(path: str) -> str:
+    """Quote a program path (see `home_word`): pueue lives in ~/.local/bin, which a
+    non-login SSH PATH lacks."""
+    return home_word(path)
 
 
 def join(argv: Sequence[str]) -> str:
@@ -69,7 +77,7 @@ def path_prefix(host: Host) -> str:
     (and so of every job: the feeder and `env -i` pass PATH on); "" without `path`."""
     if not host.path:
         return ""
-    dirs = ['"$HOME"' if d == "~" else program(d) for d in host.path]
+    dirs = [home_word(d) for d in host.path]
     return f'export PATH={":".join(dirs)}:"$PATH"; '
 
 

@@ -18,13 +18,12 @@ from .. import journal
 from ..deploy.plan import StepResult
 from ..deploy.steps import DeployReport
 from ..errors import EXIT_OK, RefusedError, RemoteError
-from ..facts.slurm_probe import home_word
 from ..facts.slurm_snapshot import BATCH_ROOT
 from ..hostside.bundle import bundle
 from ..inventory import Host
 from ..remote import Remote
 from ..scheduler.pueue import PueueState, Task
-from ..shell import quote
+from ..shell import home_word, quote
 from . import retry as retries
 from .slurm_submit import chunk_key_of, feed_argv_for
 

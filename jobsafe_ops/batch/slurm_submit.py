@@ -33,7 +33,7 @@ from ..inventory import Host
 from ..remote import Remote
 from ..scheduler import slurm
 from ..scheduler.pueue import PueueState, Task
-from ..shell import quote
+from ..shell import home_word, quote
 from .model import JobSpec, Plan
 from .plan import BatchReport, Item, absolute, command_line, decide, memcap_policy
 from .record import counted, journal_submit
@@ -99,7 +99,7 @@ def commands_file(items: Sequence[Item], host: Host) -> str:
 def workdirs_script(workdirs: Sequence[str]) -> str:
     """The working directories (as written, ~ expanded there) that do not exist."""
     return "echo @@missing\n" + "".join(
-        f"[ -d {slurm_probe.home_word(w)} ] || printf '%s\\n' {quote(w)}\n" for w in workdirs)
+        f"[ -d {home_word(w)} ] || printf '%s\\n' {quote(w)}\n" for w in workdirs)
 
 
 def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool,

@@ -19,20 +19,12 @@ from rich.table import Table
 from ..inventory import Host
 from ..remote import Remote
 from ..scheduler import slurm
-from ..shell import quote
+from ..shell import home_word, quote
 from .probe import Verdict, sections
 
 PROGRAMS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "python3")
 LEVEL_STYLE = {"ok": "green", "warn": "yellow", "alarm": "bold red", "unknown": "dim"}
 
-
-def home_word(path: str) -> str:
-    """A path as one shell word, `~/x` expanded on the host: `"$HOME"/'x'`."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + quote(path[2:])
-    return quote(path)
 
 
 def probe_script(status: tuple[str, str] | None = None, extra: str = "") -> str:

@@ -13,8 +13,7 @@ from dataclasses import replace
 from ..errors import RemoteError
 from ..hostside.bundle import bundle
 from ..remote import Remote
-from ..shell import join
-from .slurm_probe import home_word
+from ..shell import home_word, join
 from .snapshot import Options, Snapshot, snapshot_from
 
 BATCH_ROOT = "~/.local/state/jobsafe-ops/batches"
