@@ -318,7 +318,8 @@ def _host_dict(h: Host) -> dict[str, Any]:
     return {"ssh": h.ssh, "project_dir": h.project_dir, "package": h.package,
             "branch": h.branch, "memory_cap": h.memory_cap, "path": list(h.path),
             "groups": {g.name: {"parallel": g.parallel, "min": g.min, "max": g.max,
-                                "job_memory": g.job_memory} for g in h.groups.values()}}
+                                "job_memory": g.job_memory} for g in h.groups.values()},
+            "checks": [c.to_dict() for c in h.checks]}
 
 
 def probe_cmd(host: str, inventory: str | None, json_out: bool) -> int:
@@ -335,7 +336,7 @@ def probe_cmd(host: str, inventory: str | None, json_out: bool) -> int:
         with session(h) as remote:
             if h.is_slurm:
                 return slurm_probe.run_probe(remote)
-            p = run_probe(remote)
+            p = run_probe(remote, checks=h.checks_for("probe"))  # same round trip
         return replace(p, sizing=sizing(p.mem_available, p.nproc, dict(h.groups),
                                         {g.name: g.parallel for g in p.groups}))
 

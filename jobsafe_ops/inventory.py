@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import Check, parse_checks, selected
 from .config import active, missing_explicit, read_toml
 from .errors import ConfigError
 from .hostside.model import GROUP_NAME as _GROUP_NAME  # the feeder checks the same
@@ -91,6 +92,11 @@ class Host:
     partition: str = ""  # Slurm only: sbatch --partition/--account/--qos ("" = the default)
     account: str = ""
     qos: str = ""
+    checks: tuple[Check, ...] = ()  # [[checks]]: the operator's own health checks
+
+    def checks_for(self, when: str) -> tuple[Check, ...]:
+        """The checks run at `when`: "probe", "deploy-watch" or "after-scale"."""
+        return selected(self.checks, when)
 
     @property
     def is_slurm(self) -> bool:
@@ -143,6 +149,7 @@ _HOST_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "partition": (str, False),
     "account": (str, False),
     "qos": (str, False),
+    "checks": (list, False),
 }
 _GROUP_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "parallel": (int, True),
@@ -166,6 +173,8 @@ def _example(key: str, t: type | tuple[type, ...]) -> str:
     """How the field is written, for the fix in a wrong-type error."""
     if t is dict:
         return f"[{key}.NAME]"
+    if key == "checks":
+        return '[[checks]] tables (name, command, expect)'
     shapes = {str: '"..."', bool: "true", int: "4", list: '["..."]'}
     return f"{key} = {shapes.get(t, '10') if not isinstance(t, tuple) else '10'}"
 
@@ -295,10 +304,12 @@ def load_host_file(path: Path, defaults: Mapping[str, Any] | None = None) -> Hos
     if data.get("max_readds_per_hour", 0) < 0:
         raise ConfigError(f"{where}: max_readds_per_hour = {data['max_readds_per_hour']} is "
                           "invalid; set it >= 0 (default 100; 0 refuses every re-add)")
-    kwargs = {k: v for k, v in data.items() if k not in ("groups", "checkpoints", "path")}
+    checks = parse_checks(data.get("checks", []), where, scheduler)
+    kwargs = {k: v for k, v in data.items()
+              if k not in ("groups", "checkpoints", "path", "checks")}
     return Host(
         name=path.stem, groups=groups, checkpoints=tuple(checkpoints), path=dirs,
-        source=where, **kwargs
+        source=where, checks=checks, **kwargs
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from tenacity import Retrying, retry_if_result, stop_before_delay, wait_fixed
 
 from .. import journal
+from ..checks import CheckResult
 from ..errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -198,6 +199,7 @@ class Sample:
     swap: str
     tasks: dict[str, str]  # "group/label" -> state
     paused_groups: tuple[str, ...]
+    checks: tuple[CheckResult, ...] = ()  # the host file's when = "deploy-watch" checks
 
     @property
     def failed(self) -> list[str]:
@@ -206,7 +208,8 @@ class Sample:
 
 def take_sample(ctx: DeployContext, started: float, swap_interval: float,
                 watched: Sequence[ReAdded] = ()) -> Sample:
-    probe = run_probe(ctx.remote, swap_interval=swap_interval, readonly=True)  # a poll
+    probe = run_probe(ctx.remote, swap_interval=swap_interval, readonly=True,  # a poll
+                      checks=ctx.host.checks_for("deploy-watch"))  # in the same round trip
     vs = {v.name: v for v in verdicts(probe, ctx.host)}
     by_key = {(t.group, t.label): t for t in (probe.state.tasks if probe.state else ())}
     tasks = {f"{r.group}/{r.label}": (by_key[(r.group, r.label)].state
@@ -216,7 +219,7 @@ def take_sample(ctx: DeployContext, started: float, swap_interval: float,
                           if g.status == "Paused"))
     load, swap = vs["load"], vs["swap"]
     return Sample(round(time.monotonic() - started, 1), load.ok, swap.ok,
-                  f"{load.value} ({load.detail})", swap.value, tasks, paused)
+                  f"{load.value} ({load.detail})", swap.value, tasks, paused, probe.checks)
 
 
 def plan_monitor(ctx: DeployContext) -> Plan:
@@ -226,8 +229,10 @@ def plan_monitor(ctx: DeployContext) -> Plan:
     watch = ctx.options.watch
     if watch <= 0:
         return Plan(dry=StepResult("monitor", "skipped", detail="--watch 0"))
+    own = ", ".join(c.name for c in ctx.host.checks_for("deploy-watch"))
     return Plan(dry=StepResult("monitor", "dry", detail=f"would watch {watch:g}s: load < 0.9 "
-                               "x nproc, swap si/so = 0, re-added tasks start and do not fail"))
+                               "x nproc, swap si/so = 0, re-added tasks start and do not fail"
+                               + (f", checks {own} pass" if own else "")))
 
 
 def apply_monitor(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
@@ -252,7 +257,12 @@ def apply_monitor(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
     failed = sorted({k for s in samples for k in s.failed})
     waiting = [k for k, st in last.tasks.items() if st in ("queued", "stashed")]
     stuck = [k for k in waiting if k.split("/", 1)[0] in last.paused_groups]
-    ok = all(s.load_ok and s.swap_ok for s in samples) and not failed and not stuck
+    # a [[checks]] row failing in any sample fails the window like load or swap (warn:
+    # reported, the window stays ok)
+    bad = {c.name: c for s in reversed(samples) for c in s.checks if not c.ok}
+    alarms = sorted(n for n, c in bad.items() if c.alarm)
+    ok = all(s.load_ok and s.swap_ok for s in samples) and not failed and not stuck \
+        and not alarms
     worst_load = next((s for s in samples if not s.load_ok), last)
     worst_swap = next((s for s in samples if not s.swap_ok), last)
     parts = [f"{len(samples)} sample(s) over {time.monotonic() - started:.0f}s",
@@ -261,11 +271,14 @@ def apply_monitor(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
         started_n = len(re_added) - len(waiting)
         parts.append(f"{started_n}/{len(re_added)} re-added started, {len(failed)} failed"
                      + (f" ({', '.join(failed)})" if failed else ""))
+    if last.checks:
+        parts.append(f"checks {len(last.checks) - len(bad)}/{len(last.checks)} ok" + "".join(
+            f"; check {n} {bad[n].level.upper()}: {bad[n].message}" for n in sorted(bad)))
     if stuck:
         parts.append(f"queued in a paused group: {', '.join(stuck)} (pueue start --group G)")
     elif waiting:
         parts.append(f"still queued (group full): {', '.join(waiting)}")
-    status = "ok" if ok and not waiting else "warn" if ok else "failed"
+    status = "ok" if ok and not waiting and not bad else "warn" if ok else "failed"
     return StepResult("monitor", status, detail="; ".join(parts),
                       data={"samples": [asdict(s) for s in samples], "ok": ok},
                       value=MonitorOutcome(ok))

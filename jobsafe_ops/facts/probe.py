@@ -5,10 +5,11 @@ The script is sent as one command; its sections are parsed from recorded outputs
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from .. import checks as custom
 from ..hostside import health
 from ..inventory import Host
 from ..scheduler.pueue import PueueState, parse_status, parse_version, status_failure
@@ -105,10 +106,12 @@ def programs_script(pueue: str = "pueue", uv: str = "uv") -> str:
 
 
 def probe_script(pueue: str, swap_interval: float = 1.0, project_dir: str | None = None,
-                 uv: str = "uv") -> str:
+                 uv: str = "uv", checks: Sequence[custom.Check] = (), nonce: str = "") -> str:
     """One remote round trip. Every section is delimited so a missing tool degrades to
-    'unknown' instead of failing the probe."""
+    'unknown' instead of failing the probe. `checks`: the host file's [[checks]] run in it
+    (framed with `nonce`, checks.script)."""
     p = program(pueue)
+    own = custom.script(checks, nonce)
     dotenv = dotenv_script(project_dir) if project_dir else ""
     return f"""
 {programs_script(pueue, uv)}
@@ -125,6 +128,7 @@ echo @@memcap; systemd-run --user --scope -q -p MemoryMax={MEMCAP_TEST_MAX} -p M
   sh -c 'cat "/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup | tail -n1)/memory.swap.max"' 2>&1; echo "rc $?"
 {dotenv}
 echo @@status; {p} status --json 2>&1; rc=$?; echo; echo "rc $rc"
+{own}
 echo @@end
 """
 
@@ -164,12 +168,14 @@ class Probe:
     path: str | None = None
     ssh_resolver: str | None = None  # how ssh options were resolved: "ssh -G" | "paramiko"
     sizing: tuple[Any, ...] = ()  # per declared group (ops/sizing.py; set by probe_cmd)
+    checks: tuple[custom.CheckResult, ...] = ()  # the host file's [[checks]] run with it
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("state")
         d["groups"] = [asdict(g) for g in self.groups]
         d["programs"] = dict(self.programs)
+        d["checks"] = [c.to_dict() for c in self.checks]
         return d
 
     @property
@@ -308,13 +314,18 @@ def dotenv_exposed(mode: str) -> bool:
     return int(mode, 8) & 0o077 != 0
 
 
-def run_probe(remote: Remote, swap_interval: float = 1.0, *, readonly: bool = False) -> Probe:
-    """`readonly`: a poll (deploy's monitor window) that may reconnect (remote.Remote)."""
+def run_probe(remote: Remote, swap_interval: float = 1.0, *, readonly: bool = False,
+              checks: Sequence[custom.Check] = ()) -> Probe:
+    """`readonly`: a poll (deploy's monitor window) that may reconnect (remote.Remote).
+    `checks`: custom checks run in the same round trip (Probe.checks, one row each)."""
     host = remote.host
-    result = remote.run(probe_script(host.pueue, swap_interval, host.project_dir, host.uv),
+    nonce = custom.new_nonce()
+    result = remote.run(probe_script(host.pueue, swap_interval, host.project_dir, host.uv,
+                                     checks, nonce),
                         check=False, readonly=readonly)
-    return replace(parse_probe(host.name, result.stdout, host.project_dir),
-                   ssh_resolver=remote.ssh_resolver)
+    text, rows = custom.results(checks, result.stdout, nonce)
+    return replace(parse_probe(host.name, text, host.project_dir),
+                   ssh_resolver=remote.ssh_resolver, checks=rows)
 
 
 # ---- health verdicts (reused by monitor and deploy) ---------------------------------
@@ -367,7 +378,13 @@ def verdicts(probe: Probe, host: Host) -> list[Verdict]:
     if host.memory_cap:
         out.append(Verdict("memory cap", probe.memcap, "ok" if probe.memcap else "warn",
                            "available" if probe.memcap else "unavailable", probe.memcap_reason))
+    out.extend(check_verdict(c) for c in probe.checks)
     return out
+
+
+def check_verdict(c: custom.CheckResult) -> Verdict:
+    """A [[checks]] row in the health table: `check NAME`, its level, what it printed."""
+    return Verdict(f"check {c.name}", c.ok, c.level, c.observed or "-", c.message)
 
 
 def dotenv_verdict(state: str, path: str) -> Verdict:

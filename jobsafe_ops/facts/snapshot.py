@@ -15,11 +15,12 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .. import checks as custom
 from ..errors import EXIT_FAILED, EXIT_NOTHING_SELECTED, EXIT_OK, EXIT_REFUSED, RemoteError
 from ..hostside import monitor_filter
 from ..hostside.bundle import bundle
@@ -247,6 +248,7 @@ class Snapshot:
     received: int = 0  # bytes of its output
     chains: tuple[Mapping[str, Any], ...] = ()  # pending dependants (clean's check)
     source: str = "status"  # what the tasks were read from: state_file | status
+    checks: tuple[custom.CheckResult, ...] = ()  # [[checks]] run in this poll (autoscale)
 
     def view(self, group: str) -> GroupView:
         for g in self.groups:
@@ -419,11 +421,16 @@ def snapshot_from(host: str, payload: Mapping[str, Any], opts: Options, *,
     )
 
 
-def read_snapshot(remote: Remote, opts: Options, previous: Snapshot | None = None) -> Snapshot:
-    """One poll, one remote command (two on a host without python3 with failed labels)."""
+def read_snapshot(remote: Remote, opts: Options, previous: Snapshot | None = None,
+                  checks: Sequence[custom.Check] = ()) -> Snapshot:
+    """One poll, one remote command (two on a host without python3 with failed labels).
+    `checks`: custom checks run after the poll in the same command (Snapshot.checks)."""
+    nonce = custom.new_nonce()
     command = poll_command(remote.host, opts)
+    if checks:
+        command += "\n" + custom.script(checks, nonce)
     result = remote.run(command, check=False, readonly=True)  # a poll: may reconnect
-    text = result.stdout
+    text, rows = custom.results(checks, result.stdout, nonce)
     if text.lstrip().startswith("@@plain"):
         payload = parse_plain(remote, text, opts)
     else:
@@ -436,7 +443,9 @@ def read_snapshot(remote: Remote, opts: Options, previous: Snapshot | None = Non
             raise RemoteError(f"{remote.host.name}: monitor filter failed: "
                               f"{first.splitlines()[-1]}")
     snap = snapshot_from(remote.host.name, payload, opts, sent=len(command.encode()),
-                         received=len(text.encode()))
+                         received=len(result.stdout.encode()))
+    if rows:
+        snap = replace(snap, checks=rows)
     if previous is not None:
         seconds = (snap.at - previous.at).total_seconds()
         snap = replace(snap, health=snap.health.since(previous.health, seconds))

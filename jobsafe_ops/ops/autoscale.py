@@ -14,7 +14,9 @@ stepped down by one per tick, never clamped by a jump.
 Each tick reads ONE snapshot (the monitor's filter over all groups: load, memory, swap,
 parallel and queued counts per group), decides, applies `pueue parallel N --group G`,
 journals every change, and checks the changes of the previous tick: load < 0.9 x nproc
-and no swapping (the post-bump check).
+and no swapping (the post-bump check), plus the host file's `when = "after-scale"`
+[[checks]], run in that same poll. A failing one (severity alarm) holds every scale-up on
+that tick, and the checks are run again on each later tick until they pass.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from .. import journal
+from ..checks import CheckResult
 from ..cli import MAX_WORKERS
 from ..errors import EXIT_OK, ConfigError, JobsafeError
 from ..facts.snapshot import Options, Snapshot, read_snapshot
@@ -113,6 +116,7 @@ class ScaleSnapshot:
     host: str
     readings: Readings
     groups: Mapping[str, GroupLoad] = field(default_factory=dict)
+    blocked: str = ""  # why no group may scale up (a failing after-scale check)
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,8 @@ def decide(snapshot: ScaleSnapshot, host: Host | Mapping[str, GroupSpec],
             act(p, f"{figures}: between thresholds")
         elif r.swapping:
             act(p, f"{figures} but swap active (si {r.swap_in} so {r.swap_out}): no scale-up")
+        elif snapshot.blocked:
+            act(p, f"{figures} but {snapshot.blocked}: no scale-up")
         elif g.status != "Running":
             act(p, f"group {g.status.lower()}: no scale-up")
         elif g.ready <= 0:
@@ -235,18 +241,25 @@ class PostCheck:
     swap_in: int | None
     swap_out: int | None
     problems: tuple[str, ...] = ()
+    checks: tuple[CheckResult, ...] = ()  # the host file's after-scale [[checks]]
+
+    @property
+    def blocking(self) -> list[str]:
+        """The after-scale checks that failed at severity alarm: no scale-up."""
+        return [c.name for c in self.checks if c.alarm]
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "changes": [dict(c) for c in self.changes], "load1": self.load1,
                 "limit": self.limit, "swap_in": self.swap_in, "swap_out": self.swap_out,
-                "problems": list(self.problems)}
+                "problems": list(self.problems), "checks": [c.to_dict() for c in self.checks]}
 
 
 def post_check(changes: Sequence[Mapping[str, Any]], snap: Snapshot,
                readings: Readings) -> PostCheck:
-    """load < 0.9 x nproc, no pages swapped since the last tick, and pueue really runs
-    with the parallel value we set (verify, never assume)."""
-    problems = []
+    """load < 0.9 x nproc, no pages swapped since the last tick, pueue really runs with
+    the parallel value we set (verify, never assume), and the after-scale [[checks]] run
+    in this poll pass (snap.checks)."""
+    problems = [f"check {c.name} {c.level}: {c.message}" for c in snap.checks if not c.ok]
     limit = 0.9 * readings.nproc if readings.nproc else None
     if readings.load1 is None or limit is None:
         problems.append("load unreadable")
@@ -260,8 +273,10 @@ def post_check(changes: Sequence[Mapping[str, Any]], snap: Snapshot,
         if g is not None and g.parallel != c["after"]:
             problems.append(f"group {c['group']}: parallel is {g.parallel}, "
                             f"expected {c['after']}")
-    return PostCheck(not problems, tuple(changes), readings.load1, limit, readings.swap_in,
-                     readings.swap_out, tuple(problems))
+    ok = not [p for p in problems if not p.startswith("check ")] and \
+        all(c.ok or not c.alarm for c in snap.checks)  # a warn check is reported only
+    return PostCheck(ok, tuple(changes), readings.load1, limit, readings.swap_in,
+                     readings.swap_out, tuple(problems), snap.checks)
 
 
 def pending_changes(host: str, max_age: float = 3600.0,
@@ -284,6 +299,24 @@ def pending_changes(host: str, max_age: float = 3600.0,
             changes = [c for c in changes if c.get("group") != entry.get("group")]
             changes.append({k: entry.get(k) for k in ("group", "before", "after", "time")})
     return changes
+
+
+def checks_blocking(host: str, max_age: float = 3600.0, now: datetime | None = None) -> bool:
+    """The host's last post-bump check (within `max_age` seconds) had a failing
+    after-scale check: run them again this tick, and hold scale-ups until they pass."""
+    now = now or datetime.now(UTC)
+    last: Mapping[str, Any] | None = None
+    for entry in journal.entries(host=host):
+        if entry.get("action") == CHECK_ACTION:
+            last = entry
+    if last is None:
+        return False
+    try:
+        age = (now - datetime.fromisoformat(str(last.get("time")))).total_seconds()
+    except ValueError:
+        return False
+    return age <= max_age and any(
+        isinstance(c, Mapping) and c.get("verdict") == "alarm" for c in last.get("checks") or ())
 
 
 @dataclass(frozen=True)
@@ -327,22 +360,29 @@ class Autoscaler:
         self.previous: Snapshot | None = None
 
     def tick(self) -> Tick:
+        pending = pending_changes(self.host.name)
         if self.host.is_slurm:  # squeue + ledgers; the cluster's CPUs/memory as health
             from ..facts.slurm_snapshot import read_slurm_snapshot
 
             snap = read_slurm_snapshot(self.remote, self.opts, self.previous)
         else:
-            snap = read_snapshot(self.remote, self.opts, self.previous)  # the ONE read per tick
+            # the ONE read per tick; with the after-scale [[checks]] after a change, or
+            # while they failed last time
+            own = self.host.checks_for("after-scale") \
+                if pending or checks_blocking(self.host.name) else ()
+            snap = read_snapshot(self.remote, self.opts, self.previous, own)
         self.previous = snap
         readings = self.reader(snap)
         check = None
-        pending = pending_changes(self.host.name)
-        if pending:
+        if pending or snap.checks:
             check = post_check(pending, snap, readings)
             if not self.dry:
                 journal.append(self.host.name, CHECK_ACTION, result="ok" if check.ok else
                                "failed", **check.to_dict())
         state = scale_snapshot(snap, readings)
+        if check is not None and check.blocking:
+            state = replace(state, blocked=f"after-scale check {', '.join(check.blocking)} "
+                            "failed")
         actions = tuple(decide(state, self.host, self.thresholds))
         if not self.dry:
             for a in actions:
@@ -378,9 +418,11 @@ def tick_line(t: Tick) -> str:
         parts.append(f"  {a.group} {a.before}" + (f" -> {a.after}" if a.changed else "")
                      + f" [{verb}] {a.reason}")
     if t.check is not None:
-        status = "ok" if t.check.ok else "FAILED: " + "; ".join(t.check.problems)
+        status = "ok" if t.check.ok else "FAILED"
+        if t.check.problems:
+            status += ": " + "; ".join(t.check.problems)
         groups = ", ".join(f"{c['group']}={c['after']}" for c in t.check.changes)
-        parts.append(f"  post-bump check ({groups}): {status}")
+        parts.append(f"  post-bump check ({groups or 'checks failed last time'}): {status}")
     return "\n".join(parts)
 
 
