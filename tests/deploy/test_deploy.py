@@ -345,3 +345,54 @@ def test_render_step_table_and_verdict() -> None:
     assert "git -C /home/op/project reset --quiet --hard origin/main" in text
     assert "VERDICT bigblack: DRY RUN" in text
     assert json.loads(json.dumps(report.to_dict()))["steps"][0]["seconds"] == 0.52
+
+
+# ---- MONITOR with the host file's deploy-watch [[checks]] ----------------------------------
+
+class Calm(BigBlack):
+    """BigBlack at rest (low load, no swapping) whose probe also answers its deploy-watch
+    checks (bigblack's clickhouse-errors) with `self.errors`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors = "0"
+        self.carried = 0  # probes that carried the checks
+        busy = next(h.reply for h in reversed(self._handlers) if h.marker == "@@nproc")
+        assert callable(busy)
+
+        def calm(sent: Sent) -> str:
+            text = str(busy(sent)).replace("30.50 28.10 25.00", "1.00 1.00 1.00")
+            text = text.replace("pswpin 1012\npswpout 2030", "pswpin 1000\npswpout 2000")
+            return self._framed(text, sent)
+
+        self.on_script("@@nproc", calm)
+
+    def _framed(self, text: str, sent: Sent) -> str:
+        import base64
+        import re
+
+        m = re.search(r'echo "@@check ([0-9a-f]+) 0 ', sent.command)
+        if m is None:
+            return text
+        self.carried += 1
+        body = base64.b64encode(self.errors.encode()).decode()
+        return text.replace("@@end", f"@@check {m.group(1)} 0 0\n{body}\n\n@@end")
+
+
+@pytest.mark.parametrize(("errors", "status", "ok"), [("0", "ok", True), ("3", "failed", False)])
+def test_the_monitor_window_judges_the_deploy_watch_checks(errors: str, status: str,
+                                                           ok: bool) -> None:
+    remote = Calm()
+    remote.errors = errors
+    ctx = ctx_for(remote, watch=0.3, poll=0.1)
+    row = d.monitor(ctx)
+    assert remote.carried >= 1  # in each sample's probe round trip, none of their own
+    assert len(remote.sent) == remote.carried
+    assert row.status == status and row.value.ok is ok
+    if ok:
+        assert "checks 1/1 ok" in row.detail
+    else:
+        assert "check clickhouse-errors ALARM: output '3' is not == 0" in row.detail
+    sample = row.data["samples"][0]["checks"][0]
+    assert (sample["name"], sample["level"], sample["observed"]) == (
+        "clickhouse-errors", "ok" if ok else "alarm", errors)

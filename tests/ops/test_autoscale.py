@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,67 @@ def test_tick_line_says_what_changed_and_why() -> None:
     assert "p1 2 -> 3 [set] load 10%" in text and "p2 1 [hold] no queued work" in text
     assert "post-bump check (p1=2): FAILED: load 9.50 >= 0.9 x 10 = 9.0" in text
     assert "[would set]" in tick_line(Tick("h", tick.at, tick.readings, tick.actions, dry=True))
+
+
+# ---- after-scale [[checks]]: in the same poll, a failing one holds scale-ups -----------------
+
+class CheckedHost(ScriptedHost):
+    """ScriptedHost whose poll also answers the after-scale checks it carries (framed as
+    checks.script frames them): `errors` prints self.errors."""
+
+    def __init__(self, host: Host, parallel: dict[str, int]) -> None:
+        super().__init__(host, parallel)
+        self.errors = 0
+        self.checked = 0  # polls that carried the checks
+
+    def _summary(self, sent: Sent) -> str:
+        import base64
+        import re
+
+        out = super()._summary(sent)
+        m = re.search(r'echo "@@check ([0-9a-f]+) 0 ', sent.command)
+        if m is None:
+            return out
+        self.checked += 1
+        body = base64.b64encode(f"{self.errors}\n".encode()).decode()
+        return out + f"@@check {m.group(1)} 0 0\n{body}\n\n"
+
+
+def test_a_failing_after_scale_check_holds_scale_ups_until_it_passes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobsafe_ops.checks import Check, parse_expect
+
+    monkeypatch.setenv("JOBSAFE_JOURNAL", str(tmp_path / "j.ndjson"))
+    errors = Check("errors", "count-errors", parse_expect("0"), ("after-scale",))
+    host = Host(name="h", ssh="x", project_dir="~/p", package="x",
+                groups={"p1": spec("p1", 1, 1, 4)}, checks=(errors,))
+    remote = CheckedHost(host, {"p1": 1})
+    scaler = Autoscaler(host, remote, reader=lambda snap: readings(10, 10))
+    first = scaler.tick()  # no change before it: the checks are not run
+    assert remote.checked == 0 and first.check is None and remote.parallel["p1"] == 2
+    remote.errors = 3
+    before = remote.round_trips
+    held = scaler.tick()  # checks the change: in the same poll, one round trip
+    assert remote.checked == 1 and remote.round_trips - before == 1
+    assert held.check is not None and not held.check.ok and held.check.blocking == ["errors"]
+    assert "check errors alarm: output '3' is not == 0" in held.check.problems
+    (a,) = held.actions
+    assert not a.changed and "after-scale check errors failed: no scale-up" in a.reason
+    again = scaler.tick()  # no change to check, but the last check failed: run them again
+    assert remote.checked == 2 and not again.actions[0].changed and remote.parallel["p1"] == 2
+    remote.errors = 0
+    passed = scaler.tick()
+    assert passed.check is not None and passed.check.ok and remote.parallel["p1"] == 3
+    logged = [e["result"] for e in journal.entries(host="h", action="autoscale-check")]
+    assert logged == ["failed", "failed", "ok"]
+    row = next(journal.entries(host="h", action="autoscale-check"))["checks"][0]
+    assert (row["name"], row["verdict"], row["observed"]) == ("errors", "alarm", "3")
+
+
+def test_a_warn_after_scale_check_is_reported_only() -> None:
+    from jobsafe_ops.checks import CheckResult
+
+    snap = replace(snapshot({"p1": 3}), checks=(
+        CheckResult("slow", False, "warn", "9", "< 5", "output '9' is not < 5", 0),))
+    check = post_check([{"group": "p1", "before": 2, "after": 3}], snap, readings(50, 50))
+    assert check.ok and check.blocking == [] and "check slow warn" in check.problems[0]
