@@ -25,7 +25,6 @@ from typing import Any
 from tenacity import Retrying, retry_if_result, stop_before_delay, wait_fixed
 
 from .. import journal
-from ..checks import CheckResult
 from ..errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -36,6 +35,7 @@ from ..errors import (
     StepFailed,
 )
 from ..facts.audit import build_audit
+from ..facts.checks import CheckResult
 from ..facts.probe import run_probe, verdicts
 from ..scheduler.pueue import FAILED_RESULTS
 from . import lock as locking

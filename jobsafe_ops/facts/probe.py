@@ -9,11 +9,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .. import checks as custom
+from ..checks import Check
 from ..hostside import health
 from ..inventory import Host
 from ..scheduler.pueue import PueueState, parse_status, parse_version, status_failure
 from ..shell import program, quote
+from . import checks as custom
 from .programs import PROBED, key_fix
 
 if TYPE_CHECKING:  # annotations only: the planner loads this without the SSH transport
@@ -106,7 +107,7 @@ def programs_script(pueue: str = "pueue", uv: str = "uv") -> str:
 
 
 def probe_script(pueue: str, swap_interval: float = 1.0, project_dir: str | None = None,
-                 uv: str = "uv", checks: Sequence[custom.Check] = (), nonce: str = "") -> str:
+                 uv: str = "uv", checks: Sequence[Check] = (), nonce: str = "") -> str:
     """One remote round trip. Every section is delimited so a missing tool degrades to
     'unknown' instead of failing the probe. `checks`: the host file's [[checks]] run in it
     (framed with `nonce`, checks.script)."""
@@ -315,7 +316,7 @@ def dotenv_exposed(mode: str) -> bool:
 
 
 def run_probe(remote: Remote, swap_interval: float = 1.0, *, readonly: bool = False,
-              checks: Sequence[custom.Check] = ()) -> Probe:
+              checks: Sequence[Check] = ()) -> Probe:
     """`readonly`: a poll (deploy's monitor window) that may reconnect (remote.Remote).
     `checks`: custom checks run in the same round trip (Probe.checks, one row each)."""
     host = remote.host

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .. import checks as custom
+from ..checks import Check
 from ..errors import EXIT_FAILED, EXIT_NOTHING_SELECTED, EXIT_OK, EXIT_REFUSED, RemoteError
 from ..hostside import monitor_filter
 from ..hostside.bundle import bundle
@@ -30,6 +30,7 @@ from ..hostside.model import FAILED as FAILED
 from ..inventory import Host
 from ..scheduler.pueue import log_argv, parse_log, status_argv, status_failure
 from ..shell import join, program
+from . import checks as custom
 from .probe import (
     LOADAVG,
     MEMINFO,
@@ -422,7 +423,7 @@ def snapshot_from(host: str, payload: Mapping[str, Any], opts: Options, *,
 
 
 def read_snapshot(remote: Remote, opts: Options, previous: Snapshot | None = None,
-                  checks: Sequence[custom.Check] = ()) -> Snapshot:
+                  checks: Sequence[Check] = ()) -> Snapshot:
     """One poll, one remote command (two on a host without python3 with failed labels).
     `checks`: custom checks run after the poll in the same command (Snapshot.checks)."""
     nonce = custom.new_nonce()

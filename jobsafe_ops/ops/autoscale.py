@@ -29,9 +29,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import journal
-from ..checks import CheckResult
 from ..cli import MAX_WORKERS
 from ..errors import EXIT_OK, ConfigError, JobsafeError
+from ..facts.checks import CheckResult
 from ..facts.snapshot import Options, Snapshot, read_snapshot
 from ..inventory import GroupSpec, Host
 from ..remote import Remote, connect

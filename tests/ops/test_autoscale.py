@@ -369,7 +369,7 @@ def test_a_failing_after_scale_check_holds_scale_ups_until_it_passes(
 
 
 def test_a_warn_after_scale_check_is_reported_only() -> None:
-    from jobsafe_ops.checks import CheckResult
+    from jobsafe_ops.facts.checks import CheckResult
 
     snap = replace(snapshot({"p1": 3}), checks=(
         CheckResult("slow", False, "warn", "9", "< 5", "output '9' is not < 5", 0),))
