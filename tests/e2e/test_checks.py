@@ -1,12 +1,19 @@
-"""[[checks]] in a host file against a real sshd host on loopback: probe runs them in its one
+"""[[checks]] in a host file against real sshd hosts on loopback: probe runs them in its one
 round trip (one SSH session) and shows each verdict in the health table and `--json`; deploy
-judges its deploy-watch checks in the monitor window (a failing one: exit 1); a bad entry is
-exit 2 before any SSH."""
+judges its deploy-watch checks in the monitor window (a failing one: exit 1); the autoscaler
+runs its after-scale checks in the poll after a change and holds scale-ups while one fails
+(real `pueue parallel`, readings injected); a bad entry is exit 2 before any SSH."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from jobsafe_ops import journal
+from jobsafe_ops.inventory import load_inventory
+from jobsafe_ops.ops.autoscale import Autoscaler, Readings
+from jobsafe_ops.remote import connect
 from tests.cli import inv
 from tests.e2e.deploy_helpers import deploy, deploy_host, fresh, step
 from tests.jsonout import result_of
@@ -33,11 +40,16 @@ when = "after-scale"
 """
 
 
+EXTRA: dict[str, str] = {}  # host -> the [[checks]] text its host file ends with
+
+
 def with_checks(world: World, host: SimHost, text: str = CHECKS) -> None:
-    """The world's host file for `host` plus `text` ([[checks]] tables come last)."""
+    """The world's host files, `host`'s ending with `text` ([[checks]] tables come last)."""
+    EXTRA[host.name] = text
     world.write_inventory()
-    path = world.inventory / f"{host.name}.toml"
-    path.write_text(path.read_text() + text)
+    for name, extra in EXTRA.items():
+        path = world.inventory / f"{name}.toml"
+        path.write_text(path.read_text() + extra)
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +122,57 @@ def test_a_bad_check_is_exit_2_before_any_ssh(world: World, checked: SimHost) ->
         assert checked.sessions() == before
     finally:
         with_checks(world, checked)
+
+
+AFTER_SCALE = """
+[[checks]]
+name = "flags"
+command = "ls ~/flagdir | wc -l"
+expect = "0"
+when = "after-scale"
+"""
+
+
+def test_a_failing_after_scale_check_holds_scale_ups_until_it_passes(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not world.pueue_available:
+        pytest.skip("no pueue stand-in and no real pueue")
+    host = world.add_host("scaled", project=False, groups={
+        "p1": {"parallel": 1, "min": 1, "max": 4, "job_memory": "1G"}})
+    host.run("pueue group add p1 --parallel 1", check=True)
+    for i in range(5):
+        host.run(f'pueue add --group p1 --label w{i} --working-directory "$HOME" -- sleep 60',
+                 check=True)
+    with_checks(world, host, AFTER_SCALE)
+    monkeypatch.setenv("JOBSAFE_INVENTORY", str(world.inventory))
+    monkeypatch.setenv("JOBSAFE_SSH_CONFIG", str(world.ssh_config))
+    monkeypatch.setenv("JOBSAFE_JOURNAL", str(tmp_path / "journal.ndjson"))
+    h = load_inventory(world.inventory)["scaled"]
+    idle = Readings(nproc=10, load1=1.0, mem_total=100 * 1024**3, mem_available=90 * 1024**3,
+                    swap_in=0, swap_out=0)  # every tick would scale p1 up
+    scaler = Autoscaler(h, connect(h), reader=lambda snap: idle)
+
+    def parallel() -> int:
+        return int(host.pueue_status()["groups"]["p1"]["parallel_tasks"])
+
+    try:
+        first = scaler.tick()
+        assert first.check is None and parallel() == 2
+        flags(host, 1)
+        host.log_sessions()
+        before = host.sessions()
+        held = scaler.tick()  # the post-bump poll carries the check: still one session
+        assert host.sessions() - before == 1
+        assert held.check is not None and held.check.blocking == ["flags"]
+        assert "after-scale check flags failed: no scale-up" in held.actions[0].reason
+        assert parallel() == 2
+        again = scaler.tick()  # no change to check, but it failed last time: run it again
+        assert again.check is not None and not again.check.ok and parallel() == 2
+        flags(host, 0)
+        passed = scaler.tick()
+        assert passed.check is not None and passed.check.ok and parallel() == 3
+    finally:
+        scaler.remote.close()
+    logged = [(e["result"], [c["verdict"] for c in e["checks"]])
+              for e in journal.entries(host="scaled", action="autoscale-check")]
+    assert logged == [("failed", ["alarm"]), ("failed", ["alarm"]), ("ok", ["ok"])]
