@@ -280,7 +280,8 @@ def apply_monitor(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
         parts.append(f"still queued (group full): {', '.join(waiting)}")
     status = "ok" if ok and not waiting and not bad else "warn" if ok else "failed"
     return StepResult("monitor", status, detail="; ".join(parts),
-                      data={"samples": [asdict(s) for s in samples], "ok": ok},
+                      data={"samples": [{**asdict(s), "checks": [c.to_dict() for c in s.checks]}
+                                        for s in samples], "ok": ok},
                       value=MonitorOutcome(ok))
 
 

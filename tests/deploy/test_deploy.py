@@ -394,5 +394,5 @@ def test_the_monitor_window_judges_the_deploy_watch_checks(errors: str, status: 
     else:
         assert "check clickhouse-errors ALARM: output '3' is not == 0" in row.detail
     sample = row.data["samples"][0]["checks"][0]
-    assert (sample["name"], sample["level"], sample["observed"]) == (
+    assert (sample["name"], sample["verdict"], sample["observed"]) == (
         "clickhouse-errors", "ok" if ok else "alarm", errors)

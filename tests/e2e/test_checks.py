@@ -98,7 +98,7 @@ def test_deploy_fails_on_a_failing_deploy_watch_check(world: World, checked: Sim
         mon["detail"]
     assert "monitor FAILED" in rep["verdict"]
     for sample in mon["data"]["samples"]:
-        assert {c["name"]: c["level"] for c in sample["checks"]} == {"home-set": "ok",
+        assert {c["name"]: c["verdict"] for c in sample["checks"]} == {"home-set": "ok",
                                                                      "flags": "alarm"}
     flags(checked, 0)
     r, rep = deploy(world, checked, "--watch", "1")
