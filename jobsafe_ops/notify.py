@@ -170,7 +170,7 @@ def snapshot_alarms(snap: Snapshot, host: Host) -> list[Alarm]:
         groups = ", ".join(g.name for g in snap.watched if g.failures)
         out.append(Alarm(FAILURES, snap.host,
                          f"{snap.failures} failure{'s' if snap.failures != 1 else ''} in group "
-                         f"{groups}" + (f" (first: {first.label}{code})" if first else "")))
+                         f"{groups}" + (f" (e.g. {first.label}{code})" if first else "")))
     return out + health_alarms(snap.host, snap.health, host)
 
 
