@@ -103,7 +103,7 @@ def notifier_for(urls: Sequence[str] | None, command: str | None) -> Notifier | 
 def _plugin(url: str) -> Any:
     if not url.strip():
         raise ConfigError(f"--notify '': not an apprise URL {APPRISE_HINT}")
-    import apprise
+    apprise = _apprise()
 
     plugin = apprise.Apprise.instantiate(url.strip(), asset=_asset(), suppress_exceptions=True)
     if plugin is None:
@@ -111,8 +111,21 @@ def _plugin(url: str) -> Any:
     return plugin
 
 
+def _apprise() -> Any:
+    """The apprise module, imported on first use (its plugins load then: ~1 s), without the
+    DeprecationWarnings some of them raise on import."""
+    import warnings
+
+    # its plugins import deprecated modules, some only when they send (imghdr)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="apprise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import apprise
+    return apprise
+
+
 def _asset() -> Any:
-    import apprise
+    apprise = _apprise()
 
     try:  # no persistent cache files under ~/.local/share/apprise for a CLI run
         return apprise.AppriseAsset(storage_mode=apprise.PersistentStoreMode.MEMORY)
@@ -134,7 +147,7 @@ _LOG_LOCK = threading.Lock()
 
 def _apprise_send(plugin: Any, message: Message, timeout: float) -> str | None:
     """None when sent, else the reason (apprise logs it: captured, not printed)."""
-    import apprise
+    apprise = _apprise()
 
     a = apprise.Apprise(asset=_asset())
     a.add(plugin)
