@@ -251,3 +251,20 @@ def test_bad_notify_flags_exit_2_with_one_line_before_any_ssh(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(says), line
+
+
+def test_apprise_is_imported_only_when_a_notify_url_is_given() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import jobsafe_ops.tasks, jobsafe_ops.monitor.watch, jobsafe_ops.deploy.cli\n"
+            "import jobsafe_ops.ops.autoscale, jobsafe_ops.notifier\n"
+            "from jobsafe_ops.notifier import notifier_for\n"
+            "notifier_for([], None)\n"
+            "assert 'apprise' not in sys.modules, 'apprise imported without --notify'\n"
+            "notifier_for(['json://127.0.0.1/x'], None)\n"
+            "assert 'apprise' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr

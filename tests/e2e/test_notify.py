@@ -7,7 +7,9 @@ line per message and never the exit code."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests import cli
 from tests.cli import inv
 from tests.e2e.deploy_helpers import add as deploy_add
 from tests.e2e.deploy_helpers import deploy, deploy_host, fresh, state_of, step, wait_for
@@ -168,6 +171,28 @@ def test_autoscale_loop_sends_a_state_file_alarm_once_and_an_end_message(
     assert end["title"] == "jobsafe autoscale: ok (exit 0) on n2"
     assert "counts: ticks 3, changes 0, hosts ok 1, hosts failed 0" in end["message"]
     assert "alarms during the run: n2: pueue state file" in end["message"]
+
+
+def test_autoscale_loop_stopped_by_ctrl_c_says_so(world: World, receiver: Receiver) -> None:
+    host = world.add_host("n4", project=False, groups={"p1": {"parallel": 1, "min": 1,
+                                                               "max": 2}})
+    host.run("pueue group add p1 --parallel 1", check=True)
+    proc = subprocess.Popen(cli.argv("autoscale", "--host", "n4", "--loop", "--interval", "30",
+                                     "--dry", "--json", "--notify", receiver.url, *IDLE),
+                            env=world.env(**ENV), cwd=world.root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["exit_code"] == 0  # the first tick is done
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    [end] = receiver.got
+    assert end["title"] == "jobsafe autoscale: interrupted (exit 130) on n4"
+    assert "counts: ticks 1, changes 0, hosts ok 1, hosts failed 0" in end["message"]
 
 
 # ---- deploy ---------------------------------------------------------------------------------
