@@ -25,7 +25,16 @@ from typing import Any
 
 from .errors import ConfigError
 from .flags import env_number
-from .notify import Alarm, AlarmGate, Delivery, Message, alarm_message, command_name, mask_url
+from .notify import (
+    Alarm,
+    AlarmGate,
+    Delivery,
+    Message,
+    alarm_message,
+    command_name,
+    mask_url,
+    mask_urls_in,
+)
 from .secrecy import redact_text
 
 DEFAULT_TIMEOUT = 30.0
@@ -81,7 +90,7 @@ class Notifier:
         if error is not None:
             from .console import err_console
 
-            error = redact_text(error)
+            error = mask_urls_in(redact_text(error))
             err_console.print(f"notify: {to}: {error}", highlight=False, soft_wrap=True,
                               markup=False)
         return Delivery(to, message.kind, error is None, error)

@@ -220,6 +220,18 @@ def mask_url(url: str) -> str:
     return out + ("?***" if q else "")
 
 
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def mask_urls_in(text: str) -> str:
+    """Every URL inside a line of text masked (apprise's reasons can quote a webhook URL)."""
+    def one(m: re.Match[str]) -> str:
+        url = m.group(0).rstrip(".,;:!)]")
+        return mask_url(url) + m.group(0)[len(url):]
+
+    return _URL_IN_TEXT.sub(one, text)
+
+
 def command_name(argv: Sequence[str]) -> str:
     """A --notify-command as shown: its program only (its arguments may hold a token)."""
     return "command " + (argv[0].rsplit("/", 1)[-1] if argv else "?")

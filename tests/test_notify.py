@@ -31,6 +31,7 @@ from jobsafe_ops.notify import (
     end_message,
     health_alarms,
     mask_url,
+    mask_urls_in,
     snapshot_alarms,
     snapshot_counts,
 )
@@ -169,6 +170,12 @@ def test_autoscale_tick_alarms() -> None:
 ])
 def test_mask_url(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+def test_urls_inside_a_reason_are_masked() -> None:
+    reason = "Failed to send to https://hooks.example.com/services/T0/B0/webhooksecret99: 404"
+    assert mask_urls_in(reason) == \
+        "Failed to send to https://hooks.example.com/s***s/T0/B0/w***9: 404"
 
 
 def test_a_url_apprise_cannot_parse_is_bad_input_with_the_url_masked() -> None:
