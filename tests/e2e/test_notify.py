@@ -82,6 +82,14 @@ def script(tmp_path: Path) -> tuple[Path, Path]:
     return path, out
 
 
+def ends(got: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(the alarm messages, the one end message, which comes last). A machine under load
+    may swap during a test: its alarm then joins, so tests look for their own alarm."""
+    *alarms, end = got
+    assert all(" ALARM " in a["title"] for a in alarms) and " ALARM " not in end["title"], got
+    return alarms, end
+
+
 def records(out: Path) -> list[str]:
     return [r.strip() for r in out.read_text().split("====") if r.strip()] \
         if out.exists() else []
@@ -117,9 +125,9 @@ def test_monitor_sends_one_failure_alarm_and_one_end_message(
                "1", "--json", "--notify", receiver.url, "--notify-command", str(command))
     assert proc.returncode == 1, proc.stderr  # a failed job: the verdict, notify or not
     assert "notify:" not in proc.stderr
-    alarm, end = receiver.got  # exactly two messages: the alarm, then the end
+    [alarm], end = ends(receiver.got)  # one poll (settled): one alarm message, then the end
     assert alarm["path"] == "/hook" and alarm["type"] == "failure"
-    assert alarm["title"] == "jobsafe monitor: ALARM failures on n1"
+    assert alarm["title"].startswith("jobsafe monitor: ALARM failures")
     assert "alarm: n1: 1 failure in group gn (e.g. bad@1 exit 7)" in alarm["message"]
     assert end["title"] == "jobsafe monitor: failed (exit 1) on n1 group gn"
     body = end["message"].splitlines()
@@ -165,8 +173,9 @@ def test_autoscale_loop_sends_a_state_file_alarm_once_and_an_end_message(
                "0.2", "--dry", "--json", "--notify", receiver.url, *IDLE)
     assert proc.returncode == 0, proc.stderr
     assert len(lines_of(proc.stdout)) == 3  # the NDJSON stream is unchanged
-    alarm, end = receiver.got  # three ticks over the alarm: sent once
-    assert alarm["title"] == "jobsafe autoscale: ALARM state file on n2"
+    alarms, end = ends(receiver.got)
+    [alarm] = [a for a in alarms if "state file" in a["title"]]  # three ticks over it: once
+    assert "n2: pueue state file" in alarm["message"]
     assert "over its alarm 2e-05 MB" in alarm["message"]
     assert end["title"] == "jobsafe autoscale: ok (exit 0) on n2"
     assert "counts: ticks 3, changes 0, hosts ok 1, hosts failed 0" in end["message"]
@@ -190,7 +199,7 @@ def test_autoscale_loop_stopped_by_ctrl_c_says_so(world: World, receiver: Receiv
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    [end] = receiver.got
+    _, end = ends(receiver.got)
     assert end["title"] == "jobsafe autoscale: interrupted (exit 130) on n4"
     assert "counts: ticks 1, changes 0, hosts ok 1, hosts failed 0" in end["message"]
 
@@ -206,8 +215,8 @@ def test_deploy_sends_the_alarm_of_its_monitor_window_and_its_verdict(
     r, rep = deploy(world, host, "--watch", "10", "--notify", receiver.url)
     assert r.returncode == 1, r.stderr
     assert "1 failed" in step(rep, "monitor")["detail"]
-    alarm, end = receiver.got
-    assert alarm["title"] == "jobsafe deploy: ALARM failures on n3"
+    [alarm], end = ends(receiver.got)  # the monitor window's alarms: one message
+    assert alarm["title"].startswith("jobsafe deploy: ALARM failures")
     assert "1 re-added task failed: p1/D@oom-retry-1" in alarm["message"]
     assert end["title"] == "jobsafe deploy: attention (exit 1) on n3"
     assert rep["verdict"] in end["message"].splitlines()
