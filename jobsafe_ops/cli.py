@@ -60,20 +60,25 @@ def command_name(fn: Callable[..., Any]) -> str:
 
 
 def envelope(exit_code: int, rows: Sequence[HostRow] = (), *, error: str | None = None,
-             result: Any = None) -> dict[str, Any]:
+             result: Any = None, notifications: list[Any] | None = None) -> dict[str, Any]:
     """{"schema": "jobsafe/1", "command", "exit_code", "error", "hosts": [row...], "result"}:
     the same shape for every task, host count and outcome (jobsafe_ops/schemas/<command>.json).
     `error` is a failure not tied to one host (bad input, internal error, interrupted);
-    `result` is for commands without hosts (lint)."""
-    return {"schema": SCHEMA, "command": RUN.command, "exit_code": exit_code,
-            "error": error, "hosts": [r.to_dict() for r in rows],
-            "result": result.to_dict() if hasattr(result, "to_dict") else result}
+    `result` is for commands without hosts (lint); `notifications` (--notify: each message
+    sent or failed, the target masked) only when given."""
+    doc = {"schema": SCHEMA, "command": RUN.command, "exit_code": exit_code,
+           "error": error, "hosts": [r.to_dict() for r in rows],
+           "result": result.to_dict() if hasattr(result, "to_dict") else result}
+    if notifications is not None:
+        doc["notifications"] = notifications
+    return doc
 
 
 def print_json(exit_code: int, rows: Sequence[HostRow] = (), *, error: str | None = None,
-               result: Any = None, line: bool = False) -> None:
+               result: Any = None, line: bool = False,
+               notifications: list[Any] | None = None) -> None:
     """Print the envelope: indented, or one line (`line`: NDJSON, one per autoscale tick)."""
-    doc = envelope(exit_code, rows, error=error, result=result)
+    doc = envelope(exit_code, rows, error=error, result=result, notifications=notifications)
     print(json.dumps(doc, indent=None if line else 2, default=str), flush=line)
     RUN.printed = True
 
@@ -265,15 +270,19 @@ def finish(outcomes: list[Outcome], json_out: bool,
            render: Callable[[Any], None], code_of: Callable[[Any], int] = lambda r: 0,
            *, verdicts: Collection[int] = VERDICTS,
            error_of: Callable[[Any], str | None] = lambda r: None,
-           summary: Callable[[Any], str] = lambda r: "") -> int:
+           summary: Callable[[Any], str] = lambda r: "",
+           before_print: Callable[[list[HostRow], int], list[Any] | None] | None = None) -> int:
     """Print results and return one exit code (combined_exit_code). Several hosts: each
     host's report, then a table with one row per host (a failed host's row carries its
     error), and one stderr line per failed host; --json gives the envelope, one row per
-    host ({host, ok, exit_code, error, result}), whatever the host count."""
+    host ({host, ok, exit_code, error, result}), whatever the host count. `before_print`
+    (rows, code) runs before anything is printed (deploy's --notify); what it returns is
+    the envelope's `notifications`."""
     rows = [o.row(code_of, verdicts, error_of) for o in outcomes]
     code = combined_exit_code([(r.ok, r.exit_code) for r in rows])
+    notifications = before_print(rows, code) if before_print is not None else None
     if json_out:
-        print_json(code, rows)
+        print_json(code, rows, notifications=notifications)
     else:
         for o in outcomes:
             if o.error is None:

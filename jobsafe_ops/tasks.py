@@ -18,6 +18,11 @@ DEBUG = "show the traceback behind an error"
 INVENTORY = ("inventory directory (default: $JOBSAFE_INVENTORY, else hosts/ of the ops repo "
              "found from the current directory or its parents)")
 COMMON = {"json": JSON, "debug": DEBUG, "inventory": INVENTORY}
+# --notify / --notify-command (monitor --until-done, deploy, autoscale --loop): notifier.py
+NOTIFY = {"notify": "apprise URL to notify at the end and on an alarm (ntfy://topic, "
+                    "slack://..., mailto://..., json://host/path); repeatable",
+          "notify_command": "run this local command per message instead or too (no shell; "
+                            "the message on stdin and in $JOBSAFE_NOTIFY_TITLE/_BODY/_VERDICT)"}
 
 # Typed defaults: Invoke casts a flag's text with its default's type; these turn a bad
 # number into a one-line error with exit 2 (jobsafe_ops/flags.py).
@@ -82,18 +87,20 @@ def demo(c, keep=False, debug=False):
     "log_lines": "last log lines shown per failed label (default 5; 0 = none)",
     "playbook": "only this batch (its labels' common prefix); with several hosts, one "
                 "board by label across them (a spread batch)",
-    **COMMON,
-}, kinds={"timeout": seconds_kind("--timeout", 3600)})
+    **NOTIFY, **COMMON,
+}, kinds={"timeout": seconds_kind("--timeout", 3600)}, iterable=["notify"])
 def monitor(c, host="", group="", label_glob=None, once=False, until_done=False,
             timeout=None, interval=MONITOR_INTERVAL,
-            log_lines=LOG_LINES, playbook=None, json=False, debug=False, inventory=None):
+            log_lines=LOG_LINES, playbook=None, notify=None, notify_command=None, json=False,
+            debug=False, inventory=None):
     """Watch a group by label: counts, running, failed (+ log tail), blocked, host health."""
     from jobsafe_ops import cli
     from jobsafe_ops.monitor.watch import monitor_cmd
 
     cli.main(monitor_cmd, host=host, group=group, label_glob=label_glob, once=once,
              until_done=until_done, timeout=timeout, interval=interval, log_lines=log_lines,
-             playbook=playbook, inventory=inventory, json_out=json, debug=debug)
+             playbook=playbook, notify=notify, notify_command=notify_command,
+             inventory=inventory, json_out=json, debug=debug)
 
 
 @task(help={
@@ -108,14 +115,14 @@ def monitor(c, host="", group="", label_glob=None, once=False, until_done=False,
     "down_load": "scale down above this load % of cores (default 80)",
     "down_mem": "... or above this memory-used % (default 80)",
     "headroom": "free memory must be >= this x job_memory to add a slot (default 2)",
-    **COMMON,
-}, kinds={"ticks": count_kind("--ticks", 10)})
+    **NOTIFY, **COMMON,
+}, kinds={"ticks": count_kind("--ticks", 10)}, iterable=["notify"])
 def autoscale(c, host="", loop=False, interval=AUTOSCALE_INTERVAL, ticks=None,
               dry=False, up_load=UP_LOAD,
               up_mem=UP_MEM,
               down_load=DOWN_LOAD,
               down_mem=DOWN_MEM,
-              headroom=HEADROOM, json=False,
+              headroom=HEADROOM, notify=None, notify_command=None, json=False,
               debug=False, inventory=None):
     """Tune `pueue parallel` per group within min..max from load and memory; journaled."""
     from jobsafe_ops import cli
@@ -124,6 +131,7 @@ def autoscale(c, host="", loop=False, interval=AUTOSCALE_INTERVAL, ticks=None,
     cli.main(autoscale_cmd, host=host, loop=loop, interval=interval,
              ticks=ticks, dry=dry, up_load=up_load,
              up_mem=up_mem, down_load=down_load, down_mem=down_mem, headroom=headroom,
+             notify=notify, notify_command=notify_command,
              inventory=inventory, json_out=json, debug=debug)
 
 
@@ -172,14 +180,15 @@ DEPLOY_DRY = ("run the real audit, probe and git/venv checks, print every remote
                        "yet (default 300)",
     "watch": "post-deploy monitor window in seconds (default 300; 0 skips)",
     "dry": DEPLOY_DRY,
-    **COMMON,
-}, kinds={"on_running": ON_RUNNING})
+    **NOTIFY, **COMMON,
+}, kinds={"on_running": ON_RUNNING}, iterable=["notify"])
 def deploy(c, host="", on_running=None, wait_timeout=WAIT_TIMEOUT, ref=None,
            version=None,
            expect_version=None, expect_code=None, discard_local_changes=False,
            break_lock=False, retry_all=False, retry_budget=RETRY_BUDGET,
            upgrade_timeout=UPGRADE_TIMEOUT,
-           watch=WATCH, dry=False, json=False, debug=False, inventory=None):
+           watch=WATCH, dry=False, notify=None, notify_command=None, json=False, debug=False,
+           inventory=None):
     """Deploy: audit, lock, decide, pull, verify, upgrade, restart, monitor (journaled)."""
     from jobsafe_ops import cli
     from jobsafe_ops.deploy.cli import deploy_cmd
@@ -189,7 +198,8 @@ def deploy(c, host="", on_running=None, wait_timeout=WAIT_TIMEOUT, ref=None,
              version=version, expect_version=expect_version, expect_code=expect_code,
              discard_local_changes=discard_local_changes, break_lock=break_lock,
              retry_all=retry_all, retry_budget=int(retry_budget),
-             upgrade_timeout=float(upgrade_timeout), watch=float(watch), dry=dry)
+             upgrade_timeout=float(upgrade_timeout), watch=float(watch), dry=dry,
+             notify=notify, notify_command=notify_command)
 
 
 @task(help={

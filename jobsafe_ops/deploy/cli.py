@@ -8,19 +8,23 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..batch import retry as retries
-from ..cli import Outcome, fan_out, finish, hosts_for, require
+from ..cli import HostRow, Outcome, fan_out, finish, hosts_for, require
 from ..console import console, err_console
 from ..errors import EXIT_OK, ConfigError
 from ..facts.audit import Audit
 from ..inventory import Host
+from ..notify import FAILURES, SWAPPING, Alarm, end_message
 from ..remote import session
 from .context import POLICIES, DeployContext, DeployOptions, Say
-from .steps import CANCELLED, DeployReport, retry_failed_steps, run_deploy
+from .steps import CANCELLED, DeployReport, Sample, retry_failed_steps, run_deploy
+
+if TYPE_CHECKING:
+    from ..notifier import Notifier
 
 _PROMPT_LOCK = threading.Lock()
 
@@ -75,7 +79,49 @@ def deploy_host(host: Host, opts: DeployOptions,
         return run_deploy(ctx)
 
 
-def _finish(outcomes: list[Outcome], json_out: bool) -> int:
+def deploy_alarms(report: DeployReport) -> list[Alarm]:
+    """--notify: the alarms of a deploy's monitor window (its step's samples): re-added
+    tasks that failed, and swapping. Pure."""
+    step = next((s for s in report.steps if s.name == "monitor"), None)
+    samples = [Sample(**d) for d in (step.data.get("samples", []) if step else [])]
+    out = []
+    failed = sorted({k for s in samples for k in s.failed})
+    if failed:
+        out.append(Alarm(FAILURES, report.host, f"{len(failed)} re-added task"
+                         f"{'s' if len(failed) != 1 else ''} failed: {', '.join(failed[:5])}"))
+    swapping = next((s for s in samples if not s.swap_ok), None)
+    if swapping is not None:
+        out.append(Alarm(SWAPPING, report.host, f"host swapping ({swapping.swap}) in the "
+                         "monitor window"))
+    return out
+
+
+DEPLOY_WORDS = {0: "ok", 1: "attention", 2: "bad input", 3: "refused", 4: "unreachable",
+                5: "partial"}
+
+
+def notify_deploy(notifier: Notifier, command: str, outcomes: Sequence[Outcome],
+                  rows: Sequence[HostRow], code: int) -> list[Any]:
+    """The alarms of every host's monitor window (one message), then the end message."""
+    from ..errors import EXIT_CODES
+
+    reports = [o.result for o in outcomes if isinstance(o.result, DeployReport)]
+    notifier.alarms(command, [a for r in reports for a in deploy_alarms(r)],
+                    looked=[r.host for r in reports])
+    dry = bool(reports) and all(r.dry for r in reports)
+    word = ("dry run: " if dry else "") + DEPLOY_WORDS.get(code, "failed")
+    details = [(r.result.verdict if isinstance(r.result, DeployReport) else None)
+               or r.error or f"{r.host}: exit {r.exit_code}" for r in rows]
+    ok = sum(r.ok and r.exit_code == EXIT_OK for r in rows)
+    notifier.send(end_message(command, [r.host for r in rows], word, code,
+                              {"hosts ok": ok, "hosts failed": len(rows) - ok},
+                              explain=EXIT_CODES.get(code, "").split(";")[0],
+                              details=details, alarms=notifier.alarms_seen))
+    return notifier.to_list()
+
+
+def _finish(outcomes: list[Outcome], json_out: bool, notifier: Notifier | None = None,
+            command: str = "deploy") -> int:
     """Tables (or JSON) per host, one row per host, each stopped run's error as one line
     on stderr, and one exit code (cli.combined_exit_code): the host's own, or 5 when only
     some of several hosts failed. A deploy that did not end in 0 (refused, lock held,
@@ -83,14 +129,24 @@ def _finish(outcomes: list[Outcome], json_out: bool) -> int:
     rolled back."""
     from ..facts.views import deploy_view
 
+    def notify(rows: list[HostRow], code: int) -> list[Any] | None:
+        return None if notifier is None else notify_deploy(notifier, command, outcomes,
+                                                            rows, code)
+
     return finish(outcomes, json_out, lambda r: console.print(deploy_view(r)),
                   lambda r: int(r.exit_code), verdicts={EXIT_OK},
-                  error_of=lambda r: r.error or r.verdict, summary=lambda r: r.verdict)
+                  error_of=lambda r: r.error or r.verdict, summary=lambda r: r.verdict,
+                  before_print=notify)
 
 
-def deploy_cmd(host: str, inventory: str | None, json_out: bool, **flags: Any) -> int:
+def deploy_cmd(host: str, inventory: str | None, json_out: bool,
+               notify: Sequence[str] | None = None, notify_command: str | None = None,
+               **flags: Any) -> int:
+    from ..notifier import notifier_for
+
     opts = DeployOptions(**flags)
     opts.validate()
+    notifier = notifier_for(notify, notify_command)  # a bad URL: exit 2 before any SSH
     hosts = hosts_for(host, inventory)
     slurm = [h.name for h in hosts if h.is_slurm]
     if slurm:  # before any SSH: the pueue protocol must not run against a login node
@@ -102,7 +158,8 @@ def deploy_cmd(host: str, inventory: str | None, json_out: bool, **flags: Any) -
     with interrupts_as_keyboard_interrupt():
         outcomes = fan_out(hosts, lambda h: deploy_host(h, opts,
                                                         prompt_policy if interactive else None))
-    return _finish(outcomes, json_out)
+    return _finish(outcomes, json_out, notifier, f"deploy --host {host}" + (
+        " --dry" if opts.dry else ""))
 
 
 def retry_failed_cmd(host: str, group: str, inventory: str | None, json_out: bool,

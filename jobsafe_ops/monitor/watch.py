@@ -28,6 +28,7 @@ from ..errors import (
 from ..facts.snapshot import Options, Snapshot, read_snapshot
 from ..flags import seconds
 from ..inventory import Host
+from ..notify import Alarm, Message, end_message, snapshot_alarms, snapshot_counts
 from ..remote import Remote, connect
 from .board import HostResult, board_exit_code
 
@@ -135,10 +136,29 @@ def _finished(r: HostResult, misses: int, empties: int = 0) -> bool:
 
 # ---- the command -------------------------------------------------------------------------
 
+def end_of(command: str, board: Sequence[HostResult], group: str,
+           alarms: Sequence[Alarm] = ()) -> Message:
+    """--notify: the watch's end message, from the board (its counts and exit code)."""
+    from .view import EXIT_TEXT
+
+    code = board_exit_code(board)
+    snaps = [r.snapshot for r in board if r.snapshot is not None]
+    details = [f"{r.host}: {r.error}" for r in board if r.error is not None]
+    details += [s.nothing_selected() for s in snaps if s.exit_code == EXIT_NOTHING_SELECTED]
+    return end_message(command, [r.host for r in board], VERDICT_WORDS.get(code, "?"), code,
+                       snapshot_counts(snaps), group=group, explain=EXIT_TEXT.get(code, ""),
+                       details=details, alarms=alarms)
+
+
+VERDICT_WORDS = {0: "done", 1: "failed", 3: "still running", 4: "unreachable", 2: "bad input",
+                 5: "partial", 6: "nothing selected"}
+
+
 def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool,
                 until_done: bool, timeout: str | float | None, interval: float,
                 log_lines: int, inventory: str | None, json_out: bool,
-                playbook: str | None = None) -> int:
+                playbook: str | None = None, notify: Sequence[str] | None = None,
+                notify_command: str | None = None) -> int:
     from rich.live import Live
 
     from ..console import console
@@ -154,6 +174,12 @@ def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool
         raise ConfigError("--timeout must be >= 0 and --interval > 0 (seconds)")
     if log_lines < 0:
         raise ConfigError("--log-lines must be >= 0")
+    if (notify or notify_command is not None) and not until_done:
+        raise ConfigError("--notify/--notify-command need --until-done: monitor sends its "
+                          "message when the watch ends (cron's --once mails its own output)")
+    from ..notifier import notifier_for
+
+    notifier = notifier_for(notify, notify_command)  # bad URL: exit 2 before any SSH
     hosts = hosts_for(host, inventory)
     label_glob, batch = fleet.select(playbook, label_glob, hosts)  # monitor/fleet.py
     on = len(hosts) > 1 or batch is not None  # one board by label across the hosts
@@ -170,18 +196,35 @@ def monitor_cmd(host: str, group: str | None, label_glob: str | None, once: bool
     live = console.is_terminal and not json_out and not once
     if not live and not once and not until_done:
         once = timeout is None
+    command = f"monitor --until-done --host {host} --group {group}"
+
+    def alarms(b: list[HostResult]) -> None:  # --notify: each poll's new alarms (notify.py)
+        if notifier is not None:
+            notifier.alarms(command, [a for r in b if r.snapshot is not None
+                                      for a in snapshot_alarms(r.snapshot, by_name[r.host])],
+                            looked=[r.host for r in b if r.snapshot is not None], group=group)
+
+    def polled(view: Any, b: list[HostResult]) -> None:
+        view.update(view_of(b), refresh=True)
+        alarms(b)
+
     try:
         if live:
             with Live(console=console, auto_refresh=False, transient=False) as view:
                 board = watch(
                     watchers, timeout=timeout, interval=interval, stop_when_settled=until_done,
-                    on_poll=lambda b: view.update(view_of(b), refresh=True))
+                    on_poll=lambda b: polled(view, b))
+            if notifier is not None:
+                notifier.send(end_of(command, board, group, notifier.alarms_seen))
         else:
             board = watch(watchers, once=once, timeout=timeout, interval=interval,
-                          stop_when_settled=True)
+                          stop_when_settled=True, on_poll=alarms)
+            if notifier is not None:
+                notifier.send(end_of(command, board, group, notifier.alarms_seen))
             if json_out:
                 print_json(board_exit_code(board), [r.row for r in board],
-                           result=fleet.build(board, group, batch) if on else None)
+                           result=fleet.build(board, group, batch) if on else None,
+                           notifications=None if notifier is None else notifier.to_list())
             else:
                 console.print(view_of(board))
     finally:

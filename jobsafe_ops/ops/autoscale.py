@@ -30,10 +30,11 @@ from typing import Any
 
 from .. import journal
 from ..cli import MAX_WORKERS
-from ..errors import EXIT_OK, ConfigError, JobsafeError
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, ConfigError, JobsafeError
 from ..facts.checks import CheckResult
-from ..facts.snapshot import Options, Snapshot, read_snapshot
+from ..facts.snapshot import Health, Options, Snapshot, read_snapshot
 from ..inventory import GroupSpec, Host
+from ..notify import CHECK_FAILED, TICK_FAILED, Alarm, end_message, health_alarms
 from ..remote import Remote, connect
 from ..scheduler.pueue import parallel_argv
 from .sizing import SHARE, allowed
@@ -328,6 +329,7 @@ class Tick:
     dry: bool
     check: PostCheck | None = None
     groups: Mapping[str, GroupLoad] = field(default_factory=dict)
+    health: Health | None = None  # the tick's snapshot health (--notify's alarms; not in JSON)
 
     @property
     def changes(self) -> tuple[Action, ...]:
@@ -388,7 +390,8 @@ class Autoscaler:
             for a in actions:
                 if a.changed:
                     self.apply(a, readings)
-        return Tick(self.host.name, snap.at, readings, actions, self.dry, check, state.groups)
+        return Tick(self.host.name, snap.at, readings, actions, self.dry, check, state.groups,
+                    snap.health)
 
     def apply(self, action: Action, readings: Readings) -> None:
         extra = {"group": action.group, "before": action.before, "after": action.after,
@@ -473,9 +476,22 @@ def run_loop(
         sleep(interval)
 
 
+def tick_alarms(h: Host, res: Tick | JobsafeError) -> list[Alarm]:
+    """--notify: a tick's alarms: the host's tick failed, its post-bump check failed, it
+    swaps, its state file is over its alarm (the health verdicts monitor uses). Pure."""
+    if isinstance(res, JobsafeError):
+        return [Alarm(TICK_FAILED, h.name, f"tick failed (exit {res.exit_code}): {res}")]
+    out = []
+    if res.check is not None and not res.check.ok:
+        out.append(Alarm(CHECK_FAILED, h.name, "post-bump check failed: "
+                         + "; ".join(res.check.problems)))
+    return out + ([] if res.health is None else health_alarms(h.name, res.health, h))
+
+
 def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | str | None, dry: bool,
                   up_load: float, up_mem: float, down_load: float, down_mem: float,
-                  headroom: float, inventory: str | None, json_out: bool) -> int:
+                  headroom: float, inventory: str | None, json_out: bool,
+                  notify: Sequence[str] | None = None, notify_command: str | None = None) -> int:
     from ..cli import HostRow, combined_exit_code, hosts_for, positive_int, print_error, print_json
     from ..config import setting
     from ..console import console
@@ -491,8 +507,16 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | str | Non
     ticks = positive_int(ticks, "--ticks")
     thresholds = Thresholds(up_load / 100, up_mem / 100, down_load / 100, down_mem / 100,
                             headroom)
+    if (notify or notify_command is not None) and not loop:
+        raise ConfigError("--notify/--notify-command need --loop: autoscale sends its message "
+                          "when the loop ends (a one-shot run from cron mails its own output)")
+    from ..notifier import notifier_for
+
+    notifier = notifier_for(notify, notify_command)  # a bad URL: exit 2 before any SSH
+    command = f"autoscale --loop --host {host}" + (" --dry" if dry else "")
     slots = [Slot(h) for h in hosts_for(host, inventory)]
     last: dict[str, HostRow] = {}
+    seen = {"ticks": 0, "changes": 0}
 
     def make(h: Host) -> Autoscaler:
         return Autoscaler(h, connect(h), thresholds=thresholds, dry=dry)
@@ -514,15 +538,39 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | str | Non
         if json_out and loop:  # NDJSON: one envelope line per host per tick
             print_json(row.exit_code, [row], line=True)
         last[h.name] = row
+        if isinstance(res, Tick):
+            seen["changes"] += 0 if res.dry else len(res.changes)
+        if h is slots[-1].host:
+            seen["ticks"] += 1
+        if notifier is not None:
+            # a failed tick saw nothing: the host's other alarms stay as they were
+            notifier.alarms(command, tick_alarms(h, res),
+                            looked=[] if isinstance(res, JobsafeError) else [h.name])
+
+    def end(code: int, word: str) -> None:
+        if notifier is None:
+            return
+        rows = [last[s.host.name] for s in slots if s.host.name in last]
+        ok = sum(r.ok for r in rows)
+        notifier.send(end_message(
+            command, [s.host.name for s in slots], word, code,
+            {**seen, "hosts ok": ok, "hosts failed": len(rows) - ok},
+            explain="the last tick decides", details=[f"{r.host}: {r.error}" for r in rows
+                                                      if r.error],
+            alarms=notifier.alarms_seen))
 
     try:
         run_loop(slots, make, interval=interval, ticks=ticks if loop else 1, on_tick=report)
+    except KeyboardInterrupt:  # Ctrl-C is how a loop usually ends: say so
+        end(EXIT_INTERRUPTED, "interrupted")
+        raise
     finally:
         for slot in slots:
             if slot.scaler is not None:
                 slot.scaler.remote.close()
     rows = [last[s.host.name] for s in slots if s.host.name in last]
     code = combined_exit_code([(r.ok, r.exit_code) for r in rows])  # the last tick decides
+    end(code, {EXIT_OK: "ok", EXIT_PARTIAL: "partial"}.get(code, "failed"))
     if json_out and not loop:
         print_json(code, rows)
     return code
