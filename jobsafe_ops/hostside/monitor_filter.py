@@ -9,6 +9,10 @@ poll grows with the group watched, not with the state file (AP-10: 50 K finished
 tens of MB of JSON). Task ids never leave the host: they are resolved from labels and used
 only for `pueue log` inside the same run (INV-8).
 
+Its `report` mode (`report --group G [--batch B]`, for `jobsafe report`) lists instead every
+attempt of the group with its outcome and times (pueue's tasks and every `end` line of the
+ledgers), the log tails of the newest failed ones and the health facts, in one JSON line.
+
 It is also imported locally: the fallback for hosts without python3 ships the plain JSON
 and calls `summarize` here, so both paths give the same summary. Keep it Python 3.8
 compatible (it runs on whatever python3 the host has); it imports only hostside modules
@@ -1022,6 +1026,40 @@ def report_runs(data: dict[str, Any], records: list[dict[str, Any]],
     return runs, logs
 
 
+JOURNAL_PATH = "~/.local/state/jobsafe-ops/journal.ndjson"  # ops_agent.JOURNAL
+SAMPLED = ("autoscale", "autoscale-check")  # journal actions that carry the host's readings
+MAX_SAMPLES = 500
+
+
+def health_samples(path: str, since: float | None, most: int = MAX_SAMPLES
+                   ) -> list[dict[str, Any]]:
+    """The host's load and memory as recorded in the team journal (autoscale journals its
+    readings with every change and check): the newest `most` since `since` (epoch s)."""
+    out: list[dict[str, Any]] = []
+    try:
+        fh = open(os.path.expanduser(path), "rb")
+    except OSError:
+        return out
+    with fh:
+        for raw in fh:
+            if not raw.endswith(b"\n") or b'"load1"' not in raw:
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or entry.get("action") not in SAMPLED:
+                continue
+            stamp = _stamp(entry.get("time"))
+            if stamp is None or (since is not None and stamp < since):
+                continue
+            out.append({"time": stamp, "action": entry.get("action"),
+                        **{k: entry.get(k) for k in ("nproc", "load1", "mem_pct", "swap_in",
+                                                      "swap_out")}})
+    out.sort(key=lambda e: e["time"])
+    return out[-most:] if most > 0 else []
+
+
 def report_main(argv: list[str]) -> int:
     """`report --group G [--batch NAME] [--log-lines N]`: every attempt of the group's labels
     (pueue's tasks and every ledger's records, or one batch's), the log tails of the newest
@@ -1034,6 +1072,7 @@ def report_main(argv: list[str]) -> int:
     parser.add_argument("--log-labels", type=int, default=REPORT_LOGS)
     parser.add_argument("--ledger-root", default=LEDGER_ROOT)
     parser.add_argument("--swap-window", type=float, default=0.25)
+    parser.add_argument("--journal", default=JOURNAL_PATH)
     args = parser.parse_args(argv)
     started = time.monotonic()
     before = swap_counters()
@@ -1080,6 +1119,8 @@ def report_main(argv: list[str]) -> int:
         out["groups"] = sorted(data.get("groups") or {})
         out["status"] = str(g.get("status", "Running")) if isinstance(g, dict) else None
         out["runs"] = runs
+        starts = [r["start"] for r in runs if r["start"] is not None]
+        out["samples"] = health_samples(args.journal, min(starts) if starts else None)
     out["now"] = round(time.time(), 3)
     out["health"] = health()
     rest = args.swap_window - (time.monotonic() - started)

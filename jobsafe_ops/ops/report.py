@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, NothingSelected, RemoteError
 from ..facts.snapshot import FILTER_LOADER, health_of
 from ..hostside import monitor_filter
+from ..hostside.model import parse_ts
 from ..inventory import Host
 from ..scheduler.pueue import status_failure
 from ..secrecy import redact_text
 from ..shell import join
-from .report_html import HealthRow, Report, Run, render
+from .report_html import HealthRow, Report, Run, Sample, render
 
 if TYPE_CHECKING:
     from ..remote import Remote
@@ -104,10 +105,30 @@ def parse_payload(host: Host, payload: Mapping[str, Any], group: str,
     verdicts = tuple(HealthRow(v.name, v.level, v.value, v.detail)
                      for v in health_of(h).verdicts(host))
     now = _num(payload.get("now")) or max((r.end or r.start or 0.0) for r in runs)
+    samples = [sample_of(x) for x in payload.get("samples") or () if isinstance(x, Mapping)]
+    health = health_of(h)
+    if health.load_ratio is not None or health.mem_used is not None:
+        samples.append(Sample(
+            now, None if health.load_ratio is None else round(100 * health.load_ratio, 1),
+            None if health.mem_used is None else round(100 * health.mem_used, 1),
+            bool(health.swap_in or health.swap_out), "report"))
     return Report(host=host.name, group=group, playbook=playbook, generated_at=now,
                   runs=runs, status=payload.get("status"),
                   health={k: v for k, v in h.items() if k != "swap_counters"},
-                  verdicts=verdicts)
+                  verdicts=verdicts,
+                  samples=tuple(sorted((x for x in samples if x is not None),
+                                       key=lambda x: x.time)))
+
+
+def sample_of(entry: Mapping[str, Any]) -> Sample | None:
+    """A journal reading (autoscale's `load1`, `nproc`, `mem_pct`, swap pages) -> Sample."""
+    stamp, load, nproc = _num(entry.get("time")), _num(entry.get("load1")), entry.get("nproc")
+    if stamp is None:
+        return None
+    pct = round(100 * load / nproc, 1) if load is not None and isinstance(nproc, int) \
+        and nproc > 0 else None
+    return Sample(stamp, pct, _num(entry.get("mem_pct")),
+                  bool(entry.get("swap_in") or entry.get("swap_out")), "journal")
 
 
 def _num(value: Any) -> float | None:
@@ -131,7 +152,33 @@ def gather(remote: Remote, group: str, playbook: str | None, batch: str | None,
         raise RemoteError(f"{host.name}: the report read failed on the host: "
                           f"{first.splitlines()[-1]} (python3 is required on the host, "
                           "as for submit-batch)")
-    return parse_payload(host, payload, group, playbook)
+    return parse_payload(host, with_local_samples(payload, host.name), group, playbook)
+
+
+def with_local_samples(payload: Mapping[str, Any], host: str) -> dict[str, Any]:
+    """The host journal's readings plus this laptop's journal's for the host (an entry
+    mirrored to the host is in both: once), since the batch's first start."""
+    from .. import journal
+
+    starts = [r["start"] for r in payload.get("runs") or ()
+              if isinstance(r, Mapping) and isinstance(r.get("start"), (int, float))]
+    since = min(starts) if starts else None
+    samples = [dict(x) for x in payload.get("samples") or () if isinstance(x, Mapping)]
+    seen = {(x.get("action"), round(float(x.get("time") or 0), 2)) for x in samples}
+    for entry in journal.entries(host):
+        if entry.get("action") not in monitor_filter.SAMPLED or "load1" not in entry:
+            continue
+        stamp = parse_ts(entry.get("time"))
+        if stamp is None or (since is not None and stamp.timestamp() < since):
+            continue
+        key = (entry.get("action"), round(stamp.timestamp(), 2))
+        if key in seen:
+            continue
+        seen.add(key)
+        samples.append({"time": stamp.timestamp(), "action": entry.get("action"),
+                        **{k: entry.get(k) for k in ("nproc", "load1", "mem_pct", "swap_in",
+                                                      "swap_out")}})
+    return {**payload, "samples": samples}
 
 
 def write_atomic(path: str, text: str) -> None:

@@ -12,7 +12,8 @@ laptop (tests/ops/test_report_html.py checks that nothing in it can fetch). It s
   failed bar linking to its log tail below;
 - throughput: attempts that ended per time bucket, successes and failures stacked;
 - failures with their log tails (secrets masked by the caller, every character escaped here);
-- the host's health sample (load, memory, swap, state file) with the probe's verdicts.
+- the host's health sample (load, memory, swap, state file) with the probe's verdicts, and
+  its load and memory over the batch from the team journal's autoscale readings.
 
 Labels, outcomes and log lines are user input: every text and attribute value is escaped.
 """
@@ -69,6 +70,22 @@ class HealthRow:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """The host's load and memory at one time (epoch s): the team journal's autoscale
+    readings, and the sample taken with the report's own read."""
+
+    time: float
+    load_pct: float | None  # 1-min load over cores, percent
+    mem_pct: float | None  # memory used, percent
+    swapping: bool = False
+    source: str = "journal"  # journal | report
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": iso(self.time), "load_pct": self.load_pct, "mem_pct": self.mem_pct,
+                "swapping": self.swapping, "source": self.source}
+
+
+@dataclass(frozen=True)
 class Report:
     host: str
     group: str
@@ -78,6 +95,7 @@ class Report:
     status: str | None = None  # the group's pueue status (Running / Paused)
     health: Mapping[str, Any] = field(default_factory=dict)
     verdicts: tuple[HealthRow, ...] = ()
+    samples: tuple[Sample, ...] = ()  # load/memory over time, oldest first
     html: str | None = None  # the file written, if any
 
     @property
@@ -102,6 +120,7 @@ class Report:
             "health": dict(self.health),
             "verdicts": [{"name": v.name, "level": v.level, "value": v.value,
                           "detail": v.detail} for v in self.verdicts],
+            "samples": [x.to_dict() for x in self.samples],
             "html": self.html,
         }
 
@@ -254,6 +273,7 @@ COLOURS = {
     "queued": "#c8cdd3",
 }
 OTHER = "#7f8c8d"
+HEALTH_COLOURS = {"load": "#2f7fd1", "mem": "#8e44ad"}
 _CLASS = re.compile(r"[^a-z0-9_-]+")
 
 
@@ -483,9 +503,15 @@ def failures_html(runs: Sequence[Run]) -> str:
             body = f"<pre>{esc(chr(10).join(run.log))}</pre>"
         elif run.outcome == "cancelled":
             body = '<p class="muted">cancelled by jobsafe cancel: no log.</p>'
+        elif run.unit:
+            body = (f'<p class="muted">a command of unit {esc(run.unit)}: its log is a '
+                    f"section of the unit's log (<code>inv logs --label {esc(run.label)}"
+                    "</code>).</p>")
         else:
             body = ('<p class="muted">no log tail: pueue no longer has this attempt '
-                    "(cleaned), or only the newest failures' logs are read.</p>")
+                    "(cleaned), or only the newest failures' logs are read "
+                    f"(<code>inv logs --label {esc(run.label)} --attempt {run.attempt}"
+                    "</code>).</p>")
         parts.append(f'<div class="failure {esc(css_class(run.outcome))}" id="{rid}" '
                      f'data-label="{esc(run.label)}"><h3>{esc(head)}</h3>{body}</div>')
     parts.append("</section>")
@@ -512,5 +538,51 @@ def health_html(report: Report) -> str:
         for v in report.verdicts)
     table = (f'<table class="verdicts"><tr><th>check</th><th>verdict</th><th>value</th>'
              f"<th>rule</th></tr>{verdicts}</table>" if verdicts else "")
+    t0, t1 = span(report.runs, report.generated_at)
+    chart = health_svg(report.samples, t0, t1)
     return (f'<section id="health"><h2>Host health (sampled {esc(iso(report.generated_at))})'
-            f'</h2><table class="health">{rows_html}</table>{table}</section>')
+            f'</h2><table class="health">{rows_html}</table>{table}{chart}</section>')
+
+
+def health_svg(samples: Sequence[Sample], t0: float, t1: float) -> str:
+    """Load (% of cores) and memory used (%) over the batch's time axis, one point per
+    sample; nothing when there is no sample from the journal (one point is not a line)."""
+    inside = [x for x in samples if t0 <= x.time <= t1 + 1e-9]
+    if not any(x.source == "journal" for x in inside):
+        return ('<p class="muted">No load/memory samples over the batch (autoscale journals '
+                "them with every change and check).</p>")
+    height, top, bottom = 140, 10, 24
+    plot = height - top - bottom
+    peak = max([100.0] + [v for x in inside for v in (x.load_pct, x.mem_pct) if v is not None])
+    out = [f'<h3>Load and memory over the batch</h3><svg id="health-svg" class="health-chart" '
+           f'width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img" '
+           'aria-label="host health">',
+           f'<g class="axis"><text x="{LEFT - 8}" y="{top + 10}" text-anchor="end">'
+           f'{peak:.0f}%</text><text x="{LEFT - 8}" y="{top + plot}" text-anchor="end">0%'
+           f'</text><line x1="{LEFT}" y1="{top + plot}" x2="{WIDTH - RIGHT}" '
+           f'y2="{top + plot}"></line>']
+    for t in ticks(t0, t1):
+        x, _ = bar(t, t, t0, t1)
+        out.append(f'<text x="{x}" y="{height - 6}" text-anchor="middle">{esc(clock(t))}</text>')
+    out.append("</g>")
+    for kind, fill in (("load_pct", HEALTH_COLOURS["load"]), ("mem_pct", HEALTH_COLOURS["mem"])):
+        coords: list[tuple[float, float, float, Sample]] = []
+        for one in inside:
+            value = getattr(one, kind)
+            if value is not None:
+                cx = bar(one.time, one.time, t0, t1)[0]
+                coords.append((cx, round(top + plot - plot * value / peak, 2), value, one))
+        if len(coords) > 1:
+            line = " ".join(f"{cx},{cy}" for cx, cy, _, _ in coords)
+            out.append(f'<polyline class="{kind}" points="{line}" fill="none" '
+                       f'stroke="{fill}" stroke-width="1.5"></polyline>')
+        for cx, cy, value, one in coords:
+            out.append(f'<circle class="sample {kind}" data-source="{esc(one.source)}" '
+                       f'cx="{cx}" cy="{cy}" r="3" fill="{fill}"><title>'
+                       f'{esc(clock(one.time))}: {kind.split("_")[0]} {value:.0f}%'
+                       + (" (swapping)" if one.swapping else "") + "</title></circle>")
+    out.append("</svg>")
+    out.append(f'<p class="legend"><span class="swatch" style="background:'
+               f'{HEALTH_COLOURS["load"]}"></span>load, % of cores <span class="swatch" '
+               f'style="background:{HEALTH_COLOURS["mem"]}"></span>memory used, %</p>')
+    return "".join(out)

@@ -219,3 +219,59 @@ def test_the_page_is_written_atomically(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # no temp file left
     with pytest.raises(ConfigError):
         rp.write_atomic(str(tmp_path / "missing" / "r.html"), "x")
+
+
+# ---- health samples over the batch ---------------------------------------------------
+
+def test_health_samples_come_from_the_journals_autoscale_readings(tmp_path: Path) -> None:
+    from jobsafe_ops.hostside import ops_agent
+
+    assert mf.JOURNAL_PATH == ops_agent.JOURNAL
+    path = tmp_path / "journal.ndjson"
+    entries = [
+        {"time": "2026-11-22T17:00:00+00:00", "action": "autoscale", "load1": 1.0, "nproc": 4,
+         "mem_pct": 20.0},
+        {"time": "2026-11-22T16:00:00+00:00", "action": "autoscale", "load1": 9.0, "nproc": 4},
+        {"time": "2026-11-22T17:05:00.123+00:00", "action": "autoscale-check", "load1": 3.0,
+         "nproc": 4, "mem_pct": 50.0, "swap_in": 3},
+        {"time": "2026-11-22T17:06:00+00:00", "action": "cancel", "labels": ["load1"]},
+    ]
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries) + '{"load1": 1')
+    since = mf._stamp("2026-11-22T16:30:00Z")
+    got = mf.health_samples(str(path), since)
+    assert [(g["action"], g["load1"]) for g in got] == [("autoscale", 1.0),
+                                                        ("autoscale-check", 3.0)]
+    assert mf.health_samples(str(path), None, most=1)[0]["load1"] == 3.0  # the newest
+    assert mf.health_samples(str(tmp_path / "none"), None) == []
+
+
+def test_journal_samples_and_the_reports_own_make_the_health_series() -> None:
+    samples = [{"time": 15.0, "action": "autoscale", "nproc": 4, "load1": 2.0,
+                "mem_pct": 30.0, "swap_in": 0, "swap_out": 5},
+               {"time": 12.0, "action": "autoscale-check", "nproc": None, "load1": 1.0,
+                "mem_pct": None}]
+    r = rp.parse_payload(HOST, payload(samples=samples), "p1", None)
+    assert [(x.time, x.load_pct, x.mem_pct, x.swapping, x.source) for x in r.samples] == [
+        (12.0, None, None, False, "journal"), (15.0, 50.0, 30.0, True, "journal"),
+        (1000.0, 25.0, 50.0, False, "report")]  # the read's own: load 1.0 / 4, 4 of 8 GiB
+
+
+def test_this_laptops_autoscale_readings_join_the_hosts_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "journal.ndjson"
+    monkeypatch.setenv("JOBSAFE_JOURNAL", str(path))
+    lines = [
+        {"time": "1970-01-01T00:00:20.000+00:00", "host": "h1", "action": "autoscale",
+         "load1": 2.0, "nproc": 4, "mem_pct": 10.0},  # also mirrored to the host: once
+        {"time": "1970-01-01T00:00:30.000+00:00", "host": "h1", "action": "autoscale-check",
+         "load1": 1.0, "nproc": 4},
+        {"time": "1970-01-01T00:00:31.000+00:00", "host": "other", "action": "autoscale",
+         "load1": 9.0, "nproc": 4},
+        {"time": "1970-01-01T00:00:01.000+00:00", "host": "h1", "action": "autoscale",
+         "load1": 9.0, "nproc": 4},  # before the batch started
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    hosts = [{"time": 20.0, "action": "autoscale", "load1": 2.0, "nproc": 4, "mem_pct": 10.0}]
+    merged = rp.with_local_samples(payload(samples=hosts), "h1")
+    assert sorted((x["time"], x["load1"]) for x in merged["samples"]) == [(20.0, 2.0),
+                                                                         (30.0, 1.0)]

@@ -192,3 +192,19 @@ def test_many_labels_are_capped_and_said_so() -> None:
     rs = tuple(Run(f"l{i}", 0, "success", 0, T + i, T + i + 1) for i in range(rh.MAX_ROWS + 3))
     page = rh.render(report(rs))
     assert len(bars(page)) == rh.MAX_ROWS and "3 more labels not drawn" in page
+
+
+def test_the_health_chart_has_one_point_per_sample_on_the_time_axis() -> None:
+    samples = (rh.Sample(T + 10, 40.0, 20.0), rh.Sample(T + 60, 90.0, None, True),
+               rh.Sample(T - 500, 10.0, 10.0),  # before the batch: left out
+               rh.Sample(T + 120, 50.0, 30.0, source="report"))
+    page = rh.render(report(samples=samples))
+    circles = [a for t, a in parse(page).tags if t == "circle"]
+    load = [a for a in circles if "load_pct" in a["class"]]
+    mem = [a for a in circles if "mem_pct" in a["class"]]
+    assert len(load) == 3 and len(mem) == 2
+    xs = [float(a["cx"]) for a in load]
+    assert xs == sorted(xs) and xs[0] == rh.bar(T + 10, T + 10, T, T + 120)[0]
+    assert float(load[1]["cy"]) < float(load[0]["cy"])  # 90 % is drawn above 40 %
+    assert [a["data-source"] for a in load] == ["journal", "journal", "report"]
+    assert "No load/memory samples" in rh.render(report(samples=samples[3:]))
