@@ -76,11 +76,12 @@ def main() -> int:
             raise SystemExit("the demo batch did not finish in 120 s")
 
         # autoscale beside the batch, as an operator runs it: the readings it journals with
-        # each change and check are the page's load/memory samples (on a loaded box it
-        # steps parallel down towards min; on an idle one it holds and journals nothing)
+        # each change and check are the page's load/memory samples (with --down-load 20 it
+        # steps parallel down towards min even on a lightly loaded box)
         scaler = subprocess.Popen(
             argv("autoscale", "--host", "bigblack", "--loop", "--interval", "1.5",
-                 "--ticks", "8", "--down-load", "20", "--up-load", "5"), env=environment(world), cwd=world.root,
+                 "--ticks", "8", "--down-load", "20", "--up-load", "5"),
+            env=environment(world), cwd=world.root,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         proc = inv(world, "submit-batch", "--host", "bigblack", "--playbook", str(book))
         if proc.returncode != 0:
