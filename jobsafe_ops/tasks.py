@@ -384,6 +384,27 @@ def resume(c, host="", group=None, json=False, debug=False, inventory=None):
              debug=debug)
 
 
+REPORT_LOG_LINES = count("--log-lines", 20, minimum=0)
+
+
+@task(help={
+    "host": "the host (one)", "group": "the pueue group the batch ran in (required)",
+    "playbook": "only this playbook's batch (file, or its name)",
+    "html": "write the report to this file: one self-contained HTML page (timeline, "
+            "throughput, failures with log tails, host health); without it, a table",
+    "log_lines": "last log lines per failed attempt (default 20; 0 = none)",
+    **COMMON,
+})
+def report(c, host="", group="", playbook=None, html=None, log_lines=REPORT_LOG_LINES,
+           json=False, debug=False, inventory=None):
+    """A group's batch by label: summary, timeline, throughput, failures, health (--html)."""
+    from jobsafe_ops import cli
+    from jobsafe_ops.ops.report import report_cmd
+
+    cli.main(report_cmd, host=host, group=group, playbook=playbook, html=html,
+             log_lines=log_lines, inventory=inventory, json_out=json, debug=debug)
+
+
 @task(help={
     "host": HOST, "since": "only entries since this ISO time or span back (90m, 6h, 2d)",
     "label": "only entries naming a label matching this glob", **COMMON,
@@ -398,4 +419,4 @@ def journal(c, host="", since=None, label=None, json=False, debug=False, invento
 
 
 ns = Collection(hosts, init, probe, audit, demo, monitor, autoscale, clean, deploy, retry_failed,
-                submit_batch, lint, logs, cancel, pause, resume, journal)
+                submit_batch, lint, logs, cancel, pause, resume, journal, report)

@@ -70,6 +70,7 @@ BAD = {
     "pause": ["--host", "h"],
     "resume": ["--host", "h", "--group", ""],
     "journal": ["--host", "h", "--since", "yesterday"],
+    "report": ["--host", "h", "--html", ""],
 }
 
 

@@ -384,6 +384,20 @@ def _labels(items: Iterable[Mapping[str, Any]]) -> tuple[LabelState, ...]:
     )
 
 
+def health_of(h: Mapping[str, Any]) -> Health:
+    """The filter's health facts (health.health_facts plus the swap sample) -> Health."""
+    load = h.get("load")
+    counters = h.get("swap_counters")
+    return Health(
+        nproc=h.get("nproc"), load=tuple(load) if load else None,
+        mem_total=h.get("mem_total"), mem_available=h.get("mem_available"),
+        swap_total=h.get("swap_total"), swap_in=h.get("swap_in"), swap_out=h.get("swap_out"),
+        swap_window=h.get("swap_window"),
+        swap_counters=(int(counters[0]), int(counters[1])) if counters else None,
+        state_file=h.get("state_file"), state_size=h.get("state_size"),
+    )
+
+
 def snapshot_from(host: str, payload: Mapping[str, Any], opts: Options, *,
                   at: datetime | None = None, sent: int = 0, received: int = 0) -> Snapshot:
     """Filter output (or the plain fallback's equivalent) -> Snapshot. Pure."""
@@ -392,17 +406,7 @@ def snapshot_from(host: str, payload: Mapping[str, Any], opts: Options, *,
         if error.startswith(monitor_filter.STATUS_FAILED):  # pueue's own words, all lines
             error = status_failure(error[len(monitor_filter.STATUS_FAILED):])
         raise RemoteError(f"{host}: {error}")
-    h = payload.get("health") or {}
-    load = h.get("load")
-    counters = h.get("swap_counters")
-    health = Health(
-        nproc=h.get("nproc"), load=tuple(load) if load else None,
-        mem_total=h.get("mem_total"), mem_available=h.get("mem_available"),
-        swap_total=h.get("swap_total"), swap_in=h.get("swap_in"), swap_out=h.get("swap_out"),
-        swap_window=h.get("swap_window"),
-        swap_counters=(int(counters[0]), int(counters[1])) if counters else None,
-        state_file=h.get("state_file"), state_size=h.get("state_size"),
-    )
+    health = health_of(payload.get("health") or {})
     groups = tuple(
         GroupView(
             name=name, status=str(g["status"]), parallel=int(g["parallel"]),

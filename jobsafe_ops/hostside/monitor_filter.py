@@ -9,6 +9,10 @@ poll grows with the group watched, not with the state file (AP-10: 50 K finished
 tens of MB of JSON). Task ids never leave the host: they are resolved from labels and used
 only for `pueue log` inside the same run (INV-8).
 
+Its `report` mode (`report --group G [--batch B]`, for `jobsafe report`) lists instead every
+attempt of the group with its outcome and times (pueue's tasks and every `end` line of the
+ledgers), the log tails of the newest failed ones and the health facts, in one JSON line.
+
 It is also imported locally: the fallback for hosts without python3 ships the plain JSON
 and calls `summarize` here, so both paths give the same summary. Keep it Python 3.8
 compatible (it runs on whatever python3 the host has); it imports only hostside modules
@@ -22,6 +26,7 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -916,6 +921,221 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# ---- the report: every attempt of a group with its times (jobsafe report) -----------------
+
+REPORT_LOGS = 20  # failed attempts whose log tail is read
+
+
+def _stamp(text: Any) -> float | None:
+    ts = parse_ts(text)
+    return None if ts is None else round(ts.timestamp(), 3)
+
+
+def batch_of_command(command: str) -> str | None:
+    """The batch a task was fed by: its command is `python3 <batches>/<name>/feeder.py
+    run|unit ...` (the run wrapper or the unit runner); None for any other command."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if len(words) < 3 or not words[1].endswith("/feeder.py") or words[2] not in ("run", "unit"):
+        return None
+    return os.path.basename(os.path.dirname(words[1])) or None
+
+
+def ledger_lines(path: str, group: str) -> list[dict[str, Any]]:
+    """Every `end` line of one ledger for `group` (the report wants every attempt's times,
+    not only the last line per label that the monitor's scan keeps)."""
+    needle = b'"group":' + _json_key(group) + b","
+    out: list[dict[str, Any]] = []
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return out
+    with fh:
+        for raw in fh:
+            if not raw.endswith(b"\n") or needle not in raw:
+                continue
+            rec = _decode((raw, path))
+            if rec is not None and rec["group"] == group and rec.get("event") == "end":
+                out.append(rec)
+    return out
+
+
+def report_runs(data: dict[str, Any], records: list[dict[str, Any]],
+                markers: list[dict[str, Any]], group: str, batch: str | None,
+                boot: str | None = None) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """pueue's tasks of `group` and the ledger's records -> one run per attempt: label,
+    attempt, outcome, exit, start, end (epoch seconds, host clock), and {task id: run index}
+    of the failed attempts pueue still has (their logs). The ledger decides a finished
+    wrapped job (its exit and times are the job's own); pueue adds what the ledger cannot
+    know: queued, running and blocked tasks, and tasks not fed through the run wrapper. Pure
+    except the liveness check of a start marker."""
+    boot = _boot_id() if boot is None else boot
+    tasks = normalise(data)
+    blocked = blocked_ids({tid: (t["state"], t["deps"]) for tid, t in tasks.items()})
+    runs: list[dict[str, Any]] = []
+    ended: set[tuple[str, Any]] = set()
+    recorded: set[str] = set()
+    units: set[str] = set()
+    live: set[str] = set()
+    for rec in records:
+        label = rec["label"]
+        recorded.add(label)
+        ended.add((label, rec.get("start")))
+        if isinstance(rec.get("unit"), str):
+            units.add(rec["unit"])
+        runs.append({"label": label, "attempt": attempt_of(label), "outcome": outcome(rec, boot),
+                     "exit": rec.get("exit"), "start": _stamp(rec.get("start")),
+                     "end": _stamp(rec.get("end")), "source": "ledger",
+                     "unit": rec.get("unit")})
+    for m in markers:
+        if (m["label"], m.get("start")) in ended:
+            continue
+        state = outcome(m, boot)
+        if state == "running":
+            live.add(m["label"])
+        runs.append({"label": m["label"], "attempt": attempt_of(m["label"]), "outcome": state,
+                     "exit": None, "start": _stamp(m.get("start")), "end": None,
+                     "source": "marker", "unit": m.get("unit")})
+    logs: dict[int, int] = {}
+    for tid in sorted(tasks):
+        t = tasks[tid]
+        label = t["label"]
+        if t["group"] != group or not isinstance(label, str):
+            continue
+        if batch is not None and batch_of_command(t["command"]) != batch:
+            continue
+        state = "blocked" if tid in blocked else t["state"]
+        done = state not in ACTIVE and state != "blocked"
+        if done and UNIT_RE.search(base_label(label)) and base_label(label) in units:
+            continue  # a unit whose commands the ledger records by their own labels
+        if (done and label in recorded) or (state in STARTED and label in live):
+            if done and state in FAILED:  # the ledger's run of it: its log is pueue's
+                for i in range(len(runs) - 1, -1, -1):
+                    if runs[i]["label"] == label and runs[i]["source"] == "ledger":
+                        logs[tid] = i
+                        break
+            continue
+        runs.append({"label": label, "attempt": attempt_of(label), "outcome": state,
+                     "exit": t["exit_code"], "start": _stamp(t["start"]),
+                     "end": _stamp(t["end"]) if done else None, "source": "pueue",
+                     "unit": None})
+        if state in FAILED:
+            logs[tid] = len(runs) - 1
+    return runs, logs
+
+
+JOURNAL_PATH = "~/.local/state/jobsafe-ops/journal.ndjson"  # ops_agent.JOURNAL
+SAMPLED = ("autoscale", "autoscale-check")  # journal actions that carry the host's readings
+MAX_SAMPLES = 500
+
+
+def health_samples(path: str, since: float | None, most: int = MAX_SAMPLES
+                   ) -> list[dict[str, Any]]:
+    """The host's load and memory as recorded in the team journal (autoscale journals its
+    readings with every change and check): the newest `most` since `since` (epoch s)."""
+    out: list[dict[str, Any]] = []
+    try:
+        fh = open(os.path.expanduser(path), "rb")
+    except OSError:
+        return out
+    with fh:
+        for raw in fh:
+            if not raw.endswith(b"\n") or b'"load1"' not in raw:
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or entry.get("action") not in SAMPLED:
+                continue
+            stamp = _stamp(entry.get("time"))
+            if stamp is None or (since is not None and stamp < since):
+                continue
+            out.append({"time": stamp, "action": entry.get("action"),
+                        **{k: entry.get(k) for k in ("nproc", "load1", "mem_pct", "swap_in",
+                                                      "swap_out")}})
+    out.sort(key=lambda e: e["time"])
+    return out[-most:] if most > 0 else []
+
+
+def report_main(argv: list[str]) -> int:
+    """`report --group G [--batch NAME] [--log-lines N]`: every attempt of the group's labels
+    (pueue's tasks and every ledger's records, or one batch's), the log tails of the newest
+    failed attempts and the host's health, as one JSON line (jobsafe report)."""
+    parser = argparse.ArgumentParser(prog="jobsafe-monitor-filter report")
+    parser.add_argument("--pueue", default="pueue")
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--batch")
+    parser.add_argument("--log-lines", type=int, default=20)
+    parser.add_argument("--log-labels", type=int, default=REPORT_LOGS)
+    parser.add_argument("--ledger-root", default=LEDGER_ROOT)
+    parser.add_argument("--swap-window", type=float, default=0.25)
+    parser.add_argument("--journal", default=JOURNAL_PATH)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    before = swap_counters()
+    pueue = os.path.expanduser(args.pueue)
+    paths = pueue_paths()
+    out: dict[str, Any] = {"schema": SCHEMA, "group": args.group, "batch": args.batch}
+    opts = argparse.Namespace(no_state_file=False, all_tasks=True, group=None)
+    data = _from_state_file(opts, paths, pueue)
+    if data is None:
+        text = _from_status(pueue, out)
+        if text is not None:
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                out["error"] = f"pueue status --json returned invalid JSON ({exc})"
+    if data is not None:
+        root = os.path.expanduser(args.ledger_root)
+        ledgers = ledger_paths(args.ledger_root) if args.batch is None else [
+            os.path.join(root, args.batch, LEDGER_NAME)]
+        records: list[dict[str, Any]] = []
+        markers: list[dict[str, Any]] = []
+        for path in ledgers:
+            records.extend(ledger_lines(path, args.group))
+            markers.extend(read_markers(path, args.group))
+        runs, failed = report_runs(data, records, markers, args.group, args.batch)
+        wanted = sorted(failed, key=lambda tid: -tid)[:max(0, args.log_labels)]
+        logs: dict[str, Any] = {}
+        if wanted and args.log_lines > 0:
+            logs = log_tails(str(paths["pueue_directory"]), wanted, args.log_lines) or {}
+            if not logs:
+                try:
+                    lp = _pueue([pueue, "log", "--json", "--lines", str(args.log_lines),
+                                 *map(str, wanted)])
+                    logs = json.loads(lp.stdout or "{}") if lp.returncode == 0 else {}
+                except (OSError, ValueError):
+                    logs = {}
+        for tid in wanted:
+            item = logs.get(str(tid))
+            if isinstance(item, dict):
+                text = str(item.get("output") or "").rstrip("\n")
+                runs[failed[tid]]["log"] = text.splitlines()[-args.log_lines:]
+        g = (data.get("groups") or {}).get(args.group)
+        out["known"] = isinstance(g, dict) or bool(records or markers)
+        out["groups"] = sorted(data.get("groups") or {})
+        out["status"] = str(g.get("status", "Running")) if isinstance(g, dict) else None
+        out["runs"] = runs
+        starts = [r["start"] for r in runs if r["start"] is not None]
+        out["samples"] = health_samples(args.journal, min(starts) if starts else None)
+    out["now"] = round(time.time(), 3)
+    out["health"] = health()
+    rest = args.swap_window - (time.monotonic() - started)
+    if rest > 0:
+        time.sleep(rest)
+    after = swap_counters()
+    h = out["health"]
+    h["swap_counters"] = list(after) if after else None
+    h["swap_window"] = round(time.monotonic() - started, 3)
+    h["swap_in"] = after[0] - before[0] if before and after else None
+    h["swap_out"] = after[1] - before[1] if before and after else None
+    sys.stdout.write(json.dumps(out, separators=(",", ":")) + "\n")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="jobsafe-monitor-filter")
     parser.add_argument("--pueue", default="pueue")
@@ -931,6 +1151,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-state-file", action="store_true")  # always ask pueue status
     if argv[:1] == ["ledger"]:
         return ledger_main(argv[1:])
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
     args = parser.parse_args(argv)
     sys.stdout.write(json.dumps(run(args), separators=(",", ":")) + "\n")
     return 0
