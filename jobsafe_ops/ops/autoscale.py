@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +36,7 @@ from ..facts.checks import CheckResult
 from ..facts.snapshot import Health, Options, Snapshot, read_snapshot
 from ..inventory import GroupSpec, Host
 from ..notify import CHECK_FAILED, TICK_FAILED, Alarm, end_message, health_alarms
-from ..remote import Remote, connect
+from ..remote import Remote, session
 from ..scheduler.pueue import parallel_argv
 from .sizing import SHARE, allowed
 
@@ -351,15 +352,21 @@ class Autoscaler:
 
     def __init__(self, host: Host, remote: Remote, *, thresholds: Thresholds = DEFAULT_THRESHOLDS,
                  reader: Reader | None = None, dry: bool = False,
-                 swap_window: float = 0.25) -> None:
+                 swap_window: float = 0.25, close: Callable[[], object] | None = None) -> None:
         self.host = host
         self.remote = remote
+        self._close = close or remote.close
         self.thresholds = thresholds
         self.reader = reader or readings_from
         self.dry = dry
         self.opts = Options(group=None, log_lines=0, log_labels=0, limit=0,
                             swap_window=swap_window)
         self.previous: Snapshot | None = None
+
+    def close(self) -> None:
+        """End the session (remote.session: the journal lines still queued for the host's
+        team journal travel first)."""
+        self._close()
 
     def tick(self) -> Tick:
         pending = pending_changes(self.host.name)
@@ -457,7 +464,7 @@ def run_loop(
             return slot.scaler.tick()
         except JobsafeError as exc:
             if slot.scaler is not None:
-                slot.scaler.remote.close()
+                slot.scaler.close()
                 slot.scaler = None
             return exc
 
@@ -519,7 +526,11 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | str | Non
     seen = {"ticks": 0, "changes": 0}
 
     def make(h: Host) -> Autoscaler:
-        return Autoscaler(h, connect(h), thresholds=thresholds, dry=dry)
+        # a session, so the journal lines of each tick reach the host's team journal
+        # (in front of the next tick's command, or at close)
+        stack = ExitStack()
+        remote = stack.enter_context(session(h))
+        return Autoscaler(h, remote, thresholds=thresholds, dry=dry, close=stack.close)
 
     def report(h: Host, res: Tick | JobsafeError) -> None:
         # a host that fails this tick keeps its line (stdout) and one stderr line; the
@@ -567,7 +578,7 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | str | Non
     finally:
         for slot in slots:
             if slot.scaler is not None:
-                slot.scaler.remote.close()
+                slot.scaler.close()
     rows = [last[s.host.name] for s in slots if s.host.name in last]
     code = combined_exit_code([(r.ok, r.exit_code) for r in rows])  # the last tick decides
     end(code, {EXIT_OK: "ok", EXIT_PARTIAL: "partial"}.get(code, "failed"))

@@ -163,5 +163,9 @@ def test_cli_applies_one_step_then_loops_with_a_post_bump_check(a1: SimHost,
     assert lines[1]["applied"] == [] and parallel(a1, "p1") == 3  # at max: hold
     actions = [e["action"] for e in laptop_journal(world) if e["host"] == "a1"]
     assert actions.count("autoscale") == 2 and actions.count("autoscale-check") == 2
+    # the same entries reach the host's team journal (the other operators' history)
+    team = a1.home / ".local/state/jobsafe-ops/journal.ndjson"
+    on_host = [json.loads(line)["action"] for line in team.read_text().splitlines()]
+    assert on_host.count("autoscale") == 2 and on_host.count("autoscale-check") == 2
     rc, out, _ = autoscale(world, "--host", "a1", *IDLE, "--dry")
     assert rc == 0 and "p1 3 [hold] at max 3" in out
