@@ -3,6 +3,7 @@ current directory or its parents; --inventory beats $JOBSAFE_INVENTORY beats dis
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -170,11 +171,11 @@ def test_autoscale_takes_the_config_thresholds_unless_flagged(
     monkeypatch.chdir(ops)
     seen = []
 
-    def fake(host, remote, thresholds, dry):  # type: ignore[no-untyped-def]
+    def fake(host, remote, thresholds, dry, close):  # type: ignore[no-untyped-def]
         seen.append(thresholds)
         raise RemoteError("stop here")
 
-    monkeypatch.setattr(autoscale, "connect", lambda h: None)
+    monkeypatch.setattr(autoscale, "session", lambda h: contextlib.nullcontext())
     monkeypatch.setattr(autoscale, "Autoscaler", fake)
     flags = dict(host="example", loop=False, interval=tasks.AUTOSCALE_INTERVAL, ticks=None,
                  dry=True, up_load=tasks.UP_LOAD, up_mem=tasks.UP_MEM,
