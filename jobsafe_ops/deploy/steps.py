@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -230,8 +230,14 @@ def plan_monitor(ctx: DeployContext) -> Plan:
                                "x nproc, swap si/so = 0, re-added tasks start and do not fail"))
 
 
-def apply_monitor(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
+Sampler = Callable[[DeployContext, float, float, Sequence[ReAdded]], Sample]
+
+
+def apply_monitor(ctx: DeployContext, plan: Plan, ex: Executor,
+                  sample: Sampler | None = None) -> StepResult:
+    """`sample`: the scheduler's own poll (deploy/slurm.py), the pueue probe's by default."""
     watch = ctx.options.watch
+    sampler = sample or take_sample
     if watch <= 0:
         return plan.row
     restarted = ctx.outcome(RestartOutcome)
@@ -241,7 +247,7 @@ def apply_monitor(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
     swap_interval = min(1.0, max(0.2, watch / 10))
 
     def one() -> Sample:
-        s = take_sample(ctx, started, swap_interval, re_added)
+        s = sampler(ctx, started, swap_interval, re_added)
         samples.append(s)
         return s
 
