@@ -208,6 +208,7 @@ class DecideOutcome:
     paused: tuple[str, ...] = ()  # groups paused (in --dry: would be)
     ref_target: str | None = None  # --ref as resolved (after a fetch when it was unknown)
     state: PueueState | None = None  # pueue after `wait` (fresh facts for RESTART)
+    held: tuple[tuple[str, str], ...] = ()  # Slurm: (group, element id) held instead of a pause
 
 
 @dataclass(frozen=True)

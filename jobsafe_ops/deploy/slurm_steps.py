@@ -6,15 +6,17 @@ what differs is the scheduler's part, by group and label as everywhere:
 - AUDIT: the probe (`scontrol show config`, `sinfo`) and `slurm_feed.py records` over every
   Slurm batch (the ledger's newest outcome per label and the elements `squeue` shows
   running or pending, with their ids) in one round trip, then git and the lock as on pueue.
-- DECIDE: the same refusals and policies (decide.plan_decide); `kill` = one `scancel` of
-  the element ids a fresh `records` read shows for the running labels (never a typed id),
+- DECIDE: the same refusals and policies (decide.plan_decide); `kill` = hold the groups'
+  pending elements (`scontrol hold`: a pueue group's pause), then one `scancel` of the
+  element ids a fresh `records` read shows for the running labels (never a typed id),
   recorded first; `wait` polls until those labels are no longer active.
 - RESTART: the failed labels of every group and those DECIDE killed, planned by
   batch.retry (same classification and budget as on pueue hosts: a kill spends one retry
   of the label, and is refused before it when the budget is spent), re-submitted fresh as
   `<label>-retry-N`: per batch one upload and one `slurm_feed.py submit` of a new array of
   just those lines (batch/slurm_retry.py), which rechecks squeue and the ledger under the
-  batch lock. There is no daemon to restart: the arrays belong to slurmctld.
+  batch lock; then releases what a deploy held. There is no daemon to restart: the
+  arrays belong to slurmctld.
 - MONITOR: the same window and row, the re-added labels' states from `records`; load and
   swap are the compute nodes' (slurmctld's), not judged on the login node.
 """
@@ -55,7 +57,7 @@ from .decide import RUNNING, _labels, _plan, apply_decide, checkpoint_paths, pla
 from .install import upgrade, verify
 from .plan import Action, Executor, Plan, StepResult
 from .pull import pull, read_git_facts
-from .restart import _restart_result, journal_used, pending_kills
+from .restart import _restart_result, journal_used, paused_by_deploy, pending_kills
 from .steps import Sample, apply_monitor, lock, plan_monitor
 
 Key = tuple[str, str]  # (group, label)
@@ -176,6 +178,25 @@ def audit(ctx: DeployContext) -> StepResult:
 
 # ---- 3. DECIDE: kill = scancel by the ids squeue shows; wait = until they left squeue ------
 
+HELD = ("JobHeldUser", "JobHeldAdmin")
+
+
+def is_held(element: Mapping[str, Any]) -> bool:
+    return element.get("state") == "PENDING" and element.get("reason") in HELD
+
+
+def held_by_deploy(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(group, element id) a deploy held and no later deploy released (the journal, in
+    order), like restart.paused_by_deploy for pueue groups."""
+    held: dict[str, list[str]] = {}
+    for e in entries:
+        if e.get("action") == "group-pause":
+            held[str(e.get("group"))] = [str(i) for i in e.get("ids") or ()]
+        elif e.get("action") == "group-start":
+            held.pop(str(e.get("group")), None)
+    return sorted((g, i) for g, ids in held.items() for i in ids)
+
+
 def as_killed(state: PueueState, killed: Sequence[KilledTask]) -> PueueState:
     """The state with the killed labels ended as killed (their end record may be missing:
     a SIGKILL leaves the wrapper no time), from what was recorded before the kill."""
@@ -216,17 +237,32 @@ def _plan_kill(ctx: DeployContext, pre: tuple[Action, ...], refusals: list[str],
     paths = checkpoint_paths(ctx.host, records, ctx.path)
     labels = tuple(r.label for r in records)
     window = ctx.options.kill_grace + KILL_WAIT
-    actions = [Action(tuple(sched.scancel_argv(ids)), f"scancel {_labels(records)}: the "
-                      "element ids squeue shows for them now; Slurm sends SIGTERM, then "
-                      f"SIGKILL after KillWait (polled up to {window:g}s)", check=False)]
+    groups = sorted({r.group for r in records})
+    # Hold (the pause of a pueue group) the groups' pending elements, so none starts on
+    # the old code in the slots the kill frees; RESTART releases them after the pull.
+    held = tuple((g, str(e["id"])) for (g, _), e in sorted(recs.elements.items())
+                 if g in groups and e.get("state") == "PENDING" and not is_held(e))
+    actions = [Action(tuple(sched.hold_argv(i for hg, i in held if hg == g)),
+                      f"no new starts in {g} on the old code: hold its pending elements",
+                      journal="group-pause",
+                      fields=(("group", g), ("reason", "deploy --on-running kill"),
+                              ("ids", [i for hg, i in held if hg == g])))
+               for g in groups if any(hg == g for hg, _ in held)]
+    actions.append(Action(tuple(sched.scancel_argv(ids)), f"scancel {_labels(records)}: "
+                          "the element ids squeue shows for them now; Slurm sends SIGTERM, "
+                          f"then SIGKILL after KillWait (polled up to {window:g}s)",
+                          check=False))
     if paths:
         actions.append(Action(("rm", "-f", "--", *paths), "remove the killed jobs' declared "
                               "checkpoints (once squeue no longer shows any of them)",
                               journal="checkpoint-remove", labels=labels,
                               fields=(("paths", paths),)))
-    data = {"tasks": [r.to_dict() for r in records], "checkpoints": paths, "paused": []}
-    outcome = DecideOutcome("kill", records, (), common["ref_target"])
-    return _plan("kill", pre, refusals, "dry", f"kill: would scancel {_labels(records)} "
+    paused = tuple(sorted({g for g, _ in held}))
+    data = {"tasks": [r.to_dict() for r in records], "checkpoints": paths,
+            "paused": list(paused), "held": [i for _, i in held]}
+    outcome = DecideOutcome("kill", records, paused, common["ref_target"], held=held)
+    hold = f"hold the pending elements of {', '.join(paused)}, " if paused else ""
+    return _plan("kill", pre, refusals, "dry", f"kill: would {hold}scancel {_labels(records)} "
                  f"({', '.join(ids)}, read from squeue), wait until they leave squeue, and "
                  "re-add them", {**common, "records": records, "ids": ids, "paths": paths},
                  tuple(actions), outcome, **data)
@@ -257,10 +293,13 @@ def _kill(ctx: DeployContext, plan: Plan, ex: Executor, outcome: DecideOutcome) 
     records: tuple[KilledTask, ...] = f["records"]
     labels = [r.label for r in records]
     actions = [a for a in plan.actions if a not in f["pre"]]
-    scancel, remove = actions[0], actions[1:]
+    holds = [a for a in actions if a.journal == "group-pause"]
+    scancel, remove = actions[len(holds)], actions[len(holds) + 1:]
     # Recorded first: a crash after the kill still leaves what is needed to re-add them.
     journal.append(host.name, "kill", labels, result="recorded", tasks=f["data"]["tasks"],
                    scheduler="slurm")
+    for action in holds:
+        ex.run(action)
     ex.run(scancel)
     left = _poll_gone(ctx, {(r.group, r.label) for r in records},
                       ctx.options.kill_grace + KILL_WAIT, "stopping")
@@ -271,9 +310,12 @@ def _kill(ctx: DeployContext, plan: Plan, ex: Executor, outcome: DecideOutcome) 
     for action in remove:
         ex.run(action)
     journal.append(host.name, "kill", labels, result="ok", ids=f["ids"])
-    return StepResult("decide", "changed", detail=f"kill: scancelled {_labels(records)} "
+    held = f"held the pending elements of {', '.join(outcome.paused)}; " \
+        if outcome.paused else ""
+    return StepResult("decide", "changed", detail=f"kill: {held}scancelled {_labels(records)} "
                       f"({', '.join(f['ids'])}); removed {len(f['paths'])} checkpoint "
-                      "file(s); RESTART re-adds them", data={"policy": "kill", **f["data"]},
+                      "file(s); RESTART re-adds them and releases the held",
+                      data={"policy": "kill", **f["data"]},
                       value=outcome)
 
 
@@ -311,8 +353,10 @@ def plan_restart(ctx: DeployContext) -> Plan:
     forced = sorted({(k.group, k.label) for k in killed} | set(pending_kills(entries)))
     plan = retries.RetryPlan((), opts.retry_budget, opts.retry_all)
     where: dict[Key, str] = {}
-    if ctx.facts.audit.failed or forced:
-        recs = read_records(ctx.remote)
+    paused = decided.paused if decided else ()
+    wanted = sorted(set(paused_by_deploy(entries)) | set(paused))
+    recs = read_records(ctx.remote) if ctx.facts.audit.failed or forced or wanted else None
+    if recs is not None and (ctx.facts.audit.failed or forced):
         where = {**recs.where, **{(k.group, k.label): k.batch for k in killed}}
         plan = retries.plan_retries(as_killed(recs.state, killed), budget=opts.retry_budget,
                                     used=retries.used_from_journal(entries),
@@ -334,13 +378,27 @@ def plan_restart(ctx: DeployContext) -> Plan:
             "re-submit " + ", ".join(f"{d.group}/{d.label} as {d.new_label}" for d in decisions)
             + f": a fresh array of just those lines ({reasons}); rechecked under the batch "
             "lock, never twice", check=False, uploads=slurm_retry.retry_uploads(bdir, text))))
+    # release what a deploy held: this one (in --dry: would have), or one interrupted
+    # before its RESTART (its journaled ids that squeue still shows held; never a hold of
+    # someone else's)
+    still = {str(e["id"]) for e in (recs.elements.values() if recs else ()) if is_held(e)}
+    held = set(decided.held if decided else ()) | {
+        (g, i) for g, i in held_by_deploy(entries) if i in still}
+    releases = tuple(Action(tuple(sched.release_argv(sorted(i for hg, i in held if hg == g))),
+                            f"release {g}'s pending elements held by a deploy, now that its "
+                            "tasks are re-added", check=False, journal="group-start",
+                            fields=(("group", g),
+                                    ("reason", "released after deploy re-added its tasks")))
+                     for g in wanted if any(hg == g for hg, _ in held))
     exhausted = tuple(f"{d.group}/{d.label}" for d in plan.exhausted)
-    would = RestartOutcome(exhausted=exhausted, add_errors=tuple(errors))
+    would = RestartOutcome(exhausted=exhausted, add_errors=tuple(errors),
+                           resumed=tuple(wanted))
     row = _restart_result(plan, would, {"plan": plan.to_dict(), "re_added": [],
-                                        "errors": errors, "resumed": []},
+                                        "errors": errors, "resumed": list(wanted)},
                           would_add=bool(adds))
-    return Plan(tuple(a for _, a in adds), dry=_no_daemon(row),
-                handoff={"adds": adds, "plan": plan, "errors": errors})
+    return Plan((*(a for _, a in adds), *releases), dry=_no_daemon(row),
+                handoff={"adds": adds, "plan": plan, "errors": errors,
+                         "releases": releases, "resume": wanted})
 
 
 def _no_daemon(row: StepResult) -> StepResult:
@@ -373,11 +431,23 @@ def apply_restart(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
             journal.append(host.name, retries.RE_ADD_ACTION, [d.new_label], result="ok",
                            group=d.group, from_label=d.label, element=added[d.new_label],
                            reason=d.reason, scheduler="slurm")
+    for action in plan.handoff["releases"]:
+        ex.run(action)
+    released = {dict(a.fields)["group"] for a in plan.handoff["releases"]}
+    for g in plan.handoff["resume"]:  # wanted, nothing held any more: noted as resumed
+        if g not in released:
+            journal.append(host.name, "group-start", [], group=g,
+                           reason="released after deploy re-added its tasks")
     outcome = RestartOutcome(tuple(re_added), tuple(f"{d.group}/{d.label}"
-                                                    for d in rp.exhausted), tuple(errors))
-    return _no_daemon(_restart_result(rp, outcome, {
+                                                    for d in rp.exhausted), tuple(errors),
+                             tuple(plan.handoff["resume"]))
+    result = _restart_result(rp, outcome, {
         "plan": rp.to_dict(), "re_added": [r.to_dict() for r in re_added], "errors": errors,
-        "resumed": []}))
+        "resumed": list(outcome.resumed)})
+    if outcome.resumed:
+        result = replace(result, detail=f"{result.detail}; released "
+                         f"{', '.join(outcome.resumed)}")
+    return _no_daemon(result)
 
 
 restart = PlannedStep("restart", plan_restart, apply_restart)

@@ -72,6 +72,8 @@ class Login(FakeRemote):
         self.on_script("echo RELEASED", "RELEASED\n", mutates=True)
         self.on_script("uploaded copy is incomplete", self._renamed)  # put_text's check
         self.on(("scancel",), self._scancel, mutates=True)
+        self.on(("scontrol", "hold"), self._hold("JobHeldUser"), mutates=True)
+        self.on(("scontrol", "release"), self._hold("None"), mutates=True)
         self.on(("python3", f"{BDIR}/slurm_feed.py", "submit"), self._submit, mutates=True)
 
     def records(self) -> str:
@@ -82,6 +84,17 @@ class Login(FakeRemote):
         tmp = next(p for p in self.files if p in sent.command and ".tmp." in p)
         self.files[tmp.rsplit(".tmp.", 1)[0]] = self.files.pop(tmp)
         return ""
+
+    def _hold(self, reason: str) -> Any:
+        def apply(sent: Sent) -> str:
+            assert sent.argv is not None
+            ids = set(sent.argv[2].split(","))
+            for e in self.batch["elements"].values():
+                if e["id"] in ids:
+                    assert e["state"] == "PENDING"
+                    e["reason"] = reason
+            return ""
+        return apply
 
     def _scancel(self, sent: Sent) -> str:
         assert sent.argv is not None
@@ -150,8 +163,16 @@ def test_kill_scancels_the_squeue_ids_and_resubmits_each_label_once() -> None:
     remote = Login(failed=("f",))
     report = run_deploy(ctx_for(remote, on_running="kill", watch=0, poll=0.01), s.STEPS)
     assert report.exit_code == 0, report.verdict
-    [scancel] = [x.argv for x in remote.mutations if x.argv and x.argv[0] == "scancel"]
-    assert scancel == ("scancel", "7_0", "7_1")  # the running ones; q stays pending
+    scontrol = [x.argv for x in remote.mutations if x.argv and x.argv[0] in ("scancel",
+                                                                             "scontrol")]
+    # the running ones are scancelled by the ids squeue showed; q, pending in their group,
+    # is held so it cannot start on the old code, and released after the re-adds
+    assert scontrol == [("scontrol", "hold", "7_9"), ("scancel", "7_0", "7_1"),
+                        ("scontrol", "release", "7_9")]
+    assert remote.batch["elements"]["q"]["reason"] == "None"
+    pulled = next(i for i, x in enumerate(remote.mutations) if x.argv and "reset" in x.argv)
+    released = next(i for i, x in enumerate(remote.mutations) if x.argv and "release" in x.argv)
+    assert pulled < released  # q starts on the new code
     submits = [x for x in remote.mutations if x.argv and "submit" in x.argv]
     assert len(submits) == 1  # one batch: one upload + one submit
     lines = [json.loads(x)["label"] for x in
@@ -167,6 +188,19 @@ def test_kill_scancels_the_squeue_ids_and_resubmits_each_label_once() -> None:
     assert not any(x.argv and x.argv[0] in ("scancel", "python3")
                    for x in remote.mutations[before:])
     assert "re-added" not in again.verdict
+
+
+def test_a_deploy_interrupted_after_its_hold_is_released_by_the_next() -> None:
+    remote = Login()
+    journal.append("hpc", "group-pause", [], group="p1", ids=["7_9"], reason="deploy")
+    remote.batch["elements"]["q"]["reason"] = "JobHeldUser"
+    remote.batch["elements"]["h"] = {**element("h", "7_8", "PENDING"),
+                                     "reason": "JobHeldUser"}  # someone else's hold
+    report = run_deploy(ctx_for(remote, on_running="keep", watch=0), s.STEPS)
+    assert report.exit_code == 0, report.verdict
+    releases = [x.argv for x in remote.mutations if x.argv and "release" in x.argv]
+    assert releases == [("scontrol", "release", "7_9")]  # never 7_8
+    assert s.held_by_deploy(journal.entries(host="hpc")) == []  # converged
 
 
 def test_kill_is_refused_before_scancel_when_the_budget_is_spent() -> None:
@@ -198,6 +232,7 @@ def test_the_dry_run_lists_exactly_the_commands_the_run_sends(opts: dict[str, An
     assert set(run_host.files) == {p for a in dry.actions for p, _, _ in a.uploads}
     planned = "\n".join(dry.planned)
     assert ("scancel 7_0 7_1" in planned) is (opts["on_running"] == "kill")
+    assert ("scontrol release 7_9" in planned) is (opts["on_running"] == "kill")
     assert "after uploading " + f"{BDIR}/feeder.py" in planned
     assert "no daemon to restart on Slurm" in next(
         st.detail for st in dry.steps if st.name == "restart")

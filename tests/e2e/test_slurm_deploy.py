@@ -109,33 +109,41 @@ def test_abort_with_running_elements_is_exit_3_and_changes_nothing(
 
 def test_kill_scancels_by_squeue_ids_and_resubmits_each_label_once(
         world: World, host: SimHost, slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
-    labels = {"sdkill:1", "sdkill:2"}
-    submit(world, sleepers(tmp_path, host, "sdkill", ["1", "2"], 120), host="hpcd")
-    ids = set(running(slurm_cluster, host, "sdkill", 2))
+    labels = {"sdkill:1", "sdkill:2", "sdkill:3"}  # p1 runs 3 at once: sdkill:4 pends
+    submit(world, sleepers(tmp_path, host, "sdkill", ["1", "2", "3", "4"], 120), host="hpcd")
+    before = running(slurm_cluster, host, "sdkill", 3)
+    ids = {i for i, state in before.items() if state == "RUNNING"}
+    (host.home / "sdkill-4.flag").touch()  # once released, the pending one ends at once
     world.commit_to_origin({"NOTES.md": "kill\n"}, "deployed over a kill")
     r = deploy(world, "--on-running", "kill", "--watch", "5", code=0)
     assert r["commit_after"] == world.origin_head() == head(host)
     decide = step(r, "decide")
     assert {t["element"] for t in decide["data"]["tasks"]} == ids  # the ids squeue showed
+    assert {t["label"] for t in decide["data"]["tasks"]} == labels
     [recorded] = [e for e in journal(world, "kill") if e.get("result") == "recorded"]
     assert set(recorded["labels"]) == labels
+    # the pending element was held through the kill and the pull, then released
+    [hold] = journal(world, "group-pause")
+    assert hold["group"] == "p1" and hold["ids"] == decide["data"]["held"] and hold["ids"]
+    assert [e["group"] for e in journal(world, "group-start")] == ["p1"]
     re_added = {x["label"]: x["from"] for x in step(r, "restart")["data"]["re_added"]}
     assert re_added == {f"{lbl}-retry-1": lbl for lbl in labels}
     # the retries' second attempt finds its flag: it ends at once, successfully
-    ends = wait_ended(host, slurm_cluster, "sdkill", set(re_added))
-    assert all(ends[lbl]["outcome"] == "success" for lbl in re_added)
+    ends = wait_ended(host, slurm_cluster, "sdkill", {*re_added, "sdkill:4"})
+    assert all(ends[lbl]["outcome"] == "success" for lbl in {*re_added, "sdkill:4"})
     # the first attempts ended by the scancel (SIGTERM: killed, or exit 143 from the shell)
     assert all(ends[lbl]["outcome"] == "killed" or ends[lbl].get("exit") in (137, 143)
                for lbl in labels), [ends[lbl] for lbl in labels]
     ended = [e["label"] for e in ledger(host, "sdkill") if e.get("event") == "end"]
-    assert sorted(ended) == sorted([*labels, *re_added])  # every attempt exactly once
+    assert sorted(ended) == sorted([*labels, *re_added, "sdkill:4"])  # each attempt once
     assert squeue(slurm_cluster, "sdkill") == []
     used = [e for e in journal(world, "re-add") if e.get("result") == "ok"]
     assert sorted(lbl for e in used for lbl in e["labels"]) == sorted(re_added)
-    # a rerun converges: nothing left to kill or re-add, and nothing submitted again
+    # a rerun converges: nothing left to kill, hold or re-add, and nothing submitted again
     again = deploy(world, "--on-running", "kill", "--watch", "0", code=0)
     assert "nothing running" in step(again, "decide")["detail"]
     assert step(again, "restart")["data"]["re_added"] == []
+    assert len(journal(world, "group-pause")) == 1
     assert squeue(slurm_cluster, "sdkill") == []
 
 
