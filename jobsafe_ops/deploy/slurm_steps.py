@@ -214,7 +214,8 @@ def _plan_kill(ctx: DeployContext, pre: tuple[Action, ...], refusals: list[str],
                common: dict[str, Any]) -> Plan:
     """Record -> one scancel of the running elements' ids (from a fresh records read, on
     the login node: never typed) -> wait until squeue no longer shows them -> remove the
-    declared checkpoints; RESTART re-adds them. Pending elements are left queued."""
+    declared checkpoints; RESTART re-adds them. Pending elements of those groups are held
+    first (and released by RESTART)."""
     recs = read_records(ctx.remote)  # re-check, fresh: the ids come from here only
     victims = recs.running()
     if not victims:

@@ -11,7 +11,9 @@ changes the host) or runs it, journaled, over one SSH connection. Each step's ty
 
 The lock is taken right after the audit and released on every exit path (`run_deploy`'s
 finally: errors, refusals, Ctrl-C). `inv retry-failed` (`retry_failed_steps`) reuses the
-RESTART step under the same lock. The commands themselves are in cli.py.
+RESTART step under the same lock. The commands themselves are in cli.py. A Slurm host runs
+the same protocol with the scheduler's own AUDIT, DECIDE, RESTART and MONITOR
+(slurm_steps.STEPS; LOCK, PULL, VERIFY and UPGRADE are these).
 """
 
 from __future__ import annotations
