@@ -87,6 +87,9 @@ def test_nothing_running_pulls_and_verifies_exit_0(world: World, host: SimHost) 
     assert not lock_exists(host)
     dry = deploy(world, "--dry", "--watch", "0", code=0)
     assert dry["dry"] and any("if mkdir" in line for line in dry["planned"])
+    rich = inv(world, "deploy", "--host", "hpcd", "--dry", "--watch", "0")
+    assert rich.returncode == 0, rich.stdout + rich.stderr
+    assert "VERDICT hpcd: DRY RUN" in rich.stdout and "if mkdir" in rich.stdout
 
 
 def test_abort_with_running_elements_is_exit_3_and_changes_nothing(
