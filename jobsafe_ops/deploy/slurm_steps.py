@@ -39,6 +39,7 @@ from ..facts import slurm_probe
 from ..facts.audit import build_audit
 from ..facts.probe import sections
 from ..inventory import Host
+from ..ops import teamjournal
 from ..remote import Remote
 from ..scheduler import slurm as sched
 from ..scheduler.base import Group, PueueState, Task
@@ -359,9 +360,11 @@ def plan_restart(ctx: DeployContext) -> Plan:
     recs = read_records(ctx.remote) if ctx.facts.audit.failed or forced or wanted else None
     if recs is not None and (ctx.facts.audit.failed or forced):
         where = {**recs.where, **{(k.group, k.label): k.batch for k in killed}}
+        shared, on_host = teamjournal.team_readds(ctx.remote, entries)  # every operator's
         plan = retries.plan_retries(as_killed(recs.state, killed), budget=opts.retry_budget,
-                                    used=retries.used_from_journal(entries),
+                                    used=retries.used_from_journal(shared),
                                     retry_all=opts.retry_all, forced=forced)
+        teamjournal.guard_readds(ctx.remote, on_host, len(plan.to_add))  # exit 3 before any
     errors: list[str] = []
     by_batch: dict[str, list[retries.RetryDecision]] = {}
     for d in plan.to_add:

@@ -6,6 +6,7 @@ pueue hosts), and the dry listing == what the run sent."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,9 @@ class Login(FakeRemote):
     """A login node: `records` answers from `self.batches`; scancel ends those elements as
     killed in the ledger; a submit adds the uploaded lines as pending elements."""
 
-    def __init__(self, running: tuple[str, ...] = ("a", "b"), failed: tuple[str, ...] = ()
-                 ) -> None:
-        super().__init__(slurm_host())
+    def __init__(self, running: tuple[str, ...] = ("a", "b"), failed: tuple[str, ...] = (),
+                 host: Host | None = None) -> None:
+        super().__init__(host or slurm_host())
         els = {lbl: element(lbl, f"7_{i}") for i, lbl in enumerate(running)}
         els["q"] = element("q", "7_9", "PENDING")
         ended = {lbl: {"group": "p1", "outcome": "failed", "exit": 137,
@@ -72,6 +73,7 @@ class Login(FakeRemote):
         self.on_script("echo RELEASED", "RELEASED\n", mutates=True)
         self.on_script("uploaded copy is incomplete", self._renamed)  # put_text's check
         self.on(("scancel",), self._scancel, mutates=True)
+        self.on(("python3", "-c", ANY, "journal"), "")  # the host's team journal: empty
         self.on(("scontrol", "hold"), self._hold("JobHeldUser"), mutates=True)
         self.on(("scontrol", "release"), self._hold("None"), mutates=True)
         self.on(("python3", f"{BDIR}/slurm_feed.py", "submit"), self._submit, mutates=True)
@@ -201,6 +203,27 @@ def test_a_deploy_interrupted_after_its_hold_is_released_by_the_next() -> None:
     releases = [x.argv for x in remote.mutations if x.argv and "release" in x.argv]
     assert releases == [("scontrol", "release", "7_9")]  # never 7_8
     assert s.held_by_deploy(journal.entries(host="hpc")) == []  # converged
+
+
+def test_a_kill_interrupted_before_its_restart_is_re_added_by_the_next_run() -> None:
+    remote = Login(running=("b",))
+    journal.append("hpc", "kill", ["a"], result="recorded", tasks=[
+        {"group": "p1", "label": "a", "command": "run a", "workdir": PROJECT, "id": 0}])
+    remote.batch["ended"]["a"] = {"group": "p1", "outcome": "failed", "exit": 1,  # not
+                                  "command": "run a", "workdir": PROJECT}  # transient
+    report = run_deploy(ctx_for(remote, on_running="keep", watch=0), s.STEPS)
+    assert report.exit_code == 0, report.verdict
+    assert "a-retry-1" in remote.batch["elements"]  # re-added whatever its exit code
+    again = run_deploy(ctx_for(remote, on_running="keep", watch=0), s.STEPS)
+    assert "re-added" not in again.verdict
+
+
+def test_the_host_wide_re_add_budget_holds_on_slurm_too() -> None:
+    remote = Login(running=(), failed=("f",),
+                   host=dataclasses.replace(slurm_host(), max_readds_per_hour=0))
+    report = run_deploy(ctx_for(remote, watch=0), s.STEPS)
+    assert report.exit_code == 3 and "max_readds_per_hour" in report.error
+    assert "f-retry-1" not in remote.batch["elements"]
 
 
 def test_kill_is_refused_before_scancel_when_the_budget_is_spent() -> None:
