@@ -357,8 +357,10 @@ def plan_restart(ctx: DeployContext) -> Plan:
     where: dict[Key, str] = {}
     paused = decided.paused if decided else ()
     wanted = sorted(set(paused_by_deploy(entries)) | set(paused))
-    recs = read_records(ctx.remote) if ctx.facts.audit.failed or forced or wanted else None
-    if recs is not None and (ctx.facts.audit.failed or forced):
+    waited = bool(decided and decided.policy == "wait")  # what ran may have failed since
+    recs = read_records(ctx.remote) if ctx.facts.audit.failed or forced or wanted or waited \
+        else None
+    if recs is not None:
         where = {**recs.where, **{(k.group, k.label): k.batch for k in killed}}
         shared, on_host = teamjournal.team_readds(ctx.remote, entries)  # every operator's
         plan = retries.plan_retries(as_killed(recs.state, killed), budget=opts.retry_budget,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ class Login(FakeRemote):
                        "command": f"run {lbl}", "workdir": PROJECT} for lbl in failed}
         self.batch: dict[str, Any] = {"dir": BDIR, "ended": ended, "elements": els}
         self.next_array = 20
+        self.reads = 0  # records reads so far (the audit's included)
+        self.on_read: Callable[[int], None] = lambda n: None
         config = (FIXTURES / "show_config_task_none.txt").read_text()
         sinfo = (FIXTURES / "sinfo_nodes.txt").read_text()
         probe = (f"@@home\n{HOME}\n@@path\n/usr/bin\n@@programs\nsbatch\t/usr/bin/sbatch\n"
@@ -79,6 +82,8 @@ class Login(FakeRemote):
         self.on(("python3", f"{BDIR}/slurm_feed.py", "submit"), self._submit, mutates=True)
 
     def records(self) -> str:
+        self.reads += 1
+        self.on_read(self.reads)
         b = self.batch
         return json.dumps({"sweep": {**b, "active": sorted(b["elements"])}})
 
@@ -224,6 +229,29 @@ def test_the_host_wide_re_add_budget_holds_on_slurm_too() -> None:
     report = run_deploy(ctx_for(remote, watch=0), s.STEPS)
     assert report.exit_code == 3 and "max_readds_per_hour" in report.error
     assert "f-retry-1" not in remote.batch["elements"]
+
+
+def test_wait_polls_until_the_running_labels_leave_squeue_and_re_adds_what_failed() -> None:
+    remote = Login(running=("a",))
+
+    def a_ends(n: int) -> None:  # at the third read (audit, poll, poll): OOM-killed
+        if n == 3:
+            remote.batch["elements"].pop("a")
+            remote.batch["ended"]["a"] = {"group": "p1", "outcome": "failed", "exit": 137,
+                                          "command": "run a", "workdir": PROJECT}
+
+    remote.on_read = a_ends
+    report = run_deploy(ctx_for(remote, on_running="wait", watch=0, poll=0.01), s.STEPS)
+    assert report.exit_code == 0, report.verdict
+    decide = next(st for st in report.steps if st.name == "decide")
+    assert decide.status == "ok" and "left squeue" in decide.detail
+    assert not any(x.argv and x.argv[0] == "scancel" for x in remote.sent)
+    assert "a-retry-1" in remote.batch["elements"]  # it failed while we waited
+    short = Login(running=("a",))
+    refused = run_deploy(ctx_for(short, on_running="wait", wait_timeout=0.05, poll=0.01),
+                         s.STEPS)
+    assert refused.exit_code == 3 and "still running after" in refused.error
+    assert not any(x.argv and "reset" in x.argv for x in short.mutations)
 
 
 def test_kill_is_refused_before_scancel_when_the_budget_is_spent() -> None:
