@@ -408,9 +408,11 @@ def _verdict(ctx: DeployContext, code: int, error: str) -> str:
         return f"{name}: DRY RUN: {len(ex.plan)} remote command(s) would run; nothing changed"
     if error:
         paused = ", ".join(_still_paused(ctx))
+        undo = "`scontrol release` of the held elements" if ctx.host.is_slurm \
+            else "`pueue start --group G`"
         return f"{name}: FAILED (exit {code}): {error}" + (
             f"; groups {paused} stay paused (their queued tasks wait) until a deploy "
-            f"completes, or `pueue start --group G`" if paused else "")
+            f"completes, or {undo}" if paused else "")
     pulled = ctx.outcome(PullOutcome)
     before = _commit_before(ctx)
     after = pulled.after if pulled and pulled.after else before

@@ -56,6 +56,7 @@ class Login(FakeRemote):
                        "command": f"run {lbl}", "workdir": PROJECT} for lbl in failed}
         self.batch: dict[str, Any] = {"dir": BDIR, "ended": ended, "elements": els}
         self.next_array = 20
+        self.stubborn = False  # scancel stops nothing
         self.reads = 0  # records reads so far (the audit's included)
         self.on_read: Callable[[int], None] = lambda n: None
         config = (FIXTURES / "show_config_task_none.txt").read_text()
@@ -105,6 +106,8 @@ class Login(FakeRemote):
 
     def _scancel(self, sent: Sent) -> str:
         assert sent.argv is not None
+        if self.stubborn:
+            return ""
         ids = set(sent.argv[1:])
         els = self.batch["elements"]
         for label in [lbl for lbl, e in els.items() if e["id"] in ids]:
@@ -252,6 +255,23 @@ def test_wait_polls_until_the_running_labels_leave_squeue_and_re_adds_what_faile
                          s.STEPS)
     assert refused.exit_code == 3 and "still running after" in refused.error
     assert not any(x.argv and "reset" in x.argv for x in short.mutations)
+
+
+def test_a_kill_that_stops_nothing_fails_and_the_next_run_releases_the_held(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s, "KILL_WAIT", 0.05)
+    remote = Login()
+    remote.stubborn = True
+    report = run_deploy(ctx_for(remote, on_running="kill", kill_grace=0, poll=0.01), s.STEPS)
+    assert report.exit_code == 4 and "scancel did not stop p1/a, p1/b" in report.error
+    assert "stay paused" in report.verdict and "scontrol release" in report.verdict
+    assert remote.batch["elements"]["q"]["reason"] == "JobHeldUser"
+    assert not any(x.argv and ("reset" in x.argv or "submit" in x.argv)
+                   for x in remote.mutations)  # nothing pulled, nothing re-added
+    remote.stubborn = False
+    again = run_deploy(ctx_for(remote, on_running="keep", watch=0), s.STEPS)
+    assert again.exit_code == 0, again.verdict
+    assert remote.batch["elements"]["q"]["reason"] == "None"  # released
 
 
 def test_kill_is_refused_before_scancel_when_the_budget_is_spent() -> None:
