@@ -30,10 +30,27 @@ from .slurm_submit import chunk_key_of, feed_argv_for
 RETRY_COMMANDS = "retry-commands.jsonl"
 
 
-def records_command(group: str) -> str:
+def records_command(group: str | None) -> str:
+    """`slurm_feed.py records` of one group (None: every group, deploy's audit)."""
     feed = "$(ls -d " + home_word(BATCH_ROOT) + "/*/slurm_feed.py 2>/dev/null | head -n1)"
+    only = f" --group {quote(group)}" if group is not None else ""
     return (f"f={feed}; if [ -n \"$f\" ]; then python3 \"$f\" records --root "
-            f"{home_word(BATCH_ROOT)} --group {quote(group)}; else echo '{{}}'; fi")
+            f"{home_word(BATCH_ROOT)}{only}; else echo '{{}}'; fi")
+
+
+def read_records(remote: Remote, group: str | None, *,
+                 readonly: bool = False) -> dict[str, Any]:
+    """One round trip: `records` of one group (None: every group), per batch name."""
+    out = remote.run(records_command(group), check=False, readonly=readonly)
+    try:
+        facts = json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {}
+    except json.JSONDecodeError:
+        facts = None
+    if not isinstance(facts, dict):
+        raise RemoteError(f"{remote.host.name}: cannot read the "
+                          f"{'group' if group else 'groups'}' outcomes: "
+                          f"{(out.stderr or out.stdout).strip()[-200:]}")
+    return facts
 
 
 def state_of(facts: Mapping[str, Any], group: str) -> tuple[PueueState, dict[str, str]]:
@@ -59,15 +76,8 @@ def state_of(facts: Mapping[str, Any], group: str) -> tuple[PueueState, dict[str
 def retry_failed(remote: Remote, group: str, *, budget: int, retry_all: bool,
                  dry: bool) -> DeployReport:
     host = remote.host
-    spec = host.group(group)
-    out = remote.run(records_command(group), check=False)
-    try:
-        facts = json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {}
-    except json.JSONDecodeError:
-        facts = None
-    if not isinstance(facts, dict):
-        raise RemoteError(f"{host.name}: cannot read the group's outcomes: "
-                          f"{(out.stderr or out.stdout).strip()[-200:]}")
+    host.group(group)  # declared (cli checked it before connecting)
+    facts = read_records(remote, group)
     state, where = state_of(facts, group)
     entries = list(journal.entries(host=host.name))
     plan = retries.plan_retries(state, groups=[group], budget=budget,
@@ -79,7 +89,7 @@ def retry_failed(remote: Remote, group: str, *, budget: int, retry_all: bool,
         for d in plan.to_add:
             by_batch.setdefault(where[d.label], []).append(d)
         for bdir, decisions in by_batch.items():
-            summary = _submit(remote, host, bdir, decisions, spec)
+            summary = _submit(remote, host, bdir, decisions)
             added += [str(lbl) for lbl, _ in summary.get("added", [])]
             errors += summary.get("errors", [])
         if added:  # retry.py counts budgets from these lines
@@ -102,25 +112,48 @@ def retry_failed(remote: Remote, group: str, *, budget: int, retry_all: bool,
                         error="" if code == EXIT_OK else detail)
 
 
-def _submit(remote: Remote, host: Host, bdir: str, decisions: list[retries.RetryDecision],
-            spec: Any) -> dict[str, Any]:
-    lines = [json.dumps({
-        "label": d.new_label, "group": d.group, "workdir": d.workdir, "command": d.command,
-        "after": [], "chunk": chunk_key_of(d.group, d.workdir, spec.job_memory),
-        "mem": spec.job_memory, "cpus": spec.cpus, "throttle": spec.parallel},
-        separators=(",", ":")) for d in decisions]
-    text = "".join(line + "\n" for line in lines)
-    remote.put_text(bundle("feeder"), f"{bdir}/feeder.py", 0o755)
-    remote.put_text(bundle("slurm_feed"), f"{bdir}/slurm_feed.py", 0o755)
-    remote.put_text(text, f"{bdir}/{RETRY_COMMANDS}")
+def retry_text(host: Host, decisions: list[retries.RetryDecision]) -> str:
+    """The commands file of a fresh array of just these lines, as `<label>-retry-N`."""
+    lines = []
+    for d in decisions:
+        spec = host.group(d.group)
+        lines.append(json.dumps({
+            "label": d.new_label, "group": d.group, "workdir": d.workdir,
+            "command": d.command, "after": [],
+            "chunk": chunk_key_of(d.group, d.workdir, spec.job_memory),
+            "mem": spec.job_memory, "cpus": spec.cpus, "throttle": spec.parallel},
+            separators=(",", ":")))
+    return "".join(line + "\n" for line in lines)
+
+
+def retry_uploads(bdir: str, text: str) -> tuple[tuple[str, str, int], ...]:
+    """What one re-submit writes into the batch dir first: the feeders and the lines."""
+    return ((f"{bdir}/feeder.py", bundle("feeder"), 0o755),
+            (f"{bdir}/slurm_feed.py", bundle("slurm_feed"), 0o755),
+            (f"{bdir}/{RETRY_COMMANDS}", text, 0o644))
+
+
+def retry_argv(host: Host, bdir: str, text: str) -> list[str]:
     playbook = bdir.rstrip("/").rsplit("/", 1)[-1]
-    argv = feed_argv_for(bdir, playbook, host, text, commands=f"{bdir}/{RETRY_COMMANDS}")
-    result = remote.run(argv, check=False)
-    for line in result.stdout.splitlines():
+    return feed_argv_for(bdir, playbook, host, text, commands=f"{bdir}/{RETRY_COMMANDS}")
+
+
+def summary_of(host: Host, stdout: str, stderr: str, exited: int) -> dict[str, Any]:
+    """slurm_feed submit's `@@summary` line (a fatal one, or none, is a RemoteError)."""
+    for line in stdout.splitlines():
         if line.startswith("@@summary "):
             summary: dict[str, Any] = json.loads(line[len("@@summary "):])
             if "fatal" in summary:
                 raise RemoteError(f"{host.name}: slurm_feed: {summary['fatal']}")
             return summary
-    raise RemoteError(f"{host.name}: slurm_feed failed (exit {result.exited}): "
-                      f"{(result.stderr or result.stdout).strip()[-200:]}")
+    raise RemoteError(f"{host.name}: slurm_feed failed (exit {exited}): "
+                      f"{(stderr or stdout).strip()[-200:]}")
+
+
+def _submit(remote: Remote, host: Host, bdir: str,
+            decisions: list[retries.RetryDecision]) -> dict[str, Any]:
+    text = retry_text(host, decisions)
+    for path, content, mode in retry_uploads(bdir, text):
+        remote.put_text(content, path, mode)
+    result = remote.run(retry_argv(host, bdir, text), check=False)
+    return summary_of(host, result.stdout, result.stderr, result.exited)

@@ -76,6 +76,10 @@ def deploy_host(host: Host, opts: DeployOptions,
     with session(host) as remote:
         ctx = DeployContext(host=host, remote=remote, options=opts, say=_say_for(host),
                             ask=ask)
+        if host.is_slurm:  # the same protocol, the scheduler's steps (deploy/slurm_steps.py)
+            from .slurm_steps import STEPS as SLURM_STEPS
+
+            return run_deploy(ctx, SLURM_STEPS)
         return run_deploy(ctx)
 
 
@@ -148,12 +152,6 @@ def deploy_cmd(host: str, inventory: str | None, json_out: bool,
     opts.validate()
     notifier = notifier_for(notify, notify_command)  # a bad URL: exit 2 before any SSH
     hosts = hosts_for(host, inventory)
-    slurm = [h.name for h in hosts if h.is_slurm]
-    if slurm:  # before any SSH: the pueue protocol must not run against a login node
-        raise ConfigError(f"deploy does not support scheduler = \"slurm\" hosts yet "
-                          f"({', '.join(slurm)}); deploy the login node's checkout by hand "
-                          "or leave it out of --host (submit-batch, monitor, retry-failed, "
-                          "autoscale and clean work there)")
     interactive = opts.on_running is None and sys.stdin.isatty() and not opts.dry
     with interrupts_as_keyboard_interrupt():
         outcomes = fan_out(hosts, lambda h: deploy_host(h, opts,

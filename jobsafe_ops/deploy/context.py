@@ -20,6 +20,7 @@ from ..batch import retry as retries
 from ..errors import ConfigError
 from ..facts.audit import Audit
 from ..facts.probe import Probe
+from ..facts.slurm_probe import SlurmProbe
 from ..flags import check_choice
 from ..inventory import Host
 from ..remote import Remote
@@ -115,10 +116,15 @@ class KilledTask:
     command: str
     workdir: str
     id: int
+    element: str = ""  # Slurm: the element id squeue showed ("12_3"); pueue: ""
+    batch: str = ""  # Slurm: the batch dir its re-add is submitted from
 
     def to_dict(self) -> dict[str, Any]:
-        return {"group": self.group, "label": self.label, "command": self.command,
-                "workdir": self.workdir, "id": self.id}
+        d: dict[str, Any] = {"group": self.group, "label": self.label,
+                             "command": self.command, "workdir": self.workdir, "id": self.id}
+        if self.element:
+            d.update(element=self.element, batch=self.batch)
+        return d
 
 
 @dataclass(frozen=True)
@@ -169,7 +175,7 @@ class Facts:
     """What AUDIT read, frozen: every later step plans from it (and re-reads what it must
     re-check at mutate time). `git`/`lock` are None for retry-failed's one-group audit."""
 
-    probe: Probe
+    probe: Probe | SlurmProbe  # SlurmProbe on a `scheduler = "slurm"` host (deploy/slurm.py)
     state: PueueState
     audit: Audit
     git: GitFacts | None = None
@@ -202,6 +208,7 @@ class DecideOutcome:
     paused: tuple[str, ...] = ()  # groups paused (in --dry: would be)
     ref_target: str | None = None  # --ref as resolved (after a fetch when it was unknown)
     state: PueueState | None = None  # pueue after `wait` (fresh facts for RESTART)
+    held: tuple[tuple[str, str], ...] = ()  # Slurm: (group, element id) held instead of a pause
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,14 @@ RUNNING = ("running", "paused")
 
 # ---- 3. DECIDE -------------------------------------------------------------------------
 
-def plan_decide(ctx: DeployContext) -> Plan:
+KillPlanner = Callable[[DeployContext, tuple[Action, ...], list[str], dict[str, Any]], Plan]
+
+
+def plan_decide(ctx: DeployContext, kill: KillPlanner | None = None,
+                poll: str = "`pueue status` until {groups} are idle") -> Plan:
     """Every refusal before the first mutation: local changes, an unknown --ref, running
-    tasks under `abort`. Then the running-tasks policy: wait / keep / kill (AP-1)."""
+    tasks under `abort`. Then the running-tasks policy: wait / keep / kill (AP-1). `kill`
+    and `poll`: the scheduler's own (deploy/slurm.py: scancel, squeue), pueue's by default."""
     facts, opts = ctx.facts, ctx.options
     git = facts.checkout
     refusals: list[str] = []
@@ -59,10 +64,12 @@ def plan_decide(ctx: DeployContext) -> Plan:
                      f"finish on the OLD code: {_labels(running)}", common)
     if policy == "wait":
         groups = sorted({t.group for t in running})
-        return _plan(policy, pre, refusals, "dry", f"wait: would poll `pueue status` until "
-                     f"{groups} are idle, up to {opts.wait_timeout:g}s (still running then: "
-                     "refused, nothing changed)", {**common, "groups": groups})
-    return _plan_kill(ctx, pre, refusals, common)
+        labels = sorted(f"{t.group}/{t.label}" for t in running)
+        return _plan(policy, pre, refusals, "dry", "wait: would poll "
+                     + poll.format(groups=groups, labels=", ".join(labels))
+                     + f", up to {opts.wait_timeout:g}s (still running then: refused, nothing "
+                     "changed)", {**common, "groups": groups})
+    return (kill or _plan_kill)(ctx, pre, refusals, common)
 
 
 def _plan(policy: str, pre: tuple[Action, ...], refusals: list[str], status: str, detail: str,
@@ -175,7 +182,12 @@ def _plan_kill(ctx: DeployContext, pre: tuple[Action, ...], refusals: list[str],
                  tuple(actions), outcome, **data)
 
 
-def apply_decide(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
+Waiter = Callable[[DeployContext, set[str], DecideOutcome], StepResult]
+Killer = Callable[[DeployContext, Plan, Executor, DecideOutcome], StepResult]
+
+
+def apply_decide(ctx: DeployContext, plan: Plan, ex: Executor, wait: Waiter | None = None,
+                 kill: Killer | None = None) -> StepResult:
     f = plan.handoff
     outcome: DecideOutcome = f["outcome"]
     ref_target = _check_ref(ctx, ex, f["pre"]) if f["pre"] else f["ref_target"]
@@ -183,9 +195,9 @@ def apply_decide(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
     row = StepResult("decide", f["status"], detail=f["detail"],
                      data={"policy": f["policy"], **f["data"]}, value=outcome)
     if "groups" in f:  # wait, with something running ("nothing running" needs no wait)
-        return _wait_idle(ctx, set(f["groups"]), outcome)
+        return (wait or _wait_idle)(ctx, set(f["groups"]), outcome)
     if "records" in f:  # kill, with something to kill
-        return _kill(ctx, plan, ex, outcome)
+        return (kill or _kill)(ctx, plan, ex, outcome)
     return row
 
 

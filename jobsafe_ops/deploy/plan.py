@@ -50,6 +50,9 @@ class Action:
     journal: str = ""  # the journal action written after it ran ("" = the step journals)
     labels: tuple[str, ...] = ()
     fields: tuple[tuple[str, Any], ...] = ()
+    # files written on the host (Remote.put_text: atomic, checked) right before the line:
+    # (path, text, mode); listed by path, sent through the same connection
+    uploads: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def later(self) -> list[Later]:
@@ -84,6 +87,8 @@ class Action:
     def text(self) -> str:
         """The listing: the line, then why (and when / how often) as a shell comment."""
         notes = [self.why]
+        if self.uploads:
+            notes.append("after uploading " + ", ".join(p for p, _, _ in self.uploads))
         if self.when:
             notes.append(f"only {self.when}")
         if self.repeat:
@@ -173,6 +178,8 @@ class Executor:
         if bound.later:
             raise ValueError(f"{bound.line}: values for {bound.later} are needed to run it")
         argv = [a for a in bound.argv if isinstance(a, str)]
+        for path, text, mode in bound.uploads:
+            self.remote.put_text(text, path, mode)
         result = self.remote.run(bound.line, check=bound.check if check is None else check,
                                  timeout=timeout, argv=argv or None)
         self.done.append(bound)

@@ -11,14 +11,16 @@ changes the host) or runs it, journaled, over one SSH connection. Each step's ty
 
 The lock is taken right after the audit and released on every exit path (`run_deploy`'s
 finally: errors, refusals, Ctrl-C). `inv retry-failed` (`retry_failed_steps`) reuses the
-RESTART step under the same lock. The commands themselves are in cli.py.
+RESTART step under the same lock. The commands themselves are in cli.py. A Slurm host runs
+the same protocol with the scheduler's own AUDIT, DECIDE, RESTART and MONITOR
+(slurm_steps.STEPS; LOCK, PULL, VERIFY and UPGRADE are these).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -235,8 +237,14 @@ def plan_monitor(ctx: DeployContext) -> Plan:
                                + (f", checks {own} pass" if own else "")))
 
 
-def apply_monitor(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
+Sampler = Callable[[DeployContext, float, float, Sequence[ReAdded]], Sample]
+
+
+def apply_monitor(ctx: DeployContext, plan: Plan, ex: Executor,
+                  sample: Sampler | None = None) -> StepResult:
+    """`sample`: the scheduler's own poll (deploy/slurm.py), the pueue probe's by default."""
     watch = ctx.options.watch
+    sampler = sample or take_sample
     if watch <= 0:
         return plan.row
     restarted = ctx.outcome(RestartOutcome)
@@ -246,7 +254,7 @@ def apply_monitor(ctx: DeployContext, plan: Plan, ex: Executor) -> StepResult:
     swap_interval = min(1.0, max(0.2, watch / 10))
 
     def one() -> Sample:
-        s = take_sample(ctx, started, swap_interval, re_added)
+        s = sampler(ctx, started, swap_interval, re_added)
         samples.append(s)
         return s
 
@@ -414,9 +422,11 @@ def _verdict(ctx: DeployContext, code: int, error: str) -> str:
         return f"{name}: DRY RUN: {len(ex.plan)} remote command(s) would run; nothing changed"
     if error:
         paused = ", ".join(_still_paused(ctx))
+        undo = "`scontrol release` of the held elements" if ctx.host.is_slurm \
+            else "`pueue start --group G`"
         return f"{name}: FAILED (exit {code}): {error}" + (
             f"; groups {paused} stay paused (their queued tasks wait) until a deploy "
-            f"completes, or `pueue start --group G`" if paused else "")
+            f"completes, or {undo}" if paused else "")
     pulled = ctx.outcome(PullOutcome)
     before = _commit_before(ctx)
     after = pulled.after if pulled and pulled.after else before

@@ -74,8 +74,10 @@ def read_chunk(batch_dir: str, digest: str) -> list[dict[str, Any]]:
         return []
 
 
-def active(batch_dir: str, playbook: str) -> dict[str, dict[str, Any]]:
-    """label -> {group, id, array, state, reason} of this batch's elements squeue shows."""
+def active(batch_dir: str, playbook: str,
+           with_lines: bool = False) -> dict[str, dict[str, Any]]:
+    """label -> {group, id, array, state, reason} of this batch's elements squeue shows
+    (`with_lines`: with the element's command and workdir too, what deploy re-adds a kill from)."""
     proc = subprocess.run(["squeue", "-h", "-r", "--me", "-o", SQUEUE_FORMAT],
                           capture_output=True, text=True, timeout=TIMEOUT)
     if proc.returncode != 0:
@@ -96,6 +98,9 @@ def active(batch_dir: str, playbook: str) -> dict[str, dict[str, Any]]:
                 item = lines[i]
                 out[item["label"]] = {"group": item["group"], "id": f"{array_id}_{i}",
                                       "array": array_id, "state": state, "reason": reason}
+                if with_lines:
+                    out[item["label"]].update(command=item.get("command", ""),
+                                              workdir=item.get("workdir", ""))
     return out
 
 
@@ -424,8 +429,10 @@ def _cluster_health() -> dict[str, Any]:
 
 
 def records(args: argparse.Namespace) -> int:
-    """retry-failed's facts: per batch under --root, the group's labels squeue shows active
-    and the ledger's newest outcome per label (a failure with its command and workdir)."""
+    """retry-failed's and deploy's facts: per batch under --root, the group's (no --group:
+    every group's) labels squeue shows active and the ledger's newest outcome per label (a
+    failure with its command and workdir); `elements`: each active label's element id,
+    state, command and workdir (deploy's kill and re-add)."""
     root = os.path.abspath(args.root)
     out: dict[str, Any] = {}
     for b in sorted(os.listdir(root)) if os.path.isdir(root) else []:
@@ -433,10 +440,12 @@ def records(args: argparse.Namespace) -> int:
         if not os.path.isfile(os.path.join(bdir, "slurm_feed.py")):
             continue  # a pueue batch
         ended = {k: v for k, v in ledger_outcomes(os.path.join(bdir, "ledger.ndjson")).items()
-                 if v.get("group") == args.group}
-        running = {k: v for k, v in active(bdir, b).items() if v["group"] == args.group}
+                 if args.group in (None, v.get("group"))}
+        running = {k: v for k, v in active(bdir, b, with_lines=True).items()
+                   if args.group in (None, v["group"])}
         if ended or running:
-            out[b] = {"dir": bdir, "ended": ended, "active": sorted(running)}
+            out[b] = {"dir": bdir, "ended": ended, "active": sorted(running),
+                      "elements": running}
     print(json.dumps(out, separators=(",", ":")), flush=True)
     return 0
 
@@ -484,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--log-lines", type=int, default=5)
     r = sub.add_parser("records")
     r.add_argument("--root", required=True)
-    r.add_argument("--group", required=True)
+    r.add_argument("--group")
     args = parser.parse_args(argv)
     modes = {"submit": submit, "element": element, "status": status, "board": board,
              "records": records}

@@ -9,7 +9,8 @@ and resolve the labels in it; the ids stay inside the argv and are never returne
 
 The state a scheduler returns is the normalised model (hostside/model.py: states, blocked,
 the retry grammar), so audit, monitor, retry and deploy judge a Slurm job and a pueue task
-the same way. `scheduler.for_host(host)` picks the implementation (pueue today).
+the same way. `scheduler.for_host(host)` picks the implementation (pueue, or Slurm's
+`SlurmScheduler` on a `scheduler = "slurm"` host).
 """
 
 from __future__ import annotations

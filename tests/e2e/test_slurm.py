@@ -6,7 +6,6 @@ node a world host reached over the world's real sshd: probe, submit-batch with j
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -17,14 +16,20 @@ from typing import Any
 import pytest
 
 from jobsafe_ops.testing.slurm import PARTITION, SlurmCluster
+from tests.e2e.slurm_helpers import (
+    GROUPS,
+    JOB,
+    REPO,
+    batch_dir,
+    inv,
+    ledger,
+    playbook,
+    squeue,
+    submit,
+    wait_ended,
+)
 from tests.jsonout import result_of
 from tests.world import SimHost, World
-
-REPO = Path(__file__).resolve().parents[2]
-JOB = ".venv/bin/python scripts/job.py"
-GROUPS = {"p1": {"parallel": 3, "min": 1, "max": 6, "job_memory": "100M"},
-          "p2": {"parallel": 2, "min": 1, "max": 4, "job_memory": "100M", "cpus": 1}}
-PASS = 'pass_env = ["JOBSAFE_WORLD", "JOBSAFE_WORLD_HOST"]\n'
 
 
 @pytest.fixture(scope="module")
@@ -32,53 +37,6 @@ def host(world: World, slurm_cluster: SlurmCluster) -> SimHost:
     # memory_cap = false: this cluster does not enforce --mem (task/none), said in reports
     return world.add_host("hpc", groups=GROUPS, pueue=False, extra_env=slurm_cluster.env,
                           host_keys={"scheduler": "slurm", "partition": PARTITION})
-
-
-def inv(world: World, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["inv", "-r", str(REPO), *args], env=world.env(),
-                          capture_output=True, text=True, timeout=timeout, cwd=world.root)
-
-
-def playbook(tmp_path: Path, name: str, body: str) -> Path:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f'name = "{name}"\n' + PASS + body)
-    return path
-
-
-def submit(world: World, path: Path, *args: str, code: int = 0) -> dict[str, Any]:
-    proc = inv(world, "submit-batch", "--host", "hpc", "--playbook", str(path), "--json", *args)
-    assert proc.returncode == code, proc.stdout + proc.stderr
-    return result_of(proc.stdout)  # type: ignore[no-any-return]
-
-
-def batch_dir(host: SimHost, name: str) -> Path:
-    return host.home / ".local/state/jobsafe-ops/batches" / name
-
-
-def ledger(host: SimHost, name: str) -> list[dict[str, Any]]:
-    path = batch_dir(host, name) / "ledger.ndjson"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def squeue(cluster: SlurmCluster, name: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T|%r"], env=cluster.client_env(),
-                         capture_output=True, text=True, timeout=30, check=True).stdout
-    return [line for line in out.splitlines() if f"|jobsafe:{name}:" in line]
-
-
-def wait_ended(host: SimHost, cluster: SlurmCluster, name: str, labels: set[str],
-               timeout: float = 90) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        ends = {r["label"]: r for r in ledger(host, name) if r.get("event") == "end"}
-        if labels <= set(ends):
-            return ends
-        assert time.monotonic() < deadline, (
-            f"not ended in {timeout}s: {sorted(labels - set(ends))}; squeue: "
-            f"{squeue(cluster, name)}")
-        time.sleep(0.3)
 
 
 def test_probe_reports_the_clusters_facts_and_that_mem_is_not_enforced(
@@ -316,7 +274,7 @@ mode = ["ok", "bad", "oom"]
     assert (batch_dir(host, "rfail") / "logs").is_dir()
 
 
-def test_deploy_audit_and_units_refuse_a_slurm_host_in_one_line(
+def test_audit_and_units_refuse_a_slurm_host_in_one_line(
         world: World, host: SimHost, tmp_path: Path) -> None:
     host.log_sessions()
     before = host.sessions()
@@ -324,8 +282,6 @@ def test_deploy_audit_and_units_refuse_a_slurm_host_in_one_line(
                     "[matrix]\ni = [1, 2]\n")
     units = inv(world, "submit-batch", "--host", "hpc", "--playbook", str(path), "--units")
     assert units.returncode == 2 and "job arrays" in units.stderr
-    proc = inv(world, "deploy", "--host", "hpc", "--on-running", "abort")
-    assert proc.returncode == 2 and 'scheduler = "slurm"' in proc.stderr
     audit = inv(world, "audit", "--host", "hpc")
     assert audit.returncode == 2 and "inv monitor" in audit.stderr
     assert host.sessions() == before  # nothing reached the login node
