@@ -456,7 +456,8 @@ def board(args: argparse.Namespace) -> int:
             elif state not in ("PENDING", "RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING"):
                 continue  # ended; the ledger has (or will have) its outcome
             eid = f"{array_id}_{i}"
-            commands = read_unit(item["unit_file"]) if item.get("unit_file") else []
+            commands = read_unit(item["unit_file"]) if item.get("unit_file") and \
+                args.group in (None, item["group"]) else []
             if not commands:
                 put_active(batch, item["group"], item["label"], st, eid)
                 continue

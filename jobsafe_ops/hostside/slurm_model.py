@@ -48,10 +48,12 @@ def sacct_outcome(state: str, exit_code: str) -> tuple[str, str, int | None]:
     name = (state.split() or [""])[0].rstrip("+")
     code, _, sig = exit_code.partition(":")
     exit_: int | None = None
-    if sig.strip().isdigit() and int(sig) > 0:
+    if sig.strip().isdigit() and 0 < int(sig) < 65:
         exit_ = 128 + int(sig)
     elif code.strip().isdigit():
         exit_ = int(code)
+    if name == "OUT_OF_MEMORY":  # the OOM killer's SIGKILL (sacct says 0:125), as on pueue
+        exit_ = 137
     if name == "COMPLETED":
         return name, "success", exit_
     return name, "killed" if name in KILLED_STATES else "failed", exit_

@@ -316,14 +316,9 @@ mode = ["ok", "bad", "oom"]
     assert (batch_dir(host, "rfail") / "logs").is_dir()
 
 
-def test_deploy_audit_and_units_refuse_a_slurm_host_in_one_line(
-        world: World, host: SimHost, tmp_path: Path) -> None:
+def test_deploy_and_audit_refuse_a_slurm_host_in_one_line(world: World, host: SimHost) -> None:
     host.log_sessions()
     before = host.sessions()
-    path = playbook(tmp_path, "units", 'group = "p1"\nlabel = "u:{i}"\ncommand = "true {i}"\n'
-                    "[matrix]\ni = [1, 2]\n")
-    units = inv(world, "submit-batch", "--host", "hpc", "--playbook", str(path), "--units")
-    assert units.returncode == 2 and "job arrays" in units.stderr
     proc = inv(world, "deploy", "--host", "hpc", "--on-running", "abort")
     assert proc.returncode == 2 and 'scheduler = "slurm"' in proc.stderr
     audit = inv(world, "audit", "--host", "hpc")
