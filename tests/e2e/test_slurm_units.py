@@ -91,6 +91,7 @@ def test_units_one_element_per_unit_each_command_by_its_label(
 
     board = monitor(world, code=1)
     [g] = board["groups"]
+    assert board["source"] == "squeue+ledger"  # no accounting here: sacct refuses, not read
     assert g["total"] == 7 and g["counts"] == {"success": 6, "failed": 1}
     assert [f["label"] for f in g["failed"]] == ["un:5"] and g["failed"][0]["exit_code"] == 137
     picked = monitor(world, "--label-glob", "un:[12]", code=0)
@@ -105,6 +106,9 @@ def test_units_one_element_per_unit_each_command_by_its_label(
     assert "unit" not in retried["un:5-retry-1"]  # a direct element, not a unit again
     assert (logs / "un_5-retry-1.log").read_text().strip() == "out-5"
 
+    dry = inv(world, "submit-batch", "--host", "hpc", "--playbook", str(path), "--dry",
+              "--units", "--unit-size", "3")
+    assert dry.returncode == 0 and "3 units; one array element each" in dry.stdout, dry.stdout
     final = submit(world, path)  # converged: every command label succeeded once
     assert final["counts"]["added"] == 0
     by = {i["label"]: i for i in final["items"]}
