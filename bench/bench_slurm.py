@@ -97,7 +97,7 @@ def main() -> None:
                           host)
         t_plan = time.perf_counter() - t0
         with session(host) as remote:
-            report = submit(remote, plan, allow_uncapped=True)
+            report = submit(remote, plan, allow_uncapped=True, units=False)  # (not auto)
         wall = time.perf_counter() - t0
         arrays = len({tid for _, tid in report.added})
         max_array = 1001
