@@ -166,8 +166,8 @@ class SlurmCluster:
             "JobAcctGatherType=jobacct_gather/none",
             *(["AccountingStorageType=accounting_storage/slurmdbd",
                f"AccountingStorageHost={LOOPBACK}", f"AccountingStoragePort={self.dbd_port}",
-               # the munge socket of slurmctld's (and sacct's) talks to slurmdbd: AuthInfo
-               # does not cover them
+               # slurmctld and sacct reach slurmdbd through this munge socket (AuthInfo
+               # does not cover those connections)
                f"AccountingStoragePass={self.munge_socket}"]
               if self.accounting else ["AccountingStorageType=accounting_storage/none"]),
             f"NodeName={self.node} NodeAddr={LOOPBACK} CPUs={NODE_CPUS} "
@@ -226,14 +226,21 @@ class SlurmCluster:
         self.dbd_conf.chmod(0o600)  # slurmdbd refuses a config others can read
         self._spawn("slurmdbd", [_program("slurmdbd"), "-D"])
         self._wait(lambda: _listening(self.dbd_port), timeout, "slurmdbd")
-        self._wait(self._cluster_registered, timeout, "sacctmgr add cluster")
+        said: list[str] = []
 
-    def _cluster_registered(self) -> bool:
-        shown = self._client("sacctmgr", "-n", "-P", "show", "cluster", "format=cluster")
-        if "jobsafe" in shown.stdout.split():
-            return True
-        self._client("sacctmgr", "-i", "add", "cluster", "jobsafe")
-        return False
+        def registered() -> bool:
+            shown = self._client("sacctmgr", "-n", "-P", "show", "cluster", "format=cluster")
+            if "jobsafe" in shown.stdout.split():
+                return True
+            added = self._client("sacctmgr", "-i", "add", "cluster", "jobsafe")
+            said[:] = [(added.stderr or added.stdout or shown.stderr).strip()]
+            return False
+
+        try:
+            self._wait(registered, timeout, "slurmdbd")
+        except WorldError as exc:
+            raise WorldError(f"sacctmgr add cluster jobsafe: {said[-1] if said else '?'} "
+                             f"({exc})") from None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> SlurmCluster:
