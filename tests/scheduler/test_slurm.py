@@ -5,6 +5,7 @@ Slurm probe's parser."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -326,3 +327,37 @@ def test_a_ledger_line_wins_over_what_sacct_says(tmp_path: Path) -> None:
     out = slurm_feed.outcomes_of(str(tmp_path), from_sacct)
     assert out["a"]["exit"] == 3 and "slurm_state" not in out["a"]
     assert out["b"]["slurm_state"] == "CANCELLED"
+
+
+def test_sacct_gives_a_killed_units_commands_its_state(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One sacct call over the batch's arrays (arrays.ndjson); a unit's element -> one record
+    per command (the unit itself is never judged); no accounting -> nothing, no error."""
+    bdir = tmp_path / "pb"
+    (bdir / "arrays").mkdir(parents=True)
+    unit_file = bdir / "units" / "u.jsonl"
+    unit_file.parent.mkdir()
+    unit_file.write_text("".join(json.dumps({"label": f"c{i}", "workdir": "/w",
+                                             "command": f"run {i}"}) + "\n" for i in range(3)))
+    (bdir / "arrays" / "d1d1d1d1d1.jsonl").write_text(
+        json.dumps({"label": "j", "group": "g", "command": "one"}) + "\n" +
+        json.dumps({"label": "pb:unit-00000-0123abcd", "group": "g", "command": "unit",
+                    "unit_file": str(unit_file)}) + "\n")
+    (bdir / "arrays.ndjson").write_text(json.dumps({"array": "12", "chunk": "d1d1d1d1d1"}) + "\n")
+    fake = tmp_path / "bin" / "sacct"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\n"
+                    "printf '12_0|FAILED|0:9|/w|s|e\\n12_1|NODE_FAIL|0:0|/w|s|e\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    ok, found = slurm_feed.sacct_ended([str(bdir)])
+    args = (fake.parent / "args").read_text().split()
+    assert ok and args[args.index("-j") + 1] == "12" and "-X" in args
+    recs = found[str(bdir)]
+    assert recs["j"]["exit"] == 137 and recs["j"]["command"] == "one"
+    assert sorted(recs) == ["c0", "c1", "c2", "j"]  # the unit's commands, not the unit
+    assert recs["c1"]["outcome"] == "killed" and recs["c1"]["slurm_state"] == "NODE_FAIL"
+    assert recs["c1"]["command"] == "run 1" and recs["c1"]["unit"] == "pb:unit-00000-0123abcd"
+    fake.write_text("#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\n"
+                    "exit 1\n")
+    assert slurm_feed.sacct_ended([str(bdir)]) == (False, {})
