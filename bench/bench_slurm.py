@@ -3,11 +3,14 @@ slurmd on loopback, jobsafe_ops/testing/slurm.py) whose login node is a loopback
 host. The partition is set DOWN first, so this measures submission only (nothing runs).
 
     python bench/bench_slurm.py [--jobs 100000] [--sample 50] [--finished 10000]
+                                [--unit-size 500]
 
 Prints, for N commands: SSH connections, sbatch calls (goal <= ceil(N / MaxArraySize) per
 group and phase), wall time to submitted, versus one `ssh login sbatch` per job timed on a
-sample and extrapolated; and one monitor poll (time, bytes) over a batch whose ledger holds
---finished outcomes. PASS/FAIL per goal.
+sample and extrapolated; the same N in units mode (`--units`: one element per unit of
+--unit-size commands; goal <= ceil(units / MaxArraySize) sbatch calls, and elements = units);
+and one monitor poll (time, bytes) over a batch whose ledger holds --finished outcomes.
+PASS/FAIL per goal.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--sample", type=int, default=50, help="jobs of the naive sbatch loop")
     ap.add_argument("--finished", type=int, default=10_000)
+    ap.add_argument("--unit-size", type=int, default=500, help="commands per unit (--units)")
     args = ap.parse_args()
     from jobsafe_ops.batch.playbook import parse_playbook, plan_batch
     from jobsafe_ops.batch.slurm_submit import submit
@@ -93,7 +97,7 @@ def main() -> None:
                           host)
         t_plan = time.perf_counter() - t0
         with session(host) as remote:
-            report = submit(remote, plan, allow_uncapped=True)
+            report = submit(remote, plan, allow_uncapped=True, units=False)  # (not auto)
         wall = time.perf_counter() - t0
         arrays = len({tid for _, tid in report.added})
         max_array = 1001
@@ -109,6 +113,27 @@ def main() -> None:
                         arrays <= goal))
         results.append((f"every label submitted ({len(report.added):,})",
                         len(report.added) == args.jobs))
+
+        # units mode: the same N commands, one array element per unit
+        name = "su"
+        plan = plan_batch(parse_playbook(tomllib.loads(playbook_text(name, args.jobs)), name),
+                          host)
+        t0 = time.perf_counter()
+        with session(host) as remote:
+            units = submit(remote, plan, allow_uncapped=True, units=True,
+                           unit_size=args.unit_size)
+        wall = time.perf_counter() - t0
+        unit_arrays = len({tid for _, tid in units.added})
+        n_units = math.ceil(args.jobs / args.unit_size)
+        unit_goal = math.ceil(n_units / max_array)
+        print(f"units mode (--unit-size {args.unit_size}): {len(units.added):,} elements "
+              f"for {args.jobs:,} commands in {wall:.1f} s; {unit_arrays} sbatch call(s) "
+              f"vs {arrays} without units")
+        results.append((f"units: sbatch calls <= ceil(units / MaxArraySize) = {unit_goal} "
+                        f"(got {unit_arrays}; {arrays} without units)",
+                        unit_arrays <= unit_goal))
+        results.append((f"units: one element per unit ({len(units.added):,} = {n_units:,})",
+                        len(units.added) == n_units))
 
         # monitor: a batch whose ledger holds `finished` outcomes
         bdir = world["login"].home / ".local/state/jobsafe-ops/batches/done"

@@ -22,6 +22,7 @@ RESERVED = frozenset({"label", "group", "phase", "playbook", *SPLIT_NAMES})
 DEFAULT_RETRY_BUDGET = 2
 DEFAULT_UNIT_SIZE = 500
 DEFAULT_UNIT_PARALLEL = 4
+UNITS_THRESHOLD = 10_000  # above 10 K jobs, units mode by default (docs/glossary.md)
 
 Scalar = str | int | float | bool
 

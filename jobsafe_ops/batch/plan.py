@@ -322,10 +322,11 @@ class Unit:
 
 
 def make_units(jobs: Sequence[JobSpec], *, playbook: str, size: int, parallel: int,
-               batch_dir: str, wrap: bool) -> list[Unit]:
+               batch_dir: str, wrap: bool, logs: str | None = None) -> list[Unit]:
     """Chunk each phase's jobs into units of `size`. A unit's label carries a digest of its
     member labels, so a changed job list yields new units (the done receipts inside keep
-    already-finished commands from running twice)."""
+    already-finished commands from running twice). `logs`: a directory where each command
+    writes its own `<label>.log` (Slurm) instead of the unit's output."""
     by_phase: dict[str, list[JobSpec]] = {}
     phase_of: dict[str, str] = {}
     for j in jobs:
@@ -345,7 +346,8 @@ def make_units(jobs: Sequence[JobSpec], *, playbook: str, size: int, parallel: i
             command = join(["python3", f"{batch_dir}/feeder.py", "unit", file,
                             "--done", f"{batch_dir}/done.tsv",
                             "--ledger", ledger_path(batch_dir), "--group", chunk[0].group,
-                            "--label", label, "--parallel", str(parallel)])
+                            "--label", label, "--parallel", str(parallel),
+                            *(["--logs", logs] if logs else [])])
             spec = JobSpec(label=label, group=chunk[0].group, workdir=chunk[0].workdir,
                            command=command, after=after, phase=phase, kind="unit")
             units.append(Unit(spec, file, tuple(

@@ -1,7 +1,10 @@
 """`inv retry-failed --group G` on a Slurm host: the failed labels of the group, across
 its batches, re-submitted fresh as `<label>-retry-N` (a new job array of just those lines,
 same command, workdir and group), classified and budgeted by batch.retry exactly as on a
-pueue host (exit 137/143 transient; OUT_OF_MEMORY, NODE_FAIL, PREEMPTED show as those).
+pueue host (exit 137/143 and killed transient). With accounting, an element Slurm killed
+before its ledger line is among them, its outcome read from sacct (slurm_model.sacct_outcome:
+CANCELLED, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED -> killed); a failed command of a unit is
+re-submitted alone, as a direct element.
 
 One round trip of facts (`slurm_feed.py records`: the ledger's newest outcome per label and
 what squeue shows active), then per batch one upload and one `slurm_feed.py submit` - which

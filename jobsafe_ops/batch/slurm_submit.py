@@ -13,6 +13,13 @@ plan time), the same decisions (batch.plan.decide) and the same report, with job
    at most MaxArraySize elements), rechecking squeue and the ledger under the batch lock so
    a rerun, or a run after a kill at any point, submits each label once;
 4. journal what was submitted (the same lines as on pueue hosts).
+
+Units mode (`--units`, automatic above UNITS_THRESHOLD jobs, as on a pueue host): one array
+element per unit of commands (batch.plan.make_units), run `[units] parallel` at a time by
+feeder.py's unit runner inside the element, each command with its own ledger lines and
+log; the element asks for that many times a job's --mem and --cpus-per-task. The decisions
+are batch.plan.decide's units rules: a finished unit is judged per command label, a failed
+command re-added alone as `<label>-retry-N` (a direct element).
 """
 
 from __future__ import annotations
@@ -34,8 +41,17 @@ from ..remote import Remote
 from ..scheduler import slurm
 from ..scheduler.pueue import PueueState, Task
 from ..shell import home_word, quote
-from .model import JobSpec, Plan
-from .plan import BatchReport, Item, absolute, command_line, decide, memcap_policy
+from .model import UNITS_THRESHOLD, JobSpec, Plan
+from .plan import (
+    BatchReport,
+    Item,
+    Unit,
+    absolute,
+    command_line,
+    decide,
+    make_units,
+    memcap_policy,
+)
 from .record import counted, journal_submit
 from .retry import RE_ADD_ACTION, used_from_journal
 
@@ -80,19 +96,39 @@ def chunk_key_of(group: str, workdir: str, memory: int | None, phase: str = "",
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def commands_file(items: Sequence[Item], host: Host) -> str:
-    """The JSON lines slurm_feed.py submits: every label to add, in plan order."""
+def unit_resources(unit: Unit, host: Host, parallel: int) -> tuple[int | None, int]:
+    """(--mem bytes, --cpus-per-task) of a unit's element: it runs up to `parallel` of its
+    commands at once, so that many times the most one of them asks for."""
+    g = host.group(unit.spec.group)
+    at_once = max(1, min(parallel, len(unit.commands)))
+    mems = [j.memory_max or g.job_memory for j in unit.jobs]
+    mem = max((m for m in mems if m), default=None)
+    return (mem * at_once if mem else None), (g.cpus or 1) * at_once
+
+
+def commands_file(items: Sequence[Item], host: Host,
+                  units: Mapping[str, Unit] | None = None, parallel: int = 1) -> str:
+    """The JSON lines slurm_feed.py submits: every label to add, in plan order (a unit with
+    its unit file and commands, written on the login node before its sbatch)."""
     lines = []
     for it in items:
         if it.action != "add" or it.job is None:
             continue
         spec = it.job
         g = host.group(spec.group)
-        lines.append(json.dumps({
+        line: dict[str, Any] = {
             "label": it.new_label or it.label, "group": spec.group, "workdir": spec.workdir,
             "command": command_line(spec, False), "after": list(it.after),
             "chunk": chunk_key(spec, it.after), "mem": spec.memory_max or g.job_memory,
-            "cpus": g.cpus, "throttle": g.parallel}, separators=(",", ":")))
+            "cpus": g.cpus, "throttle": g.parallel}
+        unit = (units or {}).get(it.label)
+        if unit is not None:
+            line["command"] = unit.spec.command
+            line["mem"], line["cpus"] = unit_resources(unit, host, parallel)
+            line["unit_file"] = unit.file
+            line["unit_commands"] = [{"label": lbl, "workdir": wd, "command": cmd}
+                                     for lbl, wd, cmd in unit.commands]
+        lines.append(json.dumps(line, separators=(",", ":")))
     return "".join(line + "\n" for line in lines)
 
 
@@ -102,8 +138,9 @@ def workdirs_script(workdirs: Sequence[str]) -> str:
         f"[ -d {home_word(w)} ] || printf '%s\\n' {quote(w)}\n" for w in workdirs)
 
 
-def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool,
-            dry: bool) -> tuple[BatchReport, slurm_probe.SlurmProbe]:
+def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, dry: bool,
+            units: bool | None = None, unit_size: int | None = None
+            ) -> tuple[BatchReport, slurm_probe.SlurmProbe, dict[str, Unit]]:
     host = remote.host
     bdir_rel = f"{BATCH_ROOT}/{plan.playbook}"
     workdirs = sorted({j.workdir for j in (*plan.jobs, *plan.after)})
@@ -124,26 +161,40 @@ def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool,
             "task/cgroup (ConstrainRAMSpace + ConstrainSwapSpace, AllowedSwapSpace=0)"))
     jobs = [absolute(j, probe.expand) for j in plan.jobs]
     after = [absolute(j, probe.expand) for j in plan.after]
-    if after:  # the chain's first step waits for every job
-        after[0] = replace(after[0], after=tuple(s.label for s in jobs))
-    specs = [*jobs, *after]
+    use_units = units if units is not None else len(jobs) > UNITS_THRESHOLD
+    unit_map: dict[str, Unit] = {}
+    specs: list[JobSpec] = jobs
+    if use_units:  # one array element per unit of commands
+        unit_list = make_units(jobs, playbook=plan.playbook, size=unit_size or plan.unit_size,
+                               parallel=plan.unit_parallel, batch_dir=batch_dir, wrap=False,
+                               logs=f"{batch_dir}/logs")
+        unit_map = {u.spec.label: u for u in unit_list}
+        specs = [u.spec for u in unit_list]
+    if after:  # the chain's first step waits for every job (or unit)
+        after[0] = replace(after[0], after=tuple(s.label for s in specs))
+    specs = [*specs, *after]
     state = batch_status_state(probe.status)
     used = used_from_journal(journal.entries(host=host.name, action=RE_ADD_ACTION), host.name)
     succeeded = frozenset(t.label for t in state.tasks if t.label and t.state == "success")
-    items = decide(specs, state, {}, budget=plan.retry_budget, used=used, succeeded=succeeded)
-    sample = tuple(command_line(i.job, False) for i in items
+    items = decide(specs, state, {}, budget=plan.retry_budget, used=used, succeeded=succeeded,
+                   units={label: u.jobs for label, u in unit_map.items()})
+    sample = tuple((unit_map[i.label].commands[0][2] if i.label in unit_map else
+                    command_line(i.job, False)) for i in items
                    if i.action == "add" and i.job)[:3]
-    report = BatchReport(host=host.name, playbook=plan.playbook, dry=dry, mode="arrays",
-                         planned=len(jobs), items=tuple(items), memcap=memcap,
+    report = BatchReport(host=host.name, playbook=plan.playbook, dry=dry,
+                         mode="units" if use_units else "arrays", planned=len(jobs),
+                         items=tuple(items), memcap=memcap,
                          groups=tuple(dict.fromkeys(s.group for s in specs)),
-                         batch_dir=batch_dir, pueue="sbatch", sample=sample)
-    return report, probe
+                         batch_dir=batch_dir, pueue="sbatch", sample=sample,
+                         units=len(unit_map))
+    return report, probe, unit_map
 
 
-def submit(remote: Remote, plan: Plan, *, dry: bool = False,
-           allow_uncapped: bool = False) -> BatchReport:
+def submit(remote: Remote, plan: Plan, *, dry: bool = False, allow_uncapped: bool = False,
+           units: bool | None = None, unit_size: int | None = None) -> BatchReport:
     host = remote.host
-    report, probe = prepare(remote, plan, allow_uncapped=allow_uncapped, dry=dry)
+    report, probe, unit_map = prepare(remote, plan, allow_uncapped=allow_uncapped, dry=dry,
+                                      units=units, unit_size=unit_size)
     if dry:
         return counted(report, remote)
     if report.memcap.refusal:
@@ -154,11 +205,12 @@ def submit(remote: Remote, plan: Plan, *, dry: bool = False,
                            f"MaxJobCount is {probe.max_jobs} (each array element counts; "
                            "sbatch would block): split the playbook into phases/batches "
                            "or have MaxJobCount raised")
-    text = commands_file(report.items, host)
+    text = commands_file(report.items, host, unit_map, plan.unit_parallel)
     if not text:  # converged: nothing to upload, nothing to submit
         return counted(report, remote)
     bdir = report.batch_dir
-    remote.run(["mkdir", "-p", f"{bdir}/arrays", f"{bdir}/logs", f"{bdir}/slurm"])
+    remote.run(["mkdir", "-p", f"{bdir}/arrays", f"{bdir}/logs", f"{bdir}/slurm",
+                f"{bdir}/units"])
     remote.put_text(bundle("feeder"), f"{bdir}/feeder.py", 0o755)
     remote.put_text(bundle("slurm_feed"), f"{bdir}/slurm_feed.py", 0o755)
     remote.put_text(text, f"{bdir}/commands.jsonl")

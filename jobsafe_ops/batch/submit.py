@@ -35,7 +35,7 @@ from ..inventory import Host
 from ..remote import Remote, session
 from ..scheduler.pueue import clean_argv, group_add_argv, status_failure
 from ..shell import exports, quote
-from .model import JobSpec, Plan
+from .model import UNITS_THRESHOLD, JobSpec, Plan
 from .plan import (
     BatchReport,
     Item,
@@ -55,7 +55,6 @@ from .record import counted, journal_submit
 from .retry import RE_ADD_ACTION, used_from_journal
 from .view import batch_view, progress_bars
 
-UNITS_THRESHOLD = 10_000  # above 10 K jobs, pueue per unit (docs/glossary.md)
 FEED_JOBS = 4  # concurrent `pueue add` calls inside the feeder
 # what is uploaded to `{batch_dir}/feeder.py` (queued unit tasks call that path, so it stays):
 # the feeder with the shared pueue model inlined, one self-contained file, one upload
@@ -273,9 +272,6 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
     book = load_playbook(playbook)
     hosts = hosts_for(host, inventory)
     slurm = [h.name for h in hosts if h.is_slurm]
-    if slurm and (units or unit_size):
-        raise ConfigError(f"--units/--unit-size are for pueue hosts; {', '.join(slurm)} "
-                          "run(s) job arrays (one sbatch per MaxArraySize jobs): drop the flag")
     if spread and slurm:
         raise ConfigError(f"--spread is for pueue hosts; {', '.join(slurm)} "
                           "take(s) the whole batch as job arrays: list it alone")
@@ -301,7 +297,8 @@ def submit_batch_cmd(host: str, playbook: str, dry: bool, allow_uncapped: bool, 
                     from . import slurm_submit
 
                     return slurm_submit.submit(remote, plans[h.name], dry=dry,
-                                               allow_uncapped=allow_uncapped)
+                                               allow_uncapped=allow_uncapped,
+                                               units=True if units else None, unit_size=size)
                 return submit(remote, plans[h.name], dry=dry, allow_uncapped=allow_uncapped,
                               units=True if units else None, unit_size=size,
                               progress=bar(h.name))

@@ -67,7 +67,8 @@ def batch_view(r: BatchReport) -> RenderableType:
     summary = Table(title=title, show_header=False)
     summary.add_column("what", style="bold")
     summary.add_column("value", overflow="fold")
-    unit = f" ({r.units} units; one pueue task each)" if r.mode == "units" else ""
+    each = "one array element" if r.pueue == "sbatch" else "one pueue task"  # (Slurm)
+    unit = f" ({r.units} units; {each} each)" if r.mode == "units" else ""
     summary.add_row("planned", f"{r.planned} jobs{unit}")
     if r.mode == "units" and r.done_inside_units:
         summary.add_row("done inside units", str(r.done_inside_units))

@@ -235,15 +235,16 @@ def _plan_kill(ctx: DeployContext, pre: tuple[Action, ...], refusals: list[str],
     if spent:  # a kill must never lose a job
         refusals.append(f"kill: the retry budget of {_labels(spent)} is spent, so a kill would "
                         "lose them; use --on-running wait or keep, or raise --retry-budget")
-    ids = [r.element for r in records]
+    ids = list(dict.fromkeys(r.element for r in records))  # a unit's commands: one element
     paths = checkpoint_paths(ctx.host, records, ctx.path)
     labels = tuple(r.label for r in records)
     window = ctx.options.kill_grace + KILL_WAIT
     groups = sorted({r.group for r in records})
     # Hold (the pause of a pueue group) the groups' pending elements, so none starts on
     # the old code in the slots the kill frees; RESTART releases them after the pull.
-    held = tuple((g, str(e["id"])) for (g, _), e in sorted(recs.elements.items())
-                 if g in groups and e.get("state") == "PENDING" and not is_held(e))
+    held = tuple(dict.fromkeys((g, str(e["id"])) for (g, _), e in sorted(recs.elements.items())
+                               if g in groups and e.get("state") == "PENDING"
+                               and not is_held(e)))
     actions = [Action(tuple(sched.hold_argv(i for hg, i in held if hg == g)),
                       f"no new starts in {g} on the old code: hold its pending elements",
                       journal="group-pause",

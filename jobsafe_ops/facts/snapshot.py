@@ -150,12 +150,15 @@ class LabelState:
     attempts: int = 1
     log: tuple[str, ...] = ()
     after: tuple[str, ...] = ()  # blocked: the failed/missing dependencies, by label
+    slurm_state: str | None = None  # how sacct says it ended (no ledger line: OOM, scancel)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"label": self.label, "state": self.state}
         if self.state in FAILED:
             d["exit_code"] = self.exit_code
             d["log"] = list(self.log)
+        if self.slurm_state:
+            d["slurm_state"] = self.slurm_state
         if self.start is not None:
             d["start"] = self.start
         if self.runtime is not None:
@@ -301,7 +304,8 @@ class Snapshot:
             "label_glob": self.label_glob, "exit_code": self.exit_code,
             "verdict": self.verdict,
             "groups": [g.to_dict() for g in self.watched], "health": self.health.to_dict(),
-            "via": self.via, "bytes": {"sent": self.sent, "received": self.received},
+            "via": self.via, "source": self.source,
+            "bytes": {"sent": self.sent, "received": self.received},
         }
 
 
@@ -379,6 +383,7 @@ def _labels(items: Iterable[Mapping[str, Any]]) -> tuple[LabelState, ...]:
             label=str(e["label"]), state=str(e["state"]), exit_code=e.get("exit_code"),
             runtime=e.get("runtime"), start=e.get("start"), attempts=int(e.get("attempts", 1)),
             log=tuple(e.get("log") or ()), after=tuple(e.get("after") or ()),
+            slurm_state=e.get("slurm_state") or None,
         )
         for e in items
     )

@@ -9,7 +9,8 @@ SSH session; every `pueue add` then runs locally on the host.
 
 Modes
   feed  COMMANDS --receipts R --pueue P     add every job of the commands file to pueue
-  unit  UNIT_FILE --done D --parallel N     run a unit's commands (units mode, > 10 K jobs)
+  unit  UNIT_FILE --done D --parallel N     run a unit's commands (units mode, > 10 K jobs;
+                                            --logs DIR: each command's output in its own file)
   run   --ledger L --label X --group G -- ARGV   run one job, record its outcome (the ledger)
 
 The ledger (`<batch>/ledger.ndjson`): every job records, ON the host, one `end` line when
@@ -62,6 +63,7 @@ from .model import (
     add_words,
     attempt_of,
     base_label,
+    log_name,
 )
 
 EXIT_OK = 0
@@ -613,9 +615,15 @@ def unit(args: argparse.Namespace) -> int:
                    if args.ledger and args.group else None)
             if rec is not None:
                 rec.started(os.getpid())
-            proc = subprocess.run(["sh", "-c", cmd["command"]], cwd=cmd["workdir"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
+            if getattr(args, "logs", None):  # <logs>/<label>.log, as a Slurm element
+                with open(os.path.join(args.logs, log_name(label)), "ab") as out:
+                    proc = subprocess.run(["sh", "-c", cmd["command"]], cwd=cmd["workdir"],
+                                          stdout=out, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL)
+            else:
+                proc = subprocess.run(["sh", "-c", cmd["command"]], cwd=cmd["workdir"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
             code = exit_of(proc.returncode)
             done.append(label, str(code))
             if rec is not None:
@@ -633,7 +641,7 @@ def unit(args: argparse.Namespace) -> int:
         with out_lock:
             if proc is not None:
                 sys.stdout.write(f"=== {label} (exit {code})\n")
-                sys.stdout.write(proc.stdout.decode("utf-8", "replace"))
+                sys.stdout.write((proc.stdout or b"").decode("utf-8", "replace"))
                 sys.stdout.flush()
             if code != 0:
                 failed.append(label)
@@ -666,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--ledger", help="record each command's outcome here (per command label)")
     u.add_argument("--group", help="the unit's pueue group (recorded with each outcome)")
     u.add_argument("--label", help="the unit's label (recorded with each outcome)")
+    u.add_argument("--logs", help="write each command's output to DIR/<label>.log (Slurm)")
     r = sub.add_parser("run", help="run one job and record its outcome in the ledger")
     r.add_argument("--ledger", required=True)
     r.add_argument("--label", required=True)

@@ -155,6 +155,15 @@ def unit_label(playbook: str, phase: str, index: int, digest: str) -> str:
     return label
 
 
+# A job's output file in `<batch>/logs/` (a Slurm element's, and each command's of a unit
+# run with `--logs`): the label, anything outside [A-Za-z0-9._@+=-] as "_".
+_LOG_UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
+
+
+def log_name(label: str) -> str:
+    return _LOG_UNSAFE.sub("_", label)[:200] + ".log"
+
+
 # ---- one `pueue add` ---------------------------------------------------------------------
 
 MAX_LABEL = 256  # a label is stored in every status read and receipt line (AP-10)

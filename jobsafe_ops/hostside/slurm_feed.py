@@ -10,7 +10,8 @@ Modes
 
 Commands file: JSON lines {"label", "group", "workdir" (absolute), "command", "after":
 [labels], "chunk" (the array it belongs to: same group, phase, workdir, memory), "mem"
-(bytes or null), "cpus", "throttle"}. Consecutive lines of one chunk become arrays of at
+(bytes or null), "cpus", "throttle"} and, for a unit (units mode), "unit_file" +
+"unit_commands" as feeder.py takes them. Consecutive lines of one chunk become arrays of at
 most --max-array elements.
 
 Exactly once per label: under the batch lock, the labels squeue shows active for this
@@ -21,7 +22,15 @@ array points at (harmless), a kill after the sbatch leaves an array squeue shows
 labels are skipped by the rerun).
 
 Each element runs its line through feeder.py's `run` wrapper (same ledger records, same
-signal forwarding), its output in `<B>/logs/<label>.log`.
+signal forwarding), its output in `<B>/logs/<label>.log`. A unit's element runs feeder.py's
+`unit` runner instead (no record of the unit itself, as on a pueue host): each command
+records its own outcome by its label and writes its own log. While a unit's element is
+queued or running, its commands count as active.
+
+With accounting (sacct answers), an element that ended without a ledger line - Slurm
+killed the run wrapper first: SIGKILL, OOM, a lost node - gets one made from sacct (state,
+exit code, times), so the board, submit's decisions and retry-failed see it as failed or
+killed; a line the ledger has always wins.
 
 stdout: one `@@summary {json}` line. Exit codes: 0 ok, 1 some arrays not submitted, 2 bad
 input (a commands file whose sha256/line count differs: a torn upload is never submitted).
@@ -39,8 +48,15 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .model import LEAN_ENV
-from .slurm_model import SQUEUE_FORMAT, expand_indices, job_name
+from .model import LEAN_ENV, attempt_of, base_label, log_name
+from .slurm_model import (
+    SACCT_ENDED,
+    SACCT_FORMAT,
+    SQUEUE_FORMAT,
+    expand_indices,
+    job_name,
+    parse_sacct,
+)
 
 if TYPE_CHECKING:
     from . import feeder
@@ -53,13 +69,8 @@ else:  # uploaded next to this file, on a host without jobsafe_ops; `board` is a
         feeder = None
 
 TIMEOUT = 120.0
-_SAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
-
-
-
-
-def log_name(label: str) -> str:
-    return _SAFE.sub("_", label)[:200] + ".log"
+SACCT_TIMEOUT = 30.0  # a board poll does not wait longer for slurmdbd
+LEDGER_NAME = "ledger.ndjson"  # feeder.LEDGER_NAME (the board runs without feeder.py)
 
 
 def read_chunk(batch_dir: str, digest: str) -> list[dict[str, Any]]:
@@ -74,10 +85,21 @@ def read_chunk(batch_dir: str, digest: str) -> list[dict[str, Any]]:
         return []
 
 
+def read_unit(path: str) -> list[dict[str, Any]]:
+    """A unit's commands ({label, workdir, command} lines); [] if unreadable."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(raw) for raw in fh if raw.strip()]
+    except (OSError, ValueError):
+        return []
+
+
 def active(batch_dir: str, playbook: str,
            with_lines: bool = False) -> dict[str, dict[str, Any]]:
-    """label -> {group, id, array, state, reason} of this batch's elements squeue shows
-    (`with_lines`: with the element's command and workdir too, what deploy re-adds a kill from)."""
+    """label -> {group, id, array, state, reason} of this batch's elements squeue shows; a
+    unit's commands too (with "unit": its label), so none is retried while it may run.
+    `with_lines`: with each job's command and workdir, what deploy re-adds a kill from (a
+    unit's commands then stand for its element: the unit itself is never re-added)."""
     proc = subprocess.run(["squeue", "-h", "-r", "--me", "-o", SQUEUE_FORMAT],
                           capture_output=True, text=True, timeout=TIMEOUT)
     if proc.returncode != 0:
@@ -96,11 +118,93 @@ def active(batch_dir: str, playbook: str,
         for i in expand_indices(index) or [0]:
             if i < len(lines):
                 item = lines[i]
-                out[item["label"]] = {"group": item["group"], "id": f"{array_id}_{i}",
-                                      "array": array_id, "state": state, "reason": reason}
-                if with_lines:
-                    out[item["label"]].update(command=item.get("command", ""),
-                                              workdir=item.get("workdir", ""))
+                info = {"group": item["group"], "id": f"{array_id}_{i}", "array": array_id,
+                        "state": state, "reason": reason}
+                unit = read_unit(item["unit_file"]) if item.get("unit_file") else []
+                if not (with_lines and unit):
+                    out[item["label"]] = {**info, **({"command": item.get("command", ""),
+                                                      "workdir": item.get("workdir", "")}
+                                                     if with_lines else {})}
+                for cmd in unit:
+                    extra = {"command": cmd.get("command", ""),
+                             "workdir": cmd.get("workdir", "")} if with_lines else {}
+                    out.setdefault(str(cmd.get("label")),
+                                   {**info, **extra, "unit": item["label"]})
+    return out
+
+
+def batch_arrays(batch_dir: str) -> dict[str, str]:
+    """array id -> chunk digest of every array this batch submitted (arrays.ndjson)."""
+    out: dict[str, str] = {}
+    try:
+        with open(os.path.join(batch_dir, "arrays.ndjson"), encoding="utf-8") as fh:
+            for raw in fh:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and str(rec.get("array", "")).isdigit():
+                    out[str(rec["array"])] = str(rec.get("chunk", ""))
+    except OSError:
+        pass
+    return out
+
+
+def sacct_ended(batch_dirs: list[str]) -> tuple[bool, dict[str, dict[str, dict[str, Any]]]]:
+    """One `sacct` over every array of these batches, ended elements only (not COMPLETED):
+    (sacct answered, batch dir -> label -> an end record as the ledger would have it,
+    with "slurm_state" and "source": "sacct"; a unit's element -> one per command).
+    Without accounting sacct refuses at once: (False, {})."""
+    arrays: dict[str, tuple[str, str]] = {}
+    for bdir in batch_dirs:
+        for array_id, digest in batch_arrays(bdir).items():
+            arrays[array_id] = (bdir, digest)
+    if not arrays:
+        return False, {}
+    try:
+        proc = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-j", ",".join(sorted(arrays, key=int)),
+             "-S", "2000-01-01", "-E", "now", "-s", ",".join(SACCT_ENDED),
+             "-o", SACCT_FORMAT], capture_output=True, text=True, timeout=SACCT_TIMEOUT,
+            stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return False, {}
+    if proc.returncode != 0:
+        return False, {}
+    chunks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for array_id, index, state, outcome, code, workdir, start, end in \
+            parse_sacct(proc.stdout):
+        if array_id not in arrays:
+            continue
+        key = arrays[array_id]
+        if key not in chunks:
+            chunks[key] = read_chunk(*key)
+        if index >= len(chunks[key]):
+            continue
+        item = chunks[key][index]
+        # a unit's element: its commands had the unit's fate (those that wrote their own
+        # end keep it, outcomes_of); the unit itself is never judged, as on a pueue host
+        jobs = [(str(c.get("label")), c.get("command", ""), c.get("workdir", workdir),
+                 base_label(str(item["label"]))) for c in read_unit(item["unit_file"])] \
+            if item.get("unit_file") else [(str(item["label"]), item.get("command", ""),
+                                            workdir, None)]
+        for label, command, wd, unit in jobs:
+            rec = {"v": 1, "event": "end", "label": label, "group": item["group"],
+                   "batch": os.path.basename(key[0]), "attempt": attempt_of(label),
+                   "exit": code, "outcome": outcome, "slurm_state": state, "start": start,
+                   "end": end, "command": command, "workdir": wd, "source": "sacct"}
+            if unit:
+                rec["unit"] = unit
+            out.setdefault(key[0], {})[label] = rec
+    return True, out
+
+
+def outcomes_of(batch_dir: str, from_sacct: dict[str, dict[str, dict[str, Any]]]
+                ) -> dict[str, dict[str, Any]]:
+    """label -> its end: the ledger's, else the one sacct knows (the wrapper never wrote)."""
+    out = dict(from_sacct.get(batch_dir) or {})
+    out.update(ledger_outcomes(os.path.join(batch_dir, LEDGER_NAME)))
     return out
 
 
@@ -183,9 +287,13 @@ def submit(args: argparse.Namespace) -> int:
                 errors.append([ln["label"], f"waits for {missing}, which neither ran nor "
                                "is queued; rerun submit-batch"])
             continue
-        body = "".join(json.dumps({"label": ln["label"], "group": ln["group"],
-                                   "command": ln["command"]}, separators=(",", ":")) + "\n"
-                       for ln in piece)
+        for ln in piece:  # a unit's commands, on the shared filesystem before its sbatch
+            if ln.get("unit_file"):
+                feeder.write_unit(ln)
+        body = "".join(json.dumps({
+            "label": ln["label"], "group": ln["group"], "command": ln["command"],
+            **({"unit_file": ln["unit_file"]} if ln.get("unit_file") else {})},
+            separators=(",", ":")) + "\n" for ln in piece)
         digest = hashlib.sha256(f"{head['chunk']}\n{body}".encode()).hexdigest()[:20]
         chunk_file = os.path.join(bdir, "arrays", digest + ".jsonl")
         write_atomic(chunk_file, body)
@@ -240,6 +348,9 @@ def element(args: argparse.Namespace) -> int:
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    if line.get("unit_file"):  # feeder.py unit: each command records its own outcome
+        return feeder.exit_of(subprocess.call(["sh", "-c", line["command"]],
+                                              stdin=subprocess.DEVNULL))
     ns = argparse.Namespace(ledger=args.ledger, label=line["label"], group=args.group,
                             argv=["sh", "-c", line["command"]])
     return feeder.run_wrapped(ns)
@@ -250,8 +361,8 @@ def status(args: argparse.Namespace) -> int:
     group here so a poll moves only what the board shows."""
     bdir = os.path.abspath(args.batch_dir)
     running = active(bdir, args.playbook)
-    outcomes = ledger_outcomes(os.path.join(bdir, feeder.LEDGER_NAME))
-    keep = ("group", "exit", "outcome", "start", "end", "attempt", "signal")
+    outcomes = outcomes_of(bdir, sacct_ended([bdir])[1])
+    keep = ("group", "exit", "outcome", "start", "end", "attempt", "signal", "slurm_state")
     out = {
         "active": {k: v for k, v in running.items() if args.group in (None, v["group"])},
         "ended": {k: {f: v[f] for f in keep if f in v} for k, v in outcomes.items()
@@ -287,9 +398,10 @@ def _iso_seconds(stamp: str) -> float | None:
 
 def board(args: argparse.Namespace) -> int:
     """The monitor's payload (snapshot.snapshot_from's shape) for every batch under --root:
-    the elements squeue shows (named through their chunk files) and the ledgers' outcomes,
-    by group and label, the latest attempt of each label deciding (older ones superseded).
-    Filtered here, so a poll moves only the watched group's lists."""
+    the elements squeue shows (named through their chunk files; a unit's by its commands)
+    and the ledgers' outcomes (with accounting, sacct's for elements that ended without
+    one), by group and label, the latest attempt of each label deciding (older ones
+    superseded). Filtered here, so a poll moves only the watched group's lists."""
     import fnmatch
     import time as _time
 
@@ -312,15 +424,28 @@ def board(args: argparse.Namespace) -> int:
             base = _RETRY.sub("", label)
             attempts.setdefault((group, base), {})[label] = info
 
+    sacct_ok, from_sacct = sacct_ended([os.path.join(root, b) for b in batches])
+    ended: dict[tuple[str, str], str] = {}  # (batch, label) -> its outcome
     for b in batches:
         bdir = os.path.join(root, b)
-        for label, rec in ledger_outcomes(os.path.join(bdir, "ledger.ndjson")).items():
+        for label, rec in outcomes_of(bdir, from_sacct).items():
             group = str(rec.get("group", ""))
+            ended[(b, label)] = str(rec.get("outcome", "failed"))
             put(group, label, {"state": str(rec.get("outcome", "failed")), "exit_code":
                                rec.get("exit"), "start": rec.get("start"),
+                               "slurm_state": rec.get("slurm_state"),
                                "log": os.path.join(bdir, "logs", log_name(label))})
     chunks: dict[str, list[dict[str, Any]]] = {}
     now = _time.time()
+
+    def put_active(batch: str, group: str, label: str, st: str, eid: str) -> None:
+        marker = os.path.join(root, batch, feeder_marker(group, label))
+        start = _start_of(marker)
+        put(group, label, {
+            "state": st, "start": start, "id": eid,
+            "runtime": None if start is None or _iso_seconds(start) is None
+            else round(now - float(_iso_seconds(start) or now), 1)})
+
     for line in proc.stdout.splitlines():
         parts = [p.strip() for p in line.split("|", 6)]
         if len(parts) != 7 or not parts[3].startswith("jobsafe:"):
@@ -340,12 +465,23 @@ def board(args: argparse.Namespace) -> int:
                 st = "blocked"
             elif state not in ("PENDING", "RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING"):
                 continue  # ended; the ledger has (or will have) its outcome
-            marker = os.path.join(root, batch, feeder_marker(item["group"], item["label"]))
-            start = _start_of(marker)
-            put(item["group"], item["label"], {
-                "state": st, "start": start, "id": f"{array_id}_{i}",
-                "runtime": None if start is None or _iso_seconds(start) is None
-                else round(now - float(_iso_seconds(start) or now), 1)})
+            eid = f"{array_id}_{i}"
+            commands = read_unit(item["unit_file"]) if item.get("unit_file") and \
+                args.group in (None, item["group"]) else []
+            if not commands:
+                put_active(batch, item["group"], item["label"], st, eid)
+                continue
+            for cmd in commands:  # a unit: each command by its label
+                label = str(cmd.get("label"))
+                before = ended.get((batch, label))
+                if st == "running" and os.path.exists(os.path.join(
+                        root, batch, feeder_marker(item["group"], label))):
+                    put_active(batch, item["group"], label, "running", eid)
+                elif before == "success" or (before and st == "running"):
+                    continue  # done (or ended in this run): the ledger says how
+                else:
+                    put_active(batch, item["group"], label,
+                               "queued" if st == "running" else st, eid)
     groups: dict[str, dict[str, Any]] = {}
     for (group, _base), tries in sorted(attempts.items()):
         g = groups.setdefault(group, {"status": "Running", "parallel": 0, "counts": {},
@@ -375,6 +511,8 @@ def board(args: argparse.Namespace) -> int:
         if kind == "failed":
             entry["exit_code"] = info.get("exit_code")
             entry["log"] = _tail(info.get("log", ""), args.log_lines)
+            if info.get("slurm_state"):
+                entry["slurm_state"] = info["slurm_state"]
         if len(g[kind]) < args.limit:
             g[kind].append(entry)
         else:
@@ -384,7 +522,8 @@ def board(args: argparse.Namespace) -> int:
         seen = [n for (grp, _a), n in throttles.items() if grp == group]
         g["parallel"] = max(seen) if seen else 0  # 0: no array waiting (the laptop fills in)
         g["arrays"] = sorted({a for (grp, a) in throttles if grp == group}, key=int)
-    print(json.dumps({"via": "slurm", "source": "squeue+ledger", "groups": groups,
+    source = "squeue+ledger+sacct" if sacct_ok else "squeue+ledger"
+    print(json.dumps({"via": "slurm", "source": source, "groups": groups,
                       "health": _cluster_health()}, separators=(",", ":")), flush=True)
     return 0
 
@@ -435,11 +574,13 @@ def records(args: argparse.Namespace) -> int:
     state, command and workdir (deploy's kill and re-add)."""
     root = os.path.abspath(args.root)
     out: dict[str, Any] = {}
-    for b in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        bdir = os.path.join(root, b)
-        if not os.path.isfile(os.path.join(bdir, "slurm_feed.py")):
-            continue  # a pueue batch
-        ended = {k: v for k, v in ledger_outcomes(os.path.join(bdir, "ledger.ndjson")).items()
+    batches = [os.path.join(root, b) for b in sorted(os.listdir(root))
+               if os.path.isfile(os.path.join(root, b, "slurm_feed.py"))] \
+        if os.path.isdir(root) else []  # (not a pueue batch)
+    from_sacct = sacct_ended(batches)[1]
+    for bdir in batches:
+        b = os.path.basename(bdir)
+        ended = {k: v for k, v in outcomes_of(bdir, from_sacct).items()
                  if args.group in (None, v.get("group"))}
         running = {k: v for k, v in active(bdir, b, with_lines=True).items()
                    if args.group in (None, v["group"])}

@@ -1,7 +1,7 @@
 """What the laptop and the Slurm login node must read the same way (stdlib, Python >= 3.8):
-the squeue format both parse, the job name that marks a batch's arrays, and the array-index
-grammar of squeue's %K. Inlined into slurm_feed.py by bundle.py; scheduler/slurm.py imports
-it on the laptop."""
+the squeue format both parse, the job name that marks a batch's arrays, the array-index
+grammar of squeue's %K, and how sacct's end states read as the ledger's outcomes. Inlined
+into slurm_feed.py by bundle.py; scheduler/slurm.py imports it on the laptop."""
 
 from __future__ import annotations
 
@@ -25,4 +25,54 @@ def expand_indices(text: str) -> list[int]:
             out.extend(range(int(lo), int(hi) + 1))
         else:
             out.append(int(lo))
+    return out
+
+
+# ---- sacct (clusters with accounting) ------------------------------------------------------
+
+# ended this way, a job may well succeed on a retry (the --mem kill, a lost node, preemption)
+TRANSIENT_STATES = frozenset({"OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL"})
+# what `sacct -X -n -P` prints per element; an element that ended in one of SACCT_ENDED's
+# states (sacct -s takes these abbreviations) may have no ledger line: Slurm killed the run
+# wrapper before it could write one (SIGKILL, OOM, a lost node, a time limit past KillWait)
+SACCT_FORMAT = "JobID,State,ExitCode,WorkDir,Start,End"
+SACCT_ENDED = ("CA", "F", "TO", "OOM", "NF", "PR", "BF", "DL", "RV")
+# killed from outside the job (scancel, preemption) or by the cluster (OOM, a node lost):
+# the ledger's "killed", which the retry rules call transient, as they do exit 137/143
+KILLED_STATES = frozenset({"CANCELLED", "PREEMPTED", "REVOKED"}) | TRANSIENT_STATES
+
+
+def sacct_outcome(state: str, exit_code: str) -> tuple[str, str, int | None]:
+    """sacct's State ('CANCELLED by 0') and ExitCode ('0:9') -> (Slurm state, the ledger's
+    outcome: killed | failed | success, exit code as a shell reports it: 128 + signal)."""
+    name = (state.split() or [""])[0].rstrip("+")
+    code, _, sig = exit_code.partition(":")
+    exit_: int | None = None
+    if sig.strip().isdigit() and 0 < int(sig) < 65:
+        exit_ = 128 + int(sig)
+    elif code.strip().isdigit():
+        exit_ = int(code)
+    if name == "OUT_OF_MEMORY":  # the OOM killer's SIGKILL (sacct says 0:125), as on pueue
+        exit_ = 137
+    if name == "COMPLETED":
+        return name, "success", exit_
+    return name, "killed" if name in KILLED_STATES else "failed", exit_
+
+
+def parse_sacct(text: str) -> list[tuple[str, int, str, str, int | None, str, str, str]]:
+    """`sacct -X -n -P -o SACCT_FORMAT` -> (array id, index, Slurm state, outcome, exit,
+    workdir, start, end) per ended array element (pending ranges and plain jobs left out)."""
+    out = []
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 6:
+            continue
+        jid, state, exit_code, workdir, start, end = parts
+        array_id, sep, index = jid.partition("_")
+        if not sep or not array_id.isdigit() or not index.isdigit():
+            continue
+        name, outcome, exit_ = sacct_outcome(state, exit_code)
+        if name in ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "COMPLETING"):
+            continue
+        out.append((array_id, int(index), name, outcome, exit_, workdir, start, end))
     return out

@@ -104,7 +104,8 @@ def monitor_view(board: Sequence[HostResult], hosts: Mapping[str, Host],
         for col in ("host", "label", "result", "exit", "last log lines"):
             t.add_column(col, overflow="fold")
         for host, v in failed:
-            t.add_row(host, v.label, v.state, "-" if v.exit_code is None else str(v.exit_code),
+            result = f"{v.state} ({v.slurm_state}, sacct)" if v.slurm_state else v.state
+            t.add_row(host, v.label, result, "-" if v.exit_code is None else str(v.exit_code),
                       Text("\n".join(v.log)) if v.log else Text("-", style="dim"))
         parts.append(t)
 

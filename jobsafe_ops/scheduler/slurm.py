@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..hostside.slurm_model import SQUEUE_FORMAT, expand_indices, job_name
+from ..hostside.slurm_model import TRANSIENT_STATES as TRANSIENT_STATES
 
 # what `squeue` prints per element (-r: one line per array element, pending ones too)
 SQUEUE_FIELDS = ("id", "array_id", "index", "name", "state", "reason", "comment")
@@ -31,8 +32,6 @@ STATE_MAP = {
     "CANCELLED": "killed", "REVOKED": "killed", "SPECIAL_EXIT": "failed",
     "OUT_OF_MEMORY": "failed", "NODE_FAIL": "failed", "PREEMPTED": "killed",
 }
-# ended this way, a job may well succeed on a retry (the --mem kill, a lost node, preemption)
-TRANSIENT_STATES = frozenset({"OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL"})
 # a dependant whose afterok can never be met stays PENDING with this reason
 NEVER = "DependencyNeverSatisfied"
 DEFAULT_MAX_ARRAY = 1001

@@ -8,6 +8,12 @@ Slurm login node gets it in its sshd ``SetEnv``, so `sbatch`/`squeue` run over t
 real sshd reach this cluster. ``AuthInfo=socket=`` points every Slurm program at this
 cluster's munged.
 
+With ``accounting=True`` the cluster also keeps job accounting, as a site with `sacct`
+does: a private MariaDB (``mariadb-install-db`` into ``<root>/db``, ``mariadbd`` on a free
+loopback port, Debian `mariadb-server`) and a slurmdbd (Debian `slurmdbd`; its
+``slurmdbd.conf`` mode 600 next to slurm.conf, where slurmdbd looks for it through
+``SLURM_CONF``) that slurmctld reports to (``AccountingStorageType=accounting_storage/slurmdbd``).
+
 The daemons run in the foreground (``-D``) as children of this process, in their own
 session, and ``stop()`` ends them (and the job steps they started) by pid, nothing else.
 Imports nothing from pytest.
@@ -34,15 +40,20 @@ SLURMD = "slurmd"
 PROGRAMS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "slurmctld", "slurmd")
 INSTALL_HINT = ("slurm not installed: apt-get install --no-install-recommends slurm-wlm munge "
                 "(see .ci/run)")
+ACCOUNTING_PROGRAMS = ("slurmdbd", "sacctmgr", "sacct", "mariadbd", "mariadb-install-db")
+ACCOUNTING_HINT = ("accounting needs slurmdbd and MariaDB: apt-get install "
+                   "--no-install-recommends slurmdbd mariadb-server (see .ci/run)")
 # slurmd is told the node has this many CPUs whatever the machine has (config_overrides):
 # a 2-core CI machine still runs an array 4 at a time, as a real node would
 NODE_CPUS = 8
 PARTITION = "debug"
 
 
-def missing_programs() -> list[str]:
-    """The Slurm/munge programs this machine lacks (empty: a cluster can start)."""
-    out = [p for p in PROGRAMS if shutil.which(p) is None
+def missing_programs(accounting: bool = False) -> list[str]:
+    """The Slurm/munge programs this machine lacks (empty: a cluster can start); with
+    `accounting`, slurmdbd's and MariaDB's too."""
+    wanted = (*PROGRAMS, *ACCOUNTING_PROGRAMS) if accounting else PROGRAMS
+    out = [p for p in wanted if shutil.which(p) is None
            and not os.access(f"/usr/sbin/{p}", os.X_OK)]
     if not os.access(MUNGED, os.X_OK) and shutil.which("munged") is None:
         out.append("munged")
@@ -56,6 +67,12 @@ def _program(name: str) -> str:
     if os.access(f"/usr/sbin/{name}", os.X_OK):
         return f"/usr/sbin/{name}"
     raise WorldError(f"{name}: {INSTALL_HINT}")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((LOOPBACK, port)) == 0
 
 
 def _mem_total_mb() -> int:
@@ -79,6 +96,10 @@ class SlurmCluster:
     # more slurm.conf lines (bench: MaxJobCount above its 10,000 default, which counts
     # every array element)
     extra_conf: tuple[str, ...] = ()
+    # slurmdbd + a private MariaDB: sacct answers (finished jobs' states, exit codes)
+    accounting: bool = False
+    dbd_port: int = 0
+    db_port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     # -- layout -------------------------------------------------------------------------
@@ -97,6 +118,14 @@ class SlurmCluster:
     @property
     def log_dir(self) -> Path:
         return self.root / "log"
+
+    @property
+    def db_dir(self) -> Path:
+        return self.root / "db"
+
+    @property
+    def dbd_conf(self) -> Path:
+        return self.root / "slurmdbd.conf"
 
     @property
     def env(self) -> dict[str, str]:
@@ -135,13 +164,83 @@ class SlurmCluster:
             "ReturnToService=2",
             "MpiDefault=none",
             "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
+            *(["AccountingStorageType=accounting_storage/slurmdbd",
+               f"AccountingStorageHost={LOOPBACK}", f"AccountingStoragePort={self.dbd_port}",
+               # slurmctld and sacct reach slurmdbd through this munge socket (AuthInfo
+               # does not cover those connections)
+               f"AccountingStoragePass={self.munge_socket}"]
+              if self.accounting else ["AccountingStorageType=accounting_storage/none"]),
             f"NodeName={self.node} NodeAddr={LOOPBACK} CPUs={NODE_CPUS} "
             f"RealMemory={memory} State=UNKNOWN",
             f"PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE "
             "State=UP",
             *self.extra_conf,
         ]) + "\n"
+
+    def slurmdbd_conf(self) -> str:
+        """slurmdbd's own config: MariaDB over loopback as root (no password: the private
+        server's root, reachable only from this machine), state in the temp dir."""
+        return "\n".join([
+            "AuthType=auth/munge",
+            f"AuthInfo=socket={self.munge_socket}",
+            f"DbdAddr={LOOPBACK}",
+            f"DbdHost={self.node}",
+            f"DbdPort={self.dbd_port}",
+            "SlurmUser=root",
+            f"LogFile={self.log_dir / 'slurmdbd.log'}",
+            f"PidFile={self.root / 'slurmdbd.pid'}",
+            "StorageType=accounting_storage/mysql",
+            f"StorageHost={LOOPBACK}",
+            f"StoragePort={self.db_port}",
+            "StorageUser=root",
+            "StorageLoc=slurm_acct_db",
+        ]) + "\n"
+
+    def _mariadb_argv(self) -> list[str]:
+        argv = [_program("mariadbd"), "--no-defaults", f"--datadir={self.db_dir}",
+                f"--socket={self.root / 'mysql.sock'}", f"--bind-address={LOOPBACK}",
+                f"--port={self.db_port}", f"--pid-file={self.root / 'mariadbd.pid'}",
+                f"--log-error={self.log_dir / 'mariadbd.log'}",
+                "--innodb-log-file-size=4M", "--innodb-buffer-pool-size=32M"]
+        return [*argv, "--user=root"] if os.getuid() == 0 else argv
+
+    def _start_accounting(self, timeout: float) -> None:
+        """MariaDB, then slurmdbd, then the cluster's row in the database (slurmctld reports
+        to it from its first start on)."""
+        missing = missing_programs(accounting=True)
+        if missing:
+            raise WorldError(f"{', '.join(missing)} missing: {ACCOUNTING_HINT}")
+        if not (self.db_dir / "mysql").is_dir():
+            init = subprocess.run(
+                [_program("mariadb-install-db"), "--no-defaults", f"--datadir={self.db_dir}",
+                 "--auth-root-authentication-method=normal", "--skip-test-db",
+                 "--innodb-log-file-size=4M",
+                 *(["--user=root"] if os.getuid() == 0 else [])],
+                capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            if init.returncode != 0:
+                tail = " | ".join((init.stderr or init.stdout).strip().splitlines()[-3:])
+                raise WorldError(f"mariadb-install-db exited {init.returncode}: {tail}")
+        self._spawn("mariadbd", self._mariadb_argv())
+        self._wait(lambda: _listening(self.db_port), timeout, "mariadbd")
+        self.dbd_conf.write_text(self.slurmdbd_conf())
+        self.dbd_conf.chmod(0o600)  # slurmdbd refuses a config others can read
+        self._spawn("slurmdbd", [_program("slurmdbd"), "-D"])
+        self._wait(lambda: _listening(self.dbd_port), timeout, "slurmdbd")
+        said: list[str] = []
+
+        def registered() -> bool:
+            shown = self._client("sacctmgr", "-n", "-P", "show", "cluster", "format=cluster")
+            if "jobsafe" in shown.stdout.split():
+                return True
+            added = self._client("sacctmgr", "-i", "add", "cluster", "jobsafe")
+            said[:] = [(added.stderr or added.stdout or shown.stderr).strip()]
+            return False
+
+        try:
+            self._wait(registered, timeout, "slurmdbd")
+        except WorldError as exc:
+            raise WorldError(f"sacctmgr add cluster jobsafe: {said[-1] if said else '?'} "
+                             f"({exc})") from None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> SlurmCluster:
@@ -158,6 +257,9 @@ class SlurmCluster:
         self.munge_dir.chmod(0o755)
         self.ctld_port = self.ctld_port or free_port()
         self.slurmd_port = self.slurmd_port or free_port()
+        if self.accounting:
+            self.db_port = self.db_port or free_port()
+            self.dbd_port = self.dbd_port or free_port()
         key = self.munge_dir / "munge.key"
         if not key.exists():
             key.write_bytes(os.urandom(1024))
@@ -170,6 +272,8 @@ class SlurmCluster:
                                    f"--pid-file={self.munge_dir / 'munged.pid'}",
                                    f"--seed-file={self.munge_dir / 'munged.seed'}"])
             self._wait(lambda: self.munge_socket.exists(), timeout, "munged")
+            if self.accounting:
+                self._start_accounting(timeout)
             self._spawn("slurmctld", [_program(SLURMCTLD), "-D", "-i"])
             self._wait(lambda: "UP" in self._client("scontrol", "ping").stdout, timeout,
                        "slurmctld")
@@ -223,11 +327,12 @@ class SlurmCluster:
             self._client("scancel", "--user", str(os.getuid()) if os.getuid() else "root")
 
     def stop(self) -> None:
-        """Cancel the jobs, then end slurmd, slurmctld and munged (by pid, in that order),
+        """Cancel the jobs, then end slurmd, slurmctld, slurmdbd, mariadbd and munged (by
+        pid, in that order),
         and any job step process that outlived slurmd (it carries JOBSAFE_SLURM)."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
             self.cancel_all()
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
             proc = self.procs.pop(name, None)
             if proc is None:
                 continue

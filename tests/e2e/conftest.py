@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -19,7 +19,13 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from jobsafe_ops.testing.slurm import INSTALL_HINT, SlurmCluster, missing_programs  # noqa: E402
+from jobsafe_ops.testing.slurm import (  # noqa: E402
+    ACCOUNTING_HINT,
+    INSTALL_HINT,
+    SlurmCluster,
+    missing_programs,
+)
+from jobsafe_ops.testing.world import WorldError  # noqa: E402
 from tests.world import World, find_sshd  # noqa: E402
 
 
@@ -37,18 +43,40 @@ def require_sshd() -> None:
     pytest.skip(message)
 
 
+def _skip_or_fail(message: str) -> NoReturn:
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     """One real single-node Slurm cluster (munged + slurmctld + slurmd on loopback, files in
     a temp dir) for the whole session. Slurm missing: fail in CI, skip elsewhere."""
     missing = missing_programs()
     if missing:
-        message = f"{', '.join(missing)} not found; {INSTALL_HINT}"
-        if in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        _skip_or_fail(f"{', '.join(missing)} not found; {INSTALL_HINT}")
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
     cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster_acct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A second cluster with job accounting (slurmdbd + a private MariaDB, ~4 s to start):
+    sacct answers. slurmdbd or MariaDB missing, or not starting: fail in CI (.ci/run
+    installs them), skip elsewhere with what failed."""
+    missing = missing_programs(accounting=True)
+    if missing:
+        _skip_or_fail(f"{', '.join(missing)} not found; {ACCOUNTING_HINT}")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurmacct"), accounting=True)
+    try:
+        cluster.start()
+    except WorldError as exc:
+        _skip_or_fail(f"the accounting cluster did not start: {exc}")
     try:
         yield cluster
     finally:

@@ -274,14 +274,9 @@ mode = ["ok", "bad", "oom"]
     assert (batch_dir(host, "rfail") / "logs").is_dir()
 
 
-def test_audit_and_units_refuse_a_slurm_host_in_one_line(
-        world: World, host: SimHost, tmp_path: Path) -> None:
+def test_audit_refuses_a_slurm_host_in_one_line(world: World, host: SimHost) -> None:
     host.log_sessions()
     before = host.sessions()
-    path = playbook(tmp_path, "units", 'group = "p1"\nlabel = "u:{i}"\ncommand = "true {i}"\n'
-                    "[matrix]\ni = [1, 2]\n")
-    units = inv(world, "submit-batch", "--host", "hpc", "--playbook", str(path), "--units")
-    assert units.returncode == 2 and "job arrays" in units.stderr
     audit = inv(world, "audit", "--host", "hpc")
     assert audit.returncode == 2 and "inv monitor" in audit.stderr
     assert host.sessions() == before  # nothing reached the login node

@@ -426,6 +426,22 @@ def test_unit_runner_converges_after_a_kill_and_a_failure(batch: Path) -> None:
     assert set(done) == {f"c{i}" for i in range(20)} and set(done.values()) == {"0"}
 
 
+def test_unit_runner_with_logs_gives_each_command_its_own_log(batch: Path) -> None:
+    logs = batch / "logs"
+    logs.mkdir()
+    work = str(batch / "work")
+    unit = write_commands(batch / "unit.jsonl", [
+        {"label": "a:1", "workdir": work, "command": "echo one; echo err >&2"},
+        {"label": "a:2", "workdir": work, "command": "echo two; exit 4"}])
+    proc = subprocess.run([sys.executable, str(FEEDER), "unit", str(unit), "--done",
+                           str(batch / "done.tsv"), "--parallel", "2", "--logs", str(logs)],
+                          capture_output=True, text=True, timeout=120, cwd=batch)
+    assert proc.returncode == 1
+    assert (logs / "a_1.log").read_text() == "one\nerr\n"  # a Slurm element's log name
+    assert (logs / "a_2.log").read_text() == "two\n"
+    assert "=== a:2 (exit 4)" in proc.stdout and "one\n" not in proc.stdout
+
+
 def test_feeder_writes_unit_files_before_adding(daemon: Daemon, batch: Path) -> None:
     unit_file = batch / "units" / "u1.jsonl"
     inner = [{"label": "x y", "workdir": str(batch / "work"), "command": "true"}]

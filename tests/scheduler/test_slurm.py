@@ -5,6 +5,7 @@ Slurm probe's parser."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -257,3 +258,106 @@ def test_commands_file_groups_lines_into_chunks(tmp_path: Path) -> None:
     assert len({x["chunk"] for x in lines[:3]}) == 1 and lines[3]["chunk"] != lines[0]["chunk"]
     assert lines[0]["mem"] == 1024**3 and lines[0]["cpus"] == 2 and lines[0]["throttle"] == 3
     assert lines[3]["after"] == ["j0", "j1", "j2"]
+
+
+def test_commands_file_units_one_line_per_unit_sized_for_its_parallel(tmp_path: Path) -> None:
+    from jobsafe_ops.batch.plan import Item, make_units
+    from jobsafe_ops.batch.playbook import JobSpec
+    from jobsafe_ops.batch.slurm_submit import commands_file
+
+    h = load_host_file(host_file(tmp_path, 'scheduler = "slurm"\n[groups.g]\nparallel = 3\n'
+                                 'job_memory = "1G"\ncpus = 2\n'))
+    jobs = [JobSpec(f"j{i}", "g", "/w", f"run {i}") for i in range(5)]
+    units = make_units(jobs, playbook="pb", size=3, parallel=4, batch_dir="/b/pb", wrap=False,
+                       logs="/b/pb/logs")
+    assert "--logs /b/pb/logs" in units[0].spec.command
+    items = [Item(u.spec.label, "g", "add", "new", u.spec.label, job=u.spec) for u in units]
+    lines = [json.loads(x) for x in commands_file(
+        items, h, {u.spec.label: u for u in units}, parallel=4).splitlines()]
+    assert [len(x["unit_commands"]) for x in lines] == [3, 2]
+    assert lines[0]["unit_file"] == units[0].file and lines[0]["command"] == units[0].spec.command
+    assert lines[0]["unit_commands"][1] == {"label": "j1", "workdir": "/w", "command": "run 1"}
+    # 3 commands run at once (parallel 4, 3 in the unit): 3 x 1G, 3 x 2 CPUs; the last, 2 x
+    assert (lines[0]["mem"], lines[0]["cpus"]) == (3 * 1024**3, 6)
+    assert (lines[1]["mem"], lines[1]["cpus"]) == (2 * 1024**3, 4)
+    assert lines[0]["chunk"] == lines[1]["chunk"]  # one array for the phase's units
+
+
+# ---- sacct (accounting) -------------------------------------------------------------------
+
+# `sacct -X -n -P -o JobID,State,ExitCode,WorkDir,Start,End` as Slurm 22.05 prints it
+SACCT = """\
+12_0|CANCELLED by 0|0:0|/w|2026-12-02T07:04:41|2026-12-02T07:04:42
+12_1|FAILED|0:9|/w|2026-12-02T07:04:42|2026-12-02T07:04:50
+12_2|FAILED|3:0|/w|2026-12-02T07:04:42|2026-12-02T07:04:43
+12_3|OUT_OF_MEMORY|0:125|/w|2026-12-02T07:04:42|2026-12-02T07:04:44
+12_4|TIMEOUT|0:15|/w|2026-12-02T07:04:42|2026-12-02T07:05:42
+12_5|RUNNING|0:0|/w|2026-12-02T07:04:42|Unknown
+12_[6-9%2]|PENDING|0:0|/w|Unknown|Unknown
+13|FAILED|1:0|/w|2026-12-02T07:04:42|2026-12-02T07:04:43
+"""
+
+
+def test_sacct_end_states_read_as_the_ledgers_outcomes() -> None:
+    from jobsafe_ops.hostside.slurm_model import parse_sacct
+
+    rows = {(a, i): (state, outcome, code) for a, i, state, outcome, code, *_ in
+            parse_sacct(SACCT)}
+    assert rows == {("12", 0): ("CANCELLED", "killed", 0),
+                    ("12", 1): ("FAILED", "failed", 137),  # SIGKILL: 128 + 9
+                    ("12", 2): ("FAILED", "failed", 3),
+                    ("12", 3): ("OUT_OF_MEMORY", "killed", 137),
+                    ("12", 4): ("TIMEOUT", "failed", 143)}  # running, pending, plain: out
+    # the retry rules read them as they read a wrapper's record
+    from jobsafe_ops.batch.retry import classify
+    from jobsafe_ops.scheduler.pueue import Task
+
+    kinds = {i: classify(Task(i, "g", f"l{i}", "c", "/w", outcome, code))
+             for (_, i), (_, outcome, code) in rows.items()}
+    assert kinds == {0: "transient", 1: "transient", 2: "persistent", 3: "transient",
+                     4: "transient"}
+
+
+def test_a_ledger_line_wins_over_what_sacct_says(tmp_path: Path) -> None:
+    (tmp_path / "ledger.ndjson").write_text(json.dumps(
+        {"event": "end", "label": "a", "group": "g", "outcome": "failed", "exit": 3}) + "\n")
+    from_sacct = {str(tmp_path): {
+        "a": {"label": "a", "outcome": "failed", "exit": 1, "slurm_state": "FAILED"},
+        "b": {"label": "b", "outcome": "killed", "exit": 0, "slurm_state": "CANCELLED"}}}
+    out = slurm_feed.outcomes_of(str(tmp_path), from_sacct)
+    assert out["a"]["exit"] == 3 and "slurm_state" not in out["a"]
+    assert out["b"]["slurm_state"] == "CANCELLED"
+
+
+def test_sacct_gives_a_killed_units_commands_its_state(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One sacct call over the batch's arrays (arrays.ndjson); a unit's element -> one record
+    per command (the unit itself is never judged); no accounting -> nothing, no error."""
+    bdir = tmp_path / "pb"
+    (bdir / "arrays").mkdir(parents=True)
+    unit_file = bdir / "units" / "u.jsonl"
+    unit_file.parent.mkdir()
+    unit_file.write_text("".join(json.dumps({"label": f"c{i}", "workdir": "/w",
+                                             "command": f"run {i}"}) + "\n" for i in range(3)))
+    (bdir / "arrays" / "d1d1d1d1d1.jsonl").write_text(
+        json.dumps({"label": "j", "group": "g", "command": "one"}) + "\n" +
+        json.dumps({"label": "pb:unit-00000-0123abcd", "group": "g", "command": "unit",
+                    "unit_file": str(unit_file)}) + "\n")
+    (bdir / "arrays.ndjson").write_text(json.dumps({"array": "12", "chunk": "d1d1d1d1d1"}) + "\n")
+    fake = tmp_path / "bin" / "sacct"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\n"
+                    "printf '12_0|FAILED|0:9|/w|s|e\\n12_1|NODE_FAIL|0:0|/w|s|e\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    ok, found = slurm_feed.sacct_ended([str(bdir)])
+    args = (fake.parent / "args").read_text().split()
+    assert ok and args[args.index("-j") + 1] == "12" and "-X" in args
+    recs = found[str(bdir)]
+    assert recs["j"]["exit"] == 137 and recs["j"]["command"] == "one"
+    assert sorted(recs) == ["c0", "c1", "c2", "j"]  # the unit's commands, not the unit
+    assert recs["c1"]["outcome"] == "killed" and recs["c1"]["slurm_state"] == "NODE_FAIL"
+    assert recs["c1"]["command"] == "run 1" and recs["c1"]["unit"] == "pb:unit-00000-0123abcd"
+    fake.write_text("#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\n"
+                    "exit 1\n")
+    assert slurm_feed.sacct_ended([str(bdir)]) == (False, {})
