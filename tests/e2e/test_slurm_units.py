@@ -16,7 +16,7 @@ import pytest
 
 from jobsafe_ops.hostside.model import UNIT_RE
 from jobsafe_ops.testing.slurm import PARTITION, SlurmCluster
-from tests.e2e.test_slurm import PASS, batch_dir, inv, ledger, squeue, wait_ended
+from tests.e2e.slurm_helpers import PASS, batch_dir, inv, ledger, squeue, wait_ended
 from tests.jsonout import result_of
 from tests.world import SimHost, World
 
