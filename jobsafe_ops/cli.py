@@ -363,34 +363,3 @@ def probe_cmd(host: str, inventory: str | None, json_out: bool) -> int:
     inv = {h.name: h for h in hosts}
     return finish(fan_out(hosts, one), json_out, lambda p: console.print(view(p)),
                   summary=summary)
-
-
-def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: bool) -> int:
-    from .facts.audit import build_audit, read_state
-    from .facts.ledger import read_merged
-    from .facts.views import audit_view
-    from .remote import session
-
-    group = optional_group(group)
-
-    def one(h: Host) -> Any:
-        if h.is_slurm:
-            raise ConfigError(f"{h.name}: audit reads pueue; on a scheduler = \"slurm\" "
-                              "host use `inv monitor --host "
-                              f"{h.name} --group G --once` (squeue + the ledger)")
-        with session(h) as remote:
-            # + the ledger: a failure `pueue clean` removed stays failed until a retry succeeds
-            state = read_merged(remote, read_state(remote, group), group)
-        if group and group not in state.groups and group not in h.groups:
-            # a typo must not read as an empty, healthy group (monitor does the same)
-            raise ConfigError(f"{h.name}: group {group!r} is neither on the pueue daemon nor "
-                              f"in {h.source}; check --group (known: "
-                              f"{', '.join(sorted({*state.groups, *h.groups})) or 'none'})")
-        return build_audit(h.name, state, group)
-
-    def code(a: Any) -> int:
-        return 1 if a.failed else 0
-
-    return finish(fan_out(hosts_for(host, inventory), one), json_out,
-                  lambda a: console.print(audit_view(a)), code,
-                  summary=lambda a: f"{len(a.running)} running, {len(a.failed)} failed")

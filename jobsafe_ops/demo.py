@@ -229,7 +229,7 @@ def _push_fix(work: Path) -> int:
 def run_demo(keep: bool = False) -> int:
     from . import cli
     from .batch.submit import submit_batch_cmd
-    from .deploy.cli import deploy_cmd
+    from .deploy.cli import audit_cmd, deploy_cmd
     from .monitor.watch import monitor_cmd
 
     with demo_host(keep) as (inventory, work):
@@ -242,7 +242,7 @@ def run_demo(keep: bool = False) -> int:
             upgrade_timeout=60.0, watch=3.0, dry=False)
         steps: list[tuple[str, Callable[[], int]]] = [
             ("inv probe --host demo", lambda: cli.probe_cmd(**common)),
-            ("inv audit --host demo", lambda: cli.audit_cmd(group=None, **common)),
+            ("inv audit --host demo", lambda: audit_cmd(group=None, **common)),
             ("git push a fix to origin (mypkg 1.0.1, FIX-1)", lambda: _push_fix(work)),
             ("inv deploy --host demo --expect-version 1.0.1 --expect-code mypkg:compute:FIX-1",
              lambda: deploy_cmd(**common, **deploy_flags)),
@@ -255,7 +255,7 @@ def run_demo(keep: bool = False) -> int:
             ("inv monitor --host demo --group p2 --until-done",
              lambda: monitor_cmd(group="p2", label_glob=None, once=False, until_done=True,
                                  timeout=180.0, interval=1.0, log_lines=3, **common)),
-            ("inv audit --host demo", lambda: cli.audit_cmd(group=None, **common)),
+            ("inv audit --host demo", lambda: audit_cmd(group=None, **common)),
         ]
         worst = 0
         for title, step in steps:

@@ -58,12 +58,13 @@ def probe(c, host="", json=False, debug=False, inventory=None):
     cli.main(cli.probe_cmd, host=host, inventory=inventory, json_out=json, debug=debug)
 
 
-@task(help={"host": HOST, "group": "only this pueue group", **COMMON})
+@task(help={"host": HOST, "group": "only this group", **COMMON})
 def audit(c, host="", group=None, json=False, debug=False, inventory=None):
     """Counts by group and status; running labels with runtime; failed labels with exit code."""
     from jobsafe_ops import cli
+    from jobsafe_ops.deploy.cli import audit_cmd
 
-    cli.main(cli.audit_cmd, host=host, group=group, inventory=inventory, json_out=json,
+    cli.main(audit_cmd, host=host, group=group, inventory=inventory, json_out=json,
              debug=debug)
 
 

@@ -187,3 +187,39 @@ def retry_failed_cmd(host: str, group: str, inventory: str | None, json_out: boo
     with interrupts_as_keyboard_interrupt():
         outcomes = fan_out(hosts, one)
     return _finish(outcomes, json_out)
+
+
+def audit_cmd(host: str, group: str | None, inventory: str | None, json_out: bool) -> int:
+    """`inv audit`: deploy's AUDIT read alone (what is queued, running and failed, by group
+    and label), on pueue hosts and Slurm login nodes alike; read-only."""
+    from ..cli import optional_group
+    from ..facts.audit import build_audit, read_state
+    from ..facts.ledger import read_merged
+    from ..facts.views import audit_view
+
+    group = optional_group(group)
+
+    def one(h: Host) -> Audit:
+        with session(h) as remote:
+            if h.is_slurm:  # squeue + every Slurm batch's ledger (and sacct), one round trip
+                from .slurm_steps import read_records
+
+                state = read_records(remote, readonly=True).state
+            else:
+                # + the ledger: a failure `pueue clean` removed stays failed until a retry
+                # succeeds
+                state = read_merged(remote, read_state(remote, group), group)
+        if group and group not in state.groups and group not in h.groups:
+            # a typo must not read as an empty, healthy group (monitor does the same)
+            where = "in the cluster's batches" if h.is_slurm else "on the pueue daemon"
+            raise ConfigError(f"{h.name}: group {group!r} is neither {where} nor "
+                              f"in {h.source}; check --group (known: "
+                              f"{', '.join(sorted({*state.groups, *h.groups})) or 'none'})")
+        return build_audit(h.name, state, group)
+
+    def code(a: Audit) -> int:
+        return 1 if a.failed else 0
+
+    return finish(fan_out(hosts_for(host, inventory), one), json_out,
+                  lambda a: console.print(audit_view(a)), code,
+                  summary=lambda a: f"{len(a.running)} running, {len(a.failed)} failed")

@@ -12,11 +12,11 @@ from dataclasses import replace
 
 from ..errors import RemoteError
 from ..hostside.bundle import bundle
+from ..hostside.model import BATCH_ROOT
 from ..remote import Remote
 from ..shell import home_word, join
 from .snapshot import Options, Snapshot, snapshot_from
 
-BATCH_ROOT = "~/.local/state/jobsafe-ops/batches"
 BOARD_LOADER = (
     "import base64,zlib;exec(zlib.decompress(base64.b64decode('"
     + base64.b64encode(zlib.compress(bundle("slurm_feed").encode(), 9)).decode()

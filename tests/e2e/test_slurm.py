@@ -274,9 +274,16 @@ mode = ["ok", "bad", "oom"]
     assert (batch_dir(host, "rfail") / "logs").is_dir()
 
 
-def test_audit_refuses_a_slurm_host_in_one_line(world: World, host: SimHost) -> None:
-    host.log_sessions()
-    before = host.sessions()
-    audit = inv(world, "audit", "--host", "hpc")
-    assert audit.returncode == 2 and "inv monitor" in audit.stderr
-    assert host.sessions() == before  # nothing reached the login node
+def test_audit_reads_the_batches_by_group_and_label(world: World, host: SimHost) -> None:
+    """The earlier tests left failures (rt:bad) and successes in the batches' ledgers: audit
+    shows them by group and label, read-only, exit 1 because something failed."""
+    root = host.home / ".local/state/jobsafe-ops/batches"
+    before = {p: p.stat().st_mtime for p in root.rglob("*") if p.is_file()}
+    proc = inv(world, "audit", "--host", "hpc", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    groups = {g["group"]: g for g in result_of(proc.stdout)["groups"]}
+    failed = {t["label"] for g in groups.values() for t in g["failed"]}
+    assert "rt:bad" in failed and groups["p2"]["counts"].get("success", 0) > 0, groups
+    typo = inv(world, "audit", "--host", "hpc", "--group", "nosuch")
+    assert typo.returncode == 2 and "nosuch" in typo.stderr
+    assert {p: p.stat().st_mtime for p in before} == before  # nothing written
