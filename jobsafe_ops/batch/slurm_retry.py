@@ -21,8 +21,8 @@ from .. import journal
 from ..deploy.plan import StepResult
 from ..deploy.steps import DeployReport
 from ..errors import EXIT_OK, RefusedError, RemoteError
-from ..facts.slurm_snapshot import BATCH_ROOT
 from ..hostside.bundle import bundle
+from ..hostside.model import BATCH_ROOT
 from ..inventory import Host
 from ..remote import Remote
 from ..scheduler.pueue import PueueState, Task
