@@ -123,6 +123,16 @@ DOCS: dict[str, Doc] = {
         "answering.",
         "systemd-run --user --scope -p MemoryMax=8G python job.py",
         "systemd-run --user --scope -p MemoryMax=8G -p MemorySwapMax=0 python job.py"),
+    "memory-without-swap-limit": Doc(
+        "Per-job memory isolation (INV-7, G-10) for containers: Docker and Podman give a "
+        "container with `--memory X` and no `--memory-swap` as much swap again (`-1`: "
+        "unlimited), so a job that outgrows its cap swaps instead of being stopped. Set "
+        "`--memory-swap` to the same value. Slurm's `sbatch --mem` has no per-job swap "
+        "limit to add: there the limit is the cluster's cgroup.conf (`ConstrainSwapSpace=yes`, "
+        "`AllowedSwapSpace=0`), which `jobsafe probe` judges (INV-7) and "
+        "`memory_cap = true` enforces at submit, so the linter does not flag `--mem`.",
+        "docker run --rm -m 8g -v \"$PWD\":/w img python /w/job.py",
+        "docker run --rm -m 8g --memory-swap 8g -v \"$PWD\":/w img python /w/job.py"),
     "cursor-deleted-on-success": Doc(
         "Cursor file deleted on completion (AP-15, G-17): the next run finds no cursor and "
         "redoes everything instead of resuming incrementally. Keep it (record completion "

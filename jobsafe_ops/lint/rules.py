@@ -142,6 +142,11 @@ _RULE_LIST = [
          "`systemd-run ... MemoryMax=` without `MemorySwapMax=0`: the job swaps past its cap",
          "add `-p MemorySwapMax=0`", ("INV-7", "G-10"),
          shell_fix="`systemd-run --user --scope -p MemoryMax=8G -p MemorySwapMax=0 cmd`"),
+    Rule("memory-without-swap-limit",
+         "`docker run -m X` / `podman run --memory X` without `--memory-swap X`: the "
+         "container may use as much swap again, so the cap is soft",
+         "`--memory-swap` equal to `--memory` (no swap on top)", ("INV-7", "G-10"),
+         shell_fix="`docker run --memory 8g --memory-swap 8g image cmd`"),
     Rule("cursor-deleted-on-success",
          "a checkpoint/cursor deleted after the work succeeded: the next run redoes "
          "everything instead of resuming incrementally",

@@ -461,6 +461,7 @@ def _command(unit: Unit, node: Node, sep: str, prev: Cmd | None,
     _shell_c(unit, node, cmd)
     _pueue(unit, node, argv)
     _sbatch(unit, node, argv)
+    _container_memory(unit, node, argv)
     _rm(unit, cmd, sep, prev)
     _find_delete(unit, cmd)
     _merge(unit, cmd, redirects or [])
@@ -614,6 +615,64 @@ def _sbatch(unit: Unit, node: Node, argv: list[str]) -> None:
     if unit.loops > 0 or os.path.basename(argv[0]) in PER_JOB_WRAPPERS or unit.per_job:
         if not any(a.startswith("--array") or a == "-a" for a in argv[k + 1:]):
             unit.add(node, "sbatch-per-job", "one `sbatch` per job (use one job array)")
+
+
+# `docker/podman run` options that take no value (the rest take one: `-v X`, `--name X`)
+_RUN_FLAGS = {"--rm", "--init", "--privileged", "--read-only", "--detach", "--interactive",
+              "--tty", "--no-healthcheck", "--oom-kill-disable", "--publish-all", "--quiet",
+              "--replace", "--sig-proxy", "--disable-content-trust", "--use-api-socket"}
+
+
+def _run_options(args: list[str]) -> dict[str, str]:
+    """`docker run` options before the image -> {long or short name: value} (last wins).
+    Short flags combine (`-it`, `-dit`); `-m8g` and `--memory=8g` carry their value."""
+    out: dict[str, str] = {}
+    n = 0
+    while n < len(args):
+        a = args[n]
+        if a == "--" or not a.startswith("-") or a == "-":
+            break  # the image: what follows is the container's own command
+        if a.startswith("--"):
+            name, eq, value = a.partition("=")
+            if eq or name in _RUN_FLAGS:
+                out[name] = value
+                n += 1
+                continue
+        elif a[1:] and all(c in "ditPq" for c in a[1:]):
+            n += 1
+            continue
+        elif len(a) > 2:  # -m8g
+            out[a[:2]] = a[2:]
+            n += 1
+            continue
+        else:
+            name = a
+        out[name] = args[n + 1] if n + 1 < len(args) else ""
+        n += 2
+    return out
+
+
+def _container_memory(unit: Unit, node: Node, argv: list[str]) -> None:
+    """INV-7 for `docker run` / `podman run` (also `container run`): `--memory` without a
+    `--memory-swap` of the same size lets the container swap as much again."""
+    k = next((n for n, t in enumerate(argv) if os.path.basename(t) in ("docker", "podman")),
+             None)
+    if k is None or (k > 0 and os.path.basename(argv[0]) not in WRAPPERS):
+        return
+    rest = argv[k + 1:]
+    if rest[:2] == ["container", "run"]:
+        rest = rest[1:]
+    if not rest or rest[0] != "run":
+        return
+    opts = _run_options(rest[1:])
+    memory = opts.get("--memory") or opts.get("-m")
+    if not memory:
+        return
+    swap = opts.get("--memory-swap")
+    if swap is None or swap.strip().lower() != memory.strip().lower():
+        unit.add(node, "memory-without-swap-limit",
+                 f"{os.path.basename(argv[k])} run caps --memory {memory} but not swap "
+                 f"(--memory-swap {swap or 'unset: as much swap again'})")
 
 
 def _pueue(unit: Unit, node: Node, argv: list[str]) -> None:

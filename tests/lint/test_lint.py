@@ -268,6 +268,19 @@ def test_memorymax_without_swapmax() -> None:
               ) == []
 
 
+def test_container_memory_without_swap_limit() -> None:
+    assert sh("docker run --rm -m 8g img python x.py\n") == [(1, "memory-without-swap-limit")]
+    assert sh("sudo podman run --memory=2G --memory-swap -1 img run\n") == [
+        (1, "memory-without-swap-limit")]  # -1: unlimited swap
+    assert sh("docker container run -m4g --memory-swap=8g img run\n") == [
+        (1, "memory-without-swap-limit")]  # 4 GB of swap on top
+    assert sh("docker run -m 8g --memory-swap 8G img python x.py\n") == []
+    assert sh("docker run --rm img python -m x\n") == []  # no cap asked for: not this rule
+    assert sh("docker ps -m 3\n") == [] and sh("docker build -m 2g .\n") == []
+    # Slurm's --mem has no per-job swap limit: the cluster's cgroup.conf is judged by probe
+    assert sh("sbatch --array=0-9%2 --mem=1G job.sh\n") == []
+
+
 # ---- cursor-deleted-on-success (AP-15, G-17) ---------------------------------------------
 
 def test_cursor_deleted_on_success() -> None:
