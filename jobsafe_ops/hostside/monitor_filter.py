@@ -906,19 +906,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         attach_logs(summary, logs, args.log_lines)
         out.update(summary)
     out["health"] = health()
-    # Swap activity is sampled over at least --swap-window seconds (pages, like vmstat's
-    # si/so): one reading of the cumulative counters says nothing about *active* swapping.
-    rest = args.swap_window - (time.monotonic() - started)
+    sampled_swap(out["health"], before, started, args.swap_window)
+    out["via"] = "filter"
+    return out
+
+
+def sampled_swap(h: dict[str, Any], before: Any, started: float, window: float) -> None:
+    """Swap activity over at least `window` seconds since `started` (pages, like vmstat's
+    si/so), into the health dict `h`: one reading of the cumulative counters says nothing
+    about *active* swapping."""
+    rest = window - (time.monotonic() - started)
     if rest > 0:
         time.sleep(rest)
     after = swap_counters()
-    h = out["health"]
     h["swap_counters"] = list(after) if after else None
     h["swap_window"] = round(time.monotonic() - started, 3)
     h["swap_in"] = after[0] - before[0] if before and after else None
     h["swap_out"] = after[1] - before[1] if before and after else None
-    out["via"] = "filter"
-    return out
 
 
 # ---- the report: every attempt of a group with its times (jobsafe report) -----------------
@@ -1123,15 +1127,7 @@ def report_main(argv: list[str]) -> int:
         out["samples"] = health_samples(args.journal, min(starts) if starts else None)
     out["now"] = round(time.time(), 3)
     out["health"] = health()
-    rest = args.swap_window - (time.monotonic() - started)
-    if rest > 0:
-        time.sleep(rest)
-    after = swap_counters()
-    h = out["health"]
-    h["swap_counters"] = list(after) if after else None
-    h["swap_window"] = round(time.monotonic() - started, 3)
-    h["swap_in"] = after[0] - before[0] if before and after else None
-    h["swap_out"] = after[1] - before[1] if before and after else None
+    sampled_swap(out["health"], before, started, args.swap_window)
     sys.stdout.write(json.dumps(out, separators=(",", ":")) + "\n")
     return 0
 
