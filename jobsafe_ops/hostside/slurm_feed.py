@@ -15,10 +15,10 @@ most --max-array elements.
 
 Exactly once per label: under the batch lock, the labels squeue shows active for this
 batch (job name `jobsafe:<playbook>:<group>`; the array's --comment names its chunk file
-`<B>/arrays/<digest>.jsonl`, written before the sbatch) and the labels the ledger records
-as succeeded are left out; a kill between the chunk file and the sbatch leaves a file no
-array points at (harmless), a kill after the sbatch leaves an array squeue shows (its
-labels are skipped by the rerun).
+`<B>/arrays/<digest>.jsonl`, written before the sbatch), the labels the ledger records
+as succeeded and those `jobsafe cancel` recorded as cancelled are left out; a kill between
+the chunk file and the sbatch leaves a file no array points at (harmless), a kill after
+the sbatch leaves an array squeue shows (its labels are skipped by the rerun).
 
 Each element runs its line through feeder.py's `run` wrapper (same ledger records, same
 signal forwarding), its output in `<B>/logs/<label>.log`.
@@ -40,7 +40,16 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .model import LEAN_ENV
-from .slurm_model import SQUEUE_FORMAT, expand_indices, job_name
+from .slurm_model import (
+    SQUEUE_FORMAT,
+    cancelled_jobs,
+    expand_indices,
+    is_cancelled,
+    job_name,
+    ledger_outcomes,
+    log_name,
+    read_chunk,
+)
 
 if TYPE_CHECKING:
     from . import feeder
@@ -53,27 +62,6 @@ else:  # uploaded next to this file, on a host without jobsafe_ops; `board` is a
         feeder = None
 
 TIMEOUT = 120.0
-_SAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
-
-
-
-
-def log_name(label: str) -> str:
-    return _SAFE.sub("_", label)[:200] + ".log"
-
-
-def read_chunk(batch_dir: str, digest: str) -> list[dict[str, Any]]:
-    """An array's lines (its chunk file, named by the array's --comment); [] if unknown."""
-    if not re.fullmatch(r"[0-9a-f]{8,64}", digest):
-        return []
-    path = os.path.join(batch_dir, "arrays", digest + ".jsonl")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return [json.loads(raw) for raw in fh if raw.strip()]
-    except (OSError, ValueError):
-        return []
-
-
 def active(batch_dir: str, playbook: str) -> dict[str, dict[str, Any]]:
     """label -> {group, id, array, state, reason} of this batch's elements squeue shows."""
     proc = subprocess.run(["squeue", "-h", "-r", "--me", "-o", SQUEUE_FORMAT],
@@ -96,23 +84,6 @@ def active(batch_dir: str, playbook: str) -> dict[str, dict[str, Any]]:
                 item = lines[i]
                 out[item["label"]] = {"group": item["group"], "id": f"{array_id}_{i}",
                                       "array": array_id, "state": state, "reason": reason}
-    return out
-
-
-def ledger_outcomes(ledger: str) -> dict[str, dict[str, Any]]:
-    """label -> its newest end record (the run wrapper's ledger)."""
-    out: dict[str, dict[str, Any]] = {}
-    try:
-        with open(ledger, encoding="utf-8") as fh:
-            for raw in fh:
-                try:
-                    rec = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict) and rec.get("event") == "end" and "label" in rec:
-                    out[str(rec["label"])] = rec
-    except OSError:
-        pass
     return out
 
 
@@ -155,8 +126,14 @@ def submit(args: argparse.Namespace) -> int:
     running = active(bdir, args.playbook)
     outcomes = ledger_outcomes(ledger)
     done = {lbl for lbl, rec in outcomes.items() if rec.get("outcome") == "success"}
-    existing = [ln["label"] for ln in lines if ln["label"] in running or ln["label"] in done]
-    todo = [ln for ln in lines if ln["label"] not in running and ln["label"] not in done]
+    # a label `jobsafe cancel` stopped (this attempt or a newer one) is not run again
+    stopped = cancelled_jobs(outcomes)
+    cancelled = {ln["label"] for ln in lines
+                 if is_cancelled(ln["group"], ln["label"], stopped)} - done
+    existing = [ln["label"] for ln in lines if ln["label"] in running or ln["label"] in done
+                or ln["label"] in cancelled]
+    todo = [ln for ln in lines if ln["label"] not in running and ln["label"] not in done
+            and ln["label"] not in cancelled]
     array_of = {lbl: info["array"] for lbl, info in running.items()}
     added: list[list[str]] = []
     errors: list[list[str]] = []
@@ -174,9 +151,11 @@ def submit(args: argparse.Namespace) -> int:
                 elif dep not in done:
                     missing = dep
         if missing:
+            reason = (f"waits for {missing}, which was cancelled (jobsafe cancel); cancel "
+                      "this one too, or submit a new batch") if missing in cancelled else \
+                f"waits for {missing}, which neither ran nor is queued; rerun submit-batch"
             for ln in piece:
-                errors.append([ln["label"], f"waits for {missing}, which neither ran nor "
-                               "is queued; rerun submit-batch"])
+                errors.append([ln["label"], reason])
             continue
         body = "".join(json.dumps({"label": ln["label"], "group": ln["group"],
                                    "command": ln["command"]}, separators=(",", ":")) + "\n"
@@ -213,6 +192,7 @@ def submit(args: argparse.Namespace) -> int:
             array_of[ln["label"]] = jid
             added.append([ln["label"], f"{jid}_{i}"])
     print("@@summary " + json.dumps({"added": added, "existing": existing, "errors": errors,
+                                     "cancelled": sorted(cancelled),
                                      "arrays": arrays, "sbatch": len(arrays) +
                                      len({e[0] for e in errors if e[1].startswith("sbatch")})}),
           flush=True)
