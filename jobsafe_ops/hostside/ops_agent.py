@@ -625,6 +625,8 @@ def parse_elements(text: str, batches: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def slurm_elements(batches: dict[str, str]) -> list[dict[str, Any]]:
+    if not batches:  # no Slurm batch on this login node: nothing of ours can be queued
+        return []
     proc = pueue(["squeue", "-h", "-r", "--me", "-o", SQUEUE_FORMAT + "|%E"])
     if proc.returncode != 0:
         raise Stop(4, "squeue failed: " + (proc.stderr or proc.stdout).strip()[:300])

@@ -6,79 +6,37 @@ node a world host reached over the world's real sshd: probe, submit-batch with j
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from jobsafe_ops.testing.slurm import PARTITION, SlurmCluster
+from tests.e2e.slurm_helpers import (  # noqa: F401 - re-exported for the other Slurm modules
+    GROUPS,
+    JOB,
+    PASS,
+    REPO,
+    batch_dir,
+    inv,
+    ledger,
+    monitor,
+    playbook,
+    slurm_host,
+    squeue,
+    submit,
+    wait_ended,
+)
 from tests.jsonout import result_of
 from tests.world import SimHost, World
-
-REPO = Path(__file__).resolve().parents[2]
-JOB = ".venv/bin/python scripts/job.py"
-GROUPS = {"p1": {"parallel": 3, "min": 1, "max": 6, "job_memory": "100M"},
-          "p2": {"parallel": 2, "min": 1, "max": 4, "job_memory": "100M", "cpus": 1}}
-PASS = 'pass_env = ["JOBSAFE_WORLD", "JOBSAFE_WORLD_HOST"]\n'
 
 
 @pytest.fixture(scope="module")
 def host(world: World, slurm_cluster: SlurmCluster) -> SimHost:
-    # memory_cap = false: this cluster does not enforce --mem (task/none), said in reports
-    return world.add_host("hpc", groups=GROUPS, pueue=False, extra_env=slurm_cluster.env,
-                          host_keys={"scheduler": "slurm", "partition": PARTITION})
-
-
-def inv(world: World, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["inv", "-r", str(REPO), *args], env=world.env(),
-                          capture_output=True, text=True, timeout=timeout, cwd=world.root)
-
-
-def playbook(tmp_path: Path, name: str, body: str) -> Path:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f'name = "{name}"\n' + PASS + body)
-    return path
-
-
-def submit(world: World, path: Path, *args: str, code: int = 0) -> dict[str, Any]:
-    proc = inv(world, "submit-batch", "--host", "hpc", "--playbook", str(path), "--json", *args)
-    assert proc.returncode == code, proc.stdout + proc.stderr
-    return result_of(proc.stdout)  # type: ignore[no-any-return]
-
-
-def batch_dir(host: SimHost, name: str) -> Path:
-    return host.home / ".local/state/jobsafe-ops/batches" / name
-
-
-def ledger(host: SimHost, name: str) -> list[dict[str, Any]]:
-    path = batch_dir(host, name) / "ledger.ndjson"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def squeue(cluster: SlurmCluster, name: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T|%r"], env=cluster.client_env(),
-                         capture_output=True, text=True, timeout=30, check=True).stdout
-    return [line for line in out.splitlines() if f"|jobsafe:{name}:" in line]
-
-
-def wait_ended(host: SimHost, cluster: SlurmCluster, name: str, labels: set[str],
-               timeout: float = 90) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        ends = {r["label"]: r for r in ledger(host, name) if r.get("event") == "end"}
-        if labels <= set(ends):
-            return ends
-        assert time.monotonic() < deadline, (
-            f"not ended in {timeout}s: {sorted(labels - set(ends))}; squeue: "
-            f"{squeue(cluster, name)}")
-        time.sleep(0.3)
+    return slurm_host(world, slurm_cluster)
 
 
 def test_probe_reports_the_clusters_facts_and_that_mem_is_not_enforced(
@@ -169,12 +127,6 @@ command = "true"
     [g] = board["groups"]
     assert board["verdict"] == "done" and g["total"] == 8 and g["counts"] == {"success": 8}
     assert g["parallel"] == 3  # the array throttle of the host file
-
-
-def monitor(world: World, *args: str, code: int) -> dict[str, Any]:
-    proc = inv(world, "monitor", "--host", "hpc", "--once", "--json", *args)
-    assert proc.returncode == code, proc.stdout + proc.stderr
-    return result_of(proc.stdout)  # type: ignore[no-any-return]
 
 
 def test_a_failure_holds_its_dependants_and_a_rerun_retries_it(
