@@ -7,6 +7,8 @@ Modes
   element CHUNK --ledger L --group G            one array element: run line $SLURM_ARRAY_TASK_ID
   status --batch-dir B --playbook P [--group G] this batch's queued/running elements, by label
   board --root R [--group G] [--glob X]         the monitor's summary over every batch under R
+  records --root R --group G                    retry-failed's facts (outcomes, active labels)
+  report --root R --group G [--batch B]         jobsafe report's payload: every attempt
 
 Commands file: JSON lines {"label", "group", "workdir" (absolute), "command", "after":
 [labels], "chunk" (the array it belongs to: same group, phase, workdir, memory), "mem"
@@ -39,7 +41,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .model import LEAN_ENV
+from .model import LEAN_ENV, parse_ts
 from .slurm_model import (
     SQUEUE_FORMAT,
     cancelled_jobs,
@@ -435,6 +437,161 @@ def _start_of(marker: str) -> str | None:
         return None
 
 
+# ---- report: every attempt of a group (jobsafe report on a Slurm host) --------------------
+
+JOURNAL = "~/.local/state/jobsafe-ops/journal.ndjson"  # ops_agent.JOURNAL
+SAMPLED = ("autoscale", "autoscale-check")  # monitor_filter.SAMPLED
+
+
+def _epoch(stamp: Any) -> float | None:
+    ts = parse_ts(stamp)
+    return None if ts is None else round(ts.timestamp(), 3)
+
+
+def ended_runs(ledger: str, group: str) -> list[dict[str, Any]]:
+    """Every `end` line of one ledger for `group`, as the report's runs (each attempt's own
+    times; the monitor keeps only a label's last line)."""
+    out: list[dict[str, Any]] = []
+    try:
+        fh = open(ledger, encoding="utf-8")
+    except OSError:
+        return out
+    with fh:
+        for raw in fh:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict) or rec.get("event") != "end" or \
+                    rec.get("group") != group or "label" not in rec:
+                continue
+            label = str(rec["label"])
+            value = rec.get("outcome")
+            m = _RETRY.search(label)
+            out.append({"label": label, "attempt": int(m.group(1)) if m else 0,
+                        "outcome": str(value) if value in ("success", "failed", "killed",
+                                                          "cancelled")
+                        else "success" if rec.get("exit") == 0 else "failed",
+                        "exit": rec.get("exit") if isinstance(rec.get("exit"), int) else None,
+                        "start": _epoch(rec.get("start")), "end": _epoch(rec.get("end")),
+                        "source": "ledger", "unit": rec.get("unit")})
+    return out
+
+
+def queued_runs(squeue: str, root: str, batches: list[str], group: str,
+                batch: str | None) -> tuple[list[dict[str, Any]], bool]:
+    """The group's elements squeue shows (running, queued, blocked, held) as runs: Slurm
+    decides what is running (a start marker written on a compute node carries another
+    boot id, so its liveness cannot be read here); the marker gives the start. -> (runs,
+    whether an element is held)."""
+    out: list[dict[str, Any]] = []
+    held = False
+    chunks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for line in squeue.splitlines():
+        parts = [p.strip() for p in line.split("|", 6)]
+        if len(parts) != 7 or not parts[3].startswith("jobsafe:") or parts[3].count(":") < 2:
+            continue
+        _jid, _array, index, name, state, reason, comment = parts
+        b = name.split(":")[1]
+        if b not in batches or (batch is not None and b != batch):
+            continue
+        st = {"RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "paused",
+              "PENDING": "queued", "CONFIGURING": "queued"}.get(state)
+        if st is None:
+            continue  # ended: the ledger has its outcome
+        if state == "PENDING" and reason == "DependencyNeverSatisfied":
+            st = "blocked"
+        elif state == "PENDING" and reason == "JobHeldUser":
+            st = "paused"
+        key = (b, comment)
+        if key not in chunks:
+            chunks[key] = read_chunk(os.path.join(root, b), comment)
+        for i in expand_indices(index) or [0]:
+            if i >= len(chunks[key]) or chunks[key][i].get("group") != group:
+                continue
+            item = chunks[key][i]
+            held = held or st == "paused"
+            start = _start_of(os.path.join(root, b, feeder_marker(group, item["label"]))) \
+                if st == "running" else None
+            m = _RETRY.search(item["label"])
+            out.append({"label": item["label"], "attempt": int(m.group(1)) if m else 0,
+                        "outcome": st, "exit": None, "start": _epoch(start), "end": None,
+                        "source": "squeue", "unit": None})
+    return out, held
+
+
+def journal_samples(path: str, since: float | None) -> list[dict[str, Any]]:
+    """autoscale's readings of the cluster in the team journal (monitor_filter's
+    health_samples)."""
+    out: list[dict[str, Any]] = []
+    try:
+        fh = open(os.path.expanduser(path), encoding="utf-8")
+    except OSError:
+        return out
+    with fh:
+        for raw in fh:
+            if '"load1"' not in raw:
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or entry.get("action") not in SAMPLED:
+                continue
+            stamp = _epoch(entry.get("time"))
+            if stamp is None or (since is not None and stamp < since):
+                continue
+            out.append({"time": stamp, "action": entry.get("action"),
+                        **{k: entry.get(k) for k in ("nproc", "load1", "mem_pct", "swap_in",
+                                                      "swap_out")}})
+    out.sort(key=lambda e: e["time"])
+    return out[-500:]
+
+
+def report(args: argparse.Namespace) -> int:
+    """jobsafe report's payload (monitor_filter `report`'s shape) for a Slurm host: every
+    attempt of the group in the ledgers of every batch under --root (or --batch's), the
+    elements squeue shows, the log tails of the newest failed attempts, the cluster's load."""
+    import time as _time
+
+    root = os.path.abspath(args.root)
+    batches = sorted(d for d in os.listdir(root)
+                     if os.path.isfile(os.path.join(root, d, "slurm_feed.py"))) \
+        if os.path.isdir(root) else []
+    out: dict[str, Any] = {"group": args.group, "batch": args.batch, "via": "slurm"}
+    proc = subprocess.run(["squeue", "-h", "-r", "--me", "-o", SQUEUE_FORMAT],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    if proc.returncode != 0:
+        out["error"] = "squeue failed: " + (proc.stderr or proc.stdout).strip()[:300]
+        print(json.dumps(out, separators=(",", ":")), flush=True)
+        return 0
+    runs: list[dict[str, Any]] = []
+    groups: set[str] = set()
+    for b in batches if args.batch is None else [b for b in batches if b == args.batch]:
+        ledger = os.path.join(root, b, "ledger.ndjson")
+        for run in ended_runs(ledger, args.group):
+            runs.append(dict(run, _log=os.path.join(root, b, "logs", log_name(run["label"]))))
+        groups.update(str(v.get("group")) for v in ledger_outcomes(ledger).values())
+    for i in sorted((i for i, r in enumerate(runs) if r["outcome"] in ("failed", "killed")),
+                    key=lambda i: -(runs[i]["end"] or 0))[:max(0, args.log_labels)]:
+        if args.log_lines > 0:
+            runs[i]["log"] = _tail(runs[i]["_log"], args.log_lines)
+    for run in runs:
+        del run["_log"]
+    active, held = queued_runs(proc.stdout, root, batches, args.group, args.batch)
+    runs.extend(active)
+    out["known"] = bool(runs) or args.group in groups
+    out["groups"] = sorted(groups)
+    out["status"] = "Paused" if held else "Running"
+    out["runs"] = runs
+    starts = [r["start"] for r in runs if r["start"] is not None]
+    out["samples"] = journal_samples(args.journal, min(starts) if starts else None)
+    out["now"] = round(_time.time(), 3)
+    out["health"] = _cluster_health()
+    print(json.dumps(out, separators=(",", ":")), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slurm_feed.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -465,9 +622,16 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("records")
     r.add_argument("--root", required=True)
     r.add_argument("--group", required=True)
+    p = sub.add_parser("report")
+    p.add_argument("--root", required=True)
+    p.add_argument("--group", required=True)
+    p.add_argument("--batch")
+    p.add_argument("--log-lines", type=int, default=20)
+    p.add_argument("--log-labels", type=int, default=20)
+    p.add_argument("--journal", default=JOURNAL)
     args = parser.parse_args(argv)
     modes = {"submit": submit, "element": element, "status": status, "board": board,
-             "records": records}
+             "records": records, "report": report}
     try:
         return int(modes[args.mode](args))
     except SystemExit as exc:  # a bad or torn commands file, squeue failing: one line

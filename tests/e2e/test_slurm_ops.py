@@ -252,3 +252,37 @@ def test_the_team_journal_on_the_host_shows_each_mutation(world: World,
     assert code == 0, err
     assert {e["action"] for e in doc["entries"]} >= {"group-pause", "group-resume"}
     assert all(any(lbl.startswith("ps:") for lbl in e["labels"]) for e in doc["entries"])
+
+
+def test_report_of_a_slurm_batch_takes_running_from_squeue(
+        world: World, host: SimHost, slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    path = playbook(tmp_path, "oreport", 'group = "p1"\nlabel = "rp:{i}"\ncommand = "case {i} '
+                    'in 1) true;; 2) echo boom; exit 3;; *) sleep 60;; esac"\n[matrix]\n'
+                    'i = [1, 2, 3]\n')
+    submit(world, path)
+    wait_ended(host, slurm_cluster, "oreport", {"rp:1", "rp:2"})
+    wait_for("running", lambda: [s for s, _ in elements(slurm_cluster, "oreport").values()]
+             == ["RUNNING"])
+    page = tmp_path / "report.html"
+    code, doc, err = run(world, "report", "--host", "hpc", "--group", "p1", "--playbook",
+                         str(path), "--html", str(page), "--json")
+    assert code == 0, err
+    by = {r["label"]: r for r in doc["runs"]}
+    assert set(by) == {"rp:1", "rp:2", "rp:3"}  # this playbook's batch only
+    assert by["rp:1"]["outcome"] == "success" and by["rp:1"]["source"] == "ledger"
+    assert by["rp:2"]["outcome"] == "failed" and by["rp:2"]["exit"] == 3
+    assert by["rp:2"]["log"] == ["boom"]
+    # a compute node wrote its start marker: running, from squeue, never "killed"
+    assert by["rp:3"]["outcome"] == "running" and by["rp:3"]["source"] == "squeue"
+    assert by["rp:3"]["start"] is not None
+    assert [f["label"] for f in doc["failures"]] == ["rp:2"]
+    assert doc["health"]["nproc"] == 8  # the cluster's CPUs (sinfo), not the login node's
+    html = page.read_text()
+    assert "rp:3" in html and "boom" in html
+    # the whole group, other batches' attempts too (the cancelled ones of the earlier tests)
+    code, doc, err = run(world, "report", "--host", "hpc", "--group", "p1", "--json")
+    assert code == 0, err
+    outcomes = {r["label"]: r["outcome"] for r in doc["runs"]}
+    assert outcomes["dp:after"] == "cancelled" and outcomes["lg:flaky-retry-1"] == "success"
+    code, doc, err = run(world, "cancel", "--host", "hpc", "--label", "rp:3", "--json")
+    assert code == 0 and doc["killed"] == ["rp:3"], err

@@ -155,3 +155,34 @@ def test_submit_batch_on_slurm_skips_a_cancelled_label_and_holds_its_dependants(
     assert by["c:1"].action == "skip" and "cancelled as c:1-retry-1" in by["c:1"].reason
     assert by["c:2"].action == "skip" and by["c:3"].action == "skip"
     assert by["c:merge"].action == "held" and "c:2" in by["c:merge"].reason
+
+
+def test_the_slurm_report_takes_running_and_pending_from_squeue(tmp_path: Path) -> None:
+    from jobsafe_ops.hostside import slurm_feed
+
+    batch(tmp_path, "sweep", "ab12cd34ef", ["s:1", "s:2", "s:3", "s:4"])
+    marker = tmp_path / "sweep" / slurm_feed.feeder_marker("p1", "s:1")
+    marker.parent.mkdir()
+    marker.write_text(json.dumps({"start": "2026-12-01T10:00:00.5Z", "boot": "other"}) + "\n")
+    ledger = tmp_path / "sweep" / "ledger.ndjson"
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"event": "end", "label": "s:0", "group": "p1", "exit": 3, "outcome": "failed",
+         "start": "2026-12-01T09:00:00Z", "end": "2026-12-01T09:00:01Z"},
+        {"event": "end", "label": "s:0-retry-1", "group": "p1", "exit": None,
+         "outcome": "cancelled", "end": "2026-12-01T09:30:00Z"},
+        {"event": "end", "label": "o:1", "group": "p2", "exit": 0}]))
+    ended = slurm_feed.ended_runs(str(ledger), "p1")
+    assert [(r["label"], r["attempt"], r["outcome"], r["exit"]) for r in ended] == [
+        ("s:0", 0, "failed", 3), ("s:0-retry-1", 1, "cancelled", None)]
+    assert ended[0]["end"] - ended[0]["start"] == 1.0
+    squeue = ("41_0|41|0|jobsafe:sweep:p1|RUNNING|None|ab12cd34ef\n"
+              "41_[1-2]|41|1-2|jobsafe:sweep:p1|PENDING|JobHeldUser|ab12cd34ef\n"
+              "41_3|41|3|jobsafe:sweep:p1|PENDING|DependencyNeverSatisfied|ab12cd34ef\n"
+              "50_0|50|0|jobsafe:sweep:p1|COMPLETED|None|ab12cd34ef\n")
+    runs, held = slurm_feed.queued_runs(squeue, str(tmp_path), ["sweep"], "p1", None)
+    assert [(r["label"], r["outcome"]) for r in runs] == [
+        ("s:1", "running"), ("s:2", "paused"), ("s:3", "paused"), ("s:4", "blocked")]
+    assert held and runs[0]["start"] is not None and runs[0]["source"] == "squeue"
+    # the marker's foreign boot id does not make it read as killed: squeue says running
+    assert slurm_feed.queued_runs(squeue, str(tmp_path), ["sweep"], "p2", None) == ([], False)
+    assert slurm_feed.queued_runs(squeue, str(tmp_path), ["sweep"], "p1", "other")[0] == []
