@@ -570,6 +570,18 @@ NEVER = "DependencyNeverSatisfied"
 _AFTER = re.compile(r"after[a-z]*:([0-9]+)")
 _ELEMENT_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
 FOLLOW_POLL = 0.5  # seconds between reads of a followed log (squeue every other read)
+IDS_PER_CALL = 1000  # element ids per scancel / scontrol call (argv stays far below limits)
+
+
+def slurm_calls(argv: list[str], ids: list[str], joined: bool = False) -> tuple[int, str]:
+    """`argv + ids` in slices of IDS_PER_CALL (scontrol takes one comma-joined word) ->
+    (the first failing exit code or 0, its message)."""
+    for i in range(0, len(ids), IDS_PER_CALL):
+        part = ids[i:i + IDS_PER_CALL]
+        proc = pueue(argv + ([",".join(part)] if joined else part))
+        if proc.returncode != 0:
+            return proc.returncode, (proc.stderr or proc.stdout).strip()[:300]
+    return 0, ""
 
 
 def slurm_batches(root: str) -> dict[str, str]:
@@ -642,7 +654,9 @@ def slurm_ended(batches: dict[str, str]) -> list[dict[str, Any]]:
             state = str(value) if value in ("success", "failed", "killed", "cancelled") \
                 else "success" if rec.get("exit") == 0 else "failed"
             out.append({"label": label, "group": str(rec.get("group", "")), "batch": batch,
-                        "dir": bdir, "state": state, "end": str(rec.get("end") or "")})
+                        "dir": bdir, "state": state, "end": str(rec.get("end") or ""),
+                        "unit": rec.get("unit") if isinstance(rec.get("unit"), str)
+                        else None})
     return out
 
 
@@ -683,10 +697,20 @@ def slurm_logs(args: argparse.Namespace) -> int:
                    f"(attempts: {', '.join(attempts)})")
     shown = chosen[-1]
     found = known[(group, shown)]
+    unit = found.get("unit")
     meta = {"label": shown, "group": group, "state": found["state"],
-            "attempt": attempt_of(shown), "attempts": attempts, "unit": None}
+            "attempt": attempt_of(shown), "attempts": attempts, "unit": unit}
     emit("meta", meta)
     path = os.path.join(found["dir"], "logs", log_name(shown))
+    if unit and not os.path.exists(path):  # a units-mode command: its unit's section
+        try:
+            with open(os.path.join(found["dir"], "logs", log_name(unit)),
+                      encoding="utf-8", errors="replace") as fh:
+                sys.stdout.write(unit_block(fh.read(), shown) or "")
+        except OSError:
+            pass
+        emit("end", meta)
+        return 0
     offset = copy_new(path, 0)
     if args.follow and "id" in found:
         polls = 0
@@ -797,9 +821,9 @@ def slurm_cancel(args: argparse.Namespace) -> int:
     ids = [e["id"] for e in active]
     if not all(_ELEMENT_ID.match(i) for i in ids):  # only what squeue printed, never typed
         raise Stop(4, f"squeue gave element ids scancel cannot take: {ids[:5]}")
-    proc = pueue(["scancel"] + ids)
-    if proc.returncode != 0:
-        meta["error"] = (proc.stderr or proc.stdout).strip()[:300]
+    failed, detail = slurm_calls(["scancel"], ids)
+    if failed:
+        meta["error"] = detail
     # wait for the elements to leave squeue (a running one's wrapper records `killed`
     # first), so the cancel is the label's last word in the ledger
     wanted = {(e["group"], e["label"]) for e in active}
@@ -844,9 +868,7 @@ def slurm_group(args: argparse.Namespace) -> int:
     if ids:
         if not all(_ELEMENT_ID.match(i) for i in ids):
             raise Stop(4, f"squeue gave element ids scontrol cannot take: {ids[:5]}")
-        proc = pueue(["scontrol", verb, ",".join(ids)])
-        code = proc.returncode
-        detail = (proc.stderr or proc.stdout).strip()[:300]
+        code, detail = slurm_calls(["scontrol", verb], ids, joined=True)
     result = "ok" if code == 0 else "failed"
     labels = [e["label"] for e in chosen]
     record(args, result, labels, group=args.group, scheduler="slurm",

@@ -133,6 +133,8 @@ def cancel_cmd(host: str, label: str | None, playbook: str | None, group: str | 
     hosts = hosts_for(host, inventory)
 
     def one(h: Host) -> CancelReport:
+        if h.is_slurm and group is not None:
+            h.group(group)  # a group the host file does not declare: bad input, before SSH
         with session(h) as remote:
             return run_cancel(remote, sel, dry)
 

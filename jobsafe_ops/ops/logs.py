@@ -113,6 +113,8 @@ def logs_cmd(host: str, label: str | None, group: str | None, attempt: int | Non
     if len(hosts) != 1:
         raise ConfigError(f"--host {host!r} selects {len(hosts)} hosts; logs reads one "
                           "host's log: name one host")
+    if hosts[0].is_slurm and group is not None:
+        hosts[0].group(group)  # a group the host file does not declare: bad input
     args = {"group": group, "label": label, "attempt": attempt, "follow": follow,
             "scheduler": "slurm" if hosts[0].is_slurm else None}
     with session(hosts[0]) as remote:

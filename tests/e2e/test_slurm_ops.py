@@ -185,6 +185,8 @@ def test_cancel_dry_then_cancel_running_and_pending_elements_of_an_array(
     assert {r["label"] for r in doc["finished"]} == {"cx:1", "cx:2", "cx:3", "cx:4"}
     code, _, err = run(world, "cancel", "--host", "hpc", "--label", "cx:nosuch")
     assert code == 6 and "cx:nosuch" in err
+    code, _, err = run(world, "cancel", "--host", "hpc", "--label", "cx:*", "--group", "nosuch")
+    assert code == 2 and "nosuch" in err  # not in the host file: before any SSH
 
 
 def test_cancel_refuses_while_a_dependant_waits_then_cancels_the_playbook(

@@ -186,3 +186,51 @@ def test_the_slurm_report_takes_running_and_pending_from_squeue(tmp_path: Path) 
     # the marker's foreign boot id does not make it read as killed: squeue says running
     assert slurm_feed.queued_runs(squeue, str(tmp_path), ["sweep"], "p2", None) == ([], False)
     assert slurm_feed.queued_runs(squeue, str(tmp_path), ["sweep"], "p1", "other")[0] == []
+
+
+def test_slurm_logs_picks_the_attempt_and_a_units_mode_commands_section(
+        tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    bdir = Path(batch(tmp_path, "sweep", "ab12cd34ef", ["x"]))
+    (bdir / "logs").mkdir()
+    (bdir / "logs" / "x.log").write_text("first\n")
+    (bdir / "logs" / "x-retry-1.log").write_text("second\n")
+    unit = "sweep:unit-00001-0123abcd"
+    (bdir / "logs" / (slurm_model.log_name(unit))).write_text(
+        "=== u:1 (exit 0)\none\n=== u:2 (exit 3)\ntwo\n=== unit done: 2 commands, 1 failed\n")
+    (bdir / "ledger.ndjson").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"event": "end", "label": "x", "group": "p1", "exit": 1, "outcome": "failed"},
+        {"event": "end", "label": "u:2", "group": "p1", "exit": 3, "outcome": "failed",
+         "unit": unit}]))
+    running = {"label": "x-retry-1", "group": "p1", "batch": "sweep", "dir": str(bdir),
+               "state": "running", "id": "9_0", "array": "9"}
+    monkeypatch.setattr(agent, "slurm_elements", lambda batches: [running])
+
+    def logs(*extra: str) -> tuple[int, list[str]]:
+        code = agent.main(["logs", "--scheduler", "slurm", "--root", str(tmp_path), *extra])
+        return code, capsys.readouterr().out.splitlines()
+
+    code, out = logs("--label", "x")
+    assert code == 0 and out[1] == "second"  # the newest attempt, running now
+    meta = json.loads(out[0].split(" ", 1)[1])
+    assert meta["attempts"] == ["x", "x-retry-1"] and meta["state"] == "running"
+    code, out = logs("--label", "x", "--attempt", "0")
+    assert code == 0 and out[1] == "first" and '"state":"failed"' in out[0]
+    code, out = logs("--label", "u:2")
+    assert code == 0 and out[1:3] == ["=== u:2 (exit 3)", "two"]
+    assert json.loads(out[0].split(" ", 1)[1])["unit"] == unit
+    code, out = logs("--label", "x", "--group", "p2")
+    assert code == 6 and "in group p2" in out[-1]
+
+
+def test_scancel_and_scontrol_take_the_ids_in_slices(tmp_path: Path, monkeypatch: Any) -> None:
+    calls = tmp_path / "calls"
+    monkeypatch.setattr(agent, "IDS_PER_CALL", 2)
+    argv = ["sh", "-c", f'echo "$*" >> {calls}', "sh"]
+    assert agent.slurm_calls(argv, ["1_0", "1_1", "1_2", "2_0", "2_1"]) == (0, "")
+    assert calls.read_text().splitlines() == ["1_0 1_1", "1_2 2_0", "2_1"]
+    calls.unlink()
+    assert agent.slurm_calls(argv, ["1_0", "1_1", "1_2"], joined=True) == (0, "")
+    assert calls.read_text().splitlines() == ["1_0,1_1", "1_2"]
+    code, message = agent.slurm_calls(["sh", "-c", "echo no such job >&2; exit 1", "sh"],
+                                      ["1_0"])
+    assert code == 1 and message == "no such job"
