@@ -567,7 +567,7 @@ SLURM_ACTIVE = {"PENDING": "queued", "CONFIGURING": "queued", "REQUEUED": "queue
                 "SUSPENDED": "paused", "STOPPED": "paused"}
 HELD = "JobHeldUser"  # squeue's reason of an element `scontrol uhold` holds
 NEVER = "DependencyNeverSatisfied"
-_AFTER = re.compile(r"after[a-z]*:([0-9]+)")
+_JOB_ID = re.compile(r"^([0-9]+)")
 _ELEMENT_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
 FOLLOW_POLL = 0.5  # seconds between reads of a followed log (squeue every other read)
 IDS_PER_CALL = 1000  # element ids per scancel / scontrol call (argv stays far below limits)
@@ -605,6 +605,21 @@ def element_state(slurm: str, reason: str) -> str | None:
     return state
 
 
+def waits_on(dependency: str) -> list[str]:
+    """squeue's %E ('afterok:41_*(unfulfilled),afterok:42(failed)', 'afterany:7:8',
+    '(null)') -> the job (array) ids it waits on."""
+    out: set[str] = set()
+    for part in re.split(r"[,?]", dependency):
+        kind, sep, rest = part.partition(":")
+        if not sep or not kind.startswith("after"):
+            continue
+        for word in rest.split(":"):
+            m = _JOB_ID.match(word)
+            if m:
+                out.add(m.group(1))
+    return sorted(out, key=int)
+
+
 def parse_elements(text: str, batches: dict[str, str]) -> list[dict[str, Any]]:
     """`squeue -h -r -o SQUEUE_FORMAT|%E` -> this user's jobsafe elements, named by their
     chunk files: label, group, batch, id, array, state (and Slurm's), reason, the arrays
@@ -632,7 +647,7 @@ def parse_elements(text: str, batches: dict[str, str]) -> list[dict[str, Any]]:
                         "batch": batch, "dir": batches[batch],
                         "id": f"{array_id}_{i}" if indices else array_id,
                         "array": array_id, "state": state, "slurm": slurm, "reason": reason,
-                        "after": sorted(set(_AFTER.findall(after)))})
+                        "after": waits_on(after)})
     return out
 
 
@@ -733,8 +748,8 @@ def slurm_logs(args: argparse.Namespace) -> int:
 
 
 def copy_new(path: str, offset: int) -> int:
-    """Write what the log has past `offset` to stdout (whole lines only while it grows);
-    -> the new offset. A log not written yet (a pending element) is empty."""
+    """Write what the log has past `offset` to stdout, as bytes; -> the new offset. A log
+    not written yet (a pending element) is empty."""
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)

@@ -234,3 +234,10 @@ def test_scancel_and_scontrol_take_the_ids_in_slices(tmp_path: Path, monkeypatch
     code, message = agent.slurm_calls(["sh", "-c", "echo no such job >&2; exit 1", "sh"],
                                       ["1_0"])
     assert code == 1 and message == "no such job"
+
+
+def test_the_arrays_an_element_waits_on_from_squeues_dependency_column() -> None:
+    assert agent.waits_on("afterok:41_*(unfulfilled),afterok:42_*(failed)") == ["41", "42"]
+    assert agent.waits_on("afterany:7:8") == ["7", "8"] and agent.waits_on("(null)") == []
+    assert agent.waits_on("afterok:12_3(unfulfilled)?afternotok:9") == ["9", "12"]
+    assert agent.waits_on("singleton") == []
