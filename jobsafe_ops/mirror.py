@@ -10,13 +10,12 @@ import json
 import threading
 import zlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from .hostside import ops_agent
+from .hostside.bundle import bundle
 from .shell import join, quote
 
-AGENT_SOURCE = Path(ops_agent.__file__).read_text()
+AGENT_SOURCE = bundle("ops_agent")  # slurm_model inlined
 # Compressed, in hex (only 0-9a-f: no word of a command can appear in it by chance, so a
 # log or a test looking for `kill`/`uv`/`add` in what was sent never mistakes the blob)
 AGENT_LOADER = (

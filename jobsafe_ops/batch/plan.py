@@ -160,6 +160,9 @@ def _one(spec: JobSpec, state: PueueState, tasks: list[Task], receipted: set[str
             return item("held", f"{t.label} is queued behind a failed or missing dependency "
                         "(blocked); repair the chain first"), bad
         return item("skip", f"already {t.state} as {t.label}"), ("active", t.label)
+    if latest.state == "cancelled":  # a Slurm ledger's `jobsafe cancel` (slurm_submit)
+        return item("skip", f"cancelled as {latest.label} (jobsafe cancel): not run "
+                    "again"), ("bad", "cancelled")
     if latest.state == "success":
         return item("skip", f"succeeded as {latest.label}"), ("done", None)
     if classify(latest) == DEPENDENCY:

@@ -7,8 +7,10 @@ CANCELLED, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED -> killed); a failed command of a
 re-submitted alone, as a direct element.
 
 One round trip of facts (`slurm_feed.py records`: the ledger's newest outcome per label and
-what squeue shows active), then per batch one upload and one `slurm_feed.py submit` - which
-rechecks squeue and the ledger under the batch lock, so a rerun never submits a retry twice.
+what squeue shows active; an attempt `jobsafe cancel` recorded as cancelled, and the older
+attempts of its job, are left out: cancelled is not failed), then per batch one upload
+and one `slurm_feed.py submit` - which rechecks squeue and the ledger under the batch
+lock, so a rerun never submits a retry twice.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..deploy.steps import DeployReport
 from ..errors import EXIT_OK, RefusedError, RemoteError
 from ..hostside.bundle import bundle
 from ..hostside.model import BATCH_ROOT
+from ..hostside.slurm_model import cancelled_jobs, is_cancelled
 from ..inventory import Host
 from ..remote import Remote
 from ..scheduler.pueue import PueueState, Task
@@ -61,8 +64,12 @@ def state_of(facts: Mapping[str, Any], group: str) -> tuple[PueueState, dict[str
     tasks: list[Task] = []
     where: dict[str, str] = {}
     for batch in facts.values():
-        for label, rec in (batch.get("ended") or {}).items():
+        ended = batch.get("ended") or {}
+        stopped = cancelled_jobs(ended)
+        for label, rec in ended.items():
             outcome = str(rec.get("outcome") or "failed")
+            if is_cancelled(str(rec.get("group", "")), label, stopped):
+                continue  # `jobsafe cancel` stopped it (or a newer attempt): never retried
             tasks.append(Task(id=len(tasks), group=str(rec.get("group", "")), label=label,
                               command=str(rec.get("command") or ""),
                               path=str(rec.get("workdir") or ""),

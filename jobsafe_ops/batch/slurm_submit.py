@@ -36,6 +36,7 @@ from ..facts import slurm_probe
 from ..facts.probe import sections
 from ..hostside.bundle import bundle
 from ..hostside.feeder import EXIT_LOCKED
+from ..hostside.slurm_model import cancelled_jobs, is_cancelled
 from ..inventory import Host
 from ..remote import Remote
 from ..scheduler import slurm
@@ -62,12 +63,22 @@ LOCK_WAIT = 300.0
 def batch_status_state(status: Mapping[str, Any] | None) -> PueueState:
     """`slurm_feed.py status` (active elements + ledger outcomes) as the state decide()
     reads: one task per label (the ids are positions, never Slurm's), an element pending
-    on an afterok that can never be met is blocked."""
+    on an afterok that can never be met is blocked. An attempt `jobsafe cancel` recorded is
+    a `cancelled` task (decide skips it: not run again) and the older attempts of its job
+    are left out (not failed, never retried)."""
     tasks: list[Task] = []
     blocked: set[int] = set()
     status = status or {}
-    for label, e in (status.get("ended") or {}).items():
+    ended = status.get("ended") or {}
+    stopped = cancelled_jobs(ended)
+    for label, e in ended.items():
         outcome = str(e.get("outcome") or "failed")
+        if outcome != "cancelled" and is_cancelled(str(e.get("group", "")), label, stopped):
+            continue
+        if outcome == "cancelled":
+            tasks.append(Task(id=len(tasks), group=str(e.get("group", "")), label=label,
+                              command="", path="", state="cancelled"))
+            continue
         tasks.append(Task(id=len(tasks), group=str(e.get("group", "")), label=label,
                           command=str(e.get("command") or ""), path=str(e.get("workdir") or ""),
                           state=outcome if outcome in ("success", "failed", "killed")

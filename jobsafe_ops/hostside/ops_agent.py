@@ -6,7 +6,8 @@ It resolves labels to pueue task ids and uses them in the same run only (INV-8: 
 cross SSH, are never kept, never shown), and appends every mutation it makes to the team
 journal on the host in the same run (one SSH round trip for the mutation and its record).
 
-Modes
+Modes (pueue; with `--scheduler slurm` logs, cancel and group read squeue and the Slurm
+batch dirs under --root instead, and act through scancel / scontrol uhold / release)
   logs    --group G --label L [--attempt N] [--follow]   the output of one attempt of a label
   cancel  [--group G] (--glob GLOB | --batch NAME) [--dry] --entry JSON
                                                           remove queued, kill running matches
@@ -34,6 +35,9 @@ import subprocess
 import sys
 import time
 from typing import Any
+
+from .model import log_name
+from .slurm_model import SQUEUE_FORMAT, expand_indices, ledger_outcomes, read_chunk
 
 JOURNAL = "~/.local/state/jobsafe-ops/journal.ndjson"
 BATCH_ROOT = "~/.local/state/jobsafe-ops/batches"
@@ -440,6 +444,22 @@ def cancelled_record(t: dict[str, Any], operator: str) -> dict[str, Any]:
     return rec
 
 
+def record_cancelled(path: str, rec: dict[str, Any], meta: dict[str, Any]) -> None:
+    """One `cancelled` end line in an outcome ledger, and the label's start marker gone."""
+    try:
+        append_journal(path, rec)
+    except OSError as exc:
+        meta.setdefault("ledger_errors", []).append(str(exc))
+        return
+    # a SIGKILLed wrapper leaves its start marker (read as "killed"): the job has ended
+    # (the scheduler says so), and its last word is now the cancel
+    digest = hashlib.sha1(f"{rec['group']}\0{rec['label']}".encode()).hexdigest()[:24]
+    try:
+        os.unlink(os.path.join(os.path.dirname(path), RUNNING_DIR, digest + ".json"))
+    except OSError:
+        pass
+
+
 def cancel(args: argparse.Namespace) -> int:
     tasks = read_tasks(args.pueue)
     if args.group and args.group not in {t.get("group") for t in tasks}:
@@ -506,18 +526,7 @@ def cancel(args: argparse.Namespace) -> int:
         records += [dict(cancelled_record(dict(t, label=label), operator),
                          unit=base_label(str(t["label"]))) for label in unfinished(t)]
         for rec in records:
-            try:
-                append_journal(path, rec)
-            except OSError as exc:
-                meta.setdefault("ledger_errors", []).append(str(exc))
-                continue
-            # a SIGKILLed wrapper leaves its start marker (read as "killed"): the job has
-            # ended (pueue says so), and its last word is now the cancel
-            digest = hashlib.sha1(f"{rec['group']}\0{rec['label']}".encode()).hexdigest()[:24]
-            try:
-                os.unlink(os.path.join(os.path.dirname(path), RUNNING_DIR, digest + ".json"))
-            except OSError:
-                pass
+            record_cancelled(path, rec, meta)
     result = "ok" if not meta["not_stopped"] else "partial"
     record(args, result, [str(t["label"]) for t in gone + stopped], group=args.group,
            removed=meta["removed"], killed=meta["killed"], not_stopped=meta["not_stopped"])
@@ -546,6 +555,350 @@ def group_action(args: argparse.Namespace) -> int:
     return 0 if proc.returncode == 0 else 4
 
 
+# ---- Slurm hosts (--scheduler slurm): the same modes over squeue and the batch dirs ------
+#
+# A Slurm batch dir (`<root>/<playbook>/`, slurm_feed.py's) holds the chunk files that
+# name each array's elements (the array's --comment), each label's output
+# (`logs/<label>.log`) and the outcome ledger. Element ids (`<array>_<index>`) are read
+# from squeue here and used in the same run only, like pueue ids (INV-8).
+
+SLURM_ACTIVE = {"PENDING": "queued", "CONFIGURING": "queued", "REQUEUED": "queued",
+                "REQUEUE_FED": "queued", "RUNNING": "running", "COMPLETING": "running",
+                "STAGE_OUT": "running", "SIGNALING": "running", "RESIZING": "running",
+                "SUSPENDED": "paused", "STOPPED": "paused"}
+HELD = "JobHeldUser"  # squeue's reason of an element `scontrol uhold` holds
+NEVER = "DependencyNeverSatisfied"
+_JOB_ID = re.compile(r"^([0-9]+)")
+_ELEMENT_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
+FOLLOW_POLL = 0.5  # seconds between reads of a followed log (squeue every other read)
+IDS_PER_CALL = 1000  # element ids per scancel / scontrol call (argv stays far below limits)
+
+
+def slurm_calls(argv: list[str], ids: list[str], joined: bool = False) -> tuple[int, str]:
+    """`argv + ids` in slices of IDS_PER_CALL (scontrol takes one comma-joined word) ->
+    (the first failing exit code or 0, its message)."""
+    for i in range(0, len(ids), IDS_PER_CALL):
+        part = ids[i:i + IDS_PER_CALL]
+        proc = pueue(argv + ([",".join(part)] if joined else part))
+        if proc.returncode != 0:
+            return proc.returncode, (proc.stderr or proc.stdout).strip()[:300]
+    return 0, ""
+
+
+def slurm_batches(root: str) -> dict[str, str]:
+    """batch name -> dir of every Slurm batch under root (those slurm_feed.py set up)."""
+    root = os.path.expanduser(root)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return {}
+    return {n: os.path.join(root, n) for n in names
+            if os.path.isfile(os.path.join(root, n, "slurm_feed.py"))}
+
+
+def element_state(slurm: str, reason: str) -> str | None:
+    """squeue's state and reason -> the state pueue hosts show; None: it has ended."""
+    state = SLURM_ACTIVE.get(slurm)
+    if state == "queued" and reason == NEVER:
+        return "blocked"
+    if state == "queued" and reason == HELD:
+        return "paused"
+    return state
+
+
+def waits_on(dependency: str) -> list[str]:
+    """squeue's %E ('afterok:41_*(unfulfilled),afterok:42(failed)', 'afterany:7:8',
+    '(null)') -> the job (array) ids it waits on."""
+    out: set[str] = set()
+    for part in re.split(r"[,?]", dependency):
+        kind, sep, rest = part.partition(":")
+        if not sep or not kind.startswith("after"):
+            continue
+        for word in rest.split(":"):
+            m = _JOB_ID.match(word)
+            if m:
+                out.add(m.group(1))
+    return sorted(out, key=int)
+
+
+def parse_elements(text: str, batches: dict[str, str]) -> list[dict[str, Any]]:
+    """`squeue -h -r -o SQUEUE_FORMAT|%E` -> this user's jobsafe elements, named by their
+    chunk files: label, group, batch, id, array, state (and Slurm's), reason, the arrays
+    they wait on. Pure but for the chunk files read."""
+    chunks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    out: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) != 8 or not parts[3].startswith("jobsafe:") or parts[3].count(":") < 2:
+            continue
+        _jid, array_id, index, name, slurm, reason, comment, after = parts
+        batch = name.split(":")[1]
+        state = element_state(slurm, reason)
+        if batch not in batches or state is None:
+            continue
+        key = (batch, comment)
+        if key not in chunks:
+            chunks[key] = read_chunk(batches[batch], comment)
+        indices = expand_indices(index)
+        for i in indices or [0]:
+            if i >= len(chunks[key]):
+                continue
+            item = chunks[key][i]
+            out.append({"label": str(item["label"]), "group": str(item["group"]),
+                        "batch": batch, "dir": batches[batch],
+                        "id": f"{array_id}_{i}" if indices else array_id,
+                        "array": array_id, "state": state, "slurm": slurm, "reason": reason,
+                        "after": waits_on(after)})
+    return out
+
+
+def slurm_elements(batches: dict[str, str]) -> list[dict[str, Any]]:
+    if not batches:  # no Slurm batch on this login node: nothing of ours can be queued
+        return []
+    proc = pueue(["squeue", "-h", "-r", "--me", "-o", SQUEUE_FORMAT + "|%E"])
+    if proc.returncode != 0:
+        raise Stop(4, "squeue failed: " + (proc.stderr or proc.stdout).strip()[:300])
+    return parse_elements(proc.stdout, batches)
+
+
+def slurm_ended(batches: dict[str, str]) -> list[dict[str, Any]]:
+    """The newest end record of every label of every batch, with its batch and dir."""
+    out = []
+    for batch, bdir in batches.items():
+        for label, rec in ledger_outcomes(os.path.join(bdir, LEDGER_NAME)).items():
+            value = rec.get("outcome")
+            state = str(value) if value in ("success", "failed", "killed", "cancelled") \
+                else "success" if rec.get("exit") == 0 else "failed"
+            out.append({"label": label, "group": str(rec.get("group", "")), "batch": batch,
+                        "dir": bdir, "state": state, "end": str(rec.get("end") or ""),
+                        "unit": rec.get("unit") if isinstance(rec.get("unit"), str)
+                        else None})
+    return out
+
+
+def slurm_known(elements: list[dict[str, Any]], ended: list[dict[str, Any]]
+                ) -> dict[tuple[str, str], dict[str, Any]]:
+    """(group, label) -> where it is now: its active element, else its newest end record
+    (a label in two batches: the active one, else the latest end). Pure."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for rec in sorted(ended, key=lambda r: r["end"]):
+        out[(rec["group"], rec["label"])] = rec
+    for e in elements:
+        out[(e["group"], e["label"])] = e
+    return out
+
+
+def slurm_logs(args: argparse.Namespace) -> int:
+    label, attempt = args.label, args.attempt
+    if attempt is None and attempt_of(label):
+        attempt = attempt_of(label)
+    base = base_label(label)
+    batches = slurm_batches(args.root)
+    known = slurm_known(slurm_elements(batches), slurm_ended(batches))
+    groups = sorted({g for g, lbl in known if base_label(lbl) == base
+                     and args.group in (None, g)})
+    if len(groups) > 1:
+        raise Stop(EXIT_BAD_INPUT, "label {!r} is in groups {}; pass --group".format(
+            label, ", ".join(groups)))
+    if not groups:
+        where = f" in group {args.group}" if args.group else ""
+        raise Stop(EXIT_NOTHING, f"no Slurm element or ledger record labelled {label!r}"
+                   f"{where} in any batch; check --label")
+    group = groups[0]
+    attempts = sorted((lbl for g, lbl in known if g == group and base_label(lbl) == base),
+                      key=attempt_of)
+    chosen = [lbl for lbl in attempts if attempt is None or attempt_of(lbl) == attempt]
+    if not chosen:
+        raise Stop(EXIT_NOTHING, f"{base} has no attempt {attempt} in group {group} "
+                   f"(attempts: {', '.join(attempts)})")
+    shown = chosen[-1]
+    found = known[(group, shown)]
+    unit = found.get("unit")
+    meta = {"label": shown, "group": group, "state": found["state"],
+            "attempt": attempt_of(shown), "attempts": attempts, "unit": unit}
+    emit("meta", meta)
+    path = os.path.join(found["dir"], "logs", log_name(shown))
+    if unit and not os.path.exists(path):  # a units-mode command: its unit's section
+        try:
+            with open(os.path.join(found["dir"], "logs", log_name(unit)),
+                      encoding="utf-8", errors="replace") as fh:
+                sys.stdout.write(unit_block(fh.read(), shown) or "")
+        except OSError:
+            pass
+        emit("end", meta)
+        return 0
+    offset = copy_new(path, 0)
+    if args.follow and "id" in found:
+        polls = 0
+        while True:
+            time.sleep(FOLLOW_POLL)
+            offset = copy_new(path, offset)
+            polls += 1
+            if polls % 2:
+                continue
+            now = slurm_known(slurm_elements(batches), [])
+            if (group, shown) not in now:
+                break
+        offset = copy_new(path, offset)
+        ended = slurm_known([], slurm_ended({found["batch"]: found["dir"]}))
+        end = ended.get((group, shown))
+        emit("end", dict(meta, state=end["state"] if end else "ended"))
+        return 0
+    emit("end", meta)
+    return 0
+
+
+def copy_new(path: str, offset: int) -> int:
+    """Write what the log has past `offset` to stdout, as bytes; -> the new offset. A log
+    not written yet (a pending element) is empty."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return offset
+    if data:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    return offset + len(data)
+
+
+def slurm_match(item: dict[str, Any], group: str | None, glob: str | None,
+                batch: str | None) -> bool:
+    label = item["label"]
+    if group and item["group"] != group:
+        return False
+    if glob is not None and not (fnmatch.fnmatchcase(label, glob)
+                                 or fnmatch.fnmatchcase(base_label(label), glob)):
+        return False
+    return batch is None or item["batch"] == batch
+
+
+def slurm_dependants(elements: list[dict[str, Any]], chosen: list[dict[str, Any]]
+                     ) -> list[dict[str, Any]]:
+    """Pending elements outside `chosen` whose array waits (afterok, transitively) on an
+    array with a chosen element: a cancel would leave them DependencyNeverSatisfied."""
+    arrays = {e["array"] for e in chosen}
+    picked = {id(e) for e in chosen}
+    out: list[dict[str, Any]] = []
+    changed = True
+    while changed:
+        changed = False
+        for e in elements:
+            if id(e) in picked or e["state"] == "running":
+                continue
+            if arrays & set(e["after"]):
+                picked.add(id(e))
+                arrays.add(e["array"])
+                out.append(e)
+                changed = True
+    return out
+
+
+def slurm_cancel(args: argparse.Namespace) -> int:
+    batches = slurm_batches(args.root)
+    elements = slurm_elements(batches)
+    ended = slurm_ended(batches)
+    if args.group and args.group not in {x["group"] for x in elements + ended}:
+        known = ", ".join(sorted({x["group"] for x in elements + ended})) or "none"
+        raise Stop(EXIT_NOTHING, f"group {args.group!r} has no Slurm element nor ledger "
+                   f"record (groups with some: {known}); check --group")
+    active = [e for e in elements if slurm_match(e, args.group, args.glob, args.batch)]
+    live = {(e["group"], e["label"]) for e in elements}
+    finished = [r for (g, lbl), r in slurm_known([], ended).items()
+                if (g, lbl) not in live and slurm_match(r, args.group, args.glob, args.batch)]
+    queued = [e for e in active if e["state"] != "running"]
+    running = [e for e in active if e["state"] == "running"]
+    deps = slurm_dependants(elements, active)
+    meta: dict[str, Any] = {
+        "matched": len(active) + len(finished), "queued": [public(e) for e in queued],
+        "running": [public(e) for e in running],
+        "finished": [public(r) for r in sorted(finished, key=lambda r: r["label"])],
+        "dependants": [public(e) for e in deps], "dry": bool(args.dry),
+        "removed": [], "killed": [], "not_stopped": [],
+    }
+    if not active and not finished:
+        emit("meta", meta)
+        raise Stop(EXIT_NOTHING, "no Slurm element matches {}{}; nothing cancelled".format(
+            f"--label {args.glob!r}" if args.glob is not None else f"--playbook {args.batch!r}",
+            f" in group {args.group}" if args.group else ""))
+    if deps:
+        emit("meta", meta)
+        shown = ", ".join(f"{e['label']} ({e['group']}, {e['state']})" for e in deps[:5])
+        more = " ..." if len(deps) > 5 else ""
+        raise Stop(EXIT_REFUSED, f"refusing to cancel: {len(deps)} pending element(s) outside "
+                   f"the match wait on it (afterok: they would stay pending as {NEVER}): "
+                   f"{shown}{more}; cancel them too (widen --label) or wait for them to finish")
+    if args.dry or not active:
+        emit("meta", meta)
+        return 0
+    operator = str(json.loads(args.entry or "{}").get("operator", ""))
+    ids = [e["id"] for e in active]
+    if not all(_ELEMENT_ID.match(i) for i in ids):  # only what squeue printed, never typed
+        raise Stop(4, f"squeue gave element ids scancel cannot take: {ids[:5]}")
+    failed, detail = slurm_calls(["scancel"], ids)
+    if failed:
+        meta["error"] = detail
+    # wait for the elements to leave squeue (a running one's wrapper records `killed`
+    # first), so the cancel is the label's last word in the ledger
+    wanted = {(e["group"], e["label"]) for e in active}
+    deadline = time.monotonic() + WAIT_KILLED
+    left = wanted
+    while left:
+        left = wanted & {(e["group"], e["label"]) for e in slurm_elements(batches)}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    gone = [e for e in active if (e["group"], e["label"]) not in left]
+    meta["removed"] = [e["label"] for e in gone if e["state"] != "running"]
+    meta["killed"] = [e["label"] for e in gone if e["state"] == "running"]
+    meta["not_stopped"] = [e["label"] for e in active if (e["group"], e["label"]) in left]
+    for e in gone:
+        rec = {"v": 1, "label": e["label"], "group": e["group"], "batch": e["batch"],
+               "attempt": attempt_of(e["label"]), "event": "end", "exit": None,
+               "outcome": "cancelled", "end": now_iso().replace("+00:00", "Z"),
+               "by": operator}
+        record_cancelled(os.path.join(e["dir"], LEDGER_NAME), rec, meta)
+    result = "ok" if not meta["not_stopped"] else "partial"
+    record(args, result, [e["label"] for e in gone], group=args.group,
+           removed=meta["removed"], killed=meta["killed"], not_stopped=meta["not_stopped"],
+           scheduler="slurm")
+    emit("meta", meta)
+    return 0
+
+
+def slurm_group(args: argparse.Namespace) -> int:
+    """pause: `scontrol uhold` the group's pending elements (running ones finish, held ones
+    never start); resume: `scontrol release` the ones held so."""
+    batches = slurm_batches(args.root)
+    mine = [e for e in slurm_elements(batches) if e["group"] == args.group]
+    if args.action == "pause":
+        chosen = [e for e in mine if e["slurm"] == "PENDING" and e["reason"] != HELD]
+        verb = "uhold"
+    else:
+        chosen = [e for e in mine if e["slurm"] == "PENDING" and e["reason"] == HELD]
+        verb = "release"
+    ids = [e["id"] for e in chosen]
+    detail, code = "", 0
+    if ids:
+        if not all(_ELEMENT_ID.match(i) for i in ids):
+            raise Stop(4, f"squeue gave element ids scontrol cannot take: {ids[:5]}")
+        code, detail = slurm_calls(["scontrol", verb], ids, joined=True)
+    result = "ok" if code == 0 else "failed"
+    labels = [e["label"] for e in chosen]
+    record(args, result, labels, group=args.group, scheduler="slurm",
+           **({"error": detail} if code else {}))
+    after = [e for e in slurm_elements(batches) if e["group"] == args.group]
+    status = "Paused" if any(e["reason"] == HELD for e in after) else "Running"
+    emit("meta", {"group": args.group, "action": args.action, "result": result,
+                  "status": status, "labels": labels, "error": detail if code else None})
+    return 0 if code == 0 else 4
+
+
+SLURM_MODES = {"logs": slurm_logs, "cancel": slurm_cancel, "group": slurm_group}
+
+
 # ---- main ------------------------------------------------------------------------------
 
 def main(argv: list[str]) -> int:
@@ -563,9 +916,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--entry")
     parser.add_argument("--since")
     parser.add_argument("--journal", default=JOURNAL)
+    parser.add_argument("--scheduler", choices=("pueue", "slurm"), default="pueue")
+    parser.add_argument("--root", default=BATCH_ROOT)  # slurm: the batch dirs
     args = parser.parse_args(argv)
     args.pueue = os.path.expanduser(args.pueue)
     try:
+        if args.scheduler == "slurm" and args.mode in SLURM_MODES:
+            return int(SLURM_MODES[args.mode](args))
         if args.mode == "logs":
             return logs(args)
         if args.mode == "cancel":

@@ -7,6 +7,8 @@ Modes
   element CHUNK --ledger L --group G            one array element: run line $SLURM_ARRAY_TASK_ID
   status --batch-dir B --playbook P [--group G] this batch's queued/running elements, by label
   board --root R [--group G] [--glob X]         the monitor's summary over every batch under R
+  records --root R --group G                    retry-failed's facts (outcomes, active labels)
+  report --root R --group G [--batch B]         jobsafe report's payload: every attempt
 
 Commands file: JSON lines {"label", "group", "workdir" (absolute), "command", "after":
 [labels], "chunk" (the array it belongs to: same group, phase, workdir, memory), "mem"
@@ -16,10 +18,10 @@ most --max-array elements.
 
 Exactly once per label: under the batch lock, the labels squeue shows active for this
 batch (job name `jobsafe:<playbook>:<group>`; the array's --comment names its chunk file
-`<B>/arrays/<digest>.jsonl`, written before the sbatch) and the labels the ledger records
-as succeeded are left out; a kill between the chunk file and the sbatch leaves a file no
-array points at (harmless), a kill after the sbatch leaves an array squeue shows (its
-labels are skipped by the rerun).
+`<B>/arrays/<digest>.jsonl`, written before the sbatch), the labels the ledger records
+as succeeded and those `jobsafe cancel` recorded as cancelled are left out; a kill between
+the chunk file and the sbatch leaves a file no array points at (harmless), a kill after
+the sbatch leaves an array squeue shows (its labels are skipped by the rerun).
 
 Each element runs its line through feeder.py's `run` wrapper (same ledger records, same
 signal forwarding), its output in `<B>/logs/<label>.log`. A unit's element runs feeder.py's
@@ -48,14 +50,18 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .model import LEAN_ENV, attempt_of, base_label, log_name
+from .model import LEAN_ENV, attempt_of, base_label, log_name, parse_ts
 from .slurm_model import (
     SACCT_ENDED,
     SACCT_FORMAT,
     SQUEUE_FORMAT,
+    cancelled_jobs,
     expand_indices,
+    is_cancelled,
     job_name,
+    ledger_outcomes,
     parse_sacct,
+    read_chunk,
 )
 
 if TYPE_CHECKING:
@@ -71,18 +77,6 @@ else:  # uploaded next to this file, on a host without jobsafe_ops; `board` is a
 TIMEOUT = 120.0
 SACCT_TIMEOUT = 30.0  # a board poll does not wait longer for slurmdbd
 LEDGER_NAME = "ledger.ndjson"  # feeder.LEDGER_NAME (the board runs without feeder.py)
-
-
-def read_chunk(batch_dir: str, digest: str) -> list[dict[str, Any]]:
-    """An array's lines (its chunk file, named by the array's --comment); [] if unknown."""
-    if not re.fullmatch(r"[0-9a-f]{8,64}", digest):
-        return []
-    path = os.path.join(batch_dir, "arrays", digest + ".jsonl")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return [json.loads(raw) for raw in fh if raw.strip()]
-    except (OSError, ValueError):
-        return []
 
 
 def read_unit(path: str) -> list[dict[str, Any]]:
@@ -208,23 +202,6 @@ def outcomes_of(batch_dir: str, from_sacct: dict[str, dict[str, dict[str, Any]]]
     return out
 
 
-def ledger_outcomes(ledger: str) -> dict[str, dict[str, Any]]:
-    """label -> its newest end record (the run wrapper's ledger)."""
-    out: dict[str, dict[str, Any]] = {}
-    try:
-        with open(ledger, encoding="utf-8") as fh:
-            for raw in fh:
-                try:
-                    rec = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict) and rec.get("event") == "end" and "label" in rec:
-                    out[str(rec["label"])] = rec
-    except OSError:
-        pass
-    return out
-
-
 def lean_export(extra: list[str]) -> str:
     names = [n for n in (*LEAN_ENV, *extra) if n in os.environ]
     return ",".join(dict.fromkeys(names)) or "NONE"
@@ -264,8 +241,14 @@ def submit(args: argparse.Namespace) -> int:
     running = active(bdir, args.playbook)
     outcomes = ledger_outcomes(ledger)
     done = {lbl for lbl, rec in outcomes.items() if rec.get("outcome") == "success"}
-    existing = [ln["label"] for ln in lines if ln["label"] in running or ln["label"] in done]
-    todo = [ln for ln in lines if ln["label"] not in running and ln["label"] not in done]
+    # a label `jobsafe cancel` stopped (this attempt or a newer one) is not run again
+    stopped = cancelled_jobs(outcomes)
+    cancelled = {ln["label"] for ln in lines
+                 if is_cancelled(ln["group"], ln["label"], stopped)} - done
+    existing = [ln["label"] for ln in lines if ln["label"] in running or ln["label"] in done
+                or ln["label"] in cancelled]
+    todo = [ln for ln in lines if ln["label"] not in running and ln["label"] not in done
+            and ln["label"] not in cancelled]
     array_of = {lbl: info["array"] for lbl, info in running.items()}
     added: list[list[str]] = []
     errors: list[list[str]] = []
@@ -283,9 +266,11 @@ def submit(args: argparse.Namespace) -> int:
                 elif dep not in done:
                     missing = dep
         if missing:
+            reason = (f"waits for {missing}, which was cancelled (jobsafe cancel); cancel "
+                      "this one too, or submit a new batch") if missing in cancelled else \
+                f"waits for {missing}, which neither ran nor is queued; rerun submit-batch"
             for ln in piece:
-                errors.append([ln["label"], f"waits for {missing}, which neither ran nor "
-                               "is queued; rerun submit-batch"])
+                errors.append([ln["label"], reason])
             continue
         for ln in piece:  # a unit's commands, on the shared filesystem before its sbatch
             if ln.get("unit_file"):
@@ -326,6 +311,7 @@ def submit(args: argparse.Namespace) -> int:
             array_of[ln["label"]] = jid
             added.append([ln["label"], f"{jid}_{i}"])
     print("@@summary " + json.dumps({"added": added, "existing": existing, "errors": errors,
+                                     "cancelled": sorted(cancelled),
                                      "arrays": arrays, "sbatch": len(arrays) +
                                      len({e[0] for e in errors if e[1].startswith("sbatch")})}),
           flush=True)
@@ -605,6 +591,161 @@ def _start_of(marker: str) -> str | None:
         return None
 
 
+# ---- report: every attempt of a group (jobsafe report on a Slurm host) --------------------
+
+JOURNAL = "~/.local/state/jobsafe-ops/journal.ndjson"  # ops_agent.JOURNAL
+SAMPLED = ("autoscale", "autoscale-check")  # monitor_filter.SAMPLED
+
+
+def _epoch(stamp: Any) -> float | None:
+    ts = parse_ts(stamp)
+    return None if ts is None else round(ts.timestamp(), 3)
+
+
+def ended_runs(ledger: str, group: str) -> list[dict[str, Any]]:
+    """Every `end` line of one ledger for `group`, as the report's runs (each attempt's own
+    times; the monitor keeps only a label's last line)."""
+    out: list[dict[str, Any]] = []
+    try:
+        fh = open(ledger, encoding="utf-8")
+    except OSError:
+        return out
+    with fh:
+        for raw in fh:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict) or rec.get("event") != "end" or \
+                    rec.get("group") != group or "label" not in rec:
+                continue
+            label = str(rec["label"])
+            value = rec.get("outcome")
+            m = _RETRY.search(label)
+            out.append({"label": label, "attempt": int(m.group(1)) if m else 0,
+                        "outcome": str(value) if value in ("success", "failed", "killed",
+                                                          "cancelled")
+                        else "success" if rec.get("exit") == 0 else "failed",
+                        "exit": rec.get("exit") if isinstance(rec.get("exit"), int) else None,
+                        "start": _epoch(rec.get("start")), "end": _epoch(rec.get("end")),
+                        "source": "ledger", "unit": rec.get("unit")})
+    return out
+
+
+def queued_runs(squeue: str, root: str, batches: list[str], group: str,
+                batch: str | None) -> tuple[list[dict[str, Any]], bool]:
+    """The group's elements squeue shows (running, queued, blocked, held) as runs: Slurm
+    decides what is running (a start marker written on a compute node carries another
+    boot id, so its liveness cannot be read here); the marker gives the start. -> (runs,
+    whether an element is held)."""
+    out: list[dict[str, Any]] = []
+    held = False
+    chunks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for line in squeue.splitlines():
+        parts = [p.strip() for p in line.split("|", 6)]
+        if len(parts) != 7 or not parts[3].startswith("jobsafe:") or parts[3].count(":") < 2:
+            continue
+        _jid, _array, index, name, state, reason, comment = parts
+        b = name.split(":")[1]
+        if b not in batches or (batch is not None and b != batch):
+            continue
+        st = {"RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "paused",
+              "PENDING": "queued", "CONFIGURING": "queued"}.get(state)
+        if st is None:
+            continue  # ended: the ledger has its outcome
+        if state == "PENDING" and reason == "DependencyNeverSatisfied":
+            st = "blocked"
+        elif state == "PENDING" and reason == "JobHeldUser":
+            st = "paused"
+        key = (b, comment)
+        if key not in chunks:
+            chunks[key] = read_chunk(os.path.join(root, b), comment)
+        for i in expand_indices(index) or [0]:
+            if i >= len(chunks[key]) or chunks[key][i].get("group") != group:
+                continue
+            item = chunks[key][i]
+            held = held or st == "paused"
+            start = _start_of(os.path.join(root, b, feeder_marker(group, item["label"]))) \
+                if st == "running" else None
+            m = _RETRY.search(item["label"])
+            out.append({"label": item["label"], "attempt": int(m.group(1)) if m else 0,
+                        "outcome": st, "exit": None, "start": _epoch(start), "end": None,
+                        "source": "squeue", "unit": None})
+    return out, held
+
+
+def journal_samples(path: str, since: float | None) -> list[dict[str, Any]]:
+    """autoscale's readings of the cluster in the team journal (monitor_filter's
+    health_samples)."""
+    out: list[dict[str, Any]] = []
+    try:
+        fh = open(os.path.expanduser(path), encoding="utf-8")
+    except OSError:
+        return out
+    with fh:
+        for raw in fh:
+            if '"load1"' not in raw:
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or entry.get("action") not in SAMPLED:
+                continue
+            stamp = _epoch(entry.get("time"))
+            if stamp is None or (since is not None and stamp < since):
+                continue
+            out.append({"time": stamp, "action": entry.get("action"),
+                        **{k: entry.get(k) for k in ("nproc", "load1", "mem_pct", "swap_in",
+                                                      "swap_out")}})
+    out.sort(key=lambda e: e["time"])
+    return out[-500:]
+
+
+def report(args: argparse.Namespace) -> int:
+    """jobsafe report's payload (monitor_filter `report`'s shape) for a Slurm host: every
+    attempt of the group in the ledgers of every batch under --root (or --batch's), the
+    elements squeue shows, the log tails of the newest failed attempts, the cluster's load."""
+    import time as _time
+
+    root = os.path.abspath(args.root)
+    batches = sorted(d for d in os.listdir(root)
+                     if os.path.isfile(os.path.join(root, d, "slurm_feed.py"))) \
+        if os.path.isdir(root) else []
+    out: dict[str, Any] = {"group": args.group, "batch": args.batch, "via": "slurm"}
+    proc = subprocess.run(["squeue", "-h", "-r", "--me", "-o", SQUEUE_FORMAT],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    if proc.returncode != 0:
+        out["error"] = "squeue failed: " + (proc.stderr or proc.stdout).strip()[:300]
+        print(json.dumps(out, separators=(",", ":")), flush=True)
+        return 0
+    runs: list[dict[str, Any]] = []
+    groups: set[str] = set()
+    for b in batches if args.batch is None else [b for b in batches if b == args.batch]:
+        ledger = os.path.join(root, b, "ledger.ndjson")
+        for run in ended_runs(ledger, args.group):
+            runs.append(dict(run, _log=os.path.join(root, b, "logs", log_name(run["label"]))))
+        groups.update(str(v.get("group")) for v in ledger_outcomes(ledger).values())
+    for i in sorted((i for i, r in enumerate(runs) if r["outcome"] in ("failed", "killed")),
+                    key=lambda i: -(runs[i]["end"] or 0))[:max(0, args.log_labels)]:
+        if args.log_lines > 0:
+            runs[i]["log"] = _tail(runs[i]["_log"], args.log_lines)
+    for run in runs:
+        del run["_log"]
+    active, held = queued_runs(proc.stdout, root, batches, args.group, args.batch)
+    runs.extend(active)
+    out["known"] = bool(runs) or args.group in groups
+    out["groups"] = sorted(groups)
+    out["status"] = "Paused" if held else "Running"
+    out["runs"] = runs
+    starts = [r["start"] for r in runs if r["start"] is not None]
+    out["samples"] = journal_samples(args.journal, min(starts) if starts else None)
+    out["now"] = round(_time.time(), 3)
+    out["health"] = _cluster_health()
+    print(json.dumps(out, separators=(",", ":")), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slurm_feed.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -635,9 +776,16 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("records")
     r.add_argument("--root", required=True)
     r.add_argument("--group")
+    p = sub.add_parser("report")
+    p.add_argument("--root", required=True)
+    p.add_argument("--group", required=True)
+    p.add_argument("--batch")
+    p.add_argument("--log-lines", type=int, default=20)
+    p.add_argument("--log-labels", type=int, default=20)
+    p.add_argument("--journal", default=JOURNAL)
     args = parser.parse_args(argv)
     modes = {"submit": submit, "element": element, "status": status, "board": board,
-             "records": records}
+             "records": records, "report": report}
     try:
         return int(modes[args.mode](args))
     except SystemExit as exc:  # a bad or torn commands file, squeue failing: one line

@@ -1,9 +1,16 @@
 """What the laptop and the Slurm login node must read the same way (stdlib, Python >= 3.8):
 the squeue format both parse, the job name that marks a batch's arrays, the array-index
-grammar of squeue's %K, and how sacct's end states read as the ledger's outcomes. Inlined
-into slurm_feed.py by bundle.py; scheduler/slurm.py imports it on the laptop."""
+grammar of squeue's %K, the batch dir's files (chunk files, logs, the ledger's outcomes),
+what a cancel recorded there, and how sacct's end states read as the ledger's outcomes.
+Inlined into slurm_feed.py and ops_agent.py by bundle.py; scheduler/slurm.py imports it on
+the laptop."""
 
 from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
 
 SQUEUE_FORMAT = "%i|%F|%K|%j|%T|%r|%k"
 
@@ -76,3 +83,57 @@ def parse_sacct(text: str) -> list[tuple[str, int, str, str, int | None, str, st
             continue
         out.append((array_id, int(index), name, outcome, exit_, workdir, start, end))
     return out
+
+
+_RETRY_OF = re.compile(r"^(?P<base>.+)-retry-(?P<n>[1-9][0-9]*)$")
+
+
+def read_chunk(batch_dir: str, digest: str) -> list[dict[str, Any]]:
+    """An array's lines (its chunk file, named by the array's --comment); [] if unknown."""
+    if not re.fullmatch(r"[0-9a-f]{8,64}", digest):
+        return []
+    path = os.path.join(batch_dir, "arrays", digest + ".jsonl")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(raw) for raw in fh if raw.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def ledger_outcomes(ledger: str) -> dict[str, dict[str, Any]]:
+    """label -> its newest end record (the run wrapper's ledger)."""
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        with open(ledger, encoding="utf-8") as fh:
+            for raw in fh:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and rec.get("event") == "end" and "label" in rec:
+                    out[str(rec["label"])] = rec
+    except OSError:
+        pass
+    return out
+
+
+def cancelled_jobs(outcomes: dict[str, dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """(group, base label) -> the newest attempt `jobsafe cancel` recorded as cancelled:
+    that attempt and every older one of the job are neither failed nor to be run again
+    (monitor_filter's reading of a pueue ledger)."""
+    out: dict[tuple[str, str], int] = {}
+    for label, rec in outcomes.items():
+        if rec.get("outcome") != "cancelled":
+            continue
+        m = _RETRY_OF.match(label)
+        key = (str(rec.get("group", "")), m.group("base") if m else label)
+        out[key] = max(out.get(key, -1), int(m.group("n")) if m else 0)
+    return out
+
+
+def is_cancelled(group: str, label: str, cancelled: dict[tuple[str, str], int]) -> bool:
+    """Whether a cancel covers this attempt of the job (it, or a newer attempt, was
+    cancelled)."""
+    m = _RETRY_OF.match(label)
+    key = (group, m.group("base") if m else label)
+    return key in cancelled and (int(m.group("n")) if m else 0) <= cancelled[key]

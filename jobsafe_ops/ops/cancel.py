@@ -15,6 +15,15 @@ them too, and records each label:
 - in the team journal on the host (`~/.local/state/jobsafe-ops/journal.ndjson`), in the
   same run, and in the local journal.
 
+On a Slurm host (`scheduler = "slurm"`) the same run reads squeue (elements named by their
+batch's chunk files) and the ledgers: the pending matches are "queued", the running ones
+"running"; one `scancel` takes the element ids squeue showed for them (`<array>_<index>`,
+never typed), it waits for them to leave squeue and records each as `cancelled` in its
+batch's ledger - so neither a rerun of submit-batch nor retry-failed submits it again -
+and in the team journal. Pending elements outside the match whose array waits (afterok)
+on a matched element's array are dependants: refused as on pueue (they would stay pending
+as DependencyNeverSatisfied).
+
 `--dry` does the same read and prints what would be removed and killed. Finished matches
 are listed and left alone. Exit 0 done, 2 bad input, 3 refused (dependants), 4 a match
 could not be stopped or the host failed, 6 nothing matches.
@@ -94,7 +103,9 @@ def selector(label: str | None, playbook: str | None, group: str | None) -> dict
 def run_cancel(remote: Remote, sel: dict[str, Any], dry: bool) -> CancelReport:
     host = remote.host.name
     entry = entry_for(host, ACTION, **{k: v for k, v in sel.items() if v is not None})
-    reply = run_agent(remote, "cancel", {**sel, "dry": dry, "entry": entry})
+    reply = run_agent(remote, "cancel", {**sel, "dry": dry, "entry": entry,
+                                         "scheduler": "slurm" if remote.host.is_slurm
+                                         else None})
     m = reply.meta
     report = CancelReport(host=host, selector=sel, dry=dry, queued=m.get("queued", []),
                           running=m.get("running", []), finished=m.get("finished", []),
@@ -122,6 +133,8 @@ def cancel_cmd(host: str, label: str | None, playbook: str | None, group: str | 
     hosts = hosts_for(host, inventory)
 
     def one(h: Host) -> CancelReport:
+        if h.is_slurm and group is not None:
+            h.group(group)  # a group the host file does not declare: bad input, before SSH
         with session(h) as remote:
             return run_cancel(remote, sel, dry)
 

@@ -8,6 +8,11 @@ restarted task (AP-3). A units-mode command (one pueue task runs many labels) is
 its unit's file and shown as its own section of the unit's log. `--follow` streams a
 queued or running attempt until it ends (Ctrl-C ends it: exit 130).
 
+On a Slurm host (`scheduler = "slurm"`) the same run reads squeue and the batch dirs on the
+login node instead: the attempts are the labels the ledger and squeue know, the output is
+the element's `<batch>/logs/<label>.log`, and `--follow` streams it until squeue no longer
+shows the element (its end state from the ledger).
+
 Output: the log on stdout (pipeable), one header line on stderr; --json: the envelope
 with the output in `result`.
 """
@@ -108,7 +113,10 @@ def logs_cmd(host: str, label: str | None, group: str | None, attempt: int | Non
     if len(hosts) != 1:
         raise ConfigError(f"--host {host!r} selects {len(hosts)} hosts; logs reads one "
                           "host's log: name one host")
-    args = {"group": group, "label": label, "attempt": attempt, "follow": follow}
+    if hosts[0].is_slurm and group is not None:
+        hosts[0].group(group)  # a group the host file does not declare: bad input
+    args = {"group": group, "label": label, "attempt": attempt, "follow": follow,
+            "scheduler": "slurm" if hosts[0].is_slurm else None}
     with session(hosts[0]) as remote:
         if json_out:
             reply = run_agent(remote, "logs", args)

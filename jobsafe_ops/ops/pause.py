@@ -1,6 +1,9 @@
 """`jobsafe pause --host H --group G` / `jobsafe resume --host H --group G`: pueue's own
 group pause (`pueue pause --group G --wait`: no new starts, running jobs finish) and start
 (`pueue start --group G`), each journaled on the host in the same round trip and locally.
+On a Slurm host (`scheduler = "slurm"`): `scontrol uhold` of the group's pending elements
+(running ones finish, held ones stay pending) and `scontrol release` of the ones held so,
+their ids read from squeue in the same run (ops_agent.py `group --scheduler slurm`).
 
 Resume refuses (exit 3, nothing changed) while the deploy lock of the host's checkout is
 held by another operator (deploy/lock.py): a deploy pauses groups on purpose, and a
@@ -25,11 +28,21 @@ class GroupReport:
     host: str
     group: str
     action: str  # pause | resume
-    status: str | None  # the group's pueue status afterwards (Running | Paused)
+    status: str | None  # the group's status afterwards (Running | Paused)
+    scheduler: str = "pueue"
+    labels: tuple[str, ...] = ()  # slurm: the pending elements held (pause) or released
 
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "group": self.group, "action": self.action,
-                "status": self.status}
+                "status": self.status, "scheduler": self.scheduler,
+                "labels": list(self.labels)}
+
+    def describe(self) -> str:
+        if self.scheduler == "slurm":
+            verb = "held" if self.action == "pause" else "released"
+            return (f"{self.host}: group {self.group} {self.action}d ({len(self.labels)} "
+                    f"pending element(s) {verb}; status: {self.status})")
+        return f"{self.host}: group {self.group} {self.action}d (pueue status: {self.status})"
 
 
 def blocking(state: lock.LockState, me: str) -> str | None:
@@ -50,16 +63,18 @@ def run_group(remote: Remote, group: str, action: str) -> GroupReport:
                                f"lock is {why}; wait for that deploy to finish (or, if it "
                                "died, `jobsafe deploy --break-lock`)")
     entry = entry_for(host.name, f"group-{action}", group=group)
-    reply = run_agent(remote, "group", {"group": group, "action": action, "entry": entry})
+    reply = run_agent(remote, "group", {"group": group, "action": action, "entry": entry,
+                                        "scheduler": "slurm" if host.is_slurm else None})
     journal.append_local(host.name, f"group-{action}", [],
                    result=str(reply.meta.get("result")),
                    group=group)
     if reply.meta.get("result") != "ok":
         from ..errors import RemoteError
 
-        raise RemoteError(f"{host.name}: pueue {action} of group {group!r} failed: "
-                          f"{reply.meta.get('error')}")
-    return GroupReport(host.name, group, action, reply.meta.get("status"))
+        raise RemoteError(f"{host.name}: {host.scheduler} {action} of group {group!r} "
+                          f"failed: {reply.meta.get('error')}")
+    return GroupReport(host.name, group, action, reply.meta.get("status"), host.scheduler,
+                       tuple(str(x) for x in reply.meta.get("labels") or ()))
 
 
 def group_cmd(action: str, host: str, group: str | None, inventory: str | None,
@@ -74,12 +89,13 @@ def group_cmd(action: str, host: str, group: str | None, inventory: str | None,
     hosts = hosts_for(host, inventory)
 
     def one(h: Host) -> GroupReport:
+        if h.is_slurm:
+            h.group(group)  # a group the host file does not declare: bad input, before SSH
         with session(h) as remote:
             return run_group(remote, group, action)
 
     return finish(fan_out(hosts, one), json_out,
-                  lambda r: console.print(f"{r.host}: group {r.group} {action}d "
-                                          f"(pueue status: {r.status})", highlight=False),
+                  lambda r: console.print(r.describe(), highlight=False, markup=False),
                   summary=lambda r: f"{r.group}: {r.status}")
 
 

@@ -7,8 +7,14 @@ every `end` line of the outcome ledgers (or only the playbook's batch) and the s
 markers of jobs still running, the log tails of the newest failed attempts pueue still
 has, and the host's health sample; it prints one JSON line. Task ids never leave the host.
 
+On a Slurm host (`scheduler = "slurm"`) the same round trip runs slurm_feed.py's `report`
+(sent inline like the monitor's board): every `end` line of the batches' ledgers, and what
+is running, queued, blocked or held from squeue - not from start markers, which compute
+nodes write under another boot id - with log tails from `<batch>/logs/<label>.log` and
+the cluster's allocated CPUs and memory (sinfo) as its health.
+
 Exit codes: 0 report written (or printed); 2 bad input (no --group, an empty --html, a group
-neither on the daemon nor on record nor in the host file, a Slurm host); 4 unreachable or
+neither on the daemon nor on record nor in the host file); 4 unreachable or
 pueue not answering; 6 nothing selected (no label in the group or the playbook's batch).
 The report is not a verdict: failed jobs do not make it exit 1 (monitor does that).
 """
@@ -26,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, NothingSelected, RemoteError
 from ..facts.snapshot import FILTER_LOADER, health_of
 from ..hostside import monitor_filter
-from ..hostside.model import parse_ts
+from ..hostside.model import BATCH_ROOT, parse_ts
 from ..inventory import Host
 from ..scheduler.pueue import status_failure
 from ..secrecy import redact_text
-from ..shell import join
+from ..shell import home_word, join
 from .report_html import HealthRow, Report, Run, Sample, render
 
 if TYPE_CHECKING:
@@ -54,11 +60,18 @@ def check_args(group: str | None, html: str | None, log_lines: int) -> None:
         raise ConfigError(f"--log-lines {log_lines}: must be >= 0")
 
 
-def refuse_slurm(host: Host) -> None:
-    if host.is_slurm:
-        raise ConfigError(f"{host.name}: report reads pueue hosts only (scheduler = "
-                          "\"slurm\" is not supported yet); use `jobsafe monitor --host "
-                          f"{host.name} --group G --once` for a Slurm batch")
+def report_line(host: Host, group: str, batch: str | None, log_lines: int = LOG_LINES,
+                log_labels: int = LOG_LABELS) -> str:
+    """The one shell line of the read: the monitor filter's `report` on a pueue host,
+    slurm_feed.py's (sent inline like the board) on a Slurm login node."""
+    if not host.is_slurm:
+        return join(report_argv(host, group, batch, log_lines, log_labels))
+    from ..facts.slurm_snapshot import BOARD_LOADER
+
+    argv = ["report", "--group", group, "--log-lines", str(log_lines), "--log-labels",
+            str(log_labels), *(["--batch", batch] if batch is not None else [])]
+    return (f"{join(['python3', '-c', BOARD_LOADER])} {join(argv)} "
+            f"--root {home_word(BATCH_ROOT)}")
 
 
 def report_argv(host: Host, group: str, batch: str | None, log_lines: int = LOG_LINES,
@@ -140,7 +153,7 @@ def gather(remote: Remote, group: str, playbook: str | None, batch: str | None,
            log_lines: int = LOG_LINES) -> Report:
     """One round trip: the host's report line, parsed."""
     host = remote.host
-    result = remote.run(join(report_argv(host, group, batch, log_lines)), check=False,
+    result = remote.run(report_line(host, group, batch, log_lines), check=False,
                         readonly=True)
     text = result.stdout.strip()
     try:
@@ -217,7 +230,6 @@ def report_cmd(host: str, group: str | None, playbook: str | None, html: str | N
     if len(hosts) != 1:
         raise ConfigError(f"--host {host!r} selects {len(hosts)} hosts; a report is one "
                           "host's batch: name one host")
-    refuse_slurm(hosts[0])
     batch = batch_name(playbook) if playbook is not None else None
     if html is not None:  # a bad path is bad input before any SSH
         directory = os.path.dirname(os.path.abspath(html))

@@ -46,7 +46,7 @@ class Run:
     exit: int | None = None
     start: float | None = None
     end: float | None = None
-    source: str = "pueue"  # ledger | marker | pueue
+    source: str = "pueue"  # ledger | marker | pueue | squeue (a Slurm host)
     unit: str | None = None
     log: tuple[str, ...] = ()
 

@@ -1,6 +1,6 @@
-"""Helpers shared by the Slurm e2e tests (test_slurm, test_slurm_deploy): `inv` in a world,
-playbooks and submit-batch on a Slurm login node host, its batch dirs and ledgers, and what
-the real cluster's `squeue` shows."""
+"""What the Slurm e2e modules share: the login node `hpc` of a world, the `inv` runner, a
+playbook file, submit-batch and monitor on it, and the batch dir's ledger and what the real
+cluster's `squeue` shows, read back."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobsafe_ops.testing.slurm import SlurmCluster
+from jobsafe_ops.testing.slurm import PARTITION, SlurmCluster
 from tests.jsonout import result_of
 from tests.world import SimHost, World
 
@@ -19,6 +19,13 @@ JOB = ".venv/bin/python scripts/job.py"
 GROUPS = {"p1": {"parallel": 3, "min": 1, "max": 6, "job_memory": "100M"},
           "p2": {"parallel": 2, "min": 1, "max": 4, "job_memory": "100M", "cpus": 1}}
 PASS = 'pass_env = ["JOBSAFE_WORLD", "JOBSAFE_WORLD_HOST"]\n'
+
+
+def slurm_host(world: World, slurm_cluster: SlurmCluster) -> SimHost:
+    """The world's login node `hpc` of the Slurm cluster (a module fixture calls this)."""
+    # memory_cap = false: this cluster does not enforce --mem (task/none), said in reports
+    return world.add_host("hpc", groups=GROUPS, pueue=False, extra_env=slurm_cluster.env,
+                          host_keys={"scheduler": "slurm", "partition": PARTITION})
 
 
 def inv(world: World, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -67,3 +74,9 @@ def wait_ended(host: SimHost, cluster: SlurmCluster, name: str, labels: set[str]
             f"not ended in {timeout}s: {sorted(labels - set(ends))}; squeue: "
             f"{squeue(cluster, name)}")
         time.sleep(0.3)
+
+
+def monitor(world: World, *args: str, code: int) -> dict[str, Any]:
+    proc = inv(world, "monitor", "--host", "hpc", "--once", "--json", *args)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    return result_of(proc.stdout)  # type: ignore[no-any-return]

@@ -11,19 +11,19 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from jobsafe_ops.testing.slurm import PARTITION, SlurmCluster
 from tests.e2e.slurm_helpers import (
-    GROUPS,
     JOB,
     REPO,
     batch_dir,
     inv,
     ledger,
+    monitor,
     playbook,
+    slurm_host,
     squeue,
     submit,
     wait_ended,
@@ -34,9 +34,7 @@ from tests.world import SimHost, World
 
 @pytest.fixture(scope="module")
 def host(world: World, slurm_cluster: SlurmCluster) -> SimHost:
-    # memory_cap = false: this cluster does not enforce --mem (task/none), said in reports
-    return world.add_host("hpc", groups=GROUPS, pueue=False, extra_env=slurm_cluster.env,
-                          host_keys={"scheduler": "slurm", "partition": PARTITION})
+    return slurm_host(world, slurm_cluster)
 
 
 def test_probe_reports_the_clusters_facts_and_that_mem_is_not_enforced(
@@ -127,12 +125,6 @@ command = "true"
     [g] = board["groups"]
     assert board["verdict"] == "done" and g["total"] == 8 and g["counts"] == {"success": 8}
     assert g["parallel"] == 3  # the array throttle of the host file
-
-
-def monitor(world: World, *args: str, code: int) -> dict[str, Any]:
-    proc = inv(world, "monitor", "--host", "hpc", "--once", "--json", *args)
-    assert proc.returncode == code, proc.stdout + proc.stderr
-    return result_of(proc.stdout)  # type: ignore[no-any-return]
 
 
 def test_a_failure_holds_its_dependants_and_a_rerun_retries_it(

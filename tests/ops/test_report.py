@@ -195,13 +195,25 @@ def test_bad_input_is_refused_before_any_ssh(group: str | None, html: str | None
     assert word in str(exc.value)
 
 
-def test_a_slurm_host_is_refused_with_one_line() -> None:
+def test_a_slurm_host_reads_slurm_feeds_report_inline_every_value_quoted() -> None:
+    import base64
+    import shlex
+    import zlib
     from dataclasses import replace
 
-    with pytest.raises(ConfigError) as exc:
-        rp.refuse_slurm(replace(HOST, scheduler="slurm"))
-    assert "slurm" in str(exc.value) and "monitor" in str(exc.value)
-    rp.refuse_slurm(HOST)
+    from jobsafe_ops.hostside.bundle import bundle
+    from jobsafe_ops.shell import join
+
+    line = rp.report_line(replace(HOST, scheduler="slurm"), "p1; rm -rf ~", "b'x", 5)
+    words = shlex.split(line)
+    assert words[:2] == ["python3", "-c"]
+    blob = words[2].split("b64decode('")[1].split("')")[0]
+    assert zlib.decompress(base64.b64decode(blob)).decode() == bundle("slurm_feed")
+    assert words[3:9] == ["report", "--group", "p1; rm -rf ~", "--log-lines", "5",
+                          "--log-labels"]
+    assert words[words.index("--batch") + 1] == "b'x" and "--root" in words
+    assert "pueue" not in words[3:]  # the monitor filter's read is for pueue hosts
+    assert rp.report_line(HOST, "p1", None) == join(rp.report_argv(HOST, "p1", None))
 
 
 def test_the_remote_line_quotes_every_value() -> None:
