@@ -1,6 +1,6 @@
 """jobsafe-ops operations agent: sent whole as `python3 -c <this file> MODE ARGS` (nothing is
-left on the host) and run ON the host with its python3 (standard library only, Python 3.7+,
-no jobsafe_ops imports).
+left on the host) and run ON the host with its python3 (standard library only, Python 3.8+;
+hostside/bundle.py inlines what it imports from model.py and slurm_model.py).
 
 It resolves labels to pueue task ids and uses them in the same run only (INV-8: ids never
 cross SSH, are never kept, never shown), and appends every mutation it makes to the team
@@ -36,15 +36,12 @@ import sys
 import time
 from typing import Any
 
-from .model import log_name
+from .model import ACTIVE, BATCH_ROOT, attempt_of, base_label, log_name
 from .slurm_model import SQUEUE_FORMAT, expand_indices, ledger_outcomes, read_chunk
 
 JOURNAL = "~/.local/state/jobsafe-ops/journal.ndjson"
-BATCH_ROOT = "~/.local/state/jobsafe-ops/batches"
 LEDGER_NAME = "ledger.ndjson"
 RUNNING_DIR = "running"  # feeder.RUNNING_DIR; markers named as feeder.marker_path
-ACTIVE = ("queued", "running", "paused", "stashed", "locked")
-_RETRY_RE = re.compile(r"^(?P<base>.+)-retry-(?P<n>[1-9][0-9]*)$")
 _UNIT_RE = re.compile(r":unit-[0-9]{5}-[0-9a-f]{8}$")
 _BLOCK = re.compile(r"^=== (?P<label>.+?)(?: \(exit (?P<exit>-?[0-9]+)\)|: cannot start \(.*\))$")
 WAIT_KILLED = 30.0  # seconds a killed task has to end before cancel gives up on it
@@ -55,16 +52,6 @@ class Stop(Exception):
     def __init__(self, code: int, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.code, self.extra = code, extra
-
-
-def base_label(label: str) -> str:
-    m = _RETRY_RE.match(label)
-    return m.group("base") if m else label
-
-
-def attempt_of(label: str | None) -> int:
-    m = _RETRY_RE.match(label or "")
-    return int(m.group("n")) if m else 0
 
 
 def emit(kind: str, doc: dict[str, Any]) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from jobsafe_ops.batch import slurm_retry
+from jobsafe_ops.hostside import model, slurm_model
 from jobsafe_ops.hostside import ops_agent as agent
-from jobsafe_ops.hostside import slurm_model
 from jobsafe_ops.hostside.bundle import bundle
 from jobsafe_ops.mirror import AGENT_LOADER, AGENT_SOURCE
 
@@ -195,7 +195,7 @@ def test_slurm_logs_picks_the_attempt_and_a_units_mode_commands_section(
     (bdir / "logs" / "x.log").write_text("first\n")
     (bdir / "logs" / "x-retry-1.log").write_text("second\n")
     unit = "sweep:unit-00001-0123abcd"
-    (bdir / "logs" / (slurm_model.log_name(unit))).write_text(
+    (bdir / "logs" / (model.log_name(unit))).write_text(
         "=== u:1 (exit 0)\none\n=== u:2 (exit 3)\ntwo\n=== unit done: 2 commands, 1 failed\n")
     (bdir / "ledger.ndjson").write_text("".join(json.dumps(r) + "\n" for r in [
         {"event": "end", "label": "x", "group": "p1", "exit": 1, "outcome": "failed"},
