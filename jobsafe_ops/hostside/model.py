@@ -16,6 +16,8 @@ The host's health facts have their own module beside it (health.py).
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -89,6 +91,48 @@ def parse_ts(text: Any) -> datetime | None:
     except ValueError:
         return None
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def epoch(text: Any) -> float | None:
+    """parse_ts as epoch seconds (3 decimals), None if unreadable."""
+    ts = parse_ts(text)
+    return None if ts is None else round(ts.timestamp(), 3)
+
+
+# ---- the team journal on the host ---------------------------------------------------------
+
+JOURNAL = "~/.local/state/jobsafe-ops/journal.ndjson"  # every operator's mutations (flock)
+SAMPLED = ("autoscale", "autoscale-check")  # its actions that carry the host's readings
+MAX_SAMPLES = 500
+
+
+def health_samples(path: str, since: float | None, most: int = MAX_SAMPLES
+                   ) -> list[dict[str, Any]]:
+    """The host's load and memory as recorded in the team journal (autoscale journals its
+    readings with every change and check): the newest `most` since `since` (epoch s)."""
+    out: list[dict[str, Any]] = []
+    try:
+        fh = open(os.path.expanduser(path), "rb")
+    except OSError:
+        return out
+    with fh:
+        for raw in fh:
+            if not raw.endswith(b"\n") or b'"load1"' not in raw:
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or entry.get("action") not in SAMPLED:
+                continue
+            stamp = epoch(entry.get("time"))
+            if stamp is None or (since is not None and stamp < since):
+                continue
+            out.append({"time": stamp, "action": entry.get("action"),
+                        **{k: entry.get(k) for k in ("nproc", "load1", "mem_pct", "swap_in",
+                                                      "swap_out")}})
+    out.sort(key=lambda e: e["time"])
+    return out[-most:] if most > 0 else []
 
 
 def blocked_ids(tasks: Mapping[int, tuple[str, Sequence[int]]]) -> set[int]:

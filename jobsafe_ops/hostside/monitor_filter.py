@@ -38,12 +38,15 @@ from .model import (
     ACTIVE,
     BATCH_ROOT,
     FAILED,
+    JOURNAL,
     STARTED,
     UNIT_RE,
     UTC,
     attempt_of,
     base_label,
     blocked_ids,
+    epoch,
+    health_samples,
     parse_ts,
     task_status,
 )
@@ -930,11 +933,6 @@ def sampled_swap(h: dict[str, Any], before: Any, started: float, window: float) 
 REPORT_LOGS = 20  # failed attempts whose log tail is read
 
 
-def _stamp(text: Any) -> float | None:
-    ts = parse_ts(text)
-    return None if ts is None else round(ts.timestamp(), 3)
-
-
 def batch_of_command(command: str) -> str | None:
     """The batch a task was fed by: its command is `python3 <batches>/<name>/feeder.py
     run|unit ...` (the run wrapper or the unit runner); None for any other command."""
@@ -990,8 +988,8 @@ def report_runs(data: dict[str, Any], records: list[dict[str, Any]],
         if isinstance(rec.get("unit"), str):
             units.add(rec["unit"])
         runs.append({"label": label, "attempt": attempt_of(label), "outcome": outcome(rec, boot),
-                     "exit": rec.get("exit"), "start": _stamp(rec.get("start")),
-                     "end": _stamp(rec.get("end")), "source": "ledger",
+                     "exit": rec.get("exit"), "start": epoch(rec.get("start")),
+                     "end": epoch(rec.get("end")), "source": "ledger",
                      "unit": rec.get("unit")})
     for m in markers:
         if (m["label"], m.get("start")) in ended:
@@ -1000,7 +998,7 @@ def report_runs(data: dict[str, Any], records: list[dict[str, Any]],
         if state == "running":
             live.add(m["label"])
         runs.append({"label": m["label"], "attempt": attempt_of(m["label"]), "outcome": state,
-                     "exit": None, "start": _stamp(m.get("start")), "end": None,
+                     "exit": None, "start": epoch(m.get("start")), "end": None,
                      "source": "marker", "unit": m.get("unit")})
     logs: dict[int, int] = {}
     for tid in sorted(tasks):
@@ -1022,46 +1020,12 @@ def report_runs(data: dict[str, Any], records: list[dict[str, Any]],
                         break
             continue
         runs.append({"label": label, "attempt": attempt_of(label), "outcome": state,
-                     "exit": t["exit_code"], "start": _stamp(t["start"]),
-                     "end": _stamp(t["end"]) if done else None, "source": "pueue",
+                     "exit": t["exit_code"], "start": epoch(t["start"]),
+                     "end": epoch(t["end"]) if done else None, "source": "pueue",
                      "unit": None})
         if state in FAILED:
             logs[tid] = len(runs) - 1
     return runs, logs
-
-
-JOURNAL_PATH = "~/.local/state/jobsafe-ops/journal.ndjson"  # ops_agent.JOURNAL
-SAMPLED = ("autoscale", "autoscale-check")  # journal actions that carry the host's readings
-MAX_SAMPLES = 500
-
-
-def health_samples(path: str, since: float | None, most: int = MAX_SAMPLES
-                   ) -> list[dict[str, Any]]:
-    """The host's load and memory as recorded in the team journal (autoscale journals its
-    readings with every change and check): the newest `most` since `since` (epoch s)."""
-    out: list[dict[str, Any]] = []
-    try:
-        fh = open(os.path.expanduser(path), "rb")
-    except OSError:
-        return out
-    with fh:
-        for raw in fh:
-            if not raw.endswith(b"\n") or b'"load1"' not in raw:
-                continue
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(entry, dict) or entry.get("action") not in SAMPLED:
-                continue
-            stamp = _stamp(entry.get("time"))
-            if stamp is None or (since is not None and stamp < since):
-                continue
-            out.append({"time": stamp, "action": entry.get("action"),
-                        **{k: entry.get(k) for k in ("nproc", "load1", "mem_pct", "swap_in",
-                                                      "swap_out")}})
-    out.sort(key=lambda e: e["time"])
-    return out[-most:] if most > 0 else []
 
 
 def report_main(argv: list[str]) -> int:
@@ -1076,7 +1040,7 @@ def report_main(argv: list[str]) -> int:
     parser.add_argument("--log-labels", type=int, default=REPORT_LOGS)
     parser.add_argument("--ledger-root", default=LEDGER_ROOT)
     parser.add_argument("--swap-window", type=float, default=0.25)
-    parser.add_argument("--journal", default=JOURNAL_PATH)
+    parser.add_argument("--journal", default=JOURNAL)
     args = parser.parse_args(argv)
     started = time.monotonic()
     before = swap_counters()

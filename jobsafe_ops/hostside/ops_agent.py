@@ -36,10 +36,9 @@ import sys
 import time
 from typing import Any
 
-from .model import ACTIVE, BATCH_ROOT, attempt_of, base_label, log_name
+from .model import ACTIVE, BATCH_ROOT, JOURNAL, attempt_of, base_label, log_name
 from .slurm_model import SQUEUE_FORMAT, expand_indices, ledger_outcomes, read_chunk
 
-JOURNAL = "~/.local/state/jobsafe-ops/journal.ndjson"
 LEDGER_NAME = "ledger.ndjson"
 RUNNING_DIR = "running"  # feeder.RUNNING_DIR; markers named as feeder.marker_path
 _UNIT_RE = re.compile(r":unit-[0-9]{5}-[0-9a-f]{8}$")

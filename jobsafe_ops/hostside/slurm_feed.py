@@ -50,7 +50,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .model import LEAN_ENV, attempt_of, base_label, log_name, parse_ts
+from .model import JOURNAL, LEAN_ENV, attempt_of, base_label, epoch, health_samples, log_name
 from .slurm_model import (
     SACCT_ENDED,
     SACCT_FORMAT,
@@ -593,15 +593,6 @@ def _start_of(marker: str) -> str | None:
 
 # ---- report: every attempt of a group (jobsafe report on a Slurm host) --------------------
 
-JOURNAL = "~/.local/state/jobsafe-ops/journal.ndjson"  # ops_agent.JOURNAL
-SAMPLED = ("autoscale", "autoscale-check")  # monitor_filter.SAMPLED
-
-
-def _epoch(stamp: Any) -> float | None:
-    ts = parse_ts(stamp)
-    return None if ts is None else round(ts.timestamp(), 3)
-
-
 def ended_runs(ledger: str, group: str) -> list[dict[str, Any]]:
     """Every `end` line of one ledger for `group`, as the report's runs (each attempt's own
     times; the monitor keeps only a label's last line)."""
@@ -627,7 +618,7 @@ def ended_runs(ledger: str, group: str) -> list[dict[str, Any]]:
                                                           "cancelled")
                         else "success" if rec.get("exit") == 0 else "failed",
                         "exit": rec.get("exit") if isinstance(rec.get("exit"), int) else None,
-                        "start": _epoch(rec.get("start")), "end": _epoch(rec.get("end")),
+                        "start": epoch(rec.get("start")), "end": epoch(rec.get("end")),
                         "source": "ledger", "unit": rec.get("unit")})
     return out
 
@@ -669,37 +660,9 @@ def queued_runs(squeue: str, root: str, batches: list[str], group: str,
                 if st == "running" else None
             m = _RETRY.search(item["label"])
             out.append({"label": item["label"], "attempt": int(m.group(1)) if m else 0,
-                        "outcome": st, "exit": None, "start": _epoch(start), "end": None,
+                        "outcome": st, "exit": None, "start": epoch(start), "end": None,
                         "source": "squeue", "unit": None})
     return out, held
-
-
-def journal_samples(path: str, since: float | None) -> list[dict[str, Any]]:
-    """autoscale's readings of the cluster in the team journal (monitor_filter's
-    health_samples)."""
-    out: list[dict[str, Any]] = []
-    try:
-        fh = open(os.path.expanduser(path), encoding="utf-8")
-    except OSError:
-        return out
-    with fh:
-        for raw in fh:
-            if '"load1"' not in raw:
-                continue
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(entry, dict) or entry.get("action") not in SAMPLED:
-                continue
-            stamp = _epoch(entry.get("time"))
-            if stamp is None or (since is not None and stamp < since):
-                continue
-            out.append({"time": stamp, "action": entry.get("action"),
-                        **{k: entry.get(k) for k in ("nproc", "load1", "mem_pct", "swap_in",
-                                                      "swap_out")}})
-    out.sort(key=lambda e: e["time"])
-    return out[-500:]
 
 
 def report(args: argparse.Namespace) -> int:
@@ -739,7 +702,7 @@ def report(args: argparse.Namespace) -> int:
     out["status"] = "Paused" if held else "Running"
     out["runs"] = runs
     starts = [r["start"] for r in runs if r["start"] is not None]
-    out["samples"] = journal_samples(args.journal, min(starts) if starts else None)
+    out["samples"] = health_samples(args.journal, min(starts) if starts else None)
     out["now"] = round(_time.time(), 3)
     out["health"] = _cluster_health()
     print(json.dumps(out, separators=(",", ":")), flush=True)

@@ -19,12 +19,12 @@ from ..errors import (
     RefusedError,
     RemoteError,
 )
-from ..hostside import ops_agent
+from ..hostside import model
 from ..mirror import AGENT_LOADER
 from ..remote import Remote
 from ..shell import join
 
-HOST_JOURNAL = ops_agent.JOURNAL
+HOST_JOURNAL = model.JOURNAL
 
 
 def agent_argv(mode: str, pueue: str, args: Mapping[str, Any] | None = None) -> list[str]:

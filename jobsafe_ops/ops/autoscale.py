@@ -546,13 +546,14 @@ def autoscale_cmd(host: str, loop: bool, interval: float, ticks: int | str | Non
             row = HostRow(h.name, True, EXIT_OK, None, res)
             if not json_out:
                 console.print(tick_line(res), markup=False, highlight=False, soft_wrap=True)
-        if json_out and loop:  # NDJSON: one envelope line per host per tick
-            print_json(row.exit_code, [row], line=True)
+        # counted before the line is out: a Ctrl-C right after it sees this tick
         last[h.name] = row
         if isinstance(res, Tick):
             seen["changes"] += 0 if res.dry else len(res.changes)
         if h is slots[-1].host:
             seen["ticks"] += 1
+        if json_out and loop:  # NDJSON: one envelope line per host per tick
+            print_json(row.exit_code, [row], line=True)
         if notifier is not None:
             # a failed tick saw nothing: the host's other alarms stay as they were
             notifier.alarms(command, tick_alarms(h, res),

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, NothingSelected, RemoteError
 from ..facts.snapshot import FILTER_LOADER, health_of
 from ..hostside import monitor_filter
-from ..hostside.model import BATCH_ROOT, parse_ts
+from ..hostside.model import BATCH_ROOT, SAMPLED, parse_ts
 from ..inventory import Host
 from ..scheduler.pueue import status_failure
 from ..secrecy import redact_text
@@ -179,7 +179,7 @@ def with_local_samples(payload: Mapping[str, Any], host: str) -> dict[str, Any]:
     samples = [dict(x) for x in payload.get("samples") or () if isinstance(x, Mapping)]
     seen = {(x.get("action"), round(float(x.get("time") or 0), 2)) for x in samples}
     for entry in journal.entries(host):
-        if entry.get("action") not in monitor_filter.SAMPLED or "load1" not in entry:
+        if entry.get("action") not in SAMPLED or "load1" not in entry:
             continue
         stamp = parse_ts(entry.get("time"))
         if stamp is None or (since is not None and stamp.timestamp() < since):

@@ -236,9 +236,8 @@ def test_the_page_is_written_atomically(tmp_path: Path) -> None:
 # ---- health samples over the batch ---------------------------------------------------
 
 def test_health_samples_come_from_the_journals_autoscale_readings(tmp_path: Path) -> None:
-    from jobsafe_ops.hostside import ops_agent
+    from jobsafe_ops.hostside import model
 
-    assert mf.JOURNAL_PATH == ops_agent.JOURNAL
     path = tmp_path / "journal.ndjson"
     entries = [
         {"time": "2026-11-22T17:00:00+00:00", "action": "autoscale", "load1": 1.0, "nproc": 4,
@@ -249,12 +248,12 @@ def test_health_samples_come_from_the_journals_autoscale_readings(tmp_path: Path
         {"time": "2026-11-22T17:06:00+00:00", "action": "cancel", "labels": ["load1"]},
     ]
     path.write_text("".join(json.dumps(e) + "\n" for e in entries) + '{"load1": 1')
-    since = mf._stamp("2026-11-22T16:30:00Z")
-    got = mf.health_samples(str(path), since)
+    since = model.epoch("2026-11-22T16:30:00Z")
+    got = model.health_samples(str(path), since)
     assert [(g["action"], g["load1"]) for g in got] == [("autoscale", 1.0),
                                                         ("autoscale-check", 3.0)]
-    assert mf.health_samples(str(path), None, most=1)[0]["load1"] == 3.0  # the newest
-    assert mf.health_samples(str(tmp_path / "none"), None) == []
+    assert model.health_samples(str(path), None, most=1)[0]["load1"] == 3.0  # the newest
+    assert model.health_samples(str(tmp_path / "none"), None) == []
 
 
 def test_journal_samples_and_the_reports_own_make_the_health_series() -> None:
