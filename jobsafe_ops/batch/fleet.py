@@ -126,7 +126,8 @@ def read_host(host: Host, remote: Remote, plan: Plan,
     batch_dir = probe.expand(f"{BATCH_ROOT}/{plan.playbook}")
     facts = sections(remote.run(read_script(batch_dir), check=False).stdout)
     scanned = ledger.parse_scan("\n".join(facts.get("ledger", [])))
-    state = ledger.merge(probe.state, scanned.get("records") or [])
+    state = ledger.merge(probe.state, scanned.get("records") or [],
+                         scanned.get("cancelled") or ())
     done = parse_receipts("\n".join(facts.get("done", [])))
     caps = {}
     for group in dict.fromkeys(g for _, g in labels):

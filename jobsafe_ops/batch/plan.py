@@ -160,7 +160,7 @@ def _one(spec: JobSpec, state: PueueState, tasks: list[Task], receipted: set[str
             return item("held", f"{t.label} is queued behind a failed or missing dependency "
                         "(blocked); repair the chain first"), bad
         return item("skip", f"already {t.state} as {t.label}"), ("active", t.label)
-    if latest.state == "cancelled":  # a Slurm ledger's `jobsafe cancel` (slurm_submit)
+    if latest.state == "cancelled":  # `jobsafe cancel` recorded it (ledger.merge, slurm_submit)
         return item("skip", f"cancelled as {latest.label} (jobsafe cancel): not run "
                     "again"), ("bad", "cancelled")
     if latest.state == "success":

@@ -124,7 +124,8 @@ def prepare(remote: Remote, plan: Plan, *, allow_uncapped: bool, units: bool | N
                           "(pueue >= 4.0.3 rejects it; AP-11); deploy first or fix workdir")
     receipts = parse_receipts("\n".join(facts.get("receipts", [])))
     scanned = ledger.parse_scan("\n".join(facts.get("ledger", [])))
-    state = ledger.merge(probe.state, scanned.get("records") or [])
+    state = ledger.merge(probe.state, scanned.get("records") or [],
+                         scanned.get("cancelled") or ())
     done_count = int((facts.get("done") or ["0"])[0].strip() or 0)
     used = used_from_journal(journal.entries(host=host.name, action=RE_ADD_ACTION), host.name)
     items = decide(specs, state, receipts, budget=plan.retry_budget, used=used,

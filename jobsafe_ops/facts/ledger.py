@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import RemoteError
 from ..hostside import monitor_filter
 from ..hostside.feeder import LEDGER_MARK, LEDGER_NAME, unwrap
-from ..scheduler.pueue import PueueState, parse_state
+from ..hostside.model import attempt_of, base_label
+from ..scheduler.pueue import PueueState, Task, parse_state
 from ..shell import join
 from .snapshot import FILTER_LOADER
 
@@ -80,9 +81,13 @@ def read_records(remote: Remote, group: str | None) -> list[dict[str, Any]]:
     return records
 
 
-def merge(state: PueueState, records: Sequence[Mapping[str, Any]]) -> PueueState:
+def merge(state: PueueState, records: Sequence[Mapping[str, Any]],
+          cancelled: Sequence[Sequence[str]] = ()) -> PueueState:
     """pueue's state plus the recorded outcomes of labels it no longer has (and units
-    replaced by their failed commands): the same rule as the monitor filter's."""
+    replaced by their failed commands): the same rule as the monitor filter's. `cancelled`
+    ([group, label] of the newest attempt `jobsafe cancel` recorded, submit-batch's scan):
+    each becomes a task in state "cancelled", which a rerun skips (batch/plan.py), unless
+    pueue still has that attempt or a newer one."""
     data: dict[str, Any] = {"tasks": {str(t.id): {"id": t.id, "group": t.group,
                                                   "label": t.label, "status": _status(t.state)}
                                       for t in state.tasks}}
@@ -97,7 +102,16 @@ def merge(state: PueueState, records: Sequence[Mapping[str, Any]]) -> PueueState
     extra = tuple(replace(t, command=_rewrapped(t.command, raw), path=t.path)
                   for t, raw in zip(extra, added.values(), strict=True))
     kept = tuple(t for t in state.tasks if t.id not in removed)
-    return replace(state, tasks=kept + extra)
+    tasks = kept + extra
+    newest: dict[tuple[str, str], int] = {}
+    for t in tasks:
+        key = (t.group, base_label(t.label or ""))
+        newest[key] = max(newest.get(key, -1), attempt_of(t.label or ""))
+    stopped = tuple(Task(id=-len(extra) - 1 - n, group=str(g), label=str(label), command="",
+                         path="", state="cancelled")
+                    for n, (g, label) in enumerate(cancelled)
+                    if newest.get((str(g), base_label(str(label))), -1) < attempt_of(str(label)))
+    return replace(state, tasks=tasks + stopped)
 
 
 def _status(state: str) -> Any:

@@ -10,10 +10,15 @@ and by a module it inlines is refused here: inlining would make one shadow the o
 from __future__ import annotations
 
 import ast
+import threading
 from functools import lru_cache
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# One bundling at a time: fan-out threads (submit-batch --spread, several hosts) ask for the
+# same sources at once, and CPython 3.11's ast.parse is not safe to run concurrently
+# ("SystemError: AST constructor recursion depth mismatch"). Re-entrant: inlining recurses.
+_LOCK = threading.RLock()
 
 
 def _defined(tree: ast.Module) -> set[str]:
@@ -46,9 +51,14 @@ def _body(name: str, directory: Path) -> tuple[list[str], set[str]]:
     return lines, _defined(tree)
 
 
-@lru_cache(maxsize=None)  # noqa: UP033 - functools.cache is 3.9+ (hostside: 3.8)
 def bundle(name: str, directory: Path = HERE) -> str:
     """The self-contained source of `<directory>/<name>.py` (jobsafe_ops/hostside/)."""
+    with _LOCK:
+        return _bundle(name, directory)
+
+
+@lru_cache(maxsize=None)  # noqa: UP033 - functools.cache is 3.9+ (hostside: 3.8)
+def _bundle(name: str, directory: Path) -> str:
     path = directory / f"{name}.py"
     text = path.read_text()
     tree = ast.parse(text)

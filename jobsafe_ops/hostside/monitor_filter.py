@@ -483,17 +483,20 @@ def with_markers(raws: dict[tuple[bytes, bytes], Any], markers: list[dict[str, A
 
 
 def relevant(raws: dict[tuple[bytes, bytes], Any], boot: str | None = None,
-             markers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+             markers: list[dict[str, Any]] | None = None,
+             cancelled: dict[tuple[str, str], int] | None = None) -> list[dict[str, Any]]:
     """Records that can change what a view or a rerun decides: every attempt of a job
     (group, base label) and every command of a unit that has a failure on record. A job
     whose attempts all succeeded adds nothing to a failure view; successes are decoded
-    only when a failure of their job or unit makes them matter (keeps the scan cheap)."""
+    only when a failure of their job or unit makes them matter (keeps the scan cheap).
+    `cancelled` (filled in): (group, base label) -> the newest attempt `jobsafe cancel`
+    recorded; that attempt and the older ones are left out of the records."""
     boot = _boot_id() if boot is None else boot
     if markers:
         with_markers(raws, markers, boot)
     bad_jobs: set[tuple[str, str]] = set()
     bad_units: set[tuple[bytes, bytes]] = set()
-    cancelled: dict[tuple[str, str], int] = {}
+    cancelled = {} if cancelled is None else cancelled
     out: list[dict[str, Any]] = []
     successes: list[tuple[tuple[bytes, bytes], tuple[bytes, str]]] = []
     for key, entry in raws.items():
@@ -633,10 +636,13 @@ def ledger_main(argv: list[str]) -> int:
     for path in paths:
         read_ledger(path, args.group, records)
         markers.extend(read_markers(path, args.group))
-    out: dict[str, Any] = {"records": relevant(records, markers=markers)}
-    if args.succeeded:
+    cancelled: dict[tuple[str, str], int] = {}
+    out: dict[str, Any] = {"records": relevant(records, markers=markers, cancelled=cancelled)}
+    if args.succeeded:  # submit-batch's read: also what a rerun must not run again
         out["succeeded"] = sorted({json.loads(key[1]) for key, entry in records.items()
                                    if isinstance(entry, tuple) and _succeeded(entry[0])})
+        out["cancelled"] = sorted([g, b if n == 0 else f"{b}-retry-{n}"]
+                                  for (g, b), n in cancelled.items())
     sys.stdout.write(json.dumps(out, separators=(",", ":")) + "\n")
     return 0
 

@@ -11,7 +11,8 @@ them too, and records each label:
 
 - in the batch's outcome ledger as `cancelled` (after the run wrapper's own `killed`
   line): monitor, audit, retry-failed and submit-batch's ledger merge never count a
-  cancelled attempt (nor older attempts of that job) as failed, and never retry it;
+  cancelled attempt (nor older attempts of that job) as failed, and never retry it; a
+  rerun of submit-batch skips it (ledger.merge's "cancelled" tasks);
 - in the team journal on the host (`~/.local/state/jobsafe-ops/journal.ndjson`), in the
   same run, and in the local journal.
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from jobsafe_ops.hostside import monitor_filter
 from tests.cli import inv
 from tests.jsonout import result_of
 from tests.world import SimHost, World
@@ -193,7 +194,10 @@ label = "lk:stuck"
     while "Running" not in labels(host, "lk").get("lk:stuck", {}).get("status", {}):
         assert time.monotonic() < deadline, labels(host, "lk")
         time.sleep(0.2)
-    time.sleep(0.5)  # the wrapper has written its start marker
+    ledger = host.home / ".local/state/jobsafe-ops/batches/lgk/ledger.ndjson"
+    while not monitor_filter.read_markers(str(ledger)):  # the wrapper's start marker
+        assert time.monotonic() < deadline, "the run wrapper wrote no start marker"
+        time.sleep(0.1)
     host.run("pueue kill --group lk", check=True)  # SIGKILL to the task's process group
     settle(host, "lk", 1)
     inv_json(world, "clean", "--host", "lg", "--group", "lk", code=0)

@@ -200,6 +200,13 @@ n = [1, 2, 3]
     assert [d for d in plan["decisions"] if d["action"] == "add"] == []
     code, doc, err = inv(world, "audit", "--host", "ops", "--group", "oc", "--json")
     assert code == 0 and [g["failed"] for g in doc["groups"]] == [[]], doc
+    # a rerun (cron's, say) does not undo the cancel: each label is skipped as cancelled
+    code, doc, err = inv(world, "submit-batch", "--host", "ops", "--playbook", str(path),
+                         "--json")
+    assert code == 0 and doc["added"] == [], err
+    assert {i["label"]: (i["action"], "cancelled" in i["reason"]) for i in doc["items"]} == {
+        "c:1": ("skip", True), "c:2": ("skip", True), "c:3": ("skip", True)}
+    assert list(tasks(host, "oc")) == ["other:job"]
     code, _, err = inv(world, "cancel", "--host", "ops", "--label", "other:*", "--group", "oc")
     assert code == 0, err
     code, _, err = inv(world, "cancel", "--host", "ops", "--label", "c:*")

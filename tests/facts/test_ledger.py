@@ -180,6 +180,32 @@ def test_merge_adds_cleaned_outcomes_and_pueue_wins_for_labels_it_has() -> None:
     assert inner_command(by["c"].command) == "sh job.sh" == inner_command("sh job.sh")
 
 
+def test_a_cancelled_attempt_is_skipped_by_a_rerun_unless_a_newer_one_exists(
+        tmp_path: Path) -> None:
+    """submit-batch's scan lists the newest cancelled attempt per job; merged, a rerun
+    skips it (not run again), while a newer attempt pueue has keeps its own state."""
+    path = tmp_path / "ledger.ndjson"
+    for label, outcome in (("a", "failed"), ("a-retry-1", "cancelled"), ("b", "cancelled"),
+                           ("d", "cancelled")):
+        append_record(str(path), {"v": 1, "event": "end", "label": label, "group": "g",
+                                  "outcome": outcome, "exit": None, "command": "x"})
+    out = subprocess.run([sys.executable, "-c", "import sys; from jobsafe_ops.hostside import "
+                          "monitor_filter as m; sys.exit(m.main(sys.argv[1:]))", "ledger",
+                          "--ledger", str(path), "--succeeded"],
+                         capture_output=True, text=True, check=True).stdout
+    scan = ledger.parse_scan(out)
+    assert scan["cancelled"] == [["g", "a-retry-1"], ["g", "b"], ["g", "d"]]
+    assert scan["records"] == []  # a's failure is covered by the cancel of a newer attempt
+    state = PueueState((task(0, "d-retry-1", "running"),), {}, "v4")
+    merged = ledger.merge(state, scan["records"], scan["cancelled"])
+    assert sorted((t.label, t.state) for t in merged.tasks) == [
+        ("a-retry-1", "cancelled"), ("b", "cancelled"), ("d-retry-1", "running")]
+    specs = [JobSpec(label=x, group="g", command="x", workdir="/w") for x in ("a", "b", "d")]
+    by = {i.label: i for i in decide(specs, merged, {}, budget=2)}
+    assert by["a"].action == by["b"].action == "skip" and "cancelled" in by["b"].reason
+    assert by["d"].action == "skip" and "running" in by["d"].reason
+
+
 def test_monitor_summary_shows_cleaned_failures_until_a_retry_succeeds() -> None:
     data: dict[str, Any] = {"tasks": {}, "groups": {"g": {"status": "Running",
                                                            "parallel_tasks": 1}}}
