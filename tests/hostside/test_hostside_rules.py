@@ -114,4 +114,3 @@ def test_bundle_refuses_what_it_cannot_inline(tmp_path: Path) -> None:
         (tmp_path / file).write_text(source)
         with pytest.raises(ValueError, match=message):
             bundle_mod.bundle(file[:-3], tmp_path)
-
